@@ -1,0 +1,33 @@
+//! The ORM-agnostic core of [cache-purge-hooks](https://docs.rs/cache-purge-hooks).
+//!
+//! The pipeline, one direction only:
+//!
+//! ```text
+//! entity change ─► resolve (PurgeTargets) ─► deliver (Purger, AfterCommit) ─► dispatch (one
+//! worker per backend: dedupe, batch, concurrency) ─► Backend ─► cache
+//! ```
+//!
+//! - [`target`]: what is purged ([`Target`], [`PurgeUrl`]) and how URLs are normalised.
+//! - [`resolve`]: [`PurgeTargets`], implemented by `#[derive(CachePurge)]`, and the runtime
+//!   [`registry`] of resolver functions.
+//! - [`purger`]: the non-blocking [`Purger`], its global installation and stats.
+//! - [`after_commit`]: holding purges back until a transaction commits.
+//! - [`backend`]: the [`Backend`](backend::Backend) trait and the built-in backends.
+//! - [`settings`]: the settings file and its validation.
+#![warn(missing_docs)]
+
+pub mod after_commit;
+pub mod backend;
+mod dispatch;
+pub mod purger;
+pub mod resolve;
+pub mod settings;
+pub mod target;
+pub mod template;
+
+pub use after_commit::AfterCommit;
+pub use async_trait::async_trait;
+pub use purger::{BackendStats, BuildError, Purger, PurgerBuilder, ShutdownTimeout, purge_current};
+pub use resolve::{PurgeTargets, registry};
+pub use settings::{Delivery, Settings, SettingsError};
+pub use target::{IntoTarget, InvalidTarget, PurgeUrl, Tag, Target, TargetKind, Targets};

@@ -1,0 +1,437 @@
+//! The [`Purger`]: where purge requests enter the pipeline.
+//!
+//! Asking a `Purger` to purge never blocks and never fails: the targets are queued for one
+//! worker task per backend, which deduplicates, batches and sends them. [`Purger::flush`]
+//! waits until everything queued so far has been handled; [`Purger::shutdown`] does the same
+//! with a deadline and then stops the workers.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! use std::time::Duration;
+//! use cache_purge_hooks_core::{backend::MemoryBackend, Purger, Target};
+//!
+//! let memory = MemoryBackend::new("memory");
+//! let purger = Purger::builder().backend(memory.clone()).build().unwrap();
+//! purger.purge(["/a", "/b", "/a"].map(|u| Target::url(u).unwrap()));
+//! purger.flush().await;
+//! assert_eq!(memory.urls(), ["/a", "/b"]); // deduplicated
+//! purger.shutdown(Duration::from_secs(5)).await.unwrap();
+//! # }
+//! ```
+//!
+//! ORM hooks find their purger with [`Purger::current`]: the one set for the running task by
+//! [`Purger::scope`], else the one installed process-wide by [`Purger::install`].
+
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+
+use crate::after_commit;
+use crate::backend::Backend;
+use crate::dispatch::{Command, WorkerHandle, spawn_worker};
+use crate::settings::Delivery;
+use crate::target::{Target, Targets};
+
+/// A handle on a purge pipeline. Cheap to clone; every clone feeds the same workers.
+#[derive(Clone)]
+pub struct Purger {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    delivery: Delivery,
+    workers: Vec<WorkerHandle>,
+    joins: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    closed: AtomicBool,
+    #[cfg(feature = "memory")]
+    memory: HashMap<String, crate::backend::MemoryBackend>,
+}
+
+impl fmt::Debug for Purger {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Purger")
+            .field("delivery", &self.inner.delivery)
+            .field(
+                "backends",
+                &self
+                    .inner
+                    .workers
+                    .iter()
+                    .map(|w| w.name.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .finish()
+    }
+}
+
+/// Builds a [`Purger`] from backends.
+#[derive(Default)]
+#[must_use]
+pub struct PurgerBuilder {
+    delivery: Delivery,
+    backends: Vec<Arc<dyn Backend>>,
+    #[cfg(feature = "memory")]
+    memory: HashMap<String, crate::backend::MemoryBackend>,
+}
+
+impl fmt::Debug for PurgerBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PurgerBuilder")
+            .field("delivery", &self.delivery)
+            .field(
+                "backends",
+                &self.backends.iter().map(|b| b.name()).collect::<Vec<_>>(),
+            )
+            .finish()
+    }
+}
+
+/// A [`Purger`] could not be built.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// `build` was called outside a tokio runtime, where the workers cannot run.
+    #[error("a Purger must be built inside a tokio runtime (its workers are tokio tasks)")]
+    NoRuntime,
+    /// Two backends have the same name.
+    #[error("two backends are named `{0}`; backend names must be unique")]
+    DuplicateName(String),
+    /// The settings name a backend kind this build cannot construct.
+    #[error("backend `{name}`: kind `{kind}` is not available in this build of cache-purge-hooks{hint}")]
+    Unavailable {
+        /// The backend's name in the settings.
+        name: String,
+        /// Its kind.
+        kind: &'static str,
+        /// What to do about it.
+        hint: &'static str,
+    },
+}
+
+impl PurgerBuilder {
+    /// Adds a backend. Every purge goes to every backend that can purge its kind of target.
+    pub fn backend<B: Backend>(mut self, backend: B) -> Self {
+        #[cfg(feature = "memory")]
+        if let Some(m) =
+            (&backend as &dyn std::any::Any).downcast_ref::<crate::backend::MemoryBackend>()
+        {
+            self.memory.insert(m.name().to_owned(), m.clone());
+        }
+        self.backends.push(Arc::new(backend));
+        self
+    }
+
+    /// Adds an already shared backend.
+    pub fn shared_backend(mut self, backend: Arc<dyn Backend>) -> Self {
+        self.backends.push(backend);
+        self
+    }
+
+    /// Sets the delivery mode (default [`Delivery::AfterCommit`]).
+    pub fn delivery(mut self, delivery: Delivery) -> Self {
+        self.delivery = delivery;
+        self
+    }
+
+    /// Starts one worker per backend on the current tokio runtime.
+    ///
+    /// With no backend at all, purges are accepted and dropped with a warning: say so
+    /// explicitly with a `dummy` backend instead.
+    pub fn build(self) -> Result<Purger, BuildError> {
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| BuildError::NoRuntime)?;
+        let mut names = std::collections::HashSet::new();
+        for b in &self.backends {
+            if !names.insert(b.name().to_owned()) {
+                return Err(BuildError::DuplicateName(b.name().to_owned()));
+            }
+        }
+        if self.backends.is_empty() {
+            tracing::warn!(target: "cache_purge_hooks", "Purger built without any backend");
+        }
+        let mut workers = Vec::new();
+        let mut joins = Vec::new();
+        for backend in self.backends {
+            let (handle, join) = spawn_worker(backend, &runtime);
+            workers.push(handle);
+            joins.push(join);
+        }
+        Ok(Purger {
+            inner: Arc::new(Inner {
+                delivery: self.delivery,
+                workers,
+                joins: Mutex::new(joins),
+                closed: AtomicBool::new(false),
+                #[cfg(feature = "memory")]
+                memory: self.memory,
+            }),
+        })
+    }
+}
+
+fn global() -> &'static RwLock<Option<Purger>> {
+    static GLOBAL: RwLock<Option<Purger>> = RwLock::new(None);
+    &GLOBAL
+}
+
+tokio::task_local! {
+    static CURRENT: Purger;
+}
+
+/// [`Purger::shutdown`] ran out of time.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("cache purge shutdown timed out with {undelivered} target(s) still queued")]
+pub struct ShutdownTimeout {
+    /// How many targets (summed over backends) were still waiting.
+    pub undelivered: u64,
+}
+
+impl Purger {
+    /// Builds a purger with the backends and delivery mode of these settings.
+    pub fn from_settings(settings: &crate::Settings) -> Result<Purger, BuildError> {
+        use crate::settings::BackendSettings;
+        let mut builder = Purger::builder().delivery(settings.delivery);
+        for (name, backend) in &settings.backends {
+            builder = match backend {
+                #[cfg(feature = "log")]
+                BackendSettings::Log(_) => builder.backend(crate::backend::LogBackend::new(name)),
+                #[cfg(feature = "dummy")]
+                BackendSettings::Dummy(_) => {
+                    builder.backend(crate::backend::DummyBackend::new(name))
+                }
+                #[cfg(feature = "memory")]
+                BackendSettings::Memory(m) => builder
+                    .backend(crate::backend::MemoryBackend::new(name).with_max_batch(m.max_batch)),
+                other => {
+                    let kind = other.kind();
+                    let hint = match kind {
+                        "log" | "dummy" | "memory" => " (enable the cargo feature of the same name)",
+                        _ => " yet",
+                    };
+                    return Err(BuildError::Unavailable {
+                        name: name.clone(),
+                        kind,
+                        hint,
+                    });
+                }
+            };
+        }
+        builder.build()
+    }
+
+    /// A builder with no backend and [`Delivery::AfterCommit`].
+    pub fn builder() -> PurgerBuilder {
+        PurgerBuilder::default()
+    }
+
+    /// The delivery mode.
+    pub fn delivery(&self) -> Delivery {
+        self.inner.delivery
+    }
+
+    /// The backends' names, in the order they were added.
+    pub fn backend_names(&self) -> Vec<&str> {
+        self.inner.workers.iter().map(|w| w.name.as_str()).collect()
+    }
+
+    /// The [`MemoryBackend`](crate::backend::MemoryBackend) of this name, if the purger has one
+    /// (from the settings file or the builder): what tests assert on.
+    #[cfg(feature = "memory")]
+    pub fn memory_backend(&self, name: &str) -> Option<crate::backend::MemoryBackend> {
+        self.inner.memory.get(name).cloned()
+    }
+
+    /// Makes this the process-wide purger that ORM hooks use (replacing any earlier one).
+    pub fn install(&self) {
+        *global().write().unwrap_or_else(|p| p.into_inner()) = Some(self.clone());
+    }
+
+    /// Removes the process-wide purger, returning it.
+    pub fn uninstall() -> Option<Purger> {
+        global().write().unwrap_or_else(|p| p.into_inner()).take()
+    }
+
+    /// The purger for the running task: the one set by [`Purger::scope`] if any, else the one
+    /// installed by [`Purger::install`].
+    pub fn current() -> Option<Purger> {
+        CURRENT
+            .try_with(Purger::clone)
+            .ok()
+            .or_else(|| global().read().unwrap_or_else(|p| p.into_inner()).clone())
+    }
+
+    /// Runs `fut` with this purger as [`Purger::current`], whatever is installed globally:
+    /// lets tests (or apps with several pipelines) run side by side.
+    pub async fn scope<F: Future>(&self, fut: F) -> F::Output {
+        CURRENT.scope(self.clone(), fut).await
+    }
+
+    /// Queues targets for purging. Never blocks.
+    ///
+    /// With [`Delivery::AfterCommit`] inside an [`AfterCommit`](crate::AfterCommit) scope (a
+    /// transaction), the targets wait for the scope to be committed and are dropped if it is
+    /// not.
+    pub fn purge(&self, targets: impl IntoIterator<Item = Target>) {
+        let targets: Vec<Target> = targets.into_iter().collect();
+        if targets.is_empty() {
+            return;
+        }
+        let targets = match self.inner.delivery {
+            Delivery::AfterCommit => match after_commit::buffer(self, targets) {
+                Some(not_buffered) => not_buffered,
+                None => return,
+            },
+            Delivery::Immediate => targets,
+        };
+        self.send(targets);
+    }
+
+    /// Queues what a resolver produced, logging (with `source`, for example the entity's type
+    /// name) every target it rejected.
+    pub fn purge_resolved(&self, source: &str, targets: Targets) {
+        let (targets, rejected) = targets.into_parts();
+        for r in rejected {
+            tracing::error!(
+                target: "cache_purge_hooks",
+                source,
+                input = %r.input,
+                reason = r.reason,
+                "purge target rejected"
+            );
+        }
+        self.purge(targets);
+    }
+
+    /// Sends to the workers now, bypassing any after-commit scope.
+    pub(crate) fn send(&self, targets: Vec<Target>) {
+        if self.inner.closed.load(Ordering::Acquire) {
+            tracing::error!(
+                target: "cache_purge_hooks",
+                targets = targets.len(),
+                "purge requested after Purger::shutdown; not sent"
+            );
+            return;
+        }
+        let shared: Arc<[Target]> = targets.into();
+        for w in &self.inner.workers {
+            w.counters
+                .queued
+                .fetch_add(shared.len() as u64, Ordering::Relaxed);
+            if w.tx.send(Command::Purge(shared.clone())).is_err() {
+                w.counters
+                    .queued
+                    .fetch_sub(shared.len() as u64, Ordering::Relaxed);
+                tracing::error!(
+                    target: "cache_purge_hooks",
+                    backend = %w.name,
+                    targets = shared.len(),
+                    "backend worker has stopped; purge not sent"
+                );
+            }
+        }
+    }
+
+    /// Waits until every target queued before this call has been delivered, or has failed.
+    pub async fn flush(&self) {
+        let mut acks = Vec::with_capacity(self.inner.workers.len());
+        for w in &self.inner.workers {
+            let (tx, rx) = oneshot::channel();
+            if w.tx.send(Command::Flush(tx)).is_ok() {
+                acks.push(rx);
+            }
+        }
+        for ack in acks {
+            // An error means the worker stopped: nothing more will be delivered by it.
+            let _ = ack.await;
+        }
+    }
+
+    /// Flushes with a deadline, then stops the workers. Purges requested afterwards are
+    /// logged as errors and dropped.
+    pub async fn shutdown(&self, deadline: Duration) -> Result<(), ShutdownTimeout> {
+        let flushed = tokio::time::timeout(deadline, self.flush()).await.is_ok();
+        self.inner.closed.store(true, Ordering::Release);
+        let undelivered: u64 = self
+            .inner
+            .workers
+            .iter()
+            .map(|w| w.counters.queued.load(Ordering::Relaxed))
+            .sum();
+        let joins: Vec<_> = std::mem::take(&mut *self.inner.joins.lock().unwrap_or_else(|p| p.into_inner()));
+        for j in joins {
+            j.abort();
+        }
+        if flushed && undelivered == 0 {
+            Ok(())
+        } else {
+            tracing::error!(target: "cache_purge_hooks", undelivered, "shutdown deadline passed");
+            Err(ShutdownTimeout { undelivered })
+        }
+    }
+
+    /// A snapshot of every backend's counters.
+    pub fn stats(&self) -> Vec<BackendStats> {
+        self.inner
+            .workers
+            .iter()
+            .map(|w| {
+                let c = &w.counters;
+                BackendStats {
+                    backend: w.name.clone(),
+                    queued: c.queued.load(Ordering::Relaxed),
+                    purged: c.purged.load(Ordering::Relaxed),
+                    failed: c.failed.load(Ordering::Relaxed),
+                    batches: c.batches.load(Ordering::Relaxed),
+                    unsupported: c.unsupported.load(Ordering::Relaxed),
+                    deduplicated: c.deduplicated.load(Ordering::Relaxed),
+                    busy: Duration::from_micros(c.busy_micros.load(Ordering::Relaxed)),
+                }
+            })
+            .collect()
+    }
+}
+
+/// Counters of one backend since the purger started.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct BackendStats {
+    /// The backend's name.
+    pub backend: String,
+    /// Targets waiting or in flight.
+    pub queued: u64,
+    /// Targets purged.
+    pub purged: u64,
+    /// Targets whose purge failed.
+    pub failed: u64,
+    /// Purge calls made.
+    pub batches: u64,
+    /// Targets skipped because the backend cannot purge their kind.
+    pub unsupported: u64,
+    /// Targets dropped because the same target was already waiting.
+    pub deduplicated: u64,
+    /// Time spent in purge calls (summed over concurrent calls).
+    pub busy: Duration,
+}
+
+/// Queues targets on [`Purger::current`]; with none installed, logs an error naming the
+/// targets (so the loss is visible) and drops them.
+pub fn purge_current(source: &str, targets: Targets) {
+    match Purger::current() {
+        Some(p) => p.purge_resolved(source, targets),
+        None => {
+            if !targets.is_empty() || !targets.rejected().is_empty() {
+                tracing::error!(
+                    target: "cache_purge_hooks",
+                    source,
+                    targets = ?targets.urls(),
+                    "no Purger installed: call cache_purge_hooks::init() (or Purger::install) at start-up; purge dropped"
+                );
+            }
+        }
+    }
+}

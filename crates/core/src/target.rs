@@ -1,0 +1,619 @@
+//! What a purge is about: URLs, URL prefixes, tags, or everything.
+//!
+//! Every URL that enters the pipeline goes through [`PurgeUrl::parse`], which normalises it to
+//! one canonical, ASCII-only form: anything that is not allowed in a URI (spaces, quotes,
+//! control characters such as a newline, non-ASCII) is percent-encoded and a fragment is cut
+//! off. So a backend never sees a character that could end a Varnish CLI command, close a
+//! quoted ban expression or split an HTTP request line.
+//!
+//! ```
+//! use cache_purge_hooks_core::{PurgeUrl, Target};
+//!
+//! let url = PurgeUrl::parse("/posts/café \"x\"#comments").unwrap();
+//! assert_eq!(url.as_str(), "/posts/caf%C3%A9%20%22x%22");
+//!
+//! let abs = PurgeUrl::parse("https://Example.COM/a?b=1").unwrap();
+//! assert_eq!(abs.host(), Some("example.com"));
+//! assert_eq!(abs.path_and_query(), "/a?b=1");
+//!
+//! assert!(PurgeUrl::parse("posts/1").is_err()); // relative: which page would that be?
+//! assert_eq!(Target::url("/").unwrap().to_string(), "url /");
+//! ```
+
+use std::borrow::Cow;
+use std::fmt;
+
+/// An error for a target that cannot be purged as given.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid purge target {input:?}: {reason}")]
+pub struct InvalidTarget {
+    /// The input as it was given (truncated to 200 characters).
+    pub input: String,
+    /// What is wrong with it.
+    pub reason: &'static str,
+}
+
+impl InvalidTarget {
+    fn new(input: &str, reason: &'static str) -> Self {
+        let input = if input.chars().count() > 200 {
+            let mut s: String = input.chars().take(200).collect();
+            s.push('…');
+            s
+        } else {
+            input.to_owned()
+        };
+        Self { input, reason }
+    }
+}
+
+/// A normalised URL to purge: either a path (`/posts/a?page=2`) or an absolute `http`/`https`
+/// URL whose host routes the purge (`https://example.com/posts/a`).
+///
+/// The text is always ASCII and never contains whitespace, quotes, backslashes or control
+/// characters: those are percent-encoded by [`PurgeUrl::parse`].
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PurgeUrl {
+    text: String,
+    /// Byte offset where the path starts (0 for a bare path).
+    path_start: usize,
+    /// Byte range of the host inside `text`, for absolute URLs.
+    host: Option<(usize, usize)>,
+}
+
+impl PurgeUrl {
+    /// Parses and normalises a URL.
+    ///
+    /// Accepted: a path starting with a single `/`, or an absolute URL starting with `http://`
+    /// or `https://` with an ASCII host. Characters not allowed in a URI are percent-encoded
+    /// (existing `%XX` escapes are kept as they are); a `#fragment` is removed since it is
+    /// never sent to a server. An absolute URL with an empty path gets `/`.
+    pub fn parse(input: &str) -> Result<Self, InvalidTarget> {
+        if input.is_empty() {
+            return Err(InvalidTarget::new(input, "empty URL"));
+        }
+        let without_fragment = match input.find('#') {
+            Some(i) => &input[..i],
+            None => input,
+        };
+        if without_fragment.starts_with("//") {
+            return Err(InvalidTarget::new(
+                input,
+                "a URL starting with `//` has no scheme; write `https://host/path` or `/path`",
+            ));
+        }
+        if without_fragment.starts_with('/') {
+            return Ok(Self {
+                text: encode_uri(without_fragment).into_owned(),
+                path_start: 0,
+                host: None,
+            });
+        }
+        let lower_head: String = without_fragment
+            .chars()
+            .take(8)
+            .collect::<String>()
+            .to_ascii_lowercase();
+        let (scheme, rest) = if lower_head.starts_with("https://") {
+            ("https://", &without_fragment[8..])
+        } else if lower_head.starts_with("http://") {
+            ("http://", &without_fragment[7..])
+        } else {
+            return Err(InvalidTarget::new(
+                input,
+                "a URL must be a path starting with `/` or an absolute `http://` or `https://` URL",
+            ));
+        };
+        let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+        let authority = &rest[..authority_end];
+        if authority.is_empty() {
+            return Err(InvalidTarget::new(input, "absolute URL without a host"));
+        }
+        if authority.contains('@') {
+            return Err(InvalidTarget::new(
+                input,
+                "credentials in a purge URL are not supported",
+            ));
+        }
+        if !authority
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b':' | b'[' | b']'))
+        {
+            return Err(InvalidTarget::new(
+                input,
+                "the host of an absolute URL must be ASCII (use its punycode form)",
+            ));
+        }
+        let mut text = String::with_capacity(without_fragment.len() + 1);
+        text.push_str(scheme);
+        let host_start = text.len();
+        text.push_str(&authority.to_ascii_lowercase());
+        let host_end = text.len();
+        let path_start = text.len();
+        let tail = &rest[authority_end..];
+        if !tail.starts_with('/') {
+            text.push('/');
+        }
+        text.push_str(&encode_uri(tail));
+        Ok(Self {
+            text,
+            path_start,
+            host: Some((host_start, host_end)),
+        })
+    }
+
+    /// The whole normalised URL.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    /// The host (with port, if any) of an absolute URL; `None` for a path.
+    pub fn host(&self) -> Option<&str> {
+        self.host.map(|(a, b)| &self.text[a..b])
+    }
+
+    /// The `https://` or `http://` scheme of an absolute URL; `None` for a path.
+    pub fn scheme(&self) -> Option<&str> {
+        self.host.map(|(a, _)| &self.text[..a - 3])
+    }
+
+    /// The path and query: what goes on an HTTP request line (`/a?b=1`).
+    pub fn path_and_query(&self) -> &str {
+        &self.text[self.path_start..]
+    }
+
+    /// The path without the query.
+    pub fn path(&self) -> &str {
+        let pq = self.path_and_query();
+        match pq.find('?') {
+            Some(i) => &pq[..i],
+            None => pq,
+        }
+    }
+
+    /// The query without the `?`, if there is one.
+    pub fn query(&self) -> Option<&str> {
+        let pq = self.path_and_query();
+        pq.find('?').map(|i| &pq[i + 1..])
+    }
+
+    /// Whether this is an absolute URL (with a host).
+    pub fn is_absolute(&self) -> bool {
+        self.host.is_some()
+    }
+}
+
+impl fmt::Display for PurgeUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+impl std::str::FromStr for PurgeUrl {
+    type Err = InvalidTarget;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::parse(s)
+    }
+}
+
+/// Bytes allowed verbatim in a normalised URI: RFC 3986 unreserved, sub-delims, `:`, `@`, `/`,
+/// `?`. `%` is handled separately (kept only as the start of a valid escape).
+fn uri_byte_allowed(b: u8) -> bool {
+    b.is_ascii_alphanumeric()
+        || matches!(
+            b,
+            b'-' | b'.'
+                | b'_'
+                | b'~'
+                | b'!'
+                | b'$'
+                | b'&'
+                | b'\''
+                | b'('
+                | b')'
+                | b'*'
+                | b'+'
+                | b','
+                | b';'
+                | b'='
+                | b':'
+                | b'@'
+                | b'/'
+                | b'?'
+        )
+}
+
+fn encode_uri(s: &str) -> Cow<'_, str> {
+    let bytes = s.as_bytes();
+    let is_escape = |i: usize| {
+        bytes[i] == b'%'
+            && i + 2 < bytes.len()
+            && bytes[i + 1].is_ascii_hexdigit()
+            && bytes[i + 2].is_ascii_hexdigit()
+    };
+    let clean = (0..bytes.len()).all(|i| uri_byte_allowed(bytes[i]) || is_escape(i));
+    if clean {
+        return Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 16);
+    for (i, &b) in bytes.iter().enumerate() {
+        if uri_byte_allowed(b) || is_escape(i) {
+            out.push(b as char);
+        } else {
+            push_escape(&mut out, b);
+        }
+    }
+    Cow::Owned(out)
+}
+
+pub(crate) fn push_escape(out: &mut String, b: u8) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    out.push('%');
+    out.push(HEX[(b >> 4) as usize] as char);
+    out.push(HEX[(b & 0xf) as usize] as char);
+}
+
+/// A cache tag (a surrogate key): what tag-capable backends purge by.
+///
+/// Tags are 1 to 1024 visible ASCII characters without `,`, `"` or `\`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Tag(String);
+
+impl Tag {
+    /// Validates a tag.
+    pub fn parse(input: &str) -> Result<Self, InvalidTarget> {
+        if input.is_empty() || input.len() > 1024 {
+            return Err(InvalidTarget::new(input, "a tag must be 1 to 1024 characters"));
+        }
+        if !input
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && !matches!(b, b',' | b'"' | b'\\'))
+        {
+            return Err(InvalidTarget::new(
+                input,
+                "a tag may only hold visible ASCII characters other than `,`, `\"` and `\\`",
+            ));
+        }
+        Ok(Self(input.to_owned()))
+    }
+
+    /// The tag's text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Tag {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// One thing to purge.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum Target {
+    /// Exactly this URL (path and query as given; no other URL).
+    Url(PurgeUrl),
+    /// Every URL that starts with this one. Only backends with
+    /// [`Capabilities::prefix`](crate::Capabilities::prefix) can purge it.
+    Prefix(PurgeUrl),
+    /// Every object carrying this tag. Only backends with
+    /// [`Capabilities::tag`](crate::Capabilities::tag) can purge it.
+    Tag(Tag),
+    /// Everything in the cache.
+    Everything,
+}
+
+impl Target {
+    /// A URL target, parsed and normalised by [`PurgeUrl::parse`].
+    pub fn url(url: &str) -> Result<Self, InvalidTarget> {
+        PurgeUrl::parse(url).map(Self::Url)
+    }
+
+    /// A prefix target.
+    pub fn prefix(prefix: &str) -> Result<Self, InvalidTarget> {
+        PurgeUrl::parse(prefix).map(Self::Prefix)
+    }
+
+    /// A tag target.
+    pub fn tag(tag: &str) -> Result<Self, InvalidTarget> {
+        Tag::parse(tag).map(Self::Tag)
+    }
+
+    /// The kind of target, for capability checks and messages.
+    pub fn kind(&self) -> TargetKind {
+        match self {
+            Self::Url(_) => TargetKind::Url,
+            Self::Prefix(_) => TargetKind::Prefix,
+            Self::Tag(_) => TargetKind::Tag,
+            Self::Everything => TargetKind::Everything,
+        }
+    }
+
+    /// The URL of a [`Target::Url`], if it is one.
+    pub fn as_url(&self) -> Option<&PurgeUrl> {
+        match self {
+            Self::Url(u) => Some(u),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Url(u) => write!(f, "url {u}"),
+            Self::Prefix(u) => write!(f, "prefix {u}"),
+            Self::Tag(t) => write!(f, "tag {t}"),
+            Self::Everything => f.write_str("everything"),
+        }
+    }
+}
+
+/// The kinds of [`Target`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum TargetKind {
+    /// [`Target::Url`]
+    Url,
+    /// [`Target::Prefix`]
+    Prefix,
+    /// [`Target::Tag`]
+    Tag,
+    /// [`Target::Everything`]
+    Everything,
+}
+
+impl fmt::Display for TargetKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Url => "url",
+            Self::Prefix => "prefix",
+            Self::Tag => "tag",
+            Self::Everything => "everything",
+        })
+    }
+}
+
+/// Something a resolver may return as one purge target.
+///
+/// Strings are URLs. There is deliberately no impl for `char`: a resolver cannot return a
+/// `String` where a list is expected and have it purged character by character (the seed's
+/// bug), because `String` is not an iterator of targets.
+pub trait IntoTarget {
+    /// Converts into a target, or says why it cannot be one.
+    fn into_target(self) -> Result<Target, InvalidTarget>;
+}
+
+impl IntoTarget for Target {
+    fn into_target(self) -> Result<Target, InvalidTarget> {
+        Ok(self)
+    }
+}
+impl IntoTarget for PurgeUrl {
+    fn into_target(self) -> Result<Target, InvalidTarget> {
+        Ok(Target::Url(self))
+    }
+}
+impl IntoTarget for Tag {
+    fn into_target(self) -> Result<Target, InvalidTarget> {
+        Ok(Target::Tag(self))
+    }
+}
+impl IntoTarget for &str {
+    fn into_target(self) -> Result<Target, InvalidTarget> {
+        Target::url(self)
+    }
+}
+impl IntoTarget for String {
+    fn into_target(self) -> Result<Target, InvalidTarget> {
+        Target::url(&self)
+    }
+}
+impl IntoTarget for &String {
+    fn into_target(self) -> Result<Target, InvalidTarget> {
+        Target::url(self)
+    }
+}
+impl IntoTarget for Cow<'_, str> {
+    fn into_target(self) -> Result<Target, InvalidTarget> {
+        Target::url(&self)
+    }
+}
+impl IntoTarget for url::Url {
+    fn into_target(self) -> Result<Target, InvalidTarget> {
+        Target::url(self.as_str())
+    }
+}
+impl<T: IntoTarget> IntoTarget for Result<T, InvalidTarget> {
+    fn into_target(self) -> Result<Target, InvalidTarget> {
+        self.and_then(IntoTarget::into_target)
+    }
+}
+
+/// The targets an entity resolves to, with any that were rejected.
+///
+/// Filled by [`PurgeTargets::purge_targets`](crate::PurgeTargets::purge_targets); duplicates
+/// are removed as they are pushed, keeping the first occurrence's order.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Targets {
+    targets: Vec<Target>,
+    rejected: Vec<InvalidTarget>,
+}
+
+impl Targets {
+    /// An empty set.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a target unless it is already present.
+    pub fn push(&mut self, target: Target) {
+        if !self.targets.contains(&target) {
+            self.targets.push(target);
+        }
+    }
+
+    /// Adds anything convertible into a target; an invalid one is kept in
+    /// [`rejected`](Self::rejected) and logged by the pipeline, never silently dropped.
+    pub fn push_any(&mut self, target: impl IntoTarget) {
+        match target.into_target() {
+            Ok(t) => self.push(t),
+            Err(e) => self.rejected.push(e),
+        }
+    }
+
+    /// Adds every target of an iterator (what a resolver function returns).
+    pub fn extend_any<I>(&mut self, targets: I)
+    where
+        I: IntoIterator,
+        I::Item: IntoTarget,
+    {
+        for t in targets {
+            self.push_any(t);
+        }
+    }
+
+    /// Moves every target and rejection of `other` into `self`.
+    pub fn merge(&mut self, other: Targets) {
+        for t in other.targets {
+            self.push(t);
+        }
+        self.rejected.extend(other.rejected);
+    }
+
+    /// Records a rejection found while resolving.
+    pub fn reject(&mut self, rejection: InvalidTarget) {
+        self.rejected.push(rejection);
+    }
+
+    /// The accepted targets, in order.
+    pub fn targets(&self) -> &[Target] {
+        &self.targets
+    }
+
+    /// The inputs that were rejected, with the reason.
+    pub fn rejected(&self) -> &[InvalidTarget] {
+        &self.rejected
+    }
+
+    /// Whether there is no accepted target.
+    pub fn is_empty(&self) -> bool {
+        self.targets.is_empty()
+    }
+
+    /// The number of accepted targets.
+    pub fn len(&self) -> usize {
+        self.targets.len()
+    }
+
+    /// Splits into the accepted targets and the rejections.
+    pub fn into_parts(self) -> (Vec<Target>, Vec<InvalidTarget>) {
+        (self.targets, self.rejected)
+    }
+
+    /// The accepted URLs as strings (convenient in tests and logs).
+    pub fn urls(&self) -> Vec<&str> {
+        self.targets
+            .iter()
+            .filter_map(|t| t.as_url().map(PurgeUrl::as_str))
+            .collect()
+    }
+}
+
+impl<T: IntoTarget> FromIterator<T> for Targets {
+    fn from_iter<I: IntoIterator<Item = T>>(iter: I) -> Self {
+        let mut t = Targets::new();
+        t.extend_any(iter);
+        t
+    }
+}
+
+impl IntoIterator for Targets {
+    type Item = Target;
+    type IntoIter = std::vec::IntoIter<Target>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.targets.into_iter()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_are_normalised_and_never_carry_unsafe_bytes() {
+        let cases = [
+            ("/", "/"),
+            ("/a b", "/a%20b"),
+            ("/a\nb", "/a%0Ab"),
+            ("/a\"b", "/a%22b"),
+            ("/a\\b", "/a%5Cb"),
+            ("/é", "/%C3%A9"),
+            ("/a%20b", "/a%20b"),
+            ("/a%zz", "/a%25zz"),
+            ("/a%2", "/a%252"),
+            ("/a?x=1&y=2", "/a?x=1&y=2"),
+            ("/a#frag", "/a"),
+            ("/a?x=1#frag", "/a?x=1"),
+        ];
+        for (input, want) in cases {
+            assert_eq!(PurgeUrl::parse(input).unwrap().as_str(), want, "{input:?}");
+        }
+    }
+
+    #[test]
+    fn absolute_urls_keep_host_and_scheme() {
+        let u = PurgeUrl::parse("HTTPS://Example.com:8443?q=1").unwrap();
+        assert_eq!(u.as_str(), "https://example.com:8443/?q=1");
+        assert_eq!(u.scheme(), Some("https"));
+        assert_eq!(u.host(), Some("example.com:8443"));
+        assert_eq!(u.path_and_query(), "/?q=1");
+        assert_eq!(u.path(), "/");
+        assert_eq!(u.query(), Some("q=1"));
+        let p = PurgeUrl::parse("/x?y").unwrap();
+        assert_eq!((p.host(), p.scheme(), p.path(), p.query()), (None, None, "/x", Some("y")));
+    }
+
+    #[test]
+    fn bad_urls_are_rejected_with_a_reason() {
+        for bad in ["", "posts/1", "//evil.com/x", "ftp://x/", "https:///x", "http://a b/"] {
+            let err = PurgeUrl::parse(bad).unwrap_err();
+            assert!(!err.reason.is_empty(), "{bad:?}");
+        }
+        assert!(PurgeUrl::parse("http://user@h/").is_err());
+        assert!(PurgeUrl::parse("https://exämple.com/").is_err());
+    }
+
+    #[test]
+    fn targets_dedupe_and_keep_rejections() {
+        let mut t = Targets::new();
+        t.extend_any(["/a", "/b", "/a", "nope"]);
+        assert_eq!(t.urls(), ["/a", "/b"]);
+        assert_eq!(t.rejected().len(), 1);
+        assert_eq!(t.rejected()[0].input, "nope");
+    }
+
+    #[test]
+    fn tags_are_validated() {
+        assert!(Tag::parse("post-1").is_ok());
+        assert!(Tag::parse("a b").is_err());
+        assert!(Tag::parse("a,b").is_err());
+        assert!(Tag::parse("").is_err());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn normalised_urls_are_safe_for_every_backend(s in "/\\PC{0,40}") {
+            if let Ok(u) = PurgeUrl::parse(&s) {
+                let text = u.as_str();
+                proptest::prop_assert!(text.is_ascii());
+                let unsafe_byte = |b: u8| b.is_ascii_control() || b" \"\\#<>`{}|^".contains(&b);
+                proptest::prop_assert!(!text.bytes().any(unsafe_byte), "{}", text);
+                // Normalising is idempotent.
+                let again = PurgeUrl::parse(text).unwrap();
+                proptest::prop_assert_eq!(again.as_str(), text);
+            }
+        }
+    }
+}

@@ -1,0 +1,129 @@
+//! Rendering of `#[cache_purge(url = "...")]` templates: how a field value becomes part of a URL.
+//!
+//! The derive macro calls these; they are public so that hand-written [`PurgeTargets`]
+//! impls can encode values the same way.
+//!
+//! ```
+//! use cache_purge_hooks_core::template::{push_path_segment, push_query_value};
+//!
+//! let mut url = String::from("/posts/");
+//! push_path_segment(&mut url, &"a/b c?#é");
+//! assert_eq!(url, "/posts/a%2Fb%20c%3F%23%C3%A9");
+//!
+//! let mut url = String::from("/search?q=");
+//! push_query_value(&mut url, &"rust & tea=1");
+//! assert_eq!(url, "/search?q=rust%20%26%20tea%3D1");
+//! ```
+//!
+//! [`PurgeTargets`]: crate::PurgeTargets
+
+use std::fmt::{self, Display, Write as _};
+
+use crate::target::push_escape;
+
+/// Appends `value` as one path segment: everything except RFC 3986 unreserved characters,
+/// sub-delimiters, `:` and `@` is percent-encoded, so `/`, `?`, `#`, `%`, spaces and non-ASCII
+/// can never change the URL's structure. A value of `.` or `..` has its dots encoded, so it
+/// cannot walk up the path.
+pub fn push_path_segment(out: &mut String, value: &dyn Display) {
+    let start = out.len();
+    encode_into(out, value, segment_byte_allowed);
+    let rendered = &out[start..];
+    if rendered == "." || rendered == ".." {
+        let dots = rendered.len();
+        out.truncate(start);
+        for _ in 0..dots {
+            out.push_str("%2E");
+        }
+    }
+}
+
+/// Appends `value` as a query-string value: like [`push_path_segment`] but also encoding
+/// `&`, `=`, `+` and `;`, so a value can never add a parameter.
+pub fn push_query_value(out: &mut String, value: &dyn Display) {
+    encode_into(out, value, query_byte_allowed);
+}
+
+fn segment_byte_allowed(b: u8) -> bool {
+    b.is_ascii_alphanumeric()
+        || matches!(
+            b,
+            b'-' | b'.'
+                | b'_'
+                | b'~'
+                | b'!'
+                | b'$'
+                | b'&'
+                | b'\''
+                | b'('
+                | b')'
+                | b'*'
+                | b'+'
+                | b','
+                | b';'
+                | b'='
+                | b':'
+                | b'@'
+        )
+}
+
+fn query_byte_allowed(b: u8) -> bool {
+    segment_byte_allowed(b) && !matches!(b, b'&' | b'=' | b'+' | b';') || matches!(b, b'/' | b'?')
+}
+
+/// A `fmt::Write` that percent-encodes as it goes, so values are rendered without an
+/// intermediate `String`.
+struct Encoder<'a> {
+    out: &'a mut String,
+    allowed: fn(u8) -> bool,
+}
+
+impl fmt::Write for Encoder<'_> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        for &b in s.as_bytes() {
+            if (self.allowed)(b) {
+                self.out.push(b as char);
+            } else {
+                push_escape(self.out, b);
+            }
+        }
+        Ok(())
+    }
+}
+
+fn encode_into(out: &mut String, value: &dyn Display, allowed: fn(u8) -> bool) {
+    let mut enc = Encoder { out, allowed };
+    // Writing into a String cannot fail; a Display impl that returns an error leaves what it
+    // wrote so far, which is the best rendering available.
+    let _ = write!(enc, "{value}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dot_segments_cannot_walk_up() {
+        for (v, want) in [(".", "%2E"), ("..", "%2E%2E"), ("...", "..."), (".a", ".a")] {
+            let mut s = String::new();
+            push_path_segment(&mut s, &v);
+            assert_eq!(s, want);
+        }
+    }
+
+    #[test]
+    fn numbers_and_plain_slugs_are_untouched() {
+        let mut s = String::from("/p/");
+        push_path_segment(&mut s, &42);
+        s.push('/');
+        push_path_segment(&mut s, &"hello-world_1.2~x");
+        assert_eq!(s, "/p/42/hello-world_1.2~x");
+    }
+
+    #[test]
+    fn query_values_cannot_add_parameters() {
+        let mut s = String::new();
+        push_query_value(&mut s, &"a&b=c+d;e/f?g");
+        assert_eq!(s, "a%26b%3Dc%2Bd%3Be/f?g");
+    }
+}
