@@ -1,8 +1,85 @@
-//! cache-purge-hooks facade.
+//! # cache-purge-hooks
+//!
+//! Keeps front-end HTTP caches (Varnish, nginx) fresh by purging the right URLs when ORM
+//! entities are saved or deleted: declare an entity's URLs once, and every insert, update,
+//! delete and bulk write purges them, after the transaction commits, without slowing the save.
+//!
+//! ```text
+//! entity change ──► hook ──► resolve targets ──► deliver ──► dispatch ──► backend(s) ──► cache
+//!  (SeaORM save,     (sea_orm::   (#[derive(CachePurge)]   (Purger,      (one worker per    (log, memory,
+//!   delete, bulk)     after_save)   or a resolver fn)       AfterCommit)   backend: dedupe,    dummy; varnish,
+//!                                                                          batch, parallel)    nginx)
+//! ```
+//!
+//! ## Quick start (SeaORM)
+//!
+//! ```ignore
+//! use cache_purge_hooks::CachePurge;
+//! use sea_orm::entity::prelude::*;
+//!
+//! #[derive(Clone, Debug, PartialEq, DeriveEntityModel, CachePurge)]
+//! #[sea_orm(table_name = "posts")]
+//! #[cache_purge(url = "/posts/{slug}", url = "/")]
+//! pub struct Model {
+//!     #[sea_orm(primary_key)]
+//!     pub id: i32,
+//!     pub slug: String,
+//! }
+//! # #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)] pub enum Relation {}
+//!
+//! cache_purge_hooks::sea_orm::active_model_behavior!();
+//!
+//! #[tokio::main]
+//! async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     // Reads cache-purge.toml (if present) and CACHE_PURGE__* variables; fails here, at
+//!     // start-up, on any invalid setting.
+//!     let purger = cache_purge_hooks::init()?;
+//!     // ... saves through SeaORM now purge ...
+//!     purger.shutdown(std::time::Duration::from_secs(10)).await?;
+//!     Ok(())
+//! }
+//! ```
+//!
+//! The crates: [`cache_purge_hooks_core`] (targets, settings, the [`Purger`], backends),
+//! `cache-purge-hooks-macros` ([`CachePurge`]), and [`sea_orm`] (the SeaORM hooks).
 #![warn(missing_docs)]
 
 pub use cache_purge_hooks_core::*;
 pub use cache_purge_hooks_macros::CachePurge;
+
+/// The SeaORM integration: hooks, after-commit transactions and bulk helpers.
+#[cfg(feature = "sea-orm")]
+pub mod sea_orm {
+    pub use cache_purge_hooks_sea_orm::*;
+}
+
+/// Start-up failed: the settings are invalid, or the purger could not be built from them.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum InitError {
+    /// A setting is invalid.
+    #[error(transparent)]
+    Settings(#[from] SettingsError),
+    /// The purger could not be built.
+    #[error(transparent)]
+    Build(#[from] BuildError),
+}
+
+/// Loads the settings ([`Settings::load`]: `cache-purge.toml` or `$CACHE_PURGE_CONFIG`, then
+/// `CACHE_PURGE__*` variables), builds the [`Purger`] and installs it for the ORM hooks.
+///
+/// Call it once at start-up, inside the tokio runtime. Every invalid setting fails here,
+/// never at the first save.
+pub fn init() -> Result<Purger, InitError> {
+    init_with(&Settings::load()?)
+}
+
+/// Builds the [`Purger`] of these settings and installs it for the ORM hooks.
+pub fn init_with(settings: &Settings) -> Result<Purger, InitError> {
+    let purger = Purger::from_settings(settings)?;
+    purger.install();
+    Ok(purger)
+}
 
 #[doc(hidden)]
 pub mod __private {

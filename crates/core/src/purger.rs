@@ -139,6 +139,39 @@ impl PurgerBuilder {
         self
     }
 
+    /// A builder with the backends and delivery mode of these settings, to which more
+    /// backends can be added.
+    pub fn from_settings(settings: &crate::Settings) -> Result<PurgerBuilder, BuildError> {
+        use crate::settings::BackendSettings;
+        let mut builder = Purger::builder().delivery(settings.delivery);
+        for (name, backend) in &settings.backends {
+            builder = match backend {
+                #[cfg(feature = "log")]
+                BackendSettings::Log(_) => builder.backend(crate::backend::LogBackend::new(name)),
+                #[cfg(feature = "dummy")]
+                BackendSettings::Dummy(_) => {
+                    builder.backend(crate::backend::DummyBackend::new(name))
+                }
+                #[cfg(feature = "memory")]
+                BackendSettings::Memory(m) => builder
+                    .backend(crate::backend::MemoryBackend::new(name).with_max_batch(m.max_batch)),
+                other => {
+                    let kind = other.kind();
+                    let hint = match kind {
+                        "log" | "dummy" | "memory" => " (enable the cargo feature of the same name)",
+                        _ => " yet",
+                    };
+                    return Err(BuildError::Unavailable {
+                        name: name.clone(),
+                        kind,
+                        hint,
+                    });
+                }
+            };
+        }
+        Ok(builder)
+    }
+
     /// Starts one worker per backend on the current tokio runtime.
     ///
     /// With no backend at all, purges are accepted and dropped with a warning: say so
@@ -194,39 +227,18 @@ pub struct ShutdownTimeout {
 impl Purger {
     /// Builds a purger with the backends and delivery mode of these settings.
     pub fn from_settings(settings: &crate::Settings) -> Result<Purger, BuildError> {
-        use crate::settings::BackendSettings;
-        let mut builder = Purger::builder().delivery(settings.delivery);
-        for (name, backend) in &settings.backends {
-            builder = match backend {
-                #[cfg(feature = "log")]
-                BackendSettings::Log(_) => builder.backend(crate::backend::LogBackend::new(name)),
-                #[cfg(feature = "dummy")]
-                BackendSettings::Dummy(_) => {
-                    builder.backend(crate::backend::DummyBackend::new(name))
-                }
-                #[cfg(feature = "memory")]
-                BackendSettings::Memory(m) => builder
-                    .backend(crate::backend::MemoryBackend::new(name).with_max_batch(m.max_batch)),
-                other => {
-                    let kind = other.kind();
-                    let hint = match kind {
-                        "log" | "dummy" | "memory" => " (enable the cargo feature of the same name)",
-                        _ => " yet",
-                    };
-                    return Err(BuildError::Unavailable {
-                        name: name.clone(),
-                        kind,
-                        hint,
-                    });
-                }
-            };
-        }
-        builder.build()
+        PurgerBuilder::from_settings(settings)?.build()
     }
 
     /// A builder with no backend and [`Delivery::AfterCommit`].
     pub fn builder() -> PurgerBuilder {
         PurgerBuilder::default()
+    }
+
+    /// An identity of the pipeline, equal for every clone of this purger and different for
+    /// every other purger alive (ORM crates use it to keep per-pipeline state apart).
+    pub fn id(&self) -> usize {
+        Arc::as_ptr(&self.inner) as usize
     }
 
     /// The delivery mode.

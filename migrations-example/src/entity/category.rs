@@ -1,0 +1,36 @@
+//! A category: its page lists its posts, and the home page shows every category, so a change
+//! purges both.
+
+use cache_purge_hooks::CachePurge;
+use sea_orm::entity::prelude::*;
+
+/// A blog category.
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel, CachePurge)]
+#[sea_orm(table_name = "categories")]
+#[cache_purge(url = "/categories/{slug}", url = "/")]
+pub struct Model {
+    /// Primary key.
+    #[sea_orm(primary_key)]
+    pub id: i32,
+    /// URL name, unique.
+    #[sea_orm(unique)]
+    pub slug: String,
+    /// Display name.
+    pub name: String,
+}
+
+/// Relations.
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {
+    /// A category has posts.
+    #[sea_orm(has_many = "super::post::Entity")]
+    Posts,
+}
+
+impl Related<super::post::Entity> for Entity {
+    fn to() -> RelationDef {
+        Relation::Posts.def()
+    }
+}
+
+cache_purge_hooks::sea_orm::active_model_behavior!();
