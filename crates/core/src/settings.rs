@@ -699,8 +699,8 @@ fn from_config_error(e: config::ConfigError, file: &Option<String>) -> SettingsE
     match e {
         config::ConfigError::FileParse { uri, cause } => SettingsError::new(
             None,
-            uri.or_else(|| file.clone()),
-            format!("not valid TOML: {cause}"),
+            file.clone().or(uri),
+            format!("not valid TOML: {}", cause.to_string().trim_end()),
         ),
         config::ConfigError::Foreign(cause) => {
             SettingsError::new(None, file.clone(), format!("cannot read: {cause}"))
@@ -765,10 +765,13 @@ fn describe(e: serde_path_to_error::Error<config::ConfigError>, prefix: &str) ->
             expected,
             ..
         } => format!("expected {expected}, found {unexpected}"),
-        config::ConfigError::Message(m) => {
-            strip_key(&m).replace("expected a duration", "expected a duration like \"5s\" or \"250ms\"")
-        }
+        config::ConfigError::Message(m) => strip_key(&m),
         other => strip_key(&other.to_string()),
+    };
+    let message = if message.ends_with("expected a duration") {
+        format!("{message} like \"5s\" or \"250ms\"")
+    } else {
+        message
     };
     let message = if let Some(rest) = message.strip_prefix("unknown field `") {
         let field = rest.split('`').next().unwrap_or_default();

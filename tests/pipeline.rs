@@ -1,0 +1,163 @@
+//! The Purger and its dispatcher: dedupe, batching, capabilities, isolation, flush, shutdown.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use cache_purge_hooks::backend::{Backend, Capabilities, MemoryBackend, PurgeError};
+use cache_purge_hooks::{AfterCommit, Delivery, Purger, Target};
+
+fn urls(list: &[&str]) -> Vec<Target> {
+    list.iter().map(|u| Target::url(u).unwrap()).collect()
+}
+
+#[tokio::test]
+async fn batches_respect_the_backends_size_and_duplicates_are_dropped() {
+    let memory = MemoryBackend::new("m").with_max_batch(3);
+    let purger = Purger::builder().backend(memory.clone()).build().unwrap();
+    let many: Vec<String> = (0..10).map(|i| format!("/p/{i}")).collect();
+    let refs: Vec<&str> = many.iter().map(String::as_str).collect();
+    purger.purge(urls(&refs));
+    purger.purge(urls(&refs[..4])); // queued while the first are waiting: deduplicated or re-sent, never lost
+    purger.flush().await;
+    let records = memory.records();
+    assert!(records.iter().all(|r| r.targets.len() <= 3), "{records:?}");
+    let mut got = memory.urls();
+    got.sort();
+    got.dedup();
+    assert_eq!(got.len(), 10);
+    let stats = &purger.stats()[0];
+    assert_eq!(stats.queued, 0);
+    assert_eq!(stats.purged + stats.deduplicated, 14, "{stats:?}");
+}
+
+struct UrlOnly(MemoryBackend);
+
+#[cache_purge_hooks::async_trait]
+impl Backend for UrlOnly {
+    fn name(&self) -> &str {
+        "url-only"
+    }
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::URL
+    }
+    async fn purge(&self, batch: &[Target]) -> Result<(), PurgeError> {
+        self.0.purge(batch).await
+    }
+}
+
+#[tokio::test]
+async fn a_target_a_backend_cannot_purge_is_skipped_and_counted_never_widened() {
+    let inner = MemoryBackend::new("inner");
+    let all = MemoryBackend::new("all");
+    let purger = Purger::builder().backend(UrlOnly(inner.clone())).backend(all.clone()).build().unwrap();
+    purger.purge([Target::url("/a").unwrap(), Target::tag("post-1").unwrap(), Target::Everything]);
+    purger.flush().await;
+    assert_eq!(inner.purged(), [Target::url("/a").unwrap()]);
+    assert_eq!(all.purged().len(), 3);
+    let stats = purger.stats();
+    assert_eq!(stats[0].unsupported, 2);
+    assert_eq!(stats[0].purged, 1);
+}
+
+/// Sleeps on every purge: a slow cache.
+struct Slow {
+    calls: Arc<AtomicUsize>,
+    delay: Duration,
+}
+
+#[cache_purge_hooks::async_trait]
+impl Backend for Slow {
+    fn name(&self) -> &str {
+        "slow"
+    }
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::ALL
+    }
+    async fn purge(&self, _batch: &[Target]) -> Result<(), PurgeError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        tokio::time::sleep(self.delay).await;
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn purging_never_blocks_and_a_slow_backend_does_not_hold_back_another() {
+    let fast = MemoryBackend::new("fast");
+    let calls = Arc::new(AtomicUsize::new(0));
+    let purger = Purger::builder()
+        .backend(Slow { calls: calls.clone(), delay: Duration::from_secs(30) })
+        .backend(fast.clone())
+        .build()
+        .unwrap();
+    purger.purge(urls(&["/a"]));
+    // The fast backend gets it while the slow one is still busy.
+    for _ in 0..200 {
+        if fast.was_purged("/a") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(fast.was_purged("/a"));
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    assert_eq!(purger.stats()[0].queued, 1);
+
+    // Shutdown gives up at its deadline and says how much was left.
+    let started = Instant::now();
+    let err = purger.shutdown(Duration::from_millis(100)).await.unwrap_err();
+    assert_eq!(err.undelivered, 1);
+    assert!(started.elapsed() < Duration::from_secs(10));
+    // After shutdown, purges are refused (and logged), not queued.
+    purger.purge(urls(&["/late"]));
+    purger.flush().await;
+    assert!(!fast.was_purged("/late"));
+}
+
+#[tokio::test]
+async fn after_commit_scopes_hold_purges_until_commit_and_nest() {
+    let memory = MemoryBackend::new("m");
+    let purger = Purger::builder().backend(memory.clone()).build().unwrap();
+    let (_, outer) = AfterCommit::run(async {
+        purger.purge(urls(&["/outer"]));
+        let (_, inner) = AfterCommit::run(async { purger.purge(urls(&["/inner"])) }).await;
+        inner.commit(); // into the outer scope, not out
+        let (_, dropped) = AfterCommit::run(async { purger.purge(urls(&["/rolled-back"])) }).await;
+        assert_eq!(dropped.discard(), 1);
+    })
+    .await;
+    purger.flush().await;
+    assert!(memory.urls().is_empty());
+    assert_eq!(outer.len(), 2);
+    outer.commit();
+    purger.flush().await;
+    assert_eq!(memory.url_set(), ["/inner", "/outer"]);
+
+    // Dropping a scope without a decision discards.
+    let (_, forgotten) = AfterCommit::run(async { purger.purge(urls(&["/forgotten"])) }).await;
+    drop(forgotten);
+    purger.flush().await;
+    assert!(!memory.was_purged("/forgotten"));
+
+    // Immediate delivery ignores scopes.
+    let now = MemoryBackend::new("now");
+    let immediate = Purger::builder().delivery(Delivery::Immediate).backend(now.clone()).build().unwrap();
+    let (_, scope) = AfterCommit::run(async { immediate.purge(urls(&["/now"])) }).await;
+    assert!(scope.is_empty());
+    immediate.flush().await;
+    assert!(now.was_purged("/now"));
+}
+
+#[tokio::test]
+async fn the_current_purger_is_the_scoped_one_then_the_installed_one() {
+    let a = MemoryBackend::new("a");
+    let b = MemoryBackend::new("b");
+    let pa = Purger::builder().backend(a.clone()).build().unwrap();
+    let pb = Purger::builder().backend(b.clone()).build().unwrap();
+    pa.install();
+    assert_eq!(Purger::current().unwrap().id(), pa.id());
+    pb.scope(async { assert_eq!(Purger::current().unwrap().id(), pb.id()) }).await;
+    assert!(Purger::uninstall().is_some());
+    assert!(Purger::current().is_none());
+    assert_ne!(pa.id(), pb.id());
+    assert_eq!(pa.id(), pa.clone().id());
+}
