@@ -50,8 +50,16 @@ impl Backend for UrlOnly {
 async fn a_target_a_backend_cannot_purge_is_skipped_and_counted_never_widened() {
     let inner = MemoryBackend::new("inner");
     let all = MemoryBackend::new("all");
-    let purger = Purger::builder().backend(UrlOnly(inner.clone())).backend(all.clone()).build().unwrap();
-    purger.purge([Target::url("/a").unwrap(), Target::tag("post-1").unwrap(), Target::Everything]);
+    let purger = Purger::builder()
+        .backend(UrlOnly(inner.clone()))
+        .backend(all.clone())
+        .build()
+        .unwrap();
+    purger.purge([
+        Target::url("/a").unwrap(),
+        Target::tag("post-1").unwrap(),
+        Target::Everything,
+    ]);
     purger.flush().await;
     assert_eq!(inner.purged(), [Target::url("/a").unwrap()]);
     assert_eq!(all.purged().len(), 3);
@@ -86,7 +94,10 @@ async fn purging_never_blocks_and_a_slow_backend_does_not_hold_back_another() {
     let fast = MemoryBackend::new("fast");
     let calls = Arc::new(AtomicUsize::new(0));
     let purger = Purger::builder()
-        .backend(Slow { calls: calls.clone(), delay: Duration::from_secs(30) })
+        .backend(Slow {
+            calls: calls.clone(),
+            delay: Duration::from_secs(30),
+        })
         .backend(fast.clone())
         .build()
         .unwrap();
@@ -104,7 +115,10 @@ async fn purging_never_blocks_and_a_slow_backend_does_not_hold_back_another() {
 
     // Shutdown gives up at its deadline and says how much was left.
     let started = Instant::now();
-    let err = purger.shutdown(Duration::from_millis(100)).await.unwrap_err();
+    let err = purger
+        .shutdown(Duration::from_millis(100))
+        .await
+        .unwrap_err();
     assert_eq!(err.undelivered, 1);
     assert!(started.elapsed() < Duration::from_secs(10));
     // After shutdown, purges are refused (and logged), not queued.
@@ -140,7 +154,11 @@ async fn after_commit_scopes_hold_purges_until_commit_and_nest() {
 
     // Immediate delivery ignores scopes.
     let now = MemoryBackend::new("now");
-    let immediate = Purger::builder().delivery(Delivery::Immediate).backend(now.clone()).build().unwrap();
+    let immediate = Purger::builder()
+        .delivery(Delivery::Immediate)
+        .backend(now.clone())
+        .build()
+        .unwrap();
     let (_, scope) = AfterCommit::run(async { immediate.purge(urls(&["/now"])) }).await;
     assert!(scope.is_empty());
     immediate.flush().await;
@@ -155,7 +173,8 @@ async fn the_current_purger_is_the_scoped_one_then_the_installed_one() {
     let pb = Purger::builder().backend(b.clone()).build().unwrap();
     pa.install();
     assert_eq!(Purger::current().unwrap().id(), pa.id());
-    pb.scope(async { assert_eq!(Purger::current().unwrap().id(), pb.id()) }).await;
+    pb.scope(async { assert_eq!(Purger::current().unwrap().id(), pb.id()) })
+        .await;
     assert!(Purger::uninstall().is_some());
     assert!(Purger::current().is_none());
     assert_ne!(pa.id(), pb.id());

@@ -7,8 +7,8 @@ mod common;
 
 use cache_purge_hooks::backend::{MemoryBackend, PurgeError};
 use cache_purge_hooks::{Delivery, Purger, registry};
-use common::entities::{category, comment, page, post};
 use common::TestDb;
+use common::entities::{category, comment, page, post};
 use sea_orm::sea_query::Expr;
 use sea_orm::{ActiveModelTrait, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, Set};
 
@@ -41,7 +41,10 @@ fn new_post(slug: &str, category_id: i32) -> post::ActiveModel {
 }
 
 fn selects(statements: &[String]) -> usize {
-    statements.iter().filter(|s| s.trim_start().to_uppercase().starts_with("SELECT")).count()
+    statements
+        .iter()
+        .filter(|s| s.trim_start().to_uppercase().starts_with("SELECT"))
+        .count()
 }
 
 async fn for_each_db<F, Fut>(test: F)
@@ -63,7 +66,12 @@ async fn insert_update_save_delete_purge_exactly_the_rows_urls() {
     for_each_db(|t, purger, memory| async move {
         let db = &t.db;
         let p = new_post("hello", 7).insert(db).await.unwrap();
-        assert_eq!(purged(&purger, &memory).await, ["/", "/archive?category=7", "/posts/hello"], "{}", t.label);
+        assert_eq!(
+            purged(&purger, &memory).await,
+            ["/", "/archive?category=7", "/posts/hello"],
+            "{}",
+            t.label
+        );
 
         // An update that writes no URL field: the same URLs, and no extra SELECT.
         t.take_statements();
@@ -72,22 +80,39 @@ async fn insert_update_save_delete_purge_exactly_the_rows_urls() {
         let p = am.update(db).await.unwrap();
         let statements = t.take_statements();
         let expected_selects = if db.support_returning() { 0 } else { 1 }; // the UPDATE's own read-back
-        assert_eq!(selects(&statements), expected_selects, "{}: {statements:?}", t.label);
-        assert_eq!(purged(&purger, &memory).await, ["/", "/archive?category=7", "/posts/hello"]);
+        assert_eq!(
+            selects(&statements),
+            expected_selects,
+            "{}: {statements:?}",
+            t.label
+        );
+        assert_eq!(
+            purged(&purger, &memory).await,
+            ["/", "/archive?category=7", "/posts/hello"]
+        );
 
         // save() on a new and on a loaded row.
         let saved = new_post("saved", 7).save(db).await.unwrap();
-        assert_eq!(purged(&purger, &memory).await, ["/", "/archive?category=7", "/posts/saved"]);
+        assert_eq!(
+            purged(&purger, &memory).await,
+            ["/", "/archive?category=7", "/posts/saved"]
+        );
         let mut saved = saved;
         saved.published = Set(true);
         saved.save(db).await.unwrap();
-        assert_eq!(purged(&purger, &memory).await, ["/", "/archive?category=7", "/posts/saved"]);
+        assert_eq!(
+            purged(&purger, &memory).await,
+            ["/", "/archive?category=7", "/posts/saved"]
+        );
 
         // Delete of a loaded model: its URLs, no extra SELECT.
         t.take_statements();
         post::ActiveModel::from(p).delete(db).await.unwrap();
         assert_eq!(selects(&t.take_statements()), 0);
-        assert_eq!(purged(&purger, &memory).await, ["/", "/archive?category=7", "/posts/hello"]);
+        assert_eq!(
+            purged(&purger, &memory).await,
+            ["/", "/archive?category=7", "/posts/hello"]
+        );
         t
     })
     .await;
@@ -106,20 +131,35 @@ async fn changing_a_url_field_purges_old_and_new_urls() {
         am.update(db).await.unwrap();
         assert_eq!(
             purged(&purger, &memory).await,
-            ["/", "/archive?category=1", "/archive?category=2", "/posts/new-slug", "/posts/old-slug"],
+            [
+                "/",
+                "/archive?category=1",
+                "/archive?category=2",
+                "/posts/new-slug",
+                "/posts/old-slug"
+            ],
             "{}",
             t.label
         );
 
         // A partial ActiveModel (primary key + new slug only) still finds the old URL.
         let id = post::Entity::find().one(db).await.unwrap().unwrap().id;
-        post::ActiveModel { id: Set(id), slug: Set("third".into()), ..Default::default() }
-            .update(db)
-            .await
-            .unwrap();
+        post::ActiveModel {
+            id: Set(id),
+            slug: Set("third".into()),
+            ..Default::default()
+        }
+        .update(db)
+        .await
+        .unwrap();
         assert_eq!(
             purged(&purger, &memory).await,
-            ["/", "/archive?category=2", "/posts/new-slug", "/posts/third"]
+            [
+                "/",
+                "/archive?category=2",
+                "/posts/new-slug",
+                "/posts/third"
+            ]
         );
         t
     })
@@ -130,19 +170,46 @@ async fn changing_a_url_field_purges_old_and_new_urls() {
 async fn delete_given_only_the_primary_key_purges_the_stored_rows_urls() {
     for_each_db(|t, purger, memory| async move {
         let db = &t.db;
-        let c = category::ActiveModel { slug: Set("tea".into()), name: Set("Tea".into()), ..Default::default() }
-            .insert(db)
-            .await
-            .unwrap();
+        let c = category::ActiveModel {
+            slug: Set("tea".into()),
+            name: Set("Tea".into()),
+            ..Default::default()
+        }
+        .insert(db)
+        .await
+        .unwrap();
         assert_eq!(purged(&purger, &memory).await, ["/", "/categories/tea"]);
 
-        let res = category::ActiveModel { id: Set(c.id), ..Default::default() }.delete(db).await.unwrap();
+        let res = category::ActiveModel {
+            id: Set(c.id),
+            ..Default::default()
+        }
+        .delete(db)
+        .await
+        .unwrap();
         assert_eq!(res.rows_affected, 1);
-        assert_eq!(purged(&purger, &memory).await, ["/", "/categories/tea"], "{}", t.label);
-        assert!(category::Entity::find_by_id(c.id).one(db).await.unwrap().is_none());
+        assert_eq!(
+            purged(&purger, &memory).await,
+            ["/", "/categories/tea"],
+            "{}",
+            t.label
+        );
+        assert!(
+            category::Entity::find_by_id(c.id)
+                .one(db)
+                .await
+                .unwrap()
+                .is_none()
+        );
 
         // Deleting a row that does not exist purges nothing and fails nothing.
-        category::ActiveModel { id: Set(c.id), ..Default::default() }.delete(db).await.unwrap();
+        category::ActiveModel {
+            id: Set(c.id),
+            ..Default::default()
+        }
+        .delete(db)
+        .await
+        .unwrap();
         assert!(purged(&purger, &memory).await.is_empty());
         t
     })
@@ -154,11 +221,20 @@ async fn bulk_helpers_purge_every_affected_row() {
     use cache_purge_hooks::sea_orm::bulk;
     for_each_db(|t, purger, memory| async move {
         let db = &t.db;
-        let rows = bulk::insert_many(db, [new_post("a", 1), new_post("b", 1), new_post("c", 2)]).await.unwrap();
+        let rows = bulk::insert_many(db, [new_post("a", 1), new_post("b", 1), new_post("c", 2)])
+            .await
+            .unwrap();
         assert_eq!(rows.len(), 3);
         assert_eq!(
             purged(&purger, &memory).await,
-            ["/", "/archive?category=1", "/archive?category=2", "/posts/a", "/posts/b", "/posts/c"],
+            [
+                "/",
+                "/archive?category=1",
+                "/archive?category=2",
+                "/posts/a",
+                "/posts/b",
+                "/posts/c"
+            ],
             "{}",
             t.label
         );
@@ -171,7 +247,10 @@ async fn bulk_helpers_purge_every_affected_row() {
         .unwrap();
         assert_eq!(rows.len(), 2);
         assert!(rows.iter().all(|r| r.published));
-        assert_eq!(purged(&purger, &memory).await, ["/", "/archive?category=1", "/posts/a", "/posts/b"]);
+        assert_eq!(
+            purged(&purger, &memory).await,
+            ["/", "/archive?category=1", "/posts/a", "/posts/b"]
+        );
 
         // An update of a URL field: old and new URLs.
         bulk::update_many::<post::Entity, _>(db, post::Column::Slug.eq("c"), |u| {
@@ -179,14 +258,24 @@ async fn bulk_helpers_purge_every_affected_row() {
         })
         .await
         .unwrap();
-        assert_eq!(purged(&purger, &memory).await, ["/", "/archive?category=2", "/posts/c", "/posts/c2"]);
+        assert_eq!(
+            purged(&purger, &memory).await,
+            ["/", "/archive?category=2", "/posts/c", "/posts/c2"]
+        );
 
-        let gone = bulk::delete_many::<post::Entity, _>(db, post::Column::CategoryId.eq(1)).await.unwrap();
+        let gone = bulk::delete_many::<post::Entity, _>(db, post::Column::CategoryId.eq(1))
+            .await
+            .unwrap();
         assert_eq!(gone.len(), 2);
-        assert_eq!(purged(&purger, &memory).await, ["/", "/archive?category=1", "/posts/a", "/posts/b"]);
+        assert_eq!(
+            purged(&purger, &memory).await,
+            ["/", "/archive?category=1", "/posts/a", "/posts/b"]
+        );
 
         // Nothing matched: nothing purged.
-        bulk::delete_many::<post::Entity, _>(db, post::Column::CategoryId.eq(99)).await.unwrap();
+        bulk::delete_many::<post::Entity, _>(db, post::Column::CategoryId.eq(99))
+            .await
+            .unwrap();
         assert!(purged(&purger, &memory).await.is_empty());
         t
     })
@@ -214,7 +303,15 @@ async fn transactions_purge_after_commit_and_never_after_rollback() {
         .await;
         assert!(res.is_err());
         assert!(purged(&purger, &memory).await.is_empty(), "{}", t.label);
-        assert_eq!(post::Entity::find_by_id(p.id).one(db).await.unwrap().unwrap().slug, "draft");
+        assert_eq!(
+            post::Entity::find_by_id(p.id)
+                .one(db)
+                .await
+                .unwrap()
+                .unwrap()
+                .slug,
+            "draft"
+        );
 
         // Committed: nothing before COMMIT, everything after.
         let (inner_purger, inner_memory) = (purger.clone(), memory.clone());
@@ -231,7 +328,15 @@ async fn transactions_purge_after_commit_and_never_after_rollback() {
         })
         .await
         .unwrap();
-        assert_eq!(purged(&purger, &memory).await, ["/", "/archive?category=1", "/posts/draft", "/posts/published"]);
+        assert_eq!(
+            purged(&purger, &memory).await,
+            [
+                "/",
+                "/archive?category=1",
+                "/posts/draft",
+                "/posts/published"
+            ]
+        );
 
         // Nested: the savepoint's rollback drops its purges only.
         transaction(db, |txn| {
@@ -250,7 +355,10 @@ async fn transactions_purge_after_commit_and_never_after_rollback() {
         })
         .await
         .unwrap();
-        assert_eq!(purged(&purger, &memory).await, ["/", "/archive?category=3", "/posts/kept"]);
+        assert_eq!(
+            purged(&purger, &memory).await,
+            ["/", "/archive?category=3", "/posts/kept"]
+        );
         t
     })
     .await;
@@ -310,27 +418,46 @@ async fn a_failing_cache_or_a_missing_purger_never_fails_the_save() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resolver_functions_and_registered_resolvers_purge_through_hooks() {
     registry::replace::<comment::Model, _, _>(|c: &comment::Model| {
-        vec![format!("/posts/{}", c.post_slug), format!("/posts/{}/comments", c.post_slug)]
+        vec![
+            format!("/posts/{}", c.post_slug),
+            format!("/posts/{}/comments", c.post_slug),
+        ]
     });
     for_each_db(|t, purger, memory| async move {
         let db = &t.db;
-        let c = comment::ActiveModel { post_slug: Set("hello".into()), text: Set("  hi  ".into()), ..Default::default() }
-            .insert(db)
-            .await
-            .unwrap();
+        let c = comment::ActiveModel {
+            post_slug: Set("hello".into()),
+            text: Set("  hi  ".into()),
+            ..Default::default()
+        }
+        .insert(db)
+        .await
+        .unwrap();
         assert_eq!(c.text, "hi", "the entity's own before_save ran");
-        assert_eq!(purged(&purger, &memory).await, ["/posts/hello", "/posts/hello/comments"]);
+        assert_eq!(
+            purged(&purger, &memory).await,
+            ["/posts/hello", "/posts/hello/comments"]
+        );
 
         // Resolver fields are unknown: any written field loads the old row.
-        let pg = page::ActiveModel { path: Set("/about".into()), body: Set("v1".into()), ..Default::default() }
-            .insert(db)
-            .await
-            .unwrap();
+        let pg = page::ActiveModel {
+            path: Set("/about".into()),
+            body: Set("v1".into()),
+            ..Default::default()
+        }
+        .insert(db)
+        .await
+        .unwrap();
         assert_eq!(purged(&purger, &memory).await, ["/about", "/sitemap.xml"]);
         let mut am: page::ActiveModel = pg.into();
         am.path = Set("/about-us".into());
         am.update(db).await.unwrap();
-        assert_eq!(purged(&purger, &memory).await, ["/about", "/about-us", "/sitemap.xml"], "{}", t.label);
+        assert_eq!(
+            purged(&purger, &memory).await,
+            ["/about", "/about-us", "/sitemap.xml"],
+            "{}",
+            t.label
+        );
         t
     })
     .await;

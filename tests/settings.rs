@@ -13,7 +13,11 @@ fn file(text: &str) -> tempfile::NamedTempFile {
 
 fn error(text: &str) -> String {
     let f = file(text);
-    let err = SettingsLoader::default().file(f.path()).without_env().load().unwrap_err();
+    let err = SettingsLoader::default()
+        .file(f.path())
+        .without_env()
+        .load()
+        .unwrap_err();
     let path = f.path().display().to_string();
     let msg = err.to_string();
     assert!(msg.contains(&path), "error does not name the file: {msg}");
@@ -31,7 +35,11 @@ fn a_missing_default_file_means_the_log_backend() {
     assert_eq!(s, Settings::default());
     assert!(matches!(s.backends["log"], BackendSettings::Log(_)));
     // An explicitly named file must exist.
-    let err = SettingsLoader::default().file(dir.path().join("nope.toml")).without_env().load().unwrap_err();
+    let err = SettingsLoader::default()
+        .file(dir.path().join("nope.toml"))
+        .without_env()
+        .load()
+        .unwrap_err();
     assert!(err.to_string().contains("does not exist"), "{err}");
     assert!(err.to_string().contains("nope.toml"), "{err}");
 }
@@ -56,10 +64,14 @@ fn a_file_selects_several_backends() {
     let s = Settings::from_file(f.path()).unwrap();
     assert_eq!(s.delivery, Delivery::Immediate);
     assert_eq!(s.backends.len(), 3);
-    let BackendSettings::Varnish(v) = &s.backends["edge"] else { panic!() };
+    let BackendSettings::Varnish(v) = &s.backends["edge"] else {
+        panic!()
+    };
     assert_eq!(v.mode, VarnishMode::Cli);
     assert_eq!(v.servers, ["127.0.0.1:6082", "127.0.0.2:6082"]);
-    let BackendSettings::Nginx(n) = &s.backends["local"] else { panic!() };
+    let BackendSettings::Nginx(n) = &s.backends["local"] else {
+        panic!()
+    };
     assert_eq!(n.mode, NginxMode::Wipe);
 }
 
@@ -68,11 +80,16 @@ fn environment_variables_override_the_file_and_are_named_in_errors() {
     let f = file("[backends.record]\nkind = \"memory\"\n");
     let s = SettingsLoader::default()
         .file(f.path())
-        .env_vars([("CACHE_PURGE__DELIVERY", "immediate"), ("CACHE_PURGE__BACKENDS__RECORD__MAX_BATCH", "7")])
+        .env_vars([
+            ("CACHE_PURGE__DELIVERY", "immediate"),
+            ("CACHE_PURGE__BACKENDS__RECORD__MAX_BATCH", "7"),
+        ])
         .load()
         .unwrap();
     assert_eq!(s.delivery, Delivery::Immediate);
-    let BackendSettings::Memory(m) = &s.backends["record"] else { panic!() };
+    let BackendSettings::Memory(m) = &s.backends["record"] else {
+        panic!()
+    };
     assert_eq!(m.max_batch, 7);
 
     let err = SettingsLoader::default()
@@ -81,40 +98,71 @@ fn environment_variables_override_the_file_and_are_named_in_errors() {
         .load()
         .unwrap_err();
     assert_eq!(err.key.as_deref(), Some("backends.record.max_batch"));
-    assert_eq!(err.origin.as_deref(), Some("environment variable CACHE_PURGE__BACKENDS__RECORD__MAX_BATCH"));
+    assert_eq!(
+        err.origin.as_deref(),
+        Some("environment variable CACHE_PURGE__BACKENDS__RECORD__MAX_BATCH")
+    );
 }
 
 #[test]
 fn every_kind_of_invalid_setting_names_key_file_and_expectation() {
     let cases = [
-        ("[backends.edge]\nkind = \"varnsh\"\n",
-         "invalid cache purge setting `backends.edge.kind` (from FILE): unknown backend kind `varnsh`; expected one of `log`, `dummy`, `memory`, `varnish`, `nginx`"),
-        ("[backends.edge]\nservers = \"a:1\"\n",
-         "invalid cache purge setting `backends.edge.kind` (from FILE): missing `kind`; expected one of `log`, `dummy`, `memory`, `varnish`, `nginx`"),
-        ("[backends.edge]\nkind = \"varnish\"\nsecrett = \"/x\"\n",
-         "invalid cache purge setting `backends.edge.secrett` (from FILE): unknown key `secrett`; expected one of `mode`, `servers`, `secret_file`, `site_domain`, `varnishadm_bin`, `ban_style`, `lurker_url_header`, `lurker_host_header`, `http_method`, `ban_header`, `max_ban_length`, `timeout`"),
-        ("delivery = \"later\"\n",
-         "invalid cache purge setting `delivery` (from FILE): unknown delivery mode `later`; expected one of `immediate`, `after_commit`"),
-        ("[backends.n]\nkind = \"nginx\"\nconcurrency = \"many\"\n",
-         "invalid cache purge setting `backends.n.concurrency` (from FILE): expected an integer, found string \"many\""),
-        ("[backends.n]\nkind = \"nginx\"\ntimeout = \"soon\"\n",
-         "invalid cache purge setting `backends.n.timeout` (from FILE): invalid value: string \"soon\", expected a duration like \"5s\" or \"250ms\""),
-        ("[backends.n]\nkind = \"nginx\"\nmode = \"files\"\n",
-         "invalid cache purge setting `backends.n.cache_dir` (from FILE): required with mode = \"files\" or \"wipe\": the proxy_cache_path directory"),
-        ("[backends.n]\nkind = \"nginx\"\nservers = [\"localhost\"]\n",
-         "invalid cache purge setting `backends.n.servers[0]` (from FILE): `localhost` is not `host:port`"),
-        ("[backends.v]\nkind = \"varnish\"\nmode = \"ssh\"\n",
-         "invalid cache purge setting `backends.v.mode` (from FILE): unknown varnish mode `ssh`; expected one of `cli`, `varnishadm`, `http`"),
-        ("[backends.n]\nkind = \"nginx\"\nlevels = \"3:3\"\n",
-         "invalid cache purge setting `backends.n.levels` (from FILE): `3:3` is not an nginx levels value: up to three levels of 1 or 2, like `1:2`"),
-        ("[backends.l]\nkind = \"log\"\nlevel = \"debug\"\n",
-         "invalid cache purge setting `backends.l.level` (from FILE): unknown key `level`; this backend has no options"),
-        ("speed = 3\n",
-         "invalid cache purge setting `speed` (from FILE): unknown key `speed`; expected one of `delivery`, `shutdown_timeout`, `backends`"),
-        ("[backends]\n",
-         "invalid cache purge setting `backends` (from FILE): no backend configured; add one (kind = \"dummy\" to purge nothing on purpose)"),
-        ("[backends.\"a b\"]\nkind = \"log\"\n",
-         "invalid cache purge setting `backends.a b` (from FILE): a backend name may only hold letters, digits, `-` and `_`"),
+        (
+            "[backends.edge]\nkind = \"varnsh\"\n",
+            "invalid cache purge setting `backends.edge.kind` (from FILE): unknown backend kind `varnsh`; expected one of `log`, `dummy`, `memory`, `varnish`, `nginx`",
+        ),
+        (
+            "[backends.edge]\nservers = \"a:1\"\n",
+            "invalid cache purge setting `backends.edge.kind` (from FILE): missing `kind`; expected one of `log`, `dummy`, `memory`, `varnish`, `nginx`",
+        ),
+        (
+            "[backends.edge]\nkind = \"varnish\"\nsecrett = \"/x\"\n",
+            "invalid cache purge setting `backends.edge.secrett` (from FILE): unknown key `secrett`; expected one of `mode`, `servers`, `secret_file`, `site_domain`, `varnishadm_bin`, `ban_style`, `lurker_url_header`, `lurker_host_header`, `http_method`, `ban_header`, `max_ban_length`, `timeout`",
+        ),
+        (
+            "delivery = \"later\"\n",
+            "invalid cache purge setting `delivery` (from FILE): unknown delivery mode `later`; expected one of `immediate`, `after_commit`",
+        ),
+        (
+            "[backends.n]\nkind = \"nginx\"\nconcurrency = \"many\"\n",
+            "invalid cache purge setting `backends.n.concurrency` (from FILE): expected an integer, found string \"many\"",
+        ),
+        (
+            "[backends.n]\nkind = \"nginx\"\ntimeout = \"soon\"\n",
+            "invalid cache purge setting `backends.n.timeout` (from FILE): invalid value: string \"soon\", expected a duration like \"5s\" or \"250ms\"",
+        ),
+        (
+            "[backends.n]\nkind = \"nginx\"\nmode = \"files\"\n",
+            "invalid cache purge setting `backends.n.cache_dir` (from FILE): required with mode = \"files\" or \"wipe\": the proxy_cache_path directory",
+        ),
+        (
+            "[backends.n]\nkind = \"nginx\"\nservers = [\"localhost\"]\n",
+            "invalid cache purge setting `backends.n.servers[0]` (from FILE): `localhost` is not `host:port`",
+        ),
+        (
+            "[backends.v]\nkind = \"varnish\"\nmode = \"ssh\"\n",
+            "invalid cache purge setting `backends.v.mode` (from FILE): unknown varnish mode `ssh`; expected one of `cli`, `varnishadm`, `http`",
+        ),
+        (
+            "[backends.n]\nkind = \"nginx\"\nlevels = \"3:3\"\n",
+            "invalid cache purge setting `backends.n.levels` (from FILE): `3:3` is not an nginx levels value: up to three levels of 1 or 2, like `1:2`",
+        ),
+        (
+            "[backends.l]\nkind = \"log\"\nlevel = \"debug\"\n",
+            "invalid cache purge setting `backends.l.level` (from FILE): unknown key `level`; this backend has no options",
+        ),
+        (
+            "speed = 3\n",
+            "invalid cache purge setting `speed` (from FILE): unknown key `speed`; expected one of `delivery`, `shutdown_timeout`, `backends`",
+        ),
+        (
+            "[backends]\n",
+            "invalid cache purge setting `backends` (from FILE): no backend configured; add one (kind = \"dummy\" to purge nothing on purpose)",
+        ),
+        (
+            "[backends.\"a b\"]\nkind = \"log\"\n",
+            "invalid cache purge setting `backends.a b` (from FILE): a backend name may only hold letters, digits, `-` and `_`",
+        ),
     ];
     for (text, want) in cases {
         assert_eq!(error(text), want, "for {text:?}");
@@ -132,7 +180,10 @@ async fn building_a_purger_from_settings() {
     // Kinds whose implementation is not in this build fail at start-up, by name.
     let s = Settings::from_toml_str("[backends.edge]\nkind = \"varnish\"\n").unwrap();
     let err = Purger::from_settings(&s).unwrap_err().to_string();
-    assert!(err.contains("backend `edge`: kind `varnish` is not available"), "{err}");
+    assert!(
+        err.contains("backend `edge`: kind `varnish` is not available"),
+        "{err}"
+    );
 }
 
 #[test]

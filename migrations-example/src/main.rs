@@ -25,8 +25,7 @@ type Error = Box<dyn std::error::Error>;
 async fn main() -> Result<(), Error> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
         )
         .init();
 
@@ -81,7 +80,11 @@ async fn report(step: &str, purger: &Purger, memory: &MemoryBackend) {
     }
 }
 
-async fn run_steps(db: &DatabaseConnection, purger: &Purger, memory: &MemoryBackend) -> Result<(), Error> {
+async fn run_steps(
+    db: &DatabaseConnection,
+    purger: &Purger,
+    memory: &MemoryBackend,
+) -> Result<(), Error> {
     let rust = category::ActiveModel {
         slug: Set("rust".into()),
         name: Set("Rust".into()),
@@ -91,19 +94,38 @@ async fn run_steps(db: &DatabaseConnection, purger: &Purger, memory: &MemoryBack
     .await?;
     report("1. create category `rust`", purger, memory).await;
 
-    let hello = new_post("hello-world", "Hello, world", rust.id).insert(db).await?;
-    let second = new_post("second-post", "A second post", rust.id).insert(db).await?;
-    report("2. create posts `hello-world` and `second-post`", purger, memory).await;
+    let hello = new_post("hello-world", "Hello, world", rust.id)
+        .insert(db)
+        .await?;
+    let second = new_post("second-post", "A second post", rust.id)
+        .insert(db)
+        .await?;
+    report(
+        "2. create posts `hello-world` and `second-post`",
+        purger,
+        memory,
+    )
+    .await;
 
     let mut edit: post::ActiveModel = hello.clone().into();
     edit.title = Set("Hello, cache".into());
     let hello = edit.update(db).await?;
-    report("3. edit the title of `hello-world` (no URL field changed: no extra query)", purger, memory).await;
+    report(
+        "3. edit the title of `hello-world` (no URL field changed: no extra query)",
+        purger,
+        memory,
+    )
+    .await;
 
     let mut edit: post::ActiveModel = hello.into();
     edit.slug = Set("hello-rust".into());
     let hello = edit.update(db).await?;
-    report("4. change the slug `hello-world` -> `hello-rust` (old and new URLs)", purger, memory).await;
+    report(
+        "4. change the slug `hello-world` -> `hello-rust` (old and new URLs)",
+        purger,
+        memory,
+    )
+    .await;
 
     post::ActiveModel {
         id: Set(second.id),
@@ -111,7 +133,12 @@ async fn run_steps(db: &DatabaseConnection, purger: &Purger, memory: &MemoryBack
     }
     .delete(db)
     .await?;
-    report("5. delete `second-post` given only its id (the row is loaded to find its URLs)", purger, memory).await;
+    report(
+        "5. delete `second-post` given only its id (the row is loaded to find its URLs)",
+        purger,
+        memory,
+    )
+    .await;
 
     cache_purge_hooks::sea_orm::bulk::insert_many(
         db,
@@ -124,7 +151,12 @@ async fn run_steps(db: &DatabaseConnection, purger: &Purger, memory: &MemoryBack
         |u| u.col_expr(post::Column::Published, Expr::value(true)),
     )
     .await?;
-    report("6. bulk insert two posts, then publish every post of `rust` in one UPDATE", purger, memory).await;
+    report(
+        "6. bulk insert two posts, then publish every post of `rust` in one UPDATE",
+        purger,
+        memory,
+    )
+    .await;
 
     let rolled_back = cache_purge_hooks::sea_orm::transaction(db, |txn| {
         let hello = hello.clone();
@@ -137,7 +169,12 @@ async fn run_steps(db: &DatabaseConnection, purger: &Purger, memory: &MemoryBack
     })
     .await;
     assert!(rolled_back.is_err());
-    report("7. a transaction that changes a slug, then rolls back", purger, memory).await;
+    report(
+        "7. a transaction that changes a slug, then rolls back",
+        purger,
+        memory,
+    )
+    .await;
 
     cache_purge_hooks::sea_orm::transaction(db, |txn| {
         let hello = hello.clone();
@@ -149,11 +186,25 @@ async fn run_steps(db: &DatabaseConnection, purger: &Purger, memory: &MemoryBack
         })
     })
     .await?;
-    report("8. a transaction that edits a post and commits (purged after COMMIT)", purger, memory).await;
+    report(
+        "8. a transaction that edits a post and commits (purged after COMMIT)",
+        purger,
+        memory,
+    )
+    .await;
 
-    cache_purge_hooks::sea_orm::bulk::delete_many::<post::Entity, _>(db, post::Column::CategoryId.eq(rust.id)).await?;
+    cache_purge_hooks::sea_orm::bulk::delete_many::<post::Entity, _>(
+        db,
+        post::Column::CategoryId.eq(rust.id),
+    )
+    .await?;
     category::ActiveModel::from(rust).delete(db).await?;
-    report("9. bulk delete the posts of `rust`, then delete the category", purger, memory).await;
+    report(
+        "9. bulk delete the posts of `rust`, then delete the category",
+        purger,
+        memory,
+    )
+    .await;
     Ok(())
 }
 

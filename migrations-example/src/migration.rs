@@ -48,8 +48,19 @@ impl MigrationTrait for CreateCategories {
                 Table::create()
                     .table(Categories::Table)
                     .if_not_exists()
-                    .col(ColumnDef::new(Categories::Id).integer().not_null().auto_increment().primary_key())
-                    .col(ColumnDef::new(Categories::Slug).string_len(200).not_null().unique_key())
+                    .col(
+                        ColumnDef::new(Categories::Id)
+                            .integer()
+                            .not_null()
+                            .auto_increment()
+                            .primary_key(),
+                    )
+                    .col(
+                        ColumnDef::new(Categories::Slug)
+                            .string_len(200)
+                            .not_null()
+                            .unique_key(),
+                    )
                     .col(ColumnDef::new(Categories::Name).string_len(200).not_null())
                     .to_owned(),
             )
@@ -57,7 +68,9 @@ impl MigrationTrait for CreateCategories {
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager.drop_table(Table::drop().table(Categories::Table).to_owned()).await
+        manager
+            .drop_table(Table::drop().table(Categories::Table).to_owned())
+            .await
     }
 }
 
@@ -78,11 +91,27 @@ impl MigrationTrait for CreatePosts {
                 Table::create()
                     .table(Posts::Table)
                     .if_not_exists()
-                    .col(ColumnDef::new(Posts::Id).integer().not_null().auto_increment().primary_key())
-                    .col(ColumnDef::new(Posts::Slug).string_len(200).not_null().unique_key())
+                    .col(
+                        ColumnDef::new(Posts::Id)
+                            .integer()
+                            .not_null()
+                            .auto_increment()
+                            .primary_key(),
+                    )
+                    .col(
+                        ColumnDef::new(Posts::Slug)
+                            .string_len(200)
+                            .not_null()
+                            .unique_key(),
+                    )
                     .col(ColumnDef::new(Posts::Title).string_len(200).not_null())
                     .col(ColumnDef::new(Posts::Body).text().not_null())
-                    .col(ColumnDef::new(Posts::Published).boolean().not_null().default(false))
+                    .col(
+                        ColumnDef::new(Posts::Published)
+                            .boolean()
+                            .not_null()
+                            .default(false),
+                    )
                     .col(ColumnDef::new(Posts::CategoryId).integer().not_null())
                     .foreign_key(
                         ForeignKey::create()
@@ -96,6 +125,8 @@ impl MigrationTrait for CreatePosts {
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager.drop_table(Table::drop().table(Posts::Table).to_owned()).await
+        manager
+            .drop_table(Table::drop().table(Posts::Table).to_owned())
+            .await
     }
 }

@@ -7,7 +7,11 @@ pub mod post {
 
     #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel, CachePurge)]
     #[sea_orm(table_name = "posts")]
-    #[cache_purge(url = "/posts/{slug}", url = "/", url = "/archive?category={category_id}")]
+    #[cache_purge(
+        url = "/posts/{slug}",
+        url = "/",
+        url = "/archive?category={category_id}"
+    )]
     pub struct Model {
         #[sea_orm(primary_key)]
         pub id: i32,
@@ -66,13 +70,21 @@ pub mod comment {
 
     #[cache_purge_hooks::async_trait]
     impl ActiveModelBehavior for ActiveModel {
-        async fn before_save<C: ConnectionTrait>(mut self, db: &C, insert: bool) -> Result<Self, DbErr> {
+        async fn before_save<C: ConnectionTrait>(
+            mut self,
+            db: &C,
+            insert: bool,
+        ) -> Result<Self, DbErr> {
             if let sea_orm::ActiveValue::Set(text) = &self.text {
                 self.text = sea_orm::ActiveValue::Set(text.trim().to_owned());
             }
             cache_purge_hooks::sea_orm::before_save(self, db, insert).await
         }
-        async fn after_save<C: ConnectionTrait>(model: Model, db: &C, insert: bool) -> Result<Model, DbErr> {
+        async fn after_save<C: ConnectionTrait>(
+            model: Model,
+            db: &C,
+            insert: bool,
+        ) -> Result<Model, DbErr> {
             cache_purge_hooks::sea_orm::after_save::<Self, _>(model, db, insert).await
         }
         async fn before_delete<C: ConnectionTrait>(self, db: &C) -> Result<Self, DbErr> {

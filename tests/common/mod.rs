@@ -33,18 +33,23 @@ impl TestDb {
     }
 
     pub async fn close(self) {
-        let TestDb { db, cleanup, sqlite_file, .. } = self;
+        let TestDb {
+            db,
+            cleanup,
+            sqlite_file,
+            ..
+        } = self;
         let _ = db.close().await;
-        if let Some((admin_url, name)) = cleanup {
-            if let Ok(admin) = Database::connect(&admin_url).await {
-                let sql = if admin_url.starts_with("postgres") {
-                    format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")
-                } else {
-                    format!("DROP DATABASE IF EXISTS `{name}`")
-                };
-                let _ = admin.execute_unprepared(&sql).await;
-                let _ = admin.close().await;
-            }
+        if let Some((admin_url, name)) = cleanup
+            && let Ok(admin) = Database::connect(&admin_url).await
+        {
+            let sql = if admin_url.starts_with("postgres") {
+                format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")
+            } else {
+                format!("DROP DATABASE IF EXISTS `{name}`")
+            };
+            let _ = admin.execute_unprepared(&sql).await;
+            let _ = admin.close().await;
         }
         drop(sqlite_file);
     }
@@ -53,7 +58,11 @@ impl TestDb {
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
 fn unique_name() -> String {
-    format!("cph_{}_{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "cph_{}_{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 fn required() -> bool {
@@ -61,7 +70,9 @@ fn required() -> bool {
         || std::env::var("CACHE_PURGE_REQUIRE_DATABASES").is_ok_and(|v| v == "1")
 }
 
-async fn with_metrics(mut db: DatabaseConnection) -> (DatabaseConnection, Arc<std::sync::Mutex<Vec<String>>>) {
+async fn with_metrics(
+    mut db: DatabaseConnection,
+) -> (DatabaseConnection, Arc<std::sync::Mutex<Vec<String>>>) {
     let statements = Arc::new(std::sync::Mutex::new(Vec::new()));
     let sink = statements.clone();
     db.set_metric_callback(move |info| {
@@ -79,7 +90,9 @@ async fn create_schema(db: &DatabaseConnection) {
         schema.create_table_from_entity(entities::comment::Entity),
         schema.create_table_from_entity(entities::page::Entity),
     ] {
-        db.execute(&stmt).await.unwrap_or_else(|e| panic!("{backend:?}: {e}"));
+        db.execute(&stmt)
+            .await
+            .unwrap_or_else(|e| panic!("{backend:?}: {e}"));
     }
 }
 
@@ -89,7 +102,13 @@ pub async fn sqlite() -> TestDb {
     let (db, statements) = with_metrics(Database::connect(url).await.unwrap()).await;
     create_schema(&db).await;
     statements.lock().unwrap().clear();
-    TestDb { db, label: "sqlite", statements, cleanup: None, sqlite_file: Some(dir) }
+    TestDb {
+        db,
+        label: "sqlite",
+        statements,
+        cleanup: None,
+        sqlite_file: Some(dir),
+    }
 }
 
 async fn server_db(admin_base: &str, admin_db: &str, label: &'static str) -> Option<TestDb> {
@@ -112,10 +131,21 @@ async fn server_db(admin_base: &str, admin_db: &str, label: &'static str) -> Opt
     };
     admin.execute_unprepared(&create).await.unwrap();
     admin.close().await.unwrap();
-    let (db, statements) = with_metrics(Database::connect(format!("{admin_base}/{name}")).await.unwrap()).await;
+    let (db, statements) = with_metrics(
+        Database::connect(format!("{admin_base}/{name}"))
+            .await
+            .unwrap(),
+    )
+    .await;
     create_schema(&db).await;
     statements.lock().unwrap().clear();
-    Some(TestDb { db, label, statements, cleanup: Some((admin_url, name)), sqlite_file: None })
+    Some(TestDb {
+        db,
+        label,
+        statements,
+        cleanup: Some((admin_url, name)),
+        sqlite_file: None,
+    })
 }
 
 pub async fn postgres() -> Option<TestDb> {

@@ -161,7 +161,9 @@ async fn deliver(
                     e.failed.len() as u64
                 };
                 counters.failed.fetch_add(failed, Ordering::Relaxed);
-                counters.purged.fetch_add(n - failed.min(n), Ordering::Relaxed);
+                counters
+                    .purged
+                    .fetch_add(n - failed.min(n), Ordering::Relaxed);
                 let first = e.failed.first().or(batch.first());
                 tracing::error!(
                     target: "cache_purge_hooks",

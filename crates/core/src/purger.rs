@@ -103,7 +103,9 @@ pub enum BuildError {
     #[error("two backends are named `{0}`; backend names must be unique")]
     DuplicateName(String),
     /// The settings name a backend kind this build cannot construct.
-    #[error("backend `{name}`: kind `{kind}` is not available in this build of cache-purge-hooks{hint}")]
+    #[error(
+        "backend `{name}`: kind `{kind}` is not available in this build of cache-purge-hooks{hint}"
+    )]
     Unavailable {
         /// The backend's name in the settings.
         name: String,
@@ -158,7 +160,9 @@ impl PurgerBuilder {
                 other => {
                     let kind = other.kind();
                     let hint = match kind {
-                        "log" | "dummy" | "memory" => " (enable the cargo feature of the same name)",
+                        "log" | "dummy" | "memory" => {
+                            " (enable the cargo feature of the same name)"
+                        }
                         _ => " yet",
                     };
                     return Err(BuildError::Unavailable {
@@ -374,7 +378,8 @@ impl Purger {
             .iter()
             .map(|w| w.counters.queued.load(Ordering::Relaxed))
             .sum();
-        let joins: Vec<_> = std::mem::take(&mut *self.inner.joins.lock().unwrap_or_else(|p| p.into_inner()));
+        let joins: Vec<_> =
+            std::mem::take(&mut *self.inner.joins.lock().unwrap_or_else(|p| p.into_inner()));
         for j in joins {
             j.abort();
         }

@@ -496,24 +496,26 @@ impl SettingsLoader {
                 .source(self.env.clone());
             builder = builder.add_source(env);
         }
-        let config = builder.build().map_err(|e| from_config_error(e, &file_label))?;
+        let config = builder
+            .build()
+            .map_err(|e| from_config_error(e, &file_label))?;
         let origin = |key: &str| origin_of(key, &file_label, self.env.as_ref());
         let fail = |key: String, message: String| {
             let origin = origin(&key);
             SettingsError::new(Some(key), origin, message)
         };
-        let raw: RawSettings = serde_path_to_error::deserialize(config)
-            .map_err(|e| {
-                let (key, message) = describe(e, "");
-                fail(key, message)
-            })?;
+        let raw: RawSettings = serde_path_to_error::deserialize(config).map_err(|e| {
+            let (key, message) = describe(e, "");
+            fail(key, message)
+        })?;
         let backends = match raw.backends {
             None => default_backends(),
             Some(tables) => {
                 let mut backends = BTreeMap::new();
                 for (name, value) in tables {
                     let prefix = format!("backends.{name}");
-                    let backend = backend_from_value(value, &prefix).map_err(|(k, m)| fail(k, m))?;
+                    let backend =
+                        backend_from_value(value, &prefix).map_err(|(k, m)| fail(k, m))?;
                     backends.insert(name, backend);
                 }
                 backends
@@ -604,7 +606,10 @@ impl Settings {
                 }
                 BackendSettings::Nginx(n) => {
                     if !is_token(&n.method) {
-                        return err(key("method"), format!("`{}` is not an HTTP method", n.method));
+                        return err(
+                            key("method"),
+                            format!("`{}` is not an HTTP method", n.method),
+                        );
                     }
                     if n.concurrency == 0 {
                         return err(key("concurrency"), "expected at least 1".into());
@@ -614,7 +619,9 @@ impl Settings {
                     {
                         return err(
                             key("purge_prefix"),
-                            format!("`{p}` must start with `/`, not end with `/`, and hold no `?`, `#` or space"),
+                            format!(
+                                "`{p}` must start with `/`, not end with `/`, and hold no `?`, `#` or space"
+                            ),
                         );
                     }
                     if let Some(h) = &n.host_header
@@ -625,7 +632,8 @@ impl Settings {
                     if let Err(e) = parse_levels(&n.levels) {
                         return err(key("levels"), e);
                     }
-                    if matches!(n.mode, NginxMode::Files | NginxMode::Wipe) && n.cache_dir.is_none() {
+                    if matches!(n.mode, NginxMode::Files | NginxMode::Wipe) && n.cache_dir.is_none()
+                    {
                         return err(
                             key("cache_dir"),
                             "required with mode = \"files\" or \"wipe\": the proxy_cache_path directory".into(),
@@ -669,7 +677,9 @@ pub fn parse_server(s: &str) -> Result<(String, u16), String> {
     if host.is_empty() || !is_host(host) {
         return Err(bad());
     }
-    let port: u16 = port.parse().map_err(|_| format!("`{port}` in `{s}` is not a port number"))?;
+    let port: u16 = port
+        .parse()
+        .map_err(|_| format!("`{port}` in `{s}` is not a port number"))?;
     if port == 0 {
         return Err(format!("port 0 in `{s}`"));
     }
@@ -686,7 +696,9 @@ pub fn parse_levels(s: &str) -> Result<Vec<usize>, String> {
         .map(|p| match p {
             "1" => Ok(1),
             "2" => Ok(2),
-            _ => Err(format!("`{s}` is not an nginx levels value: up to three levels of 1 or 2, like `1:2`")),
+            _ => Err(format!(
+                "`{s}` is not an nginx levels value: up to three levels of 1 or 2, like `1:2`"
+            )),
         })
         .collect::<Result<_, _>>()?;
     if levels.len() > 3 {
@@ -711,22 +723,40 @@ fn from_config_error(e: config::ConfigError, file: &Option<String>) -> SettingsE
 
 /// Builds one backend from its raw table: reads `kind`, then deserializes the rest into that
 /// kind's options.
-fn backend_from_value(value: config::Value, prefix: &str) -> Result<BackendSettings, (String, String)> {
-    let mut table = value
-        .into_table()
-        .map_err(|e| (prefix.to_owned(), format!("expected a table of backend options, {}", strip_key(&e.to_string()))))?;
+fn backend_from_value(
+    value: config::Value,
+    prefix: &str,
+) -> Result<BackendSettings, (String, String)> {
+    let mut table = value.into_table().map_err(|e| {
+        (
+            prefix.to_owned(),
+            format!(
+                "expected a table of backend options, {}",
+                strip_key(&e.to_string())
+            ),
+        )
+    })?;
     let kind_key = format!("{prefix}.kind");
     let kind = match table.remove("kind") {
-        None => return Err((kind_key, format!("missing `kind`; expected one of {BACKEND_KINDS}"))),
-        Some(v) => v
-            .into_string()
-            .map_err(|_| (kind_key.clone(), format!("expected a string, one of {BACKEND_KINDS}")))?,
+        None => {
+            return Err((
+                kind_key,
+                format!("missing `kind`; expected one of {BACKEND_KINDS}"),
+            ));
+        }
+        Some(v) => v.into_string().map_err(|_| {
+            (
+                kind_key.clone(),
+                format!("expected a string, one of {BACKEND_KINDS}"),
+            )
+        })?,
     };
     fn options<T: serde::de::DeserializeOwned>(
         table: config::Map<String, config::Value>,
         prefix: &str,
     ) -> Result<T, (String, String)> {
-        serde_path_to_error::deserialize(config::Value::from(table)).map_err(|e| describe(e, prefix))
+        serde_path_to_error::deserialize(config::Value::from(table))
+            .map_err(|e| describe(e, prefix))
     }
     Ok(match kind.as_str() {
         "log" => BackendSettings::Log(options(table, prefix)?),
@@ -776,9 +806,16 @@ fn describe(e: serde_path_to_error::Error<config::ConfigError>, prefix: &str) ->
     let message = if let Some(rest) = message.strip_prefix("unknown field `") {
         let field = rest.split('`').next().unwrap_or_default();
         if !key.ends_with(field) {
-            key = if key.is_empty() { field.to_owned() } else { format!("{key}.{field}") };
+            key = if key.is_empty() {
+                field.to_owned()
+            } else {
+                format!("{key}.{field}")
+            };
         }
-        let expected = rest.split_once(", ").map(|x| x.1).unwrap_or("this backend has no options");
+        let expected = rest
+            .split_once(", ")
+            .map(|x| x.1)
+            .unwrap_or("this backend has no options");
         let expected = if expected.starts_with("there are no fields") {
             "this backend has no options"
         } else {
@@ -787,7 +824,11 @@ fn describe(e: serde_path_to_error::Error<config::ConfigError>, prefix: &str) ->
         format!("unknown key `{field}`; {expected}")
     } else if let Some(rest) = message.strip_prefix("missing field `") {
         let field = rest.split('`').next().unwrap_or_default();
-        key = if key.is_empty() { field.to_owned() } else { format!("{key}.{field}") };
+        key = if key.is_empty() {
+            field.to_owned()
+        } else {
+            format!("{key}.{field}")
+        };
         format!("missing required `{field}`")
     } else {
         message
@@ -796,7 +837,11 @@ fn describe(e: serde_path_to_error::Error<config::ConfigError>, prefix: &str) ->
 }
 
 /// Whether a key's value came from an environment variable or the file.
-fn origin_of(key: &str, file: &Option<String>, env: Option<&HashMap<String, String>>) -> Option<String> {
+fn origin_of(
+    key: &str,
+    file: &Option<String>,
+    env: Option<&HashMap<String, String>>,
+) -> Option<String> {
     let base = key.split('[').next().unwrap_or_default();
     let var = format!("{ENV_PREFIX}__{}", base.replace('.', "__").to_uppercase());
     let in_env = match env {
@@ -850,11 +895,15 @@ mod tests {
         .unwrap();
         assert_eq!(s.delivery, Delivery::Immediate);
         assert_eq!(s.shutdown_timeout, Duration::from_secs(3));
-        let BackendSettings::Varnish(v) = &s.backends["edge"] else { panic!() };
+        let BackendSettings::Varnish(v) = &s.backends["edge"] else {
+            panic!()
+        };
         assert_eq!(v.servers.len(), 2);
         assert_eq!(v.timeout, Duration::from_millis(250));
         assert_eq!(v.ban_style, BanStyle::Lurker);
-        let BackendSettings::Nginx(n) = &s.backends["ngx"] else { panic!() };
+        let BackendSettings::Nginx(n) = &s.backends["ngx"] else {
+            panic!()
+        };
         assert_eq!(n.mode, NginxMode::Files);
         assert_eq!(n.servers, Vec::<String>::new());
     }
@@ -862,7 +911,10 @@ mod tests {
     #[test]
     fn servers_parse() {
         assert_eq!(parse_server("[::1]:80").unwrap(), ("::1".into(), 80));
-        assert_eq!(parse_server("localhost:6082").unwrap(), ("localhost".into(), 6082));
+        assert_eq!(
+            parse_server("localhost:6082").unwrap(),
+            ("localhost".into(), 6082)
+        );
         assert!(parse_server("localhost").is_err());
         assert!(parse_server("h:0").is_err());
         assert!(parse_server("h:99999").is_err());

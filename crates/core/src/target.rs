@@ -262,7 +262,10 @@ impl Tag {
     /// Validates a tag.
     pub fn parse(input: &str) -> Result<Self, InvalidTarget> {
         if input.is_empty() || input.len() > 1024 {
-            return Err(InvalidTarget::new(input, "a tag must be 1 to 1024 characters"));
+            return Err(InvalidTarget::new(
+                input,
+                "a tag must be 1 to 1024 characters",
+            ));
         }
         if !input
             .bytes()
@@ -572,12 +575,22 @@ mod tests {
         assert_eq!(u.path(), "/");
         assert_eq!(u.query(), Some("q=1"));
         let p = PurgeUrl::parse("/x?y").unwrap();
-        assert_eq!((p.host(), p.scheme(), p.path(), p.query()), (None, None, "/x", Some("y")));
+        assert_eq!(
+            (p.host(), p.scheme(), p.path(), p.query()),
+            (None, None, "/x", Some("y"))
+        );
     }
 
     #[test]
     fn bad_urls_are_rejected_with_a_reason() {
-        for bad in ["", "posts/1", "//evil.com/x", "ftp://x/", "https:///x", "http://a b/"] {
+        for bad in [
+            "",
+            "posts/1",
+            "//evil.com/x",
+            "ftp://x/",
+            "https:///x",
+            "http://a b/",
+        ] {
             let err = PurgeUrl::parse(bad).unwrap_err();
             assert!(!err.reason.is_empty(), "{bad:?}");
         }

@@ -28,13 +28,15 @@ use cache_purge_hooks_core::{PurgeTargets, Targets, purge_current};
 use sea_orm::sea_query::IntoCondition;
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, DbErr, EntityTrait, IdenStatic,
-    IntoActiveModel, Iterable, ModelTrait, PrimaryKeyToColumn, QueryFilter, QueryTrait,
-    UpdateMany,
+    IntoActiveModel, Iterable, ModelTrait, PrimaryKeyToColumn, QueryFilter, QueryTrait, UpdateMany,
 };
 
 use crate::column_of;
 
-fn purge_rows<'a, M: PurgeTargets + 'static>(rows: impl IntoIterator<Item = &'a M>, mut targets: Targets) {
+fn purge_rows<'a, M: PurgeTargets + 'static>(
+    rows: impl IntoIterator<Item = &'a M>,
+    mut targets: Targets,
+) {
     for row in rows {
         row.purge_targets(&mut targets);
     }
@@ -42,7 +44,10 @@ fn purge_rows<'a, M: PurgeTargets + 'static>(rows: impl IntoIterator<Item = &'a 
 }
 
 /// `INSERT` of many rows; purges each inserted row's targets and returns the rows.
-pub async fn insert_many<A, C, I>(db: &C, models: I) -> Result<Vec<<A::Entity as EntityTrait>::Model>, DbErr>
+pub async fn insert_many<A, C, I>(
+    db: &C,
+    models: I,
+) -> Result<Vec<<A::Entity as EntityTrait>::Model>, DbErr>
 where
     A: ActiveModelTrait + Send,
     C: ConnectionTrait,
@@ -60,7 +65,11 @@ where
     } else {
         let mut rows = Vec::with_capacity(models.len());
         for model in models {
-            rows.push(<A::Entity as EntityTrait>::insert(model).exec_with_returning(db).await?);
+            rows.push(
+                <A::Entity as EntityTrait>::insert(model)
+                    .exec_with_returning(db)
+                    .await?,
+            );
         }
         rows
     };
@@ -139,11 +148,17 @@ where
 {
     let filter: Condition = filter.into_condition();
     let rows = if db.support_returning() {
-        E::delete_many().filter(filter).exec_with_returning(db).await?
+        E::delete_many()
+            .filter(filter)
+            .exec_with_returning(db)
+            .await?
     } else {
         let rows = E::find().filter(filter).all(db).await?;
         if !rows.is_empty() {
-            E::delete_many().filter(by_primary_keys(&rows)).exec(db).await?;
+            E::delete_many()
+                .filter(by_primary_keys(&rows))
+                .exec(db)
+                .await?;
         }
         rows
     };

@@ -53,8 +53,8 @@ use std::time::{Duration, Instant};
 
 use cache_purge_hooks_core::{AfterCommit, PurgeTargets, Targets, purge_current};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, IntoActiveModel, Iterable, ModelTrait,
-    PrimaryKeyToColumn, QueryFilter, TransactionError, TransactionTrait, TryIntoModel,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, IntoActiveModel, Iterable,
+    ModelTrait, PrimaryKeyToColumn, QueryFilter, TransactionError, TransactionTrait, TryIntoModel,
 };
 
 pub mod bulk;
@@ -139,9 +139,9 @@ where
     ModelOf<A>: PurgeTargets,
 {
     match <ModelOf<A> as PurgeTargets>::URL_FIELDS {
-        Some(fields) => fields.iter().all(|f| {
-            column_of::<A::Entity>(f).is_some_and(|col| !am.get(col).is_not_set())
-        }),
+        Some(fields) => fields
+            .iter()
+            .all(|f| column_of::<A::Entity>(f).is_some_and(|col| !am.get(col).is_not_set())),
         None => <A::Entity as EntityTrait>::Column::iter().all(|col| !am.get(col).is_not_set()),
     }
 }
@@ -167,8 +167,13 @@ fn pk_key<A: ActiveModelTrait>(am: &A) -> Option<PendingKey>
 where
     ModelOf<A>: 'static,
 {
-    am.get_primary_key_value()
-        .map(|pk| (current_purger_id(), TypeId::of::<ModelOf<A>>(), format!("{pk:?}")))
+    am.get_primary_key_value().map(|pk| {
+        (
+            current_purger_id(),
+            TypeId::of::<ModelOf<A>>(),
+            format!("{pk:?}"),
+        )
+    })
 }
 
 fn model_key<M: ModelTrait + 'static>(model: &M) -> PendingKey {

@@ -6,7 +6,11 @@ use sea_orm::entity::prelude::*;
 /// A blog post.
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel, CachePurge)]
 #[sea_orm(table_name = "posts")]
-#[cache_purge(url = "/posts/{slug}", url = "/", url = "/feed.xml?category={category_id}")]
+#[cache_purge(
+    url = "/posts/{slug}",
+    url = "/",
+    url = "/feed.xml?category={category_id}"
+)]
 pub struct Model {
     /// Primary key.
     #[sea_orm(primary_key)]
