@@ -383,6 +383,11 @@ impl fmt::Display for TargetKind {
 /// Strings are URLs. There is deliberately no impl for `char`: a resolver cannot return a
 /// `String` where a list is expected and have it purged character by character (the seed's
 /// bug), because `String` is not an iterator of targets.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be a purge target",
+    label = "a resolver must yield URLs (`String`, `&str`), `PurgeUrl`s, `Tag`s or `Target`s",
+    note = "strings are URLs: a path starting with `/` or an absolute `http(s)://` URL"
+)]
 pub trait IntoTarget {
     /// Converts into a target, or says why it cannot be one.
     fn into_target(self) -> Result<Target, InvalidTarget>;

@@ -1,0 +1,226 @@
+//! The `#[derive(CachePurge)]` macro of [cache-purge-hooks](https://docs.rs/cache-purge-hooks).
+//!
+//! Use it through the `cache-purge-hooks` crate, which re-exports it as
+//! `cache_purge_hooks::CachePurge`; this crate is an implementation detail and its generated
+//! code refers to `::cache_purge_hooks::__private`. See [`CachePurge`](derive@CachePurge) for
+//! the attribute reference.
+#![warn(missing_docs)]
+
+mod attr;
+mod expand;
+mod template;
+
+use proc_macro::TokenStream;
+
+/// Implements `PurgeTargets` for a struct from `#[cache_purge(...)]` attributes, declaring
+/// which cached URLs must be purged when a value of the struct changes.
+///
+/// ```ignore
+/// use cache_purge_hooks::{CachePurge, PurgeTargets};
+///
+/// #[derive(CachePurge)]
+/// #[cache_purge(url = "/posts/{slug}", url = "/")]
+/// #[cache_purge(url = "/feed?author={author_id}")]
+/// struct Post {
+///     id: i64,
+///     slug: String,
+///     author_id: i64,
+/// }
+///
+/// let post = Post { id: 1, slug: "hello world".into(), author_id: 7 };
+/// assert_eq!(
+///     post.resolve_targets().urls(),
+///     ["/posts/hello%20world", "/", "/feed?author=7"],
+/// );
+/// assert_eq!(Post::URL_FIELDS, Some(&["slug", "author_id"][..]));
+/// ```
+///
+/// The examples on this page are tested in the `cache-purge-hooks` crate's `tests/derive.rs`.
+///
+/// # Attributes
+///
+/// Any number of `#[cache_purge(...)]` attributes may be written on the struct, each holding
+/// comma-separated items. At least one `url`, `resolver` or `registered` is required. The
+/// targets are produced in the order the items are written; duplicates are dropped.
+///
+/// ```text
+/// #[cache_purge( item, item, ... )]
+///
+/// item := url = "TEMPLATE"        any number
+///       | resolver = PATH         any number
+///       | registered              at most once
+///       | fields( IDENT, ... )    only with `resolver` or `registered`
+///       | crate = "PATH"          at most once
+/// ```
+///
+/// The derive works on structs with named fields only.
+///
+/// ## `url = "TEMPLATE"`
+///
+/// A URL with `{field}` placeholders naming fields of the struct:
+///
+/// ```ignore
+/// #[derive(CachePurge)]
+/// #[cache_purge(url = "/posts/{slug}")]                       // a path
+/// #[cache_purge(url = "/archive/{year}/{month}.html")]        // several placeholders
+/// #[cache_purge(url = "/search?tag={tag}&page=1")]           // a query value
+/// #[cache_purge(url = "https://cdn.example.com/img/{slug}")]  // an absolute URL
+/// struct Post { slug: String, year: i32, month: u8, tag: String }
+/// ```
+///
+/// - A template starts with `/` or with `http://` / `https://` (an absolute URL, kept
+///   absolute so that its host can route the purge). Placeholders may appear in the path and
+///   the query, not in the scheme or host.
+/// - A field value is rendered with its `Display` impl and percent-encoded, so a value can
+///   never change the structure of the URL: a placeholder before the first `?` is one path
+///   segment (`/`, `?`, `#`, `%`, spaces and non-ASCII are encoded, and `.` / `..` cannot walk
+///   up the path); a placeholder after the `?` is a query value (`&`, `=`, `+` and `;` are
+///   encoded too). A `slug` of `"a/b c"` renders `/posts/a%2Fb%20c`.
+/// - A field typed `Option<T>` produces the URL only when it is `Some`; with several `Option`
+///   placeholders, only when all of them are `Some`. This is decided from the type as written
+///   (any path ending in `Option<..>`, such as `std::option::Option<T>`): behind a type alias,
+///   the field is rendered as a whole and must implement `Display` itself.
+/// - The literal text of a template may not hold whitespace, `"`, `\`, control characters,
+///   `#` (a fragment is never sent to the server), literal braces, or a `%` that does not
+///   start an escape like `%20`: write those percent-encoded. A placeholder naming a field
+///   that does not exist is a compile error listing the struct's fields.
+/// - A template's fields are part of [`URL_FIELDS`](#url_fields).
+///
+/// ## `resolver = PATH`
+///
+/// A function computing URLs in code, called with `&Self`. It returns any iterable of
+/// targets: `Vec<String>`, `Option<String>`, `[&str; N]`, an iterator of `Target`s... each
+/// item being anything that implements `IntoTarget` (strings, `url::Url`, `Target`,
+/// `PurgeUrl`, `Tag`). Returning a bare `String` does not compile: it is not a list. Invalid
+/// URLs are not dropped silently: they end up in `Targets::rejected`, which the pipeline logs.
+///
+/// ```ignore
+/// #[derive(CachePurge)]
+/// #[cache_purge(resolver = urls::comment_pages, fields(post_slug))]
+/// struct Comment { id: i64, post_slug: String }
+///
+/// mod urls {
+///     pub fn comment_pages(c: &super::Comment) -> Vec<String> {
+///         vec![format!("/posts/{}", c.post_slug), format!("/comments/{}", c.id)]
+///     }
+/// }
+/// ```
+///
+/// The values a resolver formats are not encoded for it: use
+/// `cache_purge_hooks::template::push_path_segment` and `push_query_value` to encode them the
+/// way templates do.
+///
+/// ## `registered`
+///
+/// Calls the resolver registered at run time with `cache_purge_hooks::registry::register`,
+/// for URLs that need application state (a base URL from the configuration, a lookup...).
+/// When none is registered, resolving records a rejection naming the type instead of purging
+/// nothing silently.
+///
+/// ```ignore
+/// #[derive(CachePurge)]
+/// #[cache_purge(registered, fields(slug))]
+/// struct Page { id: i64, slug: String }
+///
+/// // At start-up:
+/// let base = config.public_url.clone();
+/// cache_purge_hooks::registry::register::<Page, _, _>(move |p: &Page| {
+///     [format!("{base}/{}", p.slug)]
+/// })?;
+/// ```
+///
+/// ## `fields(a, b, ...)`
+///
+/// The fields a `resolver` or `registered` resolver reads, for [`URL_FIELDS`](#url_fields).
+/// Each must be a field of the struct. Without it, the URLs of a struct with a resolver are
+/// assumed to depend on every field. It is an error without `resolver` or `registered`
+/// (templates declare their fields themselves).
+///
+/// ## `crate = "PATH"`
+///
+/// The path of the `cache-purge-hooks` crate, when it is not reachable as
+/// `::cache_purge_hooks` (renamed in `Cargo.toml`, or re-exported by another crate). The
+/// generated code then refers to `PATH::__private`.
+///
+/// ```ignore
+/// #[derive(my_framework::cache::CachePurge)]
+/// #[cache_purge(crate = "my_framework::cache", url = "/posts/{slug}")]
+/// struct Post { slug: String }
+/// ```
+///
+/// # `URL_FIELDS`
+///
+/// The derive also sets `PurgeTargets::URL_FIELDS`, the names of the fields the URLs are
+/// computed from, which the ORM integrations use to skip loading the old row of an update
+/// that cannot change any URL:
+///
+/// - `None` if there is a `resolver` or `registered` without `fields(...)` (a function may
+///   read any field);
+/// - otherwise `Some(&[...])`: the fields of every template and of `fields(...)`, without
+///   duplicates, in the order they are first written (`Some(&[])` if the URLs are constant).
+///
+/// Names are the Rust field names, without any `r#` prefix.
+///
+/// # Generics
+///
+/// Generic structs are supported. The impl gets the struct's own bounds, plus `T: Display`
+/// for the type of each placeholder field that mentions a type parameter (the `T` of an
+/// `Option<T>` field), and `Self: 'static` with `registered` (the registry is keyed by
+/// `TypeId`).
+///
+/// ```ignore
+/// #[derive(CachePurge)]
+/// #[cache_purge(url = "/items/{key}")]
+/// struct Item<K> { key: K }
+/// ```
+///
+/// # SeaORM
+///
+/// Derive it next to `DeriveEntityModel`. With the dense `#[sea_orm::model]` format, SeaORM
+/// copies the derive and its attributes onto the `ModelEx` struct it generates: both get an
+/// impl, so a template may only name the scalar fields.
+///
+/// ```ignore
+/// #[sea_orm::model]
+/// #[derive(Clone, Debug, PartialEq, DeriveEntityModel, CachePurge)]
+/// #[sea_orm(table_name = "post")]
+/// #[cache_purge(url = "/posts/{slug}", url = "/")]
+/// pub struct Model {
+///     #[sea_orm(primary_key)]
+///     pub id: i32,
+///     pub slug: String,
+/// }
+/// ```
+///
+/// # Compile errors
+///
+/// Mistakes are reported at compile time, on the attribute at fault: a template that is not a
+/// valid URL (the message says where), a placeholder or a `fields(...)` entry naming a field
+/// that does not exist (the message lists the fields), an unknown key, a struct that is not a
+/// struct with named fields, a field that does not implement `Display` (on its template), and
+/// a resolver that does not return a list of targets (on its path).
+///
+/// # Generated code
+///
+/// A single `impl PurgeTargets for Post` and no other item (so the expansions for a SeaORM
+/// `Model` and its `ModelEx` can live in the same module), roughly:
+///
+/// ```ignore
+/// #[automatically_derived]
+/// impl ::cache_purge_hooks::__private::PurgeTargets for Post {
+///     const URL_FIELDS: Option<&'static [&'static str]> = Some(&["slug"]);
+///     fn purge_targets(&self, targets: &mut ::cache_purge_hooks::__private::Targets) {
+///         let mut url = String::from("/posts/");
+///         ::cache_purge_hooks::__private::push_path_segment(&mut url, &self.slug);
+///         targets.push_any(url);
+///         targets.push_any("/");
+///     }
+/// }
+/// ```
+#[proc_macro_derive(CachePurge, attributes(cache_purge))]
+pub fn derive_cache_purge(input: TokenStream) -> TokenStream {
+    let input = syn::parse_macro_input!(input as syn::DeriveInput);
+    expand::derive(&input)
+        .unwrap_or_else(syn::Error::into_compile_error)
+        .into()
+}

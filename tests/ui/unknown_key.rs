@@ -1,0 +1,10 @@
+use cache_purge_hooks::CachePurge;
+
+#[derive(CachePurge)]
+#[cache_purge(urls = "/posts/{slug}", url = "/posts/{slg}")]
+#[cache_purge(tag = "post")]
+struct Post {
+    slug: String,
+}
+
+fn main() {}
