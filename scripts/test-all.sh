@@ -45,10 +45,14 @@ log "cargo clippy -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
 
 log "cargo test (unit, integration, compile-fail, doc tests)"
-cargo test --workspace --all-targets
-cargo test --workspace --doc
+results=$(mktemp)
+trap 'rm -f "$results"' EXIT
+cargo test --workspace --all-targets 2>&1 | tee -a "$results"
+cargo test --workspace --doc 2>&1 | tee -a "$results"
 
 log "main job: the blog demo on SQLite with the default backend"
 cargo run -q -p migrations-example >/dev/null
 
 log "all checks passed"
+# One closing line for the whole run.
+awk '/^test result:/ { p += $4; f += $6 } END { printf "%d passed, %d failed\n", p, f }' "$results"
