@@ -23,7 +23,6 @@
 //! ORM hooks find their purger with [`Purger::current`]: the one set for the running task by
 //! [`Purger::scope`], else the one installed process-wide by [`Purger::install`].
 
-use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -50,7 +49,7 @@ struct Inner {
     joins: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     closed: AtomicBool,
     #[cfg(feature = "memory")]
-    memory: HashMap<String, crate::backend::MemoryBackend>,
+    memory: std::collections::HashMap<String, crate::backend::MemoryBackend>,
 }
 
 impl fmt::Debug for Purger {
@@ -77,7 +76,7 @@ pub struct PurgerBuilder {
     delivery: Delivery,
     backends: Vec<Arc<dyn Backend>>,
     #[cfg(feature = "memory")]
-    memory: HashMap<String, crate::backend::MemoryBackend>,
+    memory: std::collections::HashMap<String, crate::backend::MemoryBackend>,
 }
 
 impl fmt::Debug for PurgerBuilder {
@@ -144,36 +143,44 @@ impl PurgerBuilder {
     /// A builder with the backends and delivery mode of these settings, to which more
     /// backends can be added.
     pub fn from_settings(settings: &crate::Settings) -> Result<PurgerBuilder, BuildError> {
-        use crate::settings::BackendSettings;
         let mut builder = Purger::builder().delivery(settings.delivery);
         for (name, backend) in &settings.backends {
-            builder = match backend {
-                #[cfg(feature = "log")]
-                BackendSettings::Log(_) => builder.backend(crate::backend::LogBackend::new(name)),
-                #[cfg(feature = "dummy")]
-                BackendSettings::Dummy(_) => {
-                    builder.backend(crate::backend::DummyBackend::new(name))
-                }
-                #[cfg(feature = "memory")]
-                BackendSettings::Memory(m) => builder
-                    .backend(crate::backend::MemoryBackend::new(name).with_max_batch(m.max_batch)),
-                other => {
-                    let kind = other.kind();
-                    let hint = match kind {
-                        "log" | "dummy" | "memory" => {
-                            " (enable the cargo feature of the same name)"
-                        }
-                        _ => " yet",
-                    };
-                    return Err(BuildError::Unavailable {
-                        name: name.clone(),
-                        kind,
-                        hint,
-                    });
-                }
-            };
+            builder = builder.settings_backend(name, backend)?;
         }
         Ok(builder)
+    }
+
+    /// Adds the backend one `[backends.NAME]` table describes.
+    fn settings_backend(
+        self,
+        name: &str,
+        backend: &crate::settings::BackendSettings,
+    ) -> Result<Self, BuildError> {
+        #[cfg(any(feature = "log", feature = "dummy", feature = "memory"))]
+        use crate::settings::BackendSettings;
+        match backend {
+            #[cfg(feature = "log")]
+            BackendSettings::Log(_) => Ok(self.backend(crate::backend::LogBackend::new(name))),
+            #[cfg(feature = "dummy")]
+            BackendSettings::Dummy(_) => Ok(self.backend(crate::backend::DummyBackend::new(name))),
+            #[cfg(feature = "memory")]
+            BackendSettings::Memory(m) => {
+                Ok(self
+                    .backend(crate::backend::MemoryBackend::new(name).with_max_batch(m.max_batch)))
+            }
+            other => {
+                let kind = other.kind();
+                let hint = match kind {
+                    "log" | "dummy" | "memory" => " (enable the cargo feature of the same name)",
+                    _ => " yet",
+                };
+                Err(BuildError::Unavailable {
+                    name: name.to_owned(),
+                    kind,
+                    hint,
+                })
+            }
+        }
     }
 
     /// Starts one worker per backend on the current tokio runtime.
