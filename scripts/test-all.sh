@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Runs every check and test of cache-purge-hooks: formatting, clippy, unit, integration,
 # compile-fail (trybuild) and doc tests, against SQLite and, on 127.0.0.1, PostgreSQL
-# (trust auth, database `test`) and MariaDB (root, empty password, database `test`).
+# (trust auth, database `test`) and MariaDB (root, empty password, database `test`), and
+# real nginx (with ngx_cache_purge) and varnishd instances that the tests start themselves on
+# free loopback ports.
 #
 # It installs and starts what it needs where it can (it must run as root for that) and, with
-# CI=true, fails when a required server cannot be reached instead of skipping it.
+# CI=true, fails when a required server cannot be reached instead of skipping it. The nginx
+# and Varnish tests always fail, never skip, when their binaries are missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -36,7 +39,32 @@ ensure_databases() {
   echo "warning: PostgreSQL or MariaDB not reachable; their tests will be skipped (CI=true requires them)" >&2
 }
 
+# nginx with Debian's cache purge module, and Varnish (which compiles VCL with gcc at run
+# time). Only the binaries are needed: the tests start their own instances, and the
+# packages' own services are stopped so they hold no ports.
+ensure_proxies() {
+  local missing=()
+  command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx)
+  [ -f /usr/share/nginx/modules/ngx_http_cache_purge_module.so ] || missing+=(libnginx-mod-http-cache-purge)
+  [ -x /usr/sbin/varnishd ] || missing+=(varnish)
+  command -v gcc >/dev/null 2>&1 || missing+=(gcc)
+  if [ ${#missing[@]} -gt 0 ]; then
+    log "installing ${missing[*]}"
+    if [ "$(id -u)" != 0 ]; then
+      echo "missing ${missing[*]}; run as root, or: sudo apt-get install -y ${missing[*]}" >&2
+      exit 1
+    fi
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    # Debian starts the packaged services where it can; the tests need none of them.
+    service nginx stop >/dev/null 2>&1 || true
+    service varnish stop >/dev/null 2>&1 || true
+  fi
+}
+
 ensure_databases
+ensure_proxies
 
 log "cargo fmt --check"
 cargo fmt --all -- --check
@@ -45,6 +73,8 @@ log "cargo clippy -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
 # Every backend is a cargo feature: the core must also build with none of them.
 cargo clippy -p cache-purge-hooks-core --no-default-features -- -D warnings
+cargo clippy -p cache-purge-hooks-core --no-default-features --features varnish -- -D warnings
+cargo clippy -p cache-purge-hooks-core --no-default-features --features nginx -- -D warnings
 
 log "cargo test (unit, integration, compile-fail, doc tests)"
 results=$(mktemp)

@@ -117,7 +117,7 @@ fn every_kind_of_invalid_setting_names_key_file_and_expectation() {
         ),
         (
             "[backends.edge]\nkind = \"varnish\"\nsecrett = \"/x\"\n",
-            "invalid cache purge setting `backends.edge.secrett` (from FILE): unknown key `secrett`; expected one of `mode`, `servers`, `secret_file`, `site_domain`, `varnishadm_bin`, `ban_style`, `lurker_url_header`, `lurker_host_header`, `http_method`, `ban_header`, `max_ban_length`, `timeout`",
+            "invalid cache purge setting `backends.edge.secrett` (from FILE): unknown key `secrett`; expected one of `mode`, `servers`, `secret_file`, `site_domain`, `varnishadm_bin`, `ban_style`, `lurker_url_header`, `lurker_host_header`, `http_method`, `ban_header`, `ban_host_header`, `max_ban_length`, `timeout`, `concurrency`",
         ),
         (
             "delivery = \"later\"\n",
@@ -177,12 +177,54 @@ async fn building_a_purger_from_settings() {
     assert_eq!(purger.backend_names(), ["a", "b", "c"]);
     assert!(purger.memory_backend("a").is_some());
 
-    // Kinds whose implementation is not in this build fail at start-up, by name.
-    let s = Settings::from_toml_str("[backends.edge]\nkind = \"varnish\"\n").unwrap();
+    // What cannot work is refused at start-up, not at the first save: a missing secret
+    // file, a missing varnishadm binary.
+    let s = Settings::from_toml_str(
+        "[backends.edge]\nkind = \"varnish\"\nsecret_file = \"/nonexistent/secret\"\n",
+    )
+    .unwrap();
     let err = Purger::from_settings(&s).unwrap_err().to_string();
     assert!(
-        err.contains("backend `edge`: kind `varnish` is not available"),
+        err.starts_with("backend `edge`: cannot read secret_file `/nonexistent/secret`: No such file or directory"),
         "{err}"
+    );
+    let s = Settings::from_toml_str(
+        "[backends.edge]\nkind = \"varnish\"\nmode = \"varnishadm\"\nsecret_file = \"Cargo.toml\"\nvarnishadm_bin = \"/nonexistent/varnishadm\"\n",
+    )
+    .unwrap();
+    let err = Purger::from_settings(&s).unwrap_err().to_string();
+    assert!(
+        err.starts_with("backend `edge`: varnishadm_bin `/nonexistent/varnishadm`: No such file"),
+        "{err}"
+    );
+}
+
+#[test]
+fn nginx_key_templates_are_checked_at_load() {
+    let error = |toml: &str| Settings::from_toml_str(toml).unwrap_err().to_string();
+    let files = "[backends.n]\nkind = \"nginx\"\nmode = \"files\"\ncache_dir = \"/tmp/c\"\n";
+    assert_eq!(
+        error(&format!("{files}key_template = \"$uri$foo\"\n")),
+        "invalid cache purge setting `backends.n.key_template` (from settings text): unknown variable `$foo` in `$uri$foo`; understood: $scheme, $proxy_host, $host, $http_host, $request_uri, $uri, $is_args, $args, $query_string"
+    );
+    assert_eq!(
+        error(&format!("{files}key_template = \"$host\"\n")),
+        "invalid cache purge setting `backends.n.key_template` (from settings text): `$host` uses neither $request_uri nor $uri: every URL would share one key"
+    );
+    // No guessed default: a wrong key would silently purge nothing.
+    assert_eq!(
+        error(files),
+        "invalid cache purge setting `backends.n.key_template` (from settings text): required with mode = \"files\": your proxy_cache_key, verbatim (without one, nginx uses \"http://$proxy_host$request_uri\" for proxy_pass http://...)"
+    );
+    let keyed = format!("{files}key_template = \"http://$proxy_host$request_uri\"\n");
+    assert_eq!(
+        error(&keyed),
+        "invalid cache purge setting `backends.n.proxy_host` (from settings text): required because key_template `http://$proxy_host$request_uri` uses $proxy_host: the host of your proxy_pass (like `origin`)"
+    );
+    assert!(Settings::from_toml_str(&format!("{keyed}proxy_host = \"origin\"\n")).is_ok());
+    assert_eq!(
+        error("[backends.v]\nkind = \"varnish\"\nconcurrency = 0\n"),
+        "invalid cache purge setting `backends.v.concurrency` (from settings text): expected at least 1"
     );
 }
 

@@ -101,6 +101,15 @@ pub enum BuildError {
     /// Two backends have the same name.
     #[error("two backends are named `{0}`; backend names must be unique")]
     DuplicateName(String),
+    /// A backend could not be set up from its settings (a secret file that cannot be read,
+    /// for example).
+    #[error("backend `{name}`: {message}")]
+    Backend {
+        /// The backend's name.
+        name: String,
+        /// What is wrong and what to do about it.
+        message: String,
+    },
     /// The settings name a backend kind this build cannot construct.
     #[error(
         "backend `{name}`: kind `{kind}` is not available in this build of cache-purge-hooks{hint}"
@@ -156,7 +165,13 @@ impl PurgerBuilder {
         name: &str,
         backend: &crate::settings::BackendSettings,
     ) -> Result<Self, BuildError> {
-        #[cfg(any(feature = "log", feature = "dummy", feature = "memory"))]
+        #[cfg(any(
+            feature = "log",
+            feature = "dummy",
+            feature = "memory",
+            feature = "varnish",
+            feature = "nginx"
+        ))]
         use crate::settings::BackendSettings;
         match backend {
             #[cfg(feature = "log")]
@@ -168,18 +183,20 @@ impl PurgerBuilder {
                 Ok(self
                     .backend(crate::backend::MemoryBackend::new(name).with_max_batch(m.max_batch)))
             }
-            other => {
-                let kind = other.kind();
-                let hint = match kind {
-                    "log" | "dummy" | "memory" => " (enable the cargo feature of the same name)",
-                    _ => " yet",
-                };
-                Err(BuildError::Unavailable {
-                    name: name.to_owned(),
-                    kind,
-                    hint,
-                })
+            #[cfg(feature = "varnish")]
+            BackendSettings::Varnish(v) => {
+                Ok(self.backend(crate::backend::VarnishBackend::new(name, v)?))
             }
+            #[cfg(feature = "nginx")]
+            BackendSettings::Nginx(n) => {
+                Ok(self.backend(crate::backend::NginxBackend::new(name, n)?))
+            }
+            #[allow(unreachable_patterns)]
+            other => Err(BuildError::Unavailable {
+                name: name.to_owned(),
+                kind: other.kind(),
+                hint: " (enable the cargo feature of the same name)",
+            }),
         }
     }
 

@@ -260,6 +260,10 @@ pub struct VarnishSettings {
     /// `X-Ban-Url`.
     #[serde(default = "default_ban_header")]
     pub ban_header: String,
+    /// In `http` mode with `http_method = "ban"`: the header carrying the host regex, sent
+    /// when the URLs have a host (absolute URLs, or `site_domain`), default `X-Ban-Host`.
+    #[serde(default = "default_ban_host_header")]
+    pub ban_host_header: String,
     /// The longest ban expression sent in one command (bytes, default 8000); larger batches are
     /// split.
     #[serde(default = "default_max_ban_length")]
@@ -267,6 +271,45 @@ pub struct VarnishSettings {
     /// Timeout of one request or command, default `5s`.
     #[serde(default = "default_timeout", with = "humantime_serde")]
     pub timeout: Duration,
+    /// In `http` mode: `PURGE` requests in flight at once per server, default 8.
+    #[serde(default = "default_concurrency")]
+    pub concurrency: usize,
+}
+
+impl Default for VarnishSettings {
+    /// The settings of an empty `[backends.NAME]` table with `kind = "varnish"`.
+    fn default() -> Self {
+        Self {
+            mode: VarnishMode::default(),
+            servers: Vec::new(),
+            secret_file: default_secret_file(),
+            site_domain: None,
+            varnishadm_bin: default_varnishadm(),
+            ban_style: BanStyle::default(),
+            lurker_url_header: default_lurker_url_header(),
+            lurker_host_header: default_lurker_host_header(),
+            http_method: VarnishHttpMethod::default(),
+            ban_header: default_ban_header(),
+            ban_host_header: default_ban_host_header(),
+            max_ban_length: default_max_ban_length(),
+            timeout: default_timeout(),
+            concurrency: default_concurrency(),
+        }
+    }
+}
+
+impl VarnishSettings {
+    /// The configured servers, or the default one for the mode (`localhost:6082` for the
+    /// admin CLI, `localhost:80` for HTTP).
+    pub fn servers_or_default(&self) -> Vec<String> {
+        if !self.servers.is_empty() {
+            return self.servers.clone();
+        }
+        match self.mode {
+            VarnishMode::Http => vec!["localhost:80".to_owned()],
+            _ => vec!["localhost:6082".to_owned()],
+        }
+    }
 }
 
 /// How the nginx backend purges.
@@ -315,9 +358,124 @@ pub struct NginxSettings {
     /// The `levels=` of `proxy_cache_path`, default `1:2`.
     #[serde(default = "default_levels")]
     pub levels: String,
-    /// The `proxy_cache_key`, default `$scheme$proxy_host$request_uri` (nginx's own default).
-    #[serde(default = "default_key_template")]
-    pub key_template: String,
+    /// In `files` mode (where it is required): your `proxy_cache_key`, verbatim. Without a
+    /// `proxy_cache_key`, nginx 1.22 keys `proxy_pass http://origin;` as
+    /// `http://$proxy_host$request_uri` (not the documented `$scheme$proxy_host$request_uri`),
+    /// which is why there is no default: a wrong key purges nothing.
+    /// Understood variables: `$scheme`, `$proxy_host`, `$host`, `$http_host`, `$request_uri`,
+    /// `$uri`, `$is_args`, `$args` and `$query_string`; `${name}` works too.
+    #[serde(default)]
+    pub key_template: Option<String>,
+    /// In `files` mode: the value of `$proxy_host` in the key (the host of `proxy_pass`,
+    /// like `origin` for `proxy_pass http://origin;`). Required when the key template uses it.
+    #[serde(default)]
+    pub proxy_host: Option<String>,
+    /// In `files` mode: the value of `$scheme` for URLs given as paths, default `http`
+    /// (absolute URLs bring their own).
+    #[serde(default = "default_scheme")]
+    pub scheme: String,
+}
+
+impl Default for NginxSettings {
+    /// The settings of an empty `[backends.NAME]` table with `kind = "nginx"`.
+    fn default() -> Self {
+        Self {
+            mode: NginxMode::default(),
+            servers: Vec::new(),
+            host_header: None,
+            purge_prefix: None,
+            method: default_purge_method(),
+            timeout: default_timeout(),
+            concurrency: default_concurrency(),
+            cache_dir: None,
+            levels: default_levels(),
+            key_template: None,
+            proxy_host: None,
+            scheme: default_scheme(),
+        }
+    }
+}
+
+impl NginxSettings {
+    /// The configured servers, or `localhost:80`.
+    pub fn servers_or_default(&self) -> Vec<String> {
+        if self.servers.is_empty() {
+            vec!["localhost:80".to_owned()]
+        } else {
+            self.servers.clone()
+        }
+    }
+}
+
+/// The variables an nginx `key_template` may use.
+pub const NGINX_KEY_VARIABLES: &[&str] = &[
+    "scheme",
+    "proxy_host",
+    "host",
+    "http_host",
+    "request_uri",
+    "uri",
+    "is_args",
+    "args",
+    "query_string",
+];
+
+/// One piece of a parsed nginx key template.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KeyPart {
+    /// Text copied as is.
+    Literal(String),
+    /// A variable, by name without the `$` (one of [`NGINX_KEY_VARIABLES`]).
+    Variable(&'static str),
+}
+
+/// Parses an nginx `proxy_cache_key` template into literal text and known variables.
+pub fn parse_key_template(template: &str) -> Result<Vec<KeyPart>, String> {
+    let mut parts = Vec::new();
+    let mut literal = String::new();
+    let mut rest = template;
+    while let Some(i) = rest.find('$') {
+        literal.push_str(&rest[..i]);
+        rest = &rest[i + 1..];
+        let (name, after) = if let Some(braced) = rest.strip_prefix('{') {
+            let end = braced
+                .find('}')
+                .ok_or_else(|| format!("unclosed `${{` in `{template}`"))?;
+            (&braced[..end], &braced[end + 1..])
+        } else {
+            let end = rest
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(rest.len());
+            (&rest[..end], &rest[end..])
+        };
+        let known = NGINX_KEY_VARIABLES
+            .iter()
+            .find(|v| **v == name)
+            .ok_or_else(|| {
+                format!(
+                    "unknown variable `${name}` in `{template}`; understood: ${}",
+                    NGINX_KEY_VARIABLES.join(", $")
+                )
+            })?;
+        if !literal.is_empty() {
+            parts.push(KeyPart::Literal(std::mem::take(&mut literal)));
+        }
+        parts.push(KeyPart::Variable(known));
+        rest = after;
+    }
+    literal.push_str(rest);
+    if !literal.is_empty() {
+        parts.push(KeyPart::Literal(literal));
+    }
+    if !parts
+        .iter()
+        .any(|p| matches!(p, KeyPart::Variable("request_uri" | "uri")))
+    {
+        return Err(format!(
+            "`{template}` uses neither $request_uri nor $uri: every URL would share one key"
+        ));
+    }
+    Ok(parts)
 }
 
 fn default_secret_file() -> PathBuf {
@@ -335,6 +493,9 @@ fn default_lurker_host_header() -> String {
 fn default_ban_header() -> String {
     "X-Ban-Url".into()
 }
+fn default_ban_host_header() -> String {
+    "X-Ban-Host".into()
+}
 fn default_max_ban_length() -> usize {
     8000
 }
@@ -350,8 +511,8 @@ fn default_concurrency() -> usize {
 fn default_levels() -> String {
     "1:2".into()
 }
-fn default_key_template() -> String {
-    "$scheme$proxy_host$request_uri".into()
+fn default_scheme() -> String {
+    "http".into()
 }
 
 fn string_or_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
@@ -579,6 +740,9 @@ impl Settings {
                     return err(key("max_batch"), "expected a number of at least 1".into());
                 }
                 BackendSettings::Varnish(v) => {
+                    if v.concurrency == 0 {
+                        return err(key("concurrency"), "expected at least 1".into());
+                    }
                     if v.max_ban_length < 256 {
                         return err(
                             key("max_ban_length"),
@@ -589,6 +753,7 @@ impl Settings {
                         ("lurker_url_header", &v.lurker_url_header),
                         ("lurker_host_header", &v.lurker_host_header),
                         ("ban_header", &v.ban_header),
+                        ("ban_host_header", &v.ban_host_header),
                     ] {
                         if !is_token(h) {
                             return err(key(k), format!("`{h}` is not a valid header name"));
@@ -637,6 +802,46 @@ impl Settings {
                         return err(
                             key("cache_dir"),
                             "required with mode = \"files\" or \"wipe\": the proxy_cache_path directory".into(),
+                        );
+                    }
+                    if n.mode == NginxMode::Files {
+                        let Some(template) = &n.key_template else {
+                            return err(
+                                key("key_template"),
+                                "required with mode = \"files\": your proxy_cache_key, verbatim (without one, nginx uses \"http://$proxy_host$request_uri\" for proxy_pass http://...)".into(),
+                            );
+                        };
+                        let parts = match parse_key_template(template) {
+                            Ok(p) => p,
+                            Err(e) => return err(key("key_template"), e),
+                        };
+                        if n.proxy_host.is_none()
+                            && parts.contains(&KeyPart::Variable("proxy_host"))
+                        {
+                            return err(
+                                key("proxy_host"),
+                                format!(
+                                    "required because key_template `{template}` uses $proxy_host: the host of your proxy_pass (like `origin`)"
+                                ),
+                            );
+                        }
+                        if n.host_header.is_none()
+                            && parts
+                                .iter()
+                                .any(|p| matches!(p, KeyPart::Variable("host" | "http_host")))
+                        {
+                            return err(
+                                key("host_header"),
+                                format!(
+                                    "required because key_template `{template}` uses $host: the site's host name"
+                                ),
+                            );
+                        }
+                    }
+                    if !matches!(n.scheme.as_str(), "http" | "https") {
+                        return err(
+                            key("scheme"),
+                            format!("expected `http` or `https`, got `{}`", n.scheme),
                         );
                     }
                     Some(&n.servers)

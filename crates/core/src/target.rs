@@ -49,8 +49,10 @@ impl InvalidTarget {
 /// A normalised URL to purge: either a path (`/posts/a?page=2`) or an absolute `http`/`https`
 /// URL whose host routes the purge (`https://example.com/posts/a`).
 ///
-/// The text is always ASCII and never contains whitespace, quotes, backslashes or control
-/// characters: those are percent-encoded by [`PurgeUrl::parse`].
+/// The text is the request target a browser sends (see [`PurgeUrl::parse`]): always ASCII,
+/// never whitespace, `"`, `<`, `>` or control characters. It may hold characters that are
+/// special elsewhere (`'`, `|`, `^`, `[`, `]`, and `\` in a query), so every backend escapes
+/// what it sends.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PurgeUrl {
     text: String,
@@ -64,9 +66,11 @@ impl PurgeUrl {
     /// Parses and normalises a URL.
     ///
     /// Accepted: a path starting with a single `/`, or an absolute URL starting with `http://`
-    /// or `https://` with an ASCII host. Characters not allowed in a URI are percent-encoded
-    /// (existing `%XX` escapes are kept as they are); a `#fragment` is removed since it is
-    /// never sent to a server. An absolute URL with an empty path gets `/`.
+    /// or `https://` with an ASCII host. The path and query become what a browser sends for
+    /// them (the WHATWG URL rules): characters a browser percent-encodes are encoded (`%` is
+    /// left alone), tabs and newlines are dropped, `\\` in a path is `/`, literal `.` and `..`
+    /// segments are resolved (encoded ones, `%2E`, are kept). A `#fragment` is removed since it is never sent to a server. An absolute
+    /// URL with an empty path gets `/`.
     pub fn parse(input: &str) -> Result<Self, InvalidTarget> {
         if input.is_empty() {
             return Err(InvalidTarget::new(input, "empty URL"));
@@ -82,8 +86,16 @@ impl PurgeUrl {
             ));
         }
         if without_fragment.starts_with('/') {
+            let text = browser_form(without_fragment);
+            if text.starts_with("//") {
+                // `/\host` or `/.//host`: a browser would read a host there.
+                return Err(InvalidTarget::new(
+                    input,
+                    "a URL starting with `//` has no scheme; write `https://host/path` or `/path`",
+                ));
+            }
             return Ok(Self {
-                text: encode_uri(without_fragment).into_owned(),
+                text,
                 path_start: 0,
                 host: None,
             });
@@ -130,10 +142,12 @@ impl PurgeUrl {
         let host_end = text.len();
         let path_start = text.len();
         let tail = &rest[authority_end..];
-        if !tail.starts_with('/') {
-            text.push('/');
-        }
-        text.push_str(&encode_uri(tail));
+        let tail = if tail.starts_with('/') {
+            browser_form(tail)
+        } else {
+            browser_form(&format!("/{tail}"))
+        };
+        text.push_str(&tail);
         Ok(Self {
             text,
             path_start,
@@ -195,54 +209,78 @@ impl std::str::FromStr for PurgeUrl {
     }
 }
 
-/// Bytes allowed verbatim in a normalised URI: RFC 3986 unreserved, sub-delims, `:`, `@`, `/`,
-/// `?`. `%` is handled separately (kept only as the start of a valid escape).
-fn uri_byte_allowed(b: u8) -> bool {
-    b.is_ascii_alphanumeric()
-        || matches!(
-            b,
-            b'-' | b'.'
-                | b'_'
-                | b'~'
-                | b'!'
-                | b'$'
-                | b'&'
-                | b'\''
-                | b'('
-                | b')'
-                | b'*'
-                | b'+'
-                | b','
-                | b';'
-                | b'='
-                | b':'
-                | b'@'
-                | b'/'
-                | b'?'
-        )
-}
-
-fn encode_uri(s: &str) -> Cow<'_, str> {
-    let bytes = s.as_bytes();
-    let is_escape = |i: usize| {
-        bytes[i] == b'%'
-            && i + 2 < bytes.len()
-            && bytes[i + 1].is_ascii_hexdigit()
-            && bytes[i + 2].is_ascii_hexdigit()
+/// The path and query of `input` (which starts with `/`) as a browser sends them, by the
+/// WHATWG URL rules: tabs and newlines dropped, trailing spaces and controls trimmed, `\\`
+/// read as `/` in the path, the path percent-encode set (controls, space, `"`, `#`, `<`,
+/// `>`, `` ` ``, `{`, `}`, non-ASCII) encoded in the path and the special-query set
+/// (controls, space, `"`, `#`, `<`, `>`, `'`) in the query, `%` left as it is, and literal
+/// `.` and `..` segments resolved. A cache keys its entries by what clients send, so any
+/// other spelling would miss them.
+///
+/// Unlike a browser, an *encoded* dot segment (`%2E%2E`) is kept: that is how a template
+/// writes a `..` value as one segment that cannot walk up the path.
+fn browser_form(input: &str) -> String {
+    let input = input.trim_end_matches(|c: char| c <= ' ');
+    let (path, query) = match input.find('?') {
+        Some(i) => (&input[..i], Some(&input[i + 1..])),
+        None => (input, None),
     };
-    let clean = (0..bytes.len()).all(|i| uri_byte_allowed(bytes[i]) || is_escape(i));
-    if clean {
-        return Cow::Borrowed(s);
-    }
-    let mut out = String::with_capacity(s.len() + 16);
-    for (i, &b) in bytes.iter().enumerate() {
-        if uri_byte_allowed(b) || is_escape(i) {
-            out.push(b as char);
-        } else {
-            push_escape(&mut out, b);
+    let mut encoded_path = String::with_capacity(path.len() + 8);
+    for &b in path.as_bytes() {
+        match b {
+            b'\t' | b'\n' | b'\r' => {}
+            b'\\' => encoded_path.push('/'),
+            _ if b <= b' ' || b >= 0x7f || b"\"#<>`{}".contains(&b) => {
+                push_escape(&mut encoded_path, b)
+            }
+            _ => encoded_path.push(b as char),
         }
     }
-    Cow::Owned(out)
+    let mut out = remove_dot_segments(&encoded_path);
+    if let Some(query) = query {
+        out.push('?');
+        for &b in query.as_bytes() {
+            match b {
+                b'\t' | b'\n' | b'\r' => {}
+                _ if b <= b' ' || b >= 0x7f || b"\"#<>'".contains(&b) => push_escape(&mut out, b),
+                _ => out.push(b as char),
+            }
+        }
+    }
+    out
+}
+
+/// Resolves literal `.` and `..` segments as browsers do (`/a/./b/../c` → `/a/c`); `..` at
+/// the root stays at the root.
+fn remove_dot_segments(path: &str) -> String {
+    if !path.split('/').any(|s| s == "." || s == "..") {
+        return path.to_owned();
+    }
+    let mut segments: Vec<&str> = Vec::new();
+    let parts: Vec<&str> = path.split('/').skip(1).collect();
+    let last = parts.len().saturating_sub(1);
+    for (i, segment) in parts.iter().enumerate() {
+        match *segment {
+            "." => {}
+            ".." => {
+                segments.pop();
+            }
+            s => segments.push(s),
+        }
+        // A trailing `.` or `..` leaves a directory: `/a/b/..` is `/a/`.
+        if i == last && matches!(*segment, "." | "..") {
+            segments.push("");
+        }
+    }
+    let mut out = String::with_capacity(path.len());
+    for s in &segments {
+        out.push('/');
+        out.push_str(s);
+    }
+    if out.is_empty() {
+        out.push('/');
+    }
+    out
 }
 
 pub(crate) fn push_escape(out: &mut String, b: u8) {
@@ -550,18 +588,26 @@ mod tests {
     use super::*;
 
     #[test]
-    fn paths_are_normalised_and_never_carry_unsafe_bytes() {
+    fn paths_become_what_a_browser_sends() {
         let cases = [
             ("/", "/"),
             ("/a b", "/a%20b"),
-            ("/a\nb", "/a%0Ab"),
+            // Browsers drop tabs and newlines, and read `\` as `/` in a path.
+            ("/a\nb", "/ab"),
+            ("/a\\b", "/a/b"),
             ("/a\"b", "/a%22b"),
-            ("/a\\b", "/a%5Cb"),
             ("/é", "/%C3%A9"),
             ("/a%20b", "/a%20b"),
-            ("/a%zz", "/a%25zz"),
-            ("/a%2", "/a%252"),
+            ("/a%zz", "/a%zz"),
+            ("/a/%2E%2E/b", "/a/%2E%2E/b"),
+            ("/../a/..", "/"),
+            ("/a/b/..", "/a/"),
+            ("/a b ", "/a%20b"),
+            ("/a{b}`<c>", "/a%7Bb%7D%60%3Cc%3E"),
+            ("/a|b^c[d]'e", "/a|b^c[d]'e"),
             ("/a?x=1&y=2", "/a?x=1&y=2"),
+            ("/a?q=it's \"x\"", "/a?q=it%27s%20%22x%22"),
+            ("/a/./b/../c", "/a/c"),
             ("/a#frag", "/a"),
             ("/a?x=1#frag", "/a?x=1"),
         ];
@@ -626,7 +672,7 @@ mod tests {
             if let Ok(u) = PurgeUrl::parse(&s) {
                 let text = u.as_str();
                 proptest::prop_assert!(text.is_ascii());
-                let unsafe_byte = |b: u8| b.is_ascii_control() || b" \"\\#<>`{}|^".contains(&b);
+                let unsafe_byte = |b: u8| b.is_ascii_control() || b" \"#<>".contains(&b);
                 proptest::prop_assert!(!text.bytes().any(unsafe_byte), "{}", text);
                 // Normalising is idempotent.
                 let again = PurgeUrl::parse(text).unwrap();

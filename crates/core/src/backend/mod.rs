@@ -32,10 +32,16 @@ use crate::target::{Target, TargetKind};
 
 #[cfg(feature = "dummy")]
 mod dummy;
+#[cfg(any(feature = "varnish", feature = "nginx"))]
+mod http_client;
 #[cfg(feature = "log")]
 mod log;
 #[cfg(feature = "memory")]
 mod memory;
+#[cfg(feature = "nginx")]
+pub mod nginx;
+#[cfg(feature = "varnish")]
+pub mod varnish;
 
 #[cfg(feature = "dummy")]
 pub use dummy::DummyBackend;
@@ -43,6 +49,10 @@ pub use dummy::DummyBackend;
 pub use log::LogBackend;
 #[cfg(feature = "memory")]
 pub use memory::{MemoryBackend, PurgeRecord};
+#[cfg(feature = "nginx")]
+pub use nginx::NginxBackend;
+#[cfg(feature = "varnish")]
+pub use varnish::VarnishBackend;
 
 /// What kinds of target a backend can purge.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]

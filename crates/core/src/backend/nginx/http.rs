@@ -1,0 +1,246 @@
+//! `mode = "http"`: one request per URL to every nginx, answered by ngx_cache_purge.
+//!
+//! `200` means purged; `404` (ngx_cache_purge 2.3) and `412` (the 2.5 fork) mean the URL
+//! was not cached, which is just as good. Anything else is an error built by
+//! [`http_client::status_error`]; no response at all, by [`http_client::transport_error`].
+//!
+//! Requests to one server run at most `concurrency` at a time over one keep-alive pool;
+//! servers are purged in parallel. Once a server cannot be reached (connection failed or
+//! timed out), the URLs of the batch not yet sent to it fail at once with the same error,
+//! rather than each waiting for its own timeout: the whole batch is retried later anyway.
+
+use std::sync::OnceLock;
+
+use futures::StreamExt;
+use reqwest::header::{HOST, HeaderValue, RETRY_AFTER};
+use reqwest::{Client, Method, StatusCode, Url};
+
+use super::Failure;
+use crate::backend::{PurgeError, http_client};
+use crate::settings::{NginxSettings, parse_server};
+use crate::target::{PurgeUrl, Target};
+
+/// One nginx to purge.
+#[derive(Clone, Debug)]
+pub(crate) struct Server {
+    /// `host:port` as configured, for messages.
+    pub(crate) label: String,
+    /// `http://host:port`.
+    base: String,
+}
+
+/// Sends ngx_cache_purge requests.
+#[derive(Debug)]
+pub(crate) struct HttpPurger {
+    client: Client,
+    method: Method,
+    pub(crate) servers: Vec<Server>,
+    prefix: String,
+    host_header: Option<HeaderValue>,
+    concurrency: usize,
+}
+
+/// How one request went.
+enum Sent {
+    Purged,
+    NotCached(StatusCode),
+}
+
+impl HttpPurger {
+    /// Checks the settings and builds the client.
+    pub(crate) fn new(settings: &NginxSettings) -> Result<Self, String> {
+        let servers = settings
+            .servers_or_default()
+            .iter()
+            .map(|s| {
+                let (host, port) = parse_server(s).map_err(|e| format!("servers: {e}"))?;
+                Ok(Server {
+                    label: s.clone(),
+                    base: http_client::base_url(&host, port),
+                })
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        if settings.concurrency == 0 {
+            return Err("concurrency: expected at least 1".into());
+        }
+        if settings.timeout.is_zero() {
+            return Err("timeout: expected more than 0s".into());
+        }
+        let prefix = settings.purge_prefix.clone().unwrap_or_default();
+        if !prefix.is_empty()
+            && (!prefix.starts_with('/')
+                || prefix.ends_with('/')
+                || prefix.contains(['?', '#', ' ']))
+        {
+            return Err(format!(
+                "purge_prefix: `{prefix}` must start with `/`, not end with `/`, and hold no `?`, `#` or space"
+            ));
+        }
+        let host_header = match &settings.host_header {
+            Some(h) => Some(
+                HeaderValue::from_str(h)
+                    .map_err(|_| format!("host_header: `{h}` is not a valid header value"))?,
+            ),
+            None => None,
+        };
+        Ok(Self {
+            client: http_client::client(settings.timeout, settings.concurrency)?,
+            method: http_client::method(&settings.method)?,
+            servers,
+            prefix,
+            host_header,
+            concurrency: settings.concurrency,
+        })
+    }
+
+    /// Sends every URL of the batch to every server; returns the failures (target index,
+    /// server index, error).
+    pub(crate) async fn purge(&self, backend: &str, batch: &[Target]) -> Vec<Failure> {
+        let mut failures = Vec::new();
+        let mut urls = Vec::with_capacity(batch.len());
+        for (index, target) in batch.iter().enumerate() {
+            match target {
+                Target::Url(url) => urls.push((index, url)),
+                other => failures.push(Failure {
+                    index,
+                    server: None,
+                    error: PurgeError::permanent(format!(
+                        "ngx_cache_purge cannot purge {other}: only exact URLs (use mode = \"wipe\" to clear everything)"
+                    )),
+                }),
+            }
+        }
+        let per_server = self
+            .servers
+            .iter()
+            .enumerate()
+            .map(|(si, server)| self.purge_on(backend, si, server, &urls));
+        for server_failures in futures::future::join_all(per_server).await {
+            failures.extend(server_failures);
+        }
+        failures
+    }
+
+    /// Sends the URLs to one server, `concurrency` at a time.
+    async fn purge_on(
+        &self,
+        backend: &str,
+        server_index: usize,
+        server: &Server,
+        urls: &[(usize, &PurgeUrl)],
+    ) -> Vec<Failure> {
+        let unreachable: OnceLock<PurgeError> = OnceLock::new();
+        let unreachable = &unreachable;
+        // Indices rather than `(usize, &PurgeUrl)` items: a closure taking a borrowed
+        // argument trips the compiler's `Send` check of the async-trait future.
+        futures::stream::iter(0..urls.len())
+            .map(move |k| async move {
+                let &(index, url) = urls.get(k)?;
+                if let Some(e) = unreachable.get() {
+                    return Some(Failure {
+                        index,
+                        server: Some(server_index),
+                        error: e.clone(),
+                    });
+                }
+                match self.send(server, url).await {
+                    Ok(Sent::Purged) => {
+                        tracing::debug!(
+                            target: "cache_purge_hooks",
+                            backend,
+                            server = %server.label,
+                            %url,
+                            "purged"
+                        );
+                        None
+                    }
+                    Ok(Sent::NotCached(status)) => {
+                        tracing::debug!(
+                            target: "cache_purge_hooks",
+                            backend,
+                            server = %server.label,
+                            %url,
+                            status = status.as_u16(),
+                            "not cached"
+                        );
+                        None
+                    }
+                    Err((error, cannot_reach)) => {
+                        tracing::debug!(
+                            target: "cache_purge_hooks",
+                            backend,
+                            server = %server.label,
+                            %url,
+                            %error,
+                            "purge request failed"
+                        );
+                        if cannot_reach {
+                            let _ = unreachable.set(error.clone());
+                        }
+                        Some(Failure {
+                            index,
+                            server: Some(server_index),
+                            error,
+                        })
+                    }
+                }
+            })
+            .buffer_unordered(self.concurrency)
+            .filter_map(futures::future::ready)
+            .collect()
+            .await
+    }
+
+    /// One request. The error says whether the server could not be reached at all.
+    async fn send(&self, server: &Server, url: &PurgeUrl) -> Result<Sent, (PurgeError, bool)> {
+        let target = format!("{}{}{}", server.base, self.prefix, url.path_and_query());
+        let request_url = Url::parse(&target).map_err(|e| {
+            let error =
+                PurgeError::permanent(format!("cannot make a request URL of {target}: {e}"))
+                    .on_server(&server.label);
+            (error, false)
+        })?;
+        let mut request = self.client.request(self.method.clone(), request_url);
+        if let Some(host) = url.host() {
+            // An absolute URL is purged under its own host.
+            let host = HeaderValue::from_str(host).map_err(|_| {
+                let error = PurgeError::permanent(format!("`{host}` is not a valid Host header"))
+                    .on_server(&server.label);
+                (error, false)
+            })?;
+            request = request.header(HOST, host);
+        } else if let Some(host) = &self.host_header {
+            request = request.header(HOST, host.clone());
+        }
+        let response = request.send().await.map_err(|e| {
+            let cannot_reach = e.is_connect() || e.is_timeout();
+            (
+                http_client::transport_error(&server.label, &e),
+                cannot_reach,
+            )
+        })?;
+        let status = response.status();
+        if status.is_success()
+            || status == StatusCode::NOT_FOUND
+            || status == StatusCode::PRECONDITION_FAILED
+        {
+            // Read the (small) body so that the connection goes back to the pool.
+            let _ = response.bytes().await;
+            return Ok(if status.is_success() {
+                Sent::Purged
+            } else {
+                Sent::NotCached(status)
+            });
+        }
+        let retry_after = response
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let body = http_client::body_text(response).await;
+        Err((
+            http_client::status_error(&server.label, status, retry_after.as_deref(), &body),
+            false,
+        ))
+    }
+}

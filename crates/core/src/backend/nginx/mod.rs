@@ -1,0 +1,541 @@
+//! The nginx backend: purges nginx's proxy cache in one of three ways (`mode`).
+//!
+//! # `mode = "http"` (default): ngx_cache_purge
+//!
+//! One request per URL to every configured nginx (`servers`, default `localhost:80`), at most
+//! `concurrency` in flight per server, over one keep-alive connection pool. `200` means
+//! purged; `404` (ngx_cache_purge 2.3, Debian's `libnginx-mod-http-cache-purge`) and `412`
+//! (the 2.5 fork) mean the URL was not cached, which counts as success. Other statuses fail:
+//! `429` as rate limited (honouring `Retry-After`), `5xx` and `408` as transient, the rest
+//! (`403` from an `allow`/`deny` list, `405` when the purge location does not exist...) as
+//! permanent. ngx_cache_purge 2.3 has no wildcard, so this mode purges exact URLs only.
+//!
+//! The separate-location style, the one that works with Debian's module (its same-location
+//! style crashes the worker): set `purge_prefix = "/purge"`, and `/posts/a?p=2` is purged with
+//! `PURGE /purge/posts/a?p=2` (the location accepts any method; `method = "GET"` works too).
+//!
+//! ```nginx
+//! proxy_cache_path /var/cache/nginx levels=1:2 keys_zone=site:64m;
+//! server {
+//!     location / {
+//!         proxy_pass http://origin;
+//!         proxy_cache site;
+//!         proxy_cache_key "$uri$is_args$args";
+//!     }
+//!     location ~ ^/purge(/.*)$ {
+//!         allow 127.0.0.1;
+//!         deny all;
+//!         proxy_cache_purge site "$1$is_args$args";
+//!     }
+//! }
+//! ```
+//!
+//! ```toml
+//! [backends.origin-cache]
+//! kind = "nginx"
+//! servers = ["127.0.0.1:80", "10.0.0.2:80"]
+//! purge_prefix = "/purge"
+//! host_header = "www.example.com"   # optional
+//! concurrency = 8                    # requests in flight per server
+//! timeout = "5s"
+//! ```
+//!
+//! The same-location style (ngx_cache_purge 2.5, or a build where it does not crash): leave
+//! `purge_prefix` out, and `/posts/a` is purged with `PURGE /posts/a`.
+//!
+//! ```nginx
+//! location / {
+//!     proxy_pass http://origin;
+//!     proxy_cache site;
+//!     proxy_cache_purge PURGE from 127.0.0.1;
+//! }
+//! ```
+//!
+//! The `Host` header: an absolute URL (`https://example.com/a`) is sent to the configured
+//! servers with its own host; a path gets `host_header` if set, else the server's address.
+//! The request target is what a browser would send for the URL (dot segments resolved by the
+//! `url` crate, the rest as [`PurgeUrl`] normalised it).
+//!
+//! When some URLs fail on some server, the batch's [`PurgeError`] lists exactly those URLs
+//! ([`PurgeError::failed`]) and names the first failing server (in the order of `servers`);
+//! it is permanent only when every failure was. A server that cannot be reached (connection
+//! refused or timed out) fails the rest of the batch at once instead of one timeout per URL.
+//!
+//! # `mode = "files"`: unlink the cache files (no module needed)
+//!
+//! For each URL, the backend computes the key nginx gives it (`key_template`, the same text
+//! as `proxy_cache_key`), then the file `cache_dir/<levels>/<md5(key)>`, and deletes it if,
+//! and only if, the `KEY:` line near the start of the file holds exactly that key: a file
+//! holding another key is kept and logged at `warn` (the key template probably differs from
+//! nginx's). A missing file means "not cached", which is success. Unlike WordPress
+//! nginx-helper, the query string is part of the key and the levels are configurable.
+//!
+//! ```nginx
+//! proxy_cache_path /var/cache/nginx levels=1:2 keys_zone=site:64m;
+//! location / {
+//!     proxy_pass http://origin;
+//!     proxy_cache site;
+//!     proxy_cache_key "$uri$is_args$args";
+//! }
+//! ```
+//!
+//! ```toml
+//! [backends.origin-cache]
+//! kind = "nginx"
+//! mode = "files"
+//! cache_dir = "/var/cache/nginx"       # proxy_cache_path
+//! levels = "1:2"                       # its levels=
+//! key_template = "$uri$is_args$args"   # proxy_cache_key, verbatim
+//! # proxy_host = "origin"              # needed if the key uses $proxy_host
+//! # host_header = "www.example.com"    # needed if the key uses $host or $http_host
+//! # scheme = "https"                   # $scheme for URLs given as paths (default http)
+//! ```
+//!
+//! Set `key_template` (required in this mode) to the exact text of `proxy_cache_key`.
+//! Without a `proxy_cache_key`,
+//! nginx's documentation says the key is `$scheme$proxy_host$request_uri`, but nginx 1.22
+//! actually writes `<proxy_pass scheme>://<proxy_pass host><request uri>` (for
+//! `proxy_pass http://origin;` and `/a?x=1`: `http://origin/a?x=1`): the matching template is
+//! `key_template = "http://$proxy_host$request_uri"` with `proxy_host = "origin"`. A key
+//! template that does not match nginx's finds no file and so purges nothing (debug logs say
+//! "not cached" for every URL).
+//!
+//! The variables, for a URL given as a path or an absolute URL:
+//! - `$scheme`: the URL's scheme, or `scheme`; `$proxy_host`: `proxy_host`;
+//! - `$http_host`: the URL's host (with port) or `host_header`; `$host`: the same lowercased,
+//!   without port or trailing dot, as nginx does;
+//! - `$request_uri`: the path and query as sent, still percent-encoded;
+//! - `$uri`: the path as nginx normalises it with `merge_slashes on` (the default): `%XX`
+//!   decoded, runs of `/` merged, `.` and `..` segments resolved (a URL with a `..` above
+//!   the root is refused by nginx with 400 and so never cached: it is skipped). The key is
+//!   the one of the request as received, before any `rewrite`;
+//! - `$is_args`: `?` when the query is not empty; `$args`, `$query_string`: the raw query.
+//!
+//! The files are mode 0600 in 0700 directories owned by nginx's worker user: this process
+//! must run as that user (or root); a permission error is permanent and says so. File I/O runs
+//! on tokio's blocking pool, one task per batch. Responses stored under a `Vary` variant are
+//! in other files (named after the variant) that this mode cannot find; ngx_cache_purge does
+//! not remove them either. A [`Target::Everything`] wipes `cache_dir` as `wipe` mode does.
+//!
+//! # `mode = "wipe"`: delete the whole cache (the seed's "dumb" backend)
+//!
+//! Deletes everything inside `cache_dir` (not the directory itself), once per batch whatever
+//! its size. Every URL, prefix or everything target is accepted and purges the whole cache:
+//! far more than asked, which is what this mode is for (a small site, no module, no key to
+//! compute). Symbolic links inside are removed, never followed; if `cache_dir` itself is a
+//! link, the directory it points to is emptied. Entries nginx deletes meanwhile are skipped.
+//!
+//! ```toml
+//! [backends.origin-cache]
+//! kind = "nginx"
+//! mode = "wipe"
+//! cache_dir = "/var/cache/nginx"
+//! ```
+//!
+//! `cache_dir` must be an absolute path with no `..`, and not `/`, in both `files` and
+//! `wipe` modes; a `cache_dir` that does not exist when purging is a permanent error.
+
+mod files;
+mod http;
+mod wipe;
+
+use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
+
+use crate::backend::{Backend, Capabilities, FailureKind, PurgeError};
+use crate::purger::BuildError;
+use crate::settings::{NginxMode, NginxSettings, parse_levels};
+use crate::target::{PurgeUrl, Target};
+
+use files::{KeyRenderer, NoKey, Unlinked};
+use http::HttpPurger;
+
+/// Targets per batch in `http` mode.
+const HTTP_MAX_BATCH: usize = 256;
+/// Targets per batch in `files` mode.
+const FILES_MAX_BATCH: usize = 1000;
+/// Targets per batch in `wipe` mode: one wipe covers any number of them.
+const WIPE_MAX_BATCH: usize = 100_000;
+
+/// Purges nginx's proxy cache: over HTTP with ngx_cache_purge, by unlinking each URL's cache
+/// file, or by wiping the cache directory (see the [module documentation](self)).
+///
+/// ```
+/// use cache_purge_hooks_core::backend::{Backend, NginxBackend};
+/// use cache_purge_hooks_core::settings::{BackendSettings, Settings};
+///
+/// let settings = Settings::from_toml_str(
+///     "[backends.ngx]\nkind = \"nginx\"\nservers = [\"127.0.0.1:8080\"]\npurge_prefix = \"/purge\"\n",
+/// )
+/// .unwrap();
+/// let BackendSettings::Nginx(nginx) = &settings.backends["ngx"] else { unreachable!() };
+/// let backend = NginxBackend::new("ngx", nginx).unwrap();
+/// assert_eq!(backend.name(), "ngx");
+/// assert!(backend.capabilities().url && !backend.capabilities().prefix);
+/// ```
+#[derive(Debug)]
+pub struct NginxBackend {
+    name: String,
+    mode: Mode,
+}
+
+#[derive(Debug)]
+enum Mode {
+    Http(HttpPurger),
+    Files(Arc<FilesMode>),
+    Wipe(PathBuf),
+}
+
+#[derive(Debug)]
+struct FilesMode {
+    dir: PathBuf,
+    levels: Vec<usize>,
+    keys: KeyRenderer,
+}
+
+/// One target that failed, on one server (`http` mode) or locally.
+#[derive(Debug)]
+pub(crate) struct Failure {
+    /// Its index in the batch.
+    pub(crate) index: usize,
+    /// The server's index in `servers`, in `http` mode.
+    pub(crate) server: Option<usize>,
+    /// What went wrong.
+    pub(crate) error: PurgeError,
+}
+
+impl NginxBackend {
+    /// A backend from its settings.
+    ///
+    /// Fails with [`BuildError::Backend`] when the settings cannot work for the mode: a server
+    /// that is not `host:port`, a method that is not a token, a missing or relative
+    /// `cache_dir`, a `key_template` using `$proxy_host` or `$host` without `proxy_host` or
+    /// `host_header`... (settings loaded from a file were checked already; these checks are
+    /// for settings built in code).
+    pub fn new(name: &str, settings: &NginxSettings) -> Result<Self, BuildError> {
+        let error = |message: String| BuildError::Backend {
+            name: name.to_owned(),
+            message,
+        };
+        let mode = match settings.mode {
+            NginxMode::Http => Mode::Http(HttpPurger::new(settings).map_err(error)?),
+            NginxMode::Files => {
+                let dir = cache_dir(settings).map_err(error)?;
+                let levels =
+                    parse_levels(&settings.levels).map_err(|e| error(format!("levels: {e}")))?;
+                let keys = KeyRenderer::new(settings).map_err(error)?;
+                Mode::Files(Arc::new(FilesMode { dir, levels, keys }))
+            }
+            NginxMode::Wipe => Mode::Wipe(cache_dir(settings).map_err(error)?),
+        };
+        Ok(Self {
+            name: name.to_owned(),
+            mode,
+        })
+    }
+
+    /// In `files` mode, the cache key nginx gives this URL (bytes: `$uri` is decoded and need
+    /// not be UTF-8); `None` in the other modes, or for a URL nginx would refuse (and so never
+    /// cache).
+    pub fn cache_key(&self, url: &PurgeUrl) -> Option<Vec<u8>> {
+        match &self.mode {
+            Mode::Files(files) => files.keys.render(url).ok(),
+            _ => None,
+        }
+    }
+
+    /// In `files` mode, the cache file where nginx would store this URL's response; `None`
+    /// as for [`cache_key`](Self::cache_key).
+    pub fn cache_file(&self, url: &PurgeUrl) -> Option<PathBuf> {
+        match &self.mode {
+            Mode::Files(files) => {
+                let key = files.keys.render(url).ok()?;
+                Some(files::cache_path(&files.dir, &files.levels, &key))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// The `cache_dir` setting, checked: present, absolute, not `/`, no `..`.
+fn cache_dir(settings: &NginxSettings) -> Result<PathBuf, String> {
+    let dir = settings.cache_dir.as_deref().ok_or_else(|| {
+        "cache_dir is required with mode = \"files\" or \"wipe\": the proxy_cache_path directory"
+            .to_owned()
+    })?;
+    let components: Vec<Component<'_>> = dir.components().collect();
+    if !dir.is_absolute()
+        || components.iter().any(|c| matches!(c, Component::ParentDir))
+        || !components.iter().any(|c| matches!(c, Component::Normal(_)))
+    {
+        return Err(format!(
+            "cache_dir `{}` must be an absolute path below `/` without `..`, like /var/cache/nginx",
+            dir.display()
+        ));
+    }
+    Ok(dir.to_path_buf())
+}
+
+#[async_trait::async_trait]
+impl Backend for NginxBackend {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        match self.mode {
+            Mode::Http(_) => Capabilities::URL,
+            Mode::Files(_) => Capabilities {
+                everything: true,
+                ..Capabilities::URL
+            },
+            Mode::Wipe(_) => Capabilities {
+                prefix: true,
+                everything: true,
+                ..Capabilities::URL
+            },
+        }
+    }
+
+    fn max_batch(&self) -> usize {
+        match self.mode {
+            Mode::Http(_) => HTTP_MAX_BATCH,
+            Mode::Files(_) => FILES_MAX_BATCH,
+            Mode::Wipe(_) => WIPE_MAX_BATCH,
+        }
+    }
+
+    /// One batch at a time: the backend parallelises inside a batch (`http` mode) or is
+    /// bound by the disk (`files`, `wipe`).
+    fn max_concurrency(&self) -> usize {
+        1
+    }
+
+    async fn purge(&self, batch: &[Target]) -> Result<(), PurgeError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        match &self.mode {
+            Mode::Http(http) => {
+                let failures = http.purge(&self.name, batch).await;
+                let servers: Vec<&str> = http.servers.iter().map(|s| s.label.as_str()).collect();
+                summarize(batch, failures, &servers)
+            }
+            Mode::Files(files) => {
+                if batch.iter().any(|t| matches!(t, Target::Everything)) {
+                    return wipe_blocking(&self.name, &files.dir, batch.len()).await;
+                }
+                let failures = purge_files(&self.name, files, batch).await?;
+                summarize(batch, failures, &[])
+            }
+            Mode::Wipe(dir) => wipe_blocking(&self.name, dir, batch.len()).await,
+        }
+    }
+}
+
+/// `files` mode: unlinks each URL's cache file in one blocking task.
+async fn purge_files(
+    backend: &str,
+    files: &Arc<FilesMode>,
+    batch: &[Target],
+) -> Result<Vec<Failure>, PurgeError> {
+    let mut failures = Vec::new();
+    let mut jobs = Vec::with_capacity(batch.len());
+    for (index, target) in batch.iter().enumerate() {
+        let Target::Url(url) = target else {
+            failures.push(Failure {
+                index,
+                server: None,
+                error: PurgeError::permanent(format!(
+                    "mode = \"files\" cannot purge {target}: only URLs and everything"
+                )),
+            });
+            continue;
+        };
+        match files.keys.render(url) {
+            Ok(key) => {
+                let path = files::cache_path(&files.dir, &files.levels, &key);
+                jobs.push((index, url.clone(), key, path));
+            }
+            Err(NoKey::Rejected(why)) => tracing::debug!(
+                target: "cache_purge_hooks",
+                backend,
+                %url,
+                why,
+                "nginx refuses this URL (400), so it is never cached; nothing to purge"
+            ),
+            Err(NoKey::Missing(what)) => failures.push(Failure {
+                index,
+                server: None,
+                error: PurgeError::permanent(format!(
+                    "cannot compute the cache key of {url}: {what} is not set"
+                )),
+            }),
+        }
+    }
+    if jobs.is_empty() {
+        return Ok(failures);
+    }
+    let files = Arc::clone(files);
+    let backend_name = backend.to_owned();
+    let done = tokio::task::spawn_blocking(move || {
+        // Tell a missing or unusable cache_dir from a URL that is not cached.
+        match std::fs::metadata(&files.dir) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => {
+                return Err(wipe::dir_error(
+                    &files.dir,
+                    &std::io::Error::from(std::io::ErrorKind::NotADirectory),
+                ));
+            }
+            Err(e) => return Err(wipe::dir_error(&files.dir, &e)),
+        }
+        let mut failed = Vec::new();
+        for (index, url, key, path) in jobs {
+            match files::unlink_if_key(&path, &key) {
+                Ok(Unlinked::Removed) => tracing::debug!(
+                    target: "cache_purge_hooks",
+                    backend = backend_name,
+                    %url,
+                    path = %path.display(),
+                    "cache file removed"
+                ),
+                Ok(Unlinked::NotCached) => tracing::debug!(
+                    target: "cache_purge_hooks",
+                    backend = backend_name,
+                    %url,
+                    path = %path.display(),
+                    "not cached"
+                ),
+                Ok(Unlinked::OtherKey(found)) => tracing::warn!(
+                    target: "cache_purge_hooks",
+                    backend = backend_name,
+                    %url,
+                    path = %path.display(),
+                    expected = %files::show_key(&key),
+                    found = %files::show_key(&found),
+                    "cache file holds another key; kept (does key_template match proxy_cache_key?)"
+                ),
+                Ok(Unlinked::NoKeyLine) => tracing::warn!(
+                    target: "cache_purge_hooks",
+                    backend = backend_name,
+                    %url,
+                    path = %path.display(),
+                    expected = %files::show_key(&key),
+                    "no KEY line found at the start of the cache file; kept"
+                ),
+                Err(e) => failed.push(Failure {
+                    index,
+                    server: None,
+                    error: files::io_error(&path, &e),
+                }),
+            }
+        }
+        Ok(failed)
+    })
+    .await
+    .map_err(|e| PurgeError::transient(format!("the cache file task did not finish: {e}")))??;
+    failures.extend(done);
+    Ok(failures)
+}
+
+/// Wipes a cache directory in a blocking task.
+async fn wipe_blocking(backend: &str, dir: &Path, targets: usize) -> Result<(), PurgeError> {
+    let owned = dir.to_path_buf();
+    let report = tokio::task::spawn_blocking(move || wipe::wipe(&owned))
+        .await
+        .map_err(|e| PurgeError::transient(format!("the wipe task did not finish: {e}")))??;
+    let removed = report.into_result(dir)?;
+    tracing::info!(
+        target: "cache_purge_hooks",
+        backend,
+        dir = %dir.display(),
+        removed,
+        targets,
+        "nginx cache wiped"
+    );
+    Ok(())
+}
+
+/// Turns the failures of a batch into its result.
+///
+/// The error lists the targets that failed (on at least one server), names the first failing
+/// server in `servers` order, and quotes the first error there. It is permanent only if every
+/// failure is; rate limited if any failure is (with the longest `Retry-After`); else transient.
+fn summarize(batch: &[Target], failures: Vec<Failure>, servers: &[&str]) -> Result<(), PurgeError> {
+    if failures.is_empty() {
+        return Ok(());
+    }
+    let first = failures
+        .iter()
+        .min_by_key(|f| (f.server.unwrap_or(usize::MAX), f.index))
+        .map(|f| (f.server, f.index, f.error.clone()));
+    let Some((first_server, first_index, first_error)) = first else {
+        return Ok(());
+    };
+
+    let mut kind = FailureKind::Permanent;
+    for f in &failures {
+        kind = match (kind, f.error.kind) {
+            (
+                FailureKind::RateLimited { retry_after: a },
+                FailureKind::RateLimited { retry_after: b },
+            ) => FailureKind::RateLimited {
+                retry_after: a.max(b),
+            },
+            (r @ FailureKind::RateLimited { .. }, _) | (_, r @ FailureKind::RateLimited { .. }) => {
+                r
+            }
+            (FailureKind::Permanent, FailureKind::Permanent) => FailureKind::Permanent,
+            _ => FailureKind::Transient,
+        };
+    }
+
+    let mut failed_indices: Vec<usize> = failures.iter().map(|f| f.index).collect();
+    failed_indices.sort_unstable();
+    failed_indices.dedup();
+
+    let mut message = format!(
+        "{} of {} target{} not purged",
+        failed_indices.len(),
+        batch.len(),
+        if batch.len() == 1 { "" } else { "s" }
+    );
+    if !servers.is_empty() {
+        let per_server: Vec<String> = servers
+            .iter()
+            .enumerate()
+            .filter_map(|(si, label)| {
+                let n = failures.iter().filter(|f| f.server == Some(si)).count();
+                (n > 0).then(|| format!("{n} on {label}"))
+            })
+            .collect();
+        if !per_server.is_empty() {
+            message.push_str(&format!(" (failed {})", per_server.join(", ")));
+        }
+    }
+    if let Some(target) = batch.get(first_index) {
+        message.push_str(&format!("; first: {target}: {}", first_error.message));
+    }
+
+    let failed: Vec<Target> = if failed_indices.len() == batch.len() {
+        Vec::new() // the whole batch
+    } else {
+        failed_indices
+            .iter()
+            .filter_map(|&i| batch.get(i).cloned())
+            .collect()
+    };
+    Err(PurgeError {
+        kind,
+        server: first_server
+            .and_then(|si| servers.get(si))
+            .map(|s| (*s).to_owned())
+            .or(first_error.server),
+        message,
+        failed,
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,189 @@
+//! `mode = "http"`: `PURGE <path>` per URL, or `BAN /` per ban with the regex in a header,
+//! over one keep-alive client.
+
+use futures::StreamExt;
+use reqwest::header::{HOST, HeaderValue, RETRY_AFTER};
+use reqwest::{Client, Method, StatusCode};
+
+use super::ban::host_regex;
+use super::{Ban, ServerFailure};
+use crate::backend::PurgeError;
+use crate::backend::http_client;
+use crate::settings::{VarnishHttpMethod, VarnishSettings, parse_server};
+use crate::target::Target;
+
+pub(super) struct HttpTransport {
+    client: Client,
+    /// (`host:port` as configured, base URL)
+    servers: Vec<(String, String)>,
+    ban: bool,
+    /// `PURGE` or `BAN`.
+    method: Method,
+    ban_header: String,
+    ban_host_header: String,
+    concurrency: usize,
+    site_domain: Option<String>,
+}
+
+impl HttpTransport {
+    pub(super) fn new(settings: &VarnishSettings, servers: &[String]) -> Result<Self, String> {
+        let servers = servers
+            .iter()
+            .map(|s| {
+                let (host, port) = parse_server(s)?;
+                Ok((s.clone(), http_client::base_url(&host, port)))
+            })
+            .collect::<Result<_, String>>()?;
+        Ok(Self {
+            client: http_client::client(settings.timeout, settings.concurrency)?,
+            servers,
+            ban: settings.http_method == VarnishHttpMethod::Ban,
+            method: http_client::method(match settings.http_method {
+                VarnishHttpMethod::Ban => "BAN",
+                _ => "PURGE",
+            })?,
+            ban_header: settings.ban_header.clone(),
+            ban_host_header: settings.ban_host_header.clone(),
+            concurrency: settings.concurrency,
+            site_domain: settings.site_domain.clone(),
+        })
+    }
+
+    pub(super) fn is_ban(&self) -> bool {
+        self.ban
+    }
+
+    /// One `PURGE` per URL and server, `concurrency` at a time per server.
+    pub(super) async fn purge_urls(&self, batch: &[Target]) -> Vec<ServerFailure> {
+        let purge = &self.method;
+        let per_server = self.servers.iter().map(|(server, base)| {
+            // Owned jobs: the stream's closures then borrow nothing from the batch.
+            let jobs: Vec<(Target, reqwest::RequestBuilder)> = batch
+                .iter()
+                .filter_map(|target| {
+                    let url = target.as_url()?;
+                    let mut request = self
+                        .client
+                        .request(purge.clone(), format!("{base}{}", url.path_and_query()));
+                    if let Some(host) = url.host().or(self.site_domain.as_deref())
+                        && let Ok(v) = HeaderValue::from_str(host)
+                    {
+                        request = request.header(HOST, v);
+                    }
+                    Some((target.clone(), request))
+                })
+                .collect();
+            async move {
+                futures::stream::iter(jobs)
+                    .map(|(target, request)| async move {
+                        let result = match request.send().await {
+                            Err(e) => Err(http_client::transport_error(server, &e)),
+                            // 404: the object was not in the cache, which is what we want.
+                            Ok(r)
+                                if matches!(r.status(), StatusCode::OK | StatusCode::NOT_FOUND) =>
+                            {
+                                Ok(())
+                            }
+                            Ok(r) => Err(status_failure(server, r).await),
+                        };
+                        result.err().map(|error| ServerFailure {
+                            server: server.clone(),
+                            error,
+                            targets: vec![target],
+                        })
+                    })
+                    .buffer_unordered(self.concurrency)
+                    .filter_map(std::future::ready)
+                    .collect::<Vec<_>>()
+                    .await
+            }
+        });
+        futures::future::join_all(per_server)
+            .await
+            .into_iter()
+            .flatten()
+            .collect()
+    }
+
+    /// One `BAN` request per ban and server: the URL regex in `ban_header`, the host regex
+    /// (if any) in `ban_host_header`.
+    pub(super) async fn ban_all(&self, bans: &[Ban]) -> Vec<ServerFailure> {
+        let method = &self.method;
+        let per_server = self.servers.iter().map(|(server, base)| {
+            let method = method.clone();
+            async move {
+                let mut failures = Vec::new();
+                for ban in bans {
+                    let (url_regex, host_regex) =
+                        http_ban_headers(ban, self.site_domain.as_deref());
+                    let mut request = self
+                        .client
+                        .request(method.clone(), format!("{base}/"))
+                        .header(self.ban_header.as_str(), url_regex);
+                    if let Some(h) = host_regex {
+                        request = request.header(self.ban_host_header.as_str(), h);
+                    }
+                    let result = match request.send().await {
+                        Err(e) => Err(http_client::transport_error(server, &e)),
+                        Ok(r) if r.status() == StatusCode::OK => Ok(()),
+                        Ok(r) => Err(status_failure(server, r).await),
+                    };
+                    if let Err(error) = result {
+                        let unreachable = error.message.starts_with("cannot connect");
+                        failures.push(ServerFailure {
+                            server: server.clone(),
+                            error,
+                            targets: ban.targets.clone(),
+                        });
+                        if unreachable {
+                            // Do not wait out the rest of the batch on a server that is down.
+                            for rest in bans.iter().skip_while(|b| !std::ptr::eq(*b, ban)).skip(1) {
+                                failures.push(ServerFailure {
+                                    server: server.clone(),
+                                    error: PurgeError::transient("not sent: server unreachable")
+                                        .on_server(server),
+                                    targets: rest.targets.clone(),
+                                });
+                            }
+                            break;
+                        }
+                    }
+                }
+                failures
+            }
+        });
+        futures::future::join_all(per_server)
+            .await
+            .into_iter()
+            .flatten()
+            .collect()
+    }
+}
+
+/// The header values of an HTTP ban: the URL regex (`.` for everything) and the host regex.
+fn http_ban_headers(ban: &Ban, site_domain: Option<&str>) -> (String, Option<String>) {
+    let mut url = None;
+    let mut host = None;
+    for c in &ban.conditions {
+        if c.field.ends_with("url") {
+            url = Some(c.argument.clone());
+        } else if c.field.ends_with("host") {
+            host = Some(c.argument.clone());
+        }
+    }
+    // "Everything" has no URL condition: match every URL (of the site domain, if set).
+    let url = url.unwrap_or_else(|| ".".to_owned());
+    let host = host.or_else(|| site_domain.map(host_regex));
+    (url, host)
+}
+
+async fn status_failure(server: &str, response: reqwest::Response) -> PurgeError {
+    let status = response.status();
+    let retry_after = response
+        .headers()
+        .get(RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let body = http_client::body_text(response).await;
+    http_client::status_error(server, status, retry_after.as_deref(), &body)
+}

@@ -1,0 +1,88 @@
+//! Test harness for cache-purge-hooks: real nginx and Varnish servers for end-to-end tests of
+//! purge backends.
+//!
+//! Every server runs on free loopback ports with its own temp dir and generated config, in
+//! front of an [`Origin`] the test controls, is waited for until it is ready (with a 30 s
+//! deadline), and is stopped by PID, with its whole process group, when the test calls `stop()`
+//! or drops it. Nothing is left behind: no processes, no temp dirs.
+//!
+//! - [`Origin`]: an HTTP/1.1 origin on its own thread that counts fetches per request target
+//!   and puts the count in the body (`"/a #2"` means the cache fetched `/a` again).
+//! - [`Nginx`]: nginx with Debian's `ngx_cache_purge` module, purges in a separate location
+//!   ([`PurgeLocation::Separate`], the default) or in the proxied one
+//!   ([`PurgeLocation::Same`], which crashes Debian's module: [`Nginx::worker_crash`]).
+//! - [`Varnish`]: varnishd with [`HARNESS_VCL`] (HTTP `PURGE` and `BAN`) or your own VCL, with
+//!   its admin CLI on a `-T` port with a `-S` secret, and independent checks of what a client
+//!   did: [`Varnish::ban_list`], [`Varnish::ban_count`], [`Varnish::varnishadm`].
+//! - Broken peers: [`refused_addr`], [`SilentServer`] (never answers), [`StatusServer`]
+//!   (always answers, say, `503`).
+//!
+//! The servers are the Debian packages (nginx 1.22, `libnginx-mod-http-cache-purge` 2.3,
+//! Varnish 7.1). When one is missing the error says which and how to install them all:
+//! [`INSTALL_COMMAND`] (`apt-get install -y nginx libnginx-mod-http-cache-purge varnish`).
+//! Tests using this crate therefore fail, rather than skip, on a machine without them.
+//!
+//! # Example
+//!
+//! ```no_run
+//! use cache_purge_hooks_testing::{HarnessError, Nginx, NginxConfig, Origin, Varnish};
+//!
+//! # async fn example() -> Result<(), HarnessError> {
+//! let origin = Origin::start()?;
+//! // Start both caches at once: each takes a moment (Varnish compiles its VCL).
+//! let (nginx, varnish) = tokio::try_join!(
+//!     Nginx::start(&origin, NginxConfig::default()),
+//!     Varnish::start(&origin),
+//! )?;
+//!
+//! assert!(!nginx.get("/a").await?.is_hit()); // MISS: fetched from the origin
+//! assert!(nginx.get("/a").await?.is_hit()); // HIT
+//! // ... let the backend under test purge http://{nginx.addr()}/purge/a ...
+//! # nginx.request("PURGE", "/purge/a", &[]).await?;
+//! let page = nginx.get("/a").await?;
+//! assert!(!page.is_hit());
+//! assert_eq!(page.body, "/a #2"); // fetched again
+//!
+//! // ... let the backend under test send a ban to varnish.admin_addr() ...
+//! # varnish.varnishadm(&["ban", "obj.http.x-url", "~", "^/b$"])?;
+//! assert_eq!(varnish.ban_list()?, ["obj.http.x-url ~ ^/b$"]);
+//!
+//! nginx.stop()?; // or just drop them
+//! varnish.stop()?;
+//! assert_eq!(origin.fetches("/a"), 2);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Things to know
+//!
+//! - Servers are started on a separate thread, so `start` works on any Tokio runtime flavour
+//!   (and `start_blocking` in synchronous tests). `get`/`request` use reqwest and need a Tokio
+//!   runtime with I/O and time enabled, as `#[tokio::test]` provides. `stop()` and `Drop`
+//!   block for as long as the server takes to exit (milliseconds; at most 5 s before SIGKILL).
+//! - Each server runs in its own process group, so a Ctrl-C in a terminal does not reach it:
+//!   a test process killed before its servers are stopped or dropped leaves them running.
+//!   Keep servers in the test (not in a `static`, which is never dropped).
+//! - Run as root (as on the CI machine), nginx runs its workers as `nobody` and varnishd
+//!   switches to `varnish`/`vcache`; the temp dirs are mode 0755 so they can reach their
+//!   files.
+
+#![warn(missing_docs)]
+
+mod background;
+mod error;
+mod faults;
+mod nginx;
+mod origin;
+mod page;
+mod ports;
+mod process;
+mod varnish;
+
+pub use error::{HarnessError, INSTALL_COMMAND, Result};
+pub use faults::{SilentServer, StatusServer};
+pub use nginx::{CACHE_PURGE_MODULE, CACHE_ZONE, Nginx, NginxConfig, PurgeLocation};
+pub use origin::Origin;
+pub use page::Page;
+pub use ports::refused_addr;
+pub use varnish::{Ban, HARNESS_VCL, Varnish};

@@ -1,0 +1,633 @@
+//! A real nginx with Debian's `ngx_cache_purge` module in front of an [`Origin`].
+
+use std::ffi::OsStr;
+use std::fmt::Write as _;
+use std::net::{Ipv4Addr, SocketAddrV4, TcpStream};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::background::off_thread;
+use crate::error::{HarnessError, Result};
+use crate::origin::Origin;
+use crate::page::{Page, PageClient};
+use crate::ports;
+use crate::process::{self, ServerProcess};
+
+/// Where the packaged nginx binary lives on Debian.
+const NGINX_BIN: &str = "/usr/sbin/nginx";
+/// Debian's `libnginx-mod-http-cache-purge` (ngx_cache_purge 2.3).
+pub const CACHE_PURGE_MODULE: &str = "/usr/share/nginx/modules/ngx_http_cache_purge_module.so";
+/// The `keys_zone` name in the generated config.
+pub const CACHE_ZONE: &str = "harness";
+
+/// How nginx is told to purge: where `proxy_cache_purge` goes in the generated config.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PurgeLocation {
+    /// The separate-location style, which works with Debian's module:
+    ///
+    /// ```nginx
+    /// location ~ ^<prefix>(/.*)$ {
+    ///     allow 127.0.0.1;
+    ///     deny all;
+    ///     proxy_cache_purge harness "$1$is_args$args";
+    /// }
+    /// ```
+    ///
+    /// A request with any method to `<prefix>/a?x=1` purges the key of `/a?x=1`. Answers 200
+    /// when an entry was removed and 404 when nothing was cached under the key.
+    Separate {
+        /// The path prefix, default `/purge`: starts with `/`, does not end with `/`, and
+        /// holds only ASCII letters, digits and `/ _ - . ~`.
+        prefix: String,
+    },
+    /// The README's same-location style, inside the proxied `location /`:
+    ///
+    /// ```nginx
+    /// proxy_cache_purge <METHOD> from 127.0.0.1;
+    /// ```
+    ///
+    /// **Debian's module (2.3) crashes the worker with it** (SIGSEGV: its copy of an nginx
+    /// struct is 8 bytes off), so a purge request gets no answer at all and
+    /// [`Nginx::worker_crash`] reports the crash. Useful to test how a client copes with that;
+    /// use [`PurgeLocation::Separate`] for working purges.
+    Same {
+        /// The purge method, like `PURGE` (ASCII upper-case letters, digits, `_` and `-`).
+        method: String,
+    },
+}
+
+impl PurgeLocation {
+    /// [`PurgeLocation::Separate`] with the given prefix.
+    pub fn separate(prefix: impl Into<String>) -> PurgeLocation {
+        PurgeLocation::Separate {
+            prefix: prefix.into(),
+        }
+    }
+
+    /// [`PurgeLocation::Same`] with the given method.
+    pub fn same(method: impl Into<String>) -> PurgeLocation {
+        PurgeLocation::Same {
+            method: method.into(),
+        }
+    }
+}
+
+impl Default for PurgeLocation {
+    /// `Separate { prefix: "/purge" }`.
+    fn default() -> Self {
+        PurgeLocation::separate("/purge")
+    }
+}
+
+/// What varies between generated nginx configs.
+///
+/// ```
+/// use cache_purge_hooks_testing::{NginxConfig, PurgeLocation};
+///
+/// let config = NginxConfig {
+///     cache_key: "$host$uri$is_args$args".to_owned(),
+///     ..NginxConfig::default()
+/// };
+/// assert_eq!(config.purge, PurgeLocation::Separate { prefix: "/purge".to_owned() });
+/// assert_eq!(config.levels, "1:2");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NginxConfig {
+    /// Where purges go; default [`PurgeLocation::Separate`] with prefix `/purge`.
+    pub purge: PurgeLocation,
+    /// The `proxy_cache_key`, default `$uri$is_args$args`. Written inside double quotes, so it
+    /// must not contain `"`, `\` or control characters.
+    pub cache_key: String,
+    /// The `levels=` of `proxy_cache_path`, default `1:2` (one to three levels of 1 or 2).
+    pub levels: String,
+    /// The key `proxy_cache_purge` computes in the separate purge location. `None` (default):
+    /// the cache key with `$uri` replaced by `$1` (the path captured after the prefix), which
+    /// is right whenever the cache key uses `$uri`. Set it when the cache key does not.
+    pub purge_key: Option<String>,
+}
+
+impl Default for NginxConfig {
+    fn default() -> Self {
+        NginxConfig {
+            purge: PurgeLocation::default(),
+            cache_key: "$uri$is_args$args".to_owned(),
+            levels: "1:2".to_owned(),
+            purge_key: None,
+        }
+    }
+}
+
+impl NginxConfig {
+    fn validate(&self) -> Result<()> {
+        match &self.purge {
+            PurgeLocation::Separate { prefix } => {
+                let ok_chars = prefix
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "/_-.~".contains(c));
+                if !prefix.starts_with('/') || prefix.ends_with('/') || !ok_chars {
+                    return Err(HarnessError::invalid(
+                        "purge prefix",
+                        format!(
+                            "{prefix:?}: expected a path like \"/purge\" (starts with '/', no \
+                             trailing '/', only letters, digits and / _ - . ~)"
+                        ),
+                    ));
+                }
+            }
+            PurgeLocation::Same { method } => {
+                let ok = !method.is_empty()
+                    && method
+                        .chars()
+                        .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || "_-".contains(c));
+                if !ok {
+                    return Err(HarnessError::invalid(
+                        "purge method",
+                        format!("{method:?}: expected an upper-case token like \"PURGE\""),
+                    ));
+                }
+            }
+        }
+        check_quoted("cache key", &self.cache_key)?;
+        if let Some(key) = &self.purge_key {
+            check_quoted("purge key", key)?;
+        }
+        let levels_ok = {
+            let parts: Vec<&str> = self.levels.split(':').collect();
+            (1..=3).contains(&parts.len()) && parts.iter().all(|p| *p == "1" || *p == "2")
+        };
+        if !levels_ok {
+            return Err(HarnessError::invalid(
+                "cache levels",
+                format!(
+                    "{:?}: expected one to three levels of 1 or 2, like \"1:2\"",
+                    self.levels
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn effective_purge_key(&self) -> String {
+        match &self.purge_key {
+            Some(key) => key.clone(),
+            None => self.cache_key.replace("${uri}", "$1").replace("$uri", "$1"),
+        }
+    }
+
+    /// The nginx.conf for a server in `dir` listening on `port` in front of `origin_port`.
+    fn render(&self, dir: &Path, port: u16, origin_port: u16) -> String {
+        let d = dir.display();
+        let mut conf = String::new();
+        let _ = write!(
+            conf,
+            r#"# Generated by cache-purge-hooks-testing for one test server; removed when it stops.
+# Run as: nginx -p {d} -c {d}/nginx.conf
+daemon off;
+master_process on;
+worker_processes 1;
+# Everything lives under the server's temp dir; a crashing worker (see PurgeLocation::Same)
+# must not leave a core file anywhere.
+working_directory {d};
+worker_rlimit_core 0;
+pid {d}/nginx.pid;
+error_log {d}/logs/error.log warn;
+# No `user` directive: started as root, nginx runs its workers as `nobody` (a packaged nginx
+# uses www-data), so cache files get their real-world ownership: mode 0600 in 0700 directories
+# owned by the worker user. The test process, as root, can still read and unlink them; the temp
+# dir is mode 0755 so the workers can reach it. Started as another user, nginx keeps that user.
+# Debian's module; the system-wide /etc/nginx/modules-enabled is not included.
+load_module {module};
+
+events {{ worker_connections 1024; }}
+
+http {{
+    log_format harness '$request_method $request_uri $status cache=$upstream_cache_status';
+    access_log {d}/logs/access.log harness;
+    client_body_temp_path {d}/tmp/body;
+    proxy_temp_path       {d}/tmp/proxy;
+    fastcgi_temp_path     {d}/tmp/fastcgi;
+    uwsgi_temp_path       {d}/tmp/uwsgi;
+    scgi_temp_path        {d}/tmp/scgi;
+
+    proxy_cache_path {d}/cache levels={levels} keys_zone={zone}:16m inactive=60m use_temp_path=off;
+
+    upstream origin {{ server 127.0.0.1:{origin_port}; keepalive 16; }}
+
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            proxy_pass http://origin;
+            proxy_http_version 1.1;
+            proxy_set_header Host $host;
+            proxy_set_header Connection "";
+            proxy_cache {zone};
+            proxy_cache_key "{key}";
+            proxy_cache_valid 200 10m;
+            add_header X-Cache-Status $upstream_cache_status always;
+"#,
+            module = CACHE_PURGE_MODULE,
+            levels = self.levels,
+            zone = CACHE_ZONE,
+            key = self.cache_key,
+        );
+        match &self.purge {
+            PurgeLocation::Same { method } => {
+                let _ = write!(
+                    conf,
+                    r#"            # Same-location style: SEGFAULTS the worker with Debian's module 2.3.
+            proxy_cache_purge {method} from 127.0.0.1;
+        }}
+"#
+                );
+            }
+            PurgeLocation::Separate { prefix } => {
+                let regex_prefix = prefix.replace('.', "\\.");
+                let _ = write!(
+                    conf,
+                    r#"        }}
+        # Separate-location style: any method on {prefix}/<uri> purges the key of <uri>.
+        location ~ ^{regex_prefix}(/.*)$ {{
+            allow 127.0.0.1;
+            deny all;
+            proxy_cache_purge {zone} "{purge_key}";
+        }}
+"#,
+                    zone = CACHE_ZONE,
+                    purge_key = self.effective_purge_key(),
+                );
+            }
+        }
+        conf.push_str("    }\n}\n");
+        conf
+    }
+}
+
+fn check_quoted(what: &'static str, value: &str) -> Result<()> {
+    if value.is_empty() || value.contains(['"', '\\']) || value.chars().any(char::is_control) {
+        return Err(HarnessError::invalid(
+            what,
+            format!("{value:?}: must be non-empty without '\"', '\\' or control characters"),
+        ));
+    }
+    Ok(())
+}
+
+/// A real nginx (`nginx -p DIR -c DIR/nginx.conf`, master and one worker) caching an
+/// [`Origin`] on `127.0.0.1:<free port>`, with Debian's `ngx_cache_purge` module loaded.
+///
+/// Everything lives in its own temp dir: config, pid file, `logs/error.log`,
+/// `logs/access.log` (`METHOD URI STATUS cache=STATUS` per line), temp paths and the cache
+/// (`proxy_cache_path DIR/cache levels=<levels> keys_zone=harness:16m`). Responses carry
+/// `X-Cache-Status`. [`Nginx::stop`] (or dropping it) stops the whole process group and removes
+/// the temp dir.
+///
+/// The generated config is based on the purge lab's `nginx-debian-module.conf`; see
+/// [`NginxConfig`] and [`PurgeLocation`] for what varies, and [`Nginx::config_path`] to read
+/// it.
+#[derive(Debug)]
+pub struct Nginx {
+    // Field order matters for Drop: the process stops before its temp dir is removed.
+    process: Option<ServerProcess>,
+    dir: Option<tempfile::TempDir>,
+    pid: u32,
+    port: u16,
+    root: PathBuf,
+    config_path: PathBuf,
+    cache_dir: PathBuf,
+    error_log: PathBuf,
+    access_log: PathBuf,
+    purge: PurgeLocation,
+    client: PageClient,
+}
+
+impl Nginx {
+    /// Starts nginx in front of `origin` and waits (up to 30 s) until it is ready: its pid
+    /// file names the started process (so the listening socket is bound: nginx writes the
+    /// file after binding) and its port accepts connections.
+    ///
+    /// The blocking work runs on its own thread, so this works on any Tokio runtime flavour;
+    /// see [`Nginx::start_blocking`] for synchronous tests.
+    ///
+    /// Fails with [`HarnessError::MissingBinary`] or [`HarnessError::MissingFile`] (naming the
+    /// `apt-get install` command) when nginx or the module is missing, and with
+    /// [`HarnessError::StartFailed`] (quoting stderr, `error.log` and the config path) when
+    /// nginx does not start. A port taken by someone else in the meantime is retried with a
+    /// new port.
+    pub async fn start(origin: &Origin, config: NginxConfig) -> Result<Nginx> {
+        let origin_port = origin.port();
+        off_thread("cph-nginx-start", move || {
+            Nginx::start_on_port(origin_port, config)
+        })
+        .await
+    }
+
+    /// [`Nginx::start`] for synchronous code: blocks the calling thread until nginx is ready.
+    pub fn start_blocking(origin: &Origin, config: NginxConfig) -> Result<Nginx> {
+        Nginx::start_on_port(origin.port(), config)
+    }
+
+    fn start_on_port(origin_port: u16, config: NginxConfig) -> Result<Nginx> {
+        config.validate()?;
+        let binary = process::find_binary("nginx", &[NGINX_BIN], "")?;
+        if !Path::new(CACHE_PURGE_MODULE).is_file() {
+            return Err(HarnessError::MissingFile {
+                what: "Debian's ngx_cache_purge module (libnginx-mod-http-cache-purge)".to_owned(),
+                path: PathBuf::from(CACHE_PURGE_MODULE),
+            });
+        }
+        let dir = process::server_temp_dir("cph-nginx-")?;
+        let root = dir.path().to_path_buf();
+        for sub in ["logs", "tmp"] {
+            let path = root.join(sub);
+            std::fs::create_dir(&path)
+                .map_err(|e| HarnessError::io(format!("creating {}", path.display()), e))?;
+            process::set_mode(&path, 0o755)?;
+        }
+        let config_path = root.join("nginx.conf");
+        let pid_path = root.join("nginx.pid");
+        let error_log = root.join("logs").join("error.log");
+        let access_log = root.join("logs").join("access.log");
+        let stdout_path = root.join("stdout.log");
+        let stderr_path = root.join("stderr.log");
+
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let port = ports::free_port()?;
+            process::write_file(
+                &config_path,
+                config.render(&root, port, origin_port).as_bytes(),
+                0o644,
+            )?;
+            let args: [&OsStr; 4] = [
+                OsStr::new("-p"),
+                root.as_os_str(),
+                OsStr::new("-c"),
+                config_path.as_os_str(),
+            ];
+            let mut server =
+                ServerProcess::spawn("nginx", &binary, &args, &root, &stdout_path, &stderr_path)?;
+            let logs = [stderr_path.as_path(), error_log.as_path()];
+            // The temp dir goes away with the error, so the message carries the config too
+            // (nginx's messages point at its lines).
+            let failure = |reason: String| HarnessError::StartFailed {
+                server: "nginx",
+                reason,
+                config: config_path.clone(),
+                logs: format!(
+                    "{}{}",
+                    process::log_tails(&logs),
+                    process::numbered(&config_path)
+                ),
+            };
+            let deadline = Instant::now() + process::START_DEADLINE;
+            let outcome = loop {
+                if let Some(status) = server.poll_exit()? {
+                    break Err(format!("it exited ({status}) before it was ready"));
+                }
+                // nginx retries a busy port for 2.5 s before giving up: do not wait for that.
+                if process::mentions_port_taken(&logs) {
+                    break Err(format!("port {port} is already in use"));
+                }
+                if pid_file_names(&pid_path, server.pid()) && port_accepts(port) {
+                    break Ok(());
+                }
+                if Instant::now() >= deadline {
+                    break Err(format!(
+                        "not ready after {:?} (pid file {} naming pid {}, port {port} \
+                         accepting connections)",
+                        process::START_DEADLINE,
+                        pid_path.display(),
+                        server.pid()
+                    ));
+                }
+                std::thread::sleep(process::POLL_INTERVAL);
+            };
+            match outcome {
+                Ok(()) => {
+                    tracing::debug!(pid = server.pid(), port, dir = %root.display(), "nginx ready");
+                    let client = PageClient::new(port, "x-cache-status")?;
+                    return Ok(Nginx {
+                        pid: server.pid(),
+                        process: Some(server),
+                        dir: Some(dir),
+                        port,
+                        cache_dir: root.join("cache"),
+                        root,
+                        config_path,
+                        error_log,
+                        access_log,
+                        purge: config.purge,
+                        client,
+                    });
+                }
+                Err(reason) => {
+                    let in_use = process::mentions_port_taken(&logs);
+                    // Stop it (it may still be retrying the busy port) before reading logs.
+                    let _ = server.terminate(process::STOP_GRACE);
+                    if in_use && attempt < process::PORT_ATTEMPTS {
+                        tracing::debug!(port, attempt, "nginx: port taken, retrying");
+                        for log in [&stderr_path, &error_log, &stdout_path] {
+                            let _ = std::fs::remove_file(log);
+                        }
+                        continue;
+                    }
+                    return Err(failure(reason));
+                }
+            }
+        }
+    }
+
+    /// The port nginx listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `"127.0.0.1:<port>"`.
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// The `proxy_cache_path` directory (files are `<levels>/<md5 of the key>`, mode 0600,
+    /// owned by the worker user).
+    pub fn cache_dir(&self) -> &Path {
+        &self.cache_dir
+    }
+
+    /// The PID of the nginx master process (also its process group ID).
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// The generated `nginx.conf`.
+    pub fn config_path(&self) -> &Path {
+        &self.config_path
+    }
+
+    /// The server's temp dir (`-p` prefix), holding the config, logs, temp paths and cache.
+    pub fn dir(&self) -> &Path {
+        &self.root
+    }
+
+    /// How purges are configured.
+    pub fn purge_location(&self) -> &PurgeLocation {
+        &self.purge
+    }
+
+    /// `GET path_and_query` (which must start with `/`) through nginx, with
+    /// `Host: 127.0.0.1:<port>`.
+    ///
+    /// Uses a reqwest client with no proxy, no redirects and a 10 s timeout, so it needs a
+    /// Tokio runtime with I/O and time enabled (as `#[tokio::test]` provides).
+    pub async fn get(&self, path_and_query: &str) -> Result<Page> {
+        self.client.request("GET", path_and_query, &[]).await
+    }
+
+    /// `GET path_and_query` with the given `Host` header.
+    pub async fn get_with_host(&self, host: &str, path_and_query: &str) -> Result<Page> {
+        self.client
+            .request("GET", path_and_query, &[("host", host)])
+            .await
+    }
+
+    /// Any request through nginx, like `request("PURGE", "/purge/a", &[])`. The response
+    /// comes back as a [`Page`] whatever its status; an error means no response at all
+    /// (connection refused or closed, for instance by a crashing worker, or the 10 s timeout).
+    pub async fn request(
+        &self,
+        method: &str,
+        path_and_query: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<Page> {
+        self.client.request(method, path_and_query, headers).await
+    }
+
+    /// The contents of `logs/error.log` (level `warn` and above), or a note saying why it
+    /// could not be read.
+    pub fn error_log(&self) -> String {
+        read_text(&self.error_log)
+    }
+
+    /// The contents of `logs/access.log`: one `METHOD URI STATUS cache=STATUS` line per
+    /// completed request.
+    pub fn access_log(&self) -> String {
+        read_text(&self.access_log)
+    }
+
+    /// `Some(description)` when a worker process died on a signal: nginx logs `worker process
+    /// NNN exited on signal 11` in error.log and starts a new worker, and the request the worker
+    /// was serving got no response.
+    ///
+    /// With [`PurgeLocation::Same`] that is the known crash of Debian's ngx_cache_purge 2.3,
+    /// and the description says so and what to use instead.
+    ///
+    /// A client sees its connection close a moment before the master process logs the crash,
+    /// so when error.log has no crash yet this re-reads it for up to 200 ms before answering
+    /// `None` (blocking the calling thread that long).
+    pub fn worker_crash(&self) -> Option<String> {
+        let deadline = Instant::now() + CRASH_LOG_GRACE;
+        let log = loop {
+            let log = self.error_log();
+            if log.lines().any(is_crash_line) || Instant::now() >= deadline {
+                break log;
+            }
+            std::thread::sleep(process::POLL_INTERVAL);
+        };
+        let lines: Vec<&str> = log.lines().filter(|l| is_crash_line(l)).collect();
+        let first = lines.first()?;
+        let signal = first
+            .split("exited on signal ")
+            .nth(1)
+            .and_then(|rest| {
+                rest.split(|c: char| !c.is_ascii_digit())
+                    .next()?
+                    .parse::<i32>()
+                    .ok()
+            })
+            .map(|n| match nix::sys::signal::Signal::try_from(n) {
+                Ok(s) => format!("{n} ({s})"),
+                Err(_) => n.to_string(),
+            })
+            .unwrap_or_else(|| "?".to_owned());
+        let mut message = format!(
+            "an nginx worker crashed {} time(s), first on signal {signal}; error.log: {first:?}. ",
+            lines.len()
+        );
+        match &self.purge {
+            PurgeLocation::Same { method } => {
+                let _ = write!(
+                    message,
+                    "This is the known crash of Debian's ngx_cache_purge 2.3 \
+                     (libnginx-mod-http-cache-purge) with the same-location syntax \
+                     `proxy_cache_purge {method} from 127.0.0.1;`: the module's copy of an nginx \
+                     struct is 8 bytes off, so the worker segfaults on every purge request and \
+                     the client gets no response. Use PurgeLocation::Separate \
+                     (settings: purge_prefix = \"/purge\") instead."
+                );
+            }
+            PurgeLocation::Separate { .. } => {
+                let _ = write!(
+                    message,
+                    "Unexpected with PurgeLocation::Separate; see {}.",
+                    self.error_log.display()
+                );
+            }
+        }
+        Some(message)
+    }
+
+    /// Stops nginx: SIGTERM to its process group, up to 5 s to exit, then SIGKILL; reaps the
+    /// master; removes the temp dir. Dropping an `Nginx` does the same, ignoring errors.
+    ///
+    /// Besides a failure to stop or clean up, it reports a master process that had already
+    /// exited on its own (quoting its logs): nginx died during the test.
+    ///
+    /// Blocks the calling thread for as long as that takes (usually a few milliseconds).
+    pub fn stop(mut self) -> Result<()> {
+        self.shutdown()
+    }
+
+    fn shutdown(&mut self) -> Result<()> {
+        let stderr = self.root.join("stderr.log");
+        process::shut_down(
+            "nginx",
+            self.pid,
+            self.process.take(),
+            self.dir.take(),
+            &[&stderr, &self.error_log],
+        )
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.shutdown();
+    }
+}
+
+/// How long [`Nginx::worker_crash`] waits for the master to log a crash.
+const CRASH_LOG_GRACE: Duration = Duration::from_millis(200);
+
+/// nginx's `[alert] ...: worker process 123 exited on signal 11` line.
+fn is_crash_line(line: &str) -> bool {
+    line.contains("worker process") && line.contains("exited on signal")
+}
+
+fn pid_file_names(path: &Path, pid: u32) -> bool {
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|s| s.trim().parse::<u32>().ok())
+        == Some(pid)
+}
+
+fn port_accepts(port: u16) -> bool {
+    let addr = SocketAddrV4::new(Ipv4Addr::LOCALHOST, port);
+    TcpStream::connect_timeout(&addr.into(), Duration::from_millis(500)).is_ok()
+}
+
+pub(crate) fn read_text(path: &Path) -> String {
+    match std::fs::read(path) {
+        Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+        Err(e) => format!("(could not read {}: {e})", path.display()),
+    }
+}

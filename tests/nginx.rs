@@ -1,0 +1,287 @@
+//! The nginx backend against a real nginx with Debian's ngx_cache_purge module (started per
+//! test by `cache-purge-hooks-testing` on a free loopback port): each mode purges what was
+//! asked and keeps the neighbours cached; broken servers give clear errors.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use cache_purge_hooks::backend::{Backend, FailureKind, NginxBackend};
+use cache_purge_hooks::settings::{NginxMode, NginxSettings};
+use cache_purge_hooks::{Delivery, Purger, Target};
+use cache_purge_hooks_testing::{
+    Nginx, NginxConfig, Origin, PurgeLocation, SilentServer, StatusServer, refused_addr,
+};
+use common::entities::post;
+use sea_orm::{ActiveModelTrait, Set};
+
+fn http_settings(nginx: &Nginx) -> NginxSettings {
+    let mut s = NginxSettings::default();
+    s.servers = vec![nginx.addr()];
+    s.purge_prefix = Some("/purge".into());
+    s.timeout = Duration::from_secs(2);
+    s
+}
+
+fn files_settings(nginx: &Nginx) -> NginxSettings {
+    let mut s = NginxSettings::default();
+    s.mode = NginxMode::Files;
+    s.cache_dir = Some(nginx.cache_dir().to_path_buf());
+    // What the harness's nginx.conf says: proxy_cache_key "$uri$is_args$args", levels=1:2.
+    s.key_template = Some("$uri$is_args$args".into());
+    s.levels = "1:2".into();
+    s
+}
+
+fn urls(list: &[&str]) -> Vec<Target> {
+    list.iter().map(|u| Target::url(u).unwrap()).collect()
+}
+
+async fn start() -> (Origin, Nginx) {
+    let origin = Origin::start().unwrap();
+    let nginx = Nginx::start(&origin, NginxConfig::default()).await.unwrap();
+    (origin, nginx)
+}
+
+async fn warm(nginx: &Nginx, paths: &[&str]) {
+    for p in paths {
+        nginx.get(p).await.unwrap();
+        let page = nginx.get(p).await.unwrap();
+        assert!(
+            page.is_hit(),
+            "{p} should be cached after two GETs: {page:?}"
+        );
+    }
+}
+
+async fn assert_miss(nginx: &Nginx, origin: &Origin, path: &str) {
+    let before = origin.fetches(path);
+    let page = nginx.get(path).await.unwrap();
+    assert!(!page.is_hit(), "{path} should have been purged: {page:?}");
+    assert_eq!(
+        origin.fetches(path),
+        before + 1,
+        "{path}: fetched again from the origin"
+    );
+    assert!(
+        page.body.ends_with(&format!("#{}", before + 1)),
+        "{path}: fresh content expected, got {:?}",
+        page.body
+    );
+}
+
+async fn assert_hit(nginx: &Nginx, path: &str) {
+    let page = nginx.get(path).await.unwrap();
+    assert!(page.is_hit(), "{path} should still be cached: {page:?}");
+}
+
+/// /foo, /a?x=1 and `/sp ace` purged through a Purger; /foobar and /a?x=2 kept.
+async fn purges_exactly_and_keeps_neighbours(settings: impl Fn(&Nginx) -> NginxSettings) {
+    let (origin, nginx) = start().await;
+    let space = Target::url("/sp ace").unwrap();
+    let space = space.as_url().unwrap().path_and_query().to_owned();
+    warm(&nginx, &["/foo", "/foobar", "/a?x=1", "/a?x=2", &space]).await;
+
+    let backend = NginxBackend::new("nginx", &settings(&nginx)).unwrap();
+    let purger = Purger::builder()
+        .delivery(Delivery::Immediate)
+        .backend(backend)
+        .build()
+        .unwrap();
+    // /never-cached was not in the cache: still a success (404 / no file).
+    purger.purge(urls(&["/foo", "/a?x=1", "/sp ace", "/never-cached"]));
+    purger.flush().await;
+    let stats = &purger.stats()[0];
+    assert_eq!((stats.purged, stats.failed), (4, 0), "{stats:?}");
+
+    assert_miss(&nginx, &origin, "/foo").await;
+    assert_miss(&nginx, &origin, "/a?x=1").await;
+    assert_miss(&nginx, &origin, &space).await;
+    assert_hit(&nginx, "/foobar").await;
+    assert_hit(&nginx, "/a?x=2").await;
+    assert_eq!(nginx.worker_crash(), None);
+    purger.shutdown(Duration::from_secs(5)).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn http_mode_separate_location() {
+    purges_exactly_and_keeps_neighbours(http_settings).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn files_mode_unlinks_the_exact_cache_file() {
+    purges_exactly_and_keeps_neighbours(files_settings).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn files_mode_keeps_a_file_whose_key_differs() {
+    let (_origin, nginx) = start().await;
+    warm(&nginx, &["/k"]).await;
+    // A template that does not match nginx's key computes another file name: nothing is
+    // found, nothing is deleted, and the page stays cached (no guessing).
+    let mut settings = files_settings(&nginx);
+    settings.key_template = Some("other$uri$is_args$args".into());
+    let backend = NginxBackend::new("nginx", &settings).unwrap();
+    backend.purge(&urls(&["/k"])).await.unwrap();
+    assert_hit(&nginx, "/k").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn files_mode_purges_everything_by_wiping_the_cache_dir() {
+    let (origin, nginx) = start().await;
+    warm(&nginx, &["/e1", "/e2?x=1"]).await;
+    let backend = NginxBackend::new("nginx", &files_settings(&nginx)).unwrap();
+    assert!(backend.capabilities().everything && !backend.capabilities().prefix);
+    backend.purge(&[Target::Everything]).await.unwrap();
+    assert!(nginx.cache_dir().is_dir());
+    assert_miss(&nginx, &origin, "/e1").await;
+    assert_miss(&nginx, &origin, "/e2?x=1").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn wipe_mode_empties_the_cache_once_but_keeps_the_directory() {
+    let (origin, nginx) = start().await;
+    warm(&nginx, &["/one", "/two", "/three"]).await;
+    let mut settings = NginxSettings::default();
+    settings.mode = NginxMode::Wipe;
+    settings.cache_dir = Some(nginx.cache_dir().to_path_buf());
+    let backend = NginxBackend::new("nginx", &settings).unwrap();
+    backend.purge(&urls(&["/one"])).await.unwrap();
+    assert!(
+        nginx.cache_dir().is_dir(),
+        "the cache directory itself is kept"
+    );
+    // The mode wipes everything, as documented: every page is fetched again.
+    for p in ["/one", "/two", "/three"] {
+        assert_miss(&nginx, &origin, p).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn same_location_style_with_debians_module_is_reported_not_hung() {
+    let origin = Origin::start().unwrap();
+    let config = NginxConfig {
+        purge: PurgeLocation::Same {
+            method: "PURGE".into(),
+        },
+        ..NginxConfig::default()
+    };
+    let nginx = Nginx::start(&origin, config).await.unwrap();
+    warm(&nginx, &["/foo"]).await;
+    let mut settings = http_settings(&nginx);
+    settings.purge_prefix = None;
+    let backend = NginxBackend::new("nginx", &settings).unwrap();
+    let started = Instant::now();
+    let result = backend.purge(&urls(&["/foo"])).await;
+    assert!(started.elapsed() < Duration::from_secs(10), "did not hang");
+    // Debian's ngx_cache_purge 2.3 kills the worker: the purge fails (no response), and the
+    // harness says why.
+    let err = result.unwrap_err();
+    assert_eq!(err.server.as_deref(), Some(nginx.addr().as_str()));
+    let crash = nginx.worker_crash().expect("the worker crash is reported");
+    assert!(crash.contains("purge_prefix"), "{crash}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn broken_servers_give_clear_errors_in_time() {
+    let silent = SilentServer::start().unwrap();
+    let unavailable = StatusServer::start(503, "upstream down").unwrap();
+    let forbidden = StatusServer::start(403, "<h1>403 Forbidden</h1>").unwrap();
+    let timeout = Duration::from_millis(500);
+    let cases = [
+        (silent.addr(), FailureKind::Transient, "timed out"),
+        (refused_addr(), FailureKind::Transient, "Connection refused"),
+        (
+            unavailable.addr(),
+            FailureKind::Transient,
+            "answered 503 Service Unavailable: upstream down",
+        ),
+        (
+            forbidden.addr(),
+            FailureKind::Permanent,
+            "answered 403 Forbidden: <h1>403 Forbidden</h1>",
+        ),
+    ];
+    for (server, kind, expected) in cases {
+        let mut settings = NginxSettings::default();
+        settings.servers = vec![server.clone()];
+        settings.purge_prefix = Some("/purge".into());
+        settings.timeout = timeout;
+        let backend = NginxBackend::new("nginx", &settings).unwrap();
+        let started = Instant::now();
+        let err = backend.purge(&urls(&["/x", "/y"])).await.unwrap_err();
+        assert!(
+            started.elapsed() < timeout * 6,
+            "{server}: took {:?}",
+            started.elapsed()
+        );
+        assert_eq!(err.server.as_deref(), Some(server.as_str()), "{err}");
+        assert_eq!(err.kind, kind, "{err}");
+        assert!(err.message.contains(expected), "{server}: {err}");
+    }
+    assert!(unavailable.requests() >= 2 && forbidden.requests() >= 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_purge_goes_to_every_server() {
+    let origin = Origin::start().unwrap();
+    let (one, two) = tokio::join!(
+        Nginx::start(&origin, NginxConfig::default()),
+        Nginx::start(&origin, NginxConfig::default())
+    );
+    let (one, two) = (one.unwrap(), two.unwrap());
+    warm(&one, &["/x", "/y"]).await;
+    warm(&two, &["/x", "/y"]).await;
+    let mut settings = http_settings(&one);
+    settings.servers = vec![one.addr(), two.addr()];
+    NginxBackend::new("nginx", &settings)
+        .unwrap()
+        .purge(&urls(&["/x"]))
+        .await
+        .unwrap();
+    for n in [&one, &two] {
+        assert!(!n.get("/x").await.unwrap().is_hit());
+        assert!(n.get("/y").await.unwrap().is_hit());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_seaorm_save_purges_nginx_end_to_end() {
+    let (origin, nginx) = start().await;
+    let db = common::sqlite().await;
+    let purger = Purger::builder()
+        .backend(NginxBackend::new("nginx", &http_settings(&nginx)).unwrap())
+        .build()
+        .unwrap();
+    let saved = purger
+        .scope(async {
+            post::ActiveModel {
+                slug: Set("first".into()),
+                title: Set("First".into()),
+                category_id: Set(1),
+                published: Set(true),
+                ..Default::default()
+            }
+            .insert(&db.db)
+            .await
+        })
+        .await
+        .unwrap();
+    purger.flush().await;
+    warm(
+        &nginx,
+        &["/posts/first", "/posts/first-draft", "/posts/renamed"],
+    )
+    .await;
+
+    // A slug change purges the old URL and the new one.
+    let mut edit: post::ActiveModel = saved.into();
+    edit.slug = Set("renamed".into());
+    purger.scope(edit.update(&db.db)).await.unwrap();
+    purger.flush().await;
+    assert_miss(&nginx, &origin, "/posts/first").await;
+    assert_miss(&nginx, &origin, "/posts/renamed").await;
+    assert_hit(&nginx, "/posts/first-draft").await;
+    purger.shutdown(Duration::from_secs(5)).await.unwrap();
+    db.close().await;
+}
