@@ -76,6 +76,9 @@ cargo clippy -p cache-purge-hooks-core --no-default-features -- -D warnings
 cargo clippy -p cache-purge-hooks-core --no-default-features --features varnish -- -D warnings
 cargo clippy -p cache-purge-hooks-core --no-default-features --features nginx -- -D warnings
 
+log "cargo doc -D warnings (broken links, missing docs)"
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --workspace --quiet
+
 log "cargo test (unit, integration, compile-fail, doc tests)"
 results=$(mktemp)
 trap 'rm -f "$results"' EXIT

@@ -10,7 +10,8 @@ use cache_purge_hooks::backend::{Backend, FailureKind, NginxBackend};
 use cache_purge_hooks::settings::{NginxMode, NginxSettings};
 use cache_purge_hooks::{Delivery, Purger, Target};
 use cache_purge_hooks_testing::{
-    Nginx, NginxConfig, Origin, PurgeLocation, SilentServer, StatusServer, refused_addr,
+    Nginx, NginxConfig, Origin, PurgeLocation, SilentServer, StatusServer, assert_cached,
+    assert_purged, refused_addr, warm,
 };
 use common::entities::post;
 use sea_orm::{ActiveModelTrait, Set};
@@ -43,38 +44,6 @@ async fn start() -> (Origin, Nginx) {
     (origin, nginx)
 }
 
-async fn warm(nginx: &Nginx, paths: &[&str]) {
-    for p in paths {
-        nginx.get(p).await.unwrap();
-        let page = nginx.get(p).await.unwrap();
-        assert!(
-            page.is_hit(),
-            "{p} should be cached after two GETs: {page:?}"
-        );
-    }
-}
-
-async fn assert_miss(nginx: &Nginx, origin: &Origin, path: &str) {
-    let before = origin.fetches(path);
-    let page = nginx.get(path).await.unwrap();
-    assert!(!page.is_hit(), "{path} should have been purged: {page:?}");
-    assert_eq!(
-        origin.fetches(path),
-        before + 1,
-        "{path}: fetched again from the origin"
-    );
-    assert!(
-        page.body.ends_with(&format!("#{}", before + 1)),
-        "{path}: fresh content expected, got {:?}",
-        page.body
-    );
-}
-
-async fn assert_hit(nginx: &Nginx, path: &str) {
-    let page = nginx.get(path).await.unwrap();
-    assert!(page.is_hit(), "{path} should still be cached: {page:?}");
-}
-
 /// /foo, /a?x=1 and `/sp ace` purged through a Purger; /foobar and /a?x=2 kept.
 async fn purges_exactly_and_keeps_neighbours(settings: impl Fn(&Nginx) -> NginxSettings) {
     let (origin, nginx) = start().await;
@@ -94,11 +63,11 @@ async fn purges_exactly_and_keeps_neighbours(settings: impl Fn(&Nginx) -> NginxS
     let stats = &purger.stats()[0];
     assert_eq!((stats.purged, stats.failed), (4, 0), "{stats:?}");
 
-    assert_miss(&nginx, &origin, "/foo").await;
-    assert_miss(&nginx, &origin, "/a?x=1").await;
-    assert_miss(&nginx, &origin, &space).await;
-    assert_hit(&nginx, "/foobar").await;
-    assert_hit(&nginx, "/a?x=2").await;
+    assert_purged(&nginx, &origin, "/foo").await;
+    assert_purged(&nginx, &origin, "/a?x=1").await;
+    assert_purged(&nginx, &origin, &space).await;
+    assert_cached(&nginx, "/foobar").await;
+    assert_cached(&nginx, "/a?x=2").await;
     assert_eq!(nginx.worker_crash(), None);
     purger.shutdown(Duration::from_secs(5)).await.unwrap();
 }
@@ -123,7 +92,7 @@ async fn files_mode_keeps_a_file_whose_key_differs() {
     settings.key_template = Some("other$uri$is_args$args".into());
     let backend = NginxBackend::new("nginx", &settings).unwrap();
     backend.purge(&urls(&["/k"])).await.unwrap();
-    assert_hit(&nginx, "/k").await;
+    assert_cached(&nginx, "/k").await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -134,8 +103,8 @@ async fn files_mode_purges_everything_by_wiping_the_cache_dir() {
     assert!(backend.capabilities().everything && !backend.capabilities().prefix);
     backend.purge(&[Target::Everything]).await.unwrap();
     assert!(nginx.cache_dir().is_dir());
-    assert_miss(&nginx, &origin, "/e1").await;
-    assert_miss(&nginx, &origin, "/e2?x=1").await;
+    assert_purged(&nginx, &origin, "/e1").await;
+    assert_purged(&nginx, &origin, "/e2?x=1").await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -153,7 +122,7 @@ async fn wipe_mode_empties_the_cache_once_but_keeps_the_directory() {
     );
     // The mode wipes everything, as documented: every page is fetched again.
     for p in ["/one", "/two", "/three"] {
-        assert_miss(&nginx, &origin, p).await;
+        assert_purged(&nginx, &origin, p).await;
     }
 }
 
@@ -279,9 +248,9 @@ async fn a_seaorm_save_purges_nginx_end_to_end() {
     edit.slug = Set("renamed".into());
     purger.scope(edit.update(&db.db)).await.unwrap();
     purger.flush().await;
-    assert_miss(&nginx, &origin, "/posts/first").await;
-    assert_miss(&nginx, &origin, "/posts/renamed").await;
-    assert_hit(&nginx, "/posts/first-draft").await;
+    assert_purged(&nginx, &origin, "/posts/first").await;
+    assert_purged(&nginx, &origin, "/posts/renamed").await;
+    assert_cached(&nginx, "/posts/first-draft").await;
     purger.shutdown(Duration::from_secs(5)).await.unwrap();
     db.close().await;
 }

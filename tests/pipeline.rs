@@ -1,5 +1,7 @@
 //! The Purger and its dispatcher: dedupe, batching, capabilities, isolation, flush, shutdown.
 
+mod common;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -181,30 +183,9 @@ async fn the_current_purger_is_the_scoped_one_then_the_installed_one() {
     assert_eq!(pa.id(), pa.clone().id());
 }
 
-/// Captures what a `tracing` subscriber writes.
-#[derive(Clone, Default)]
-struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[tokio::test(flavor = "current_thread")]
 async fn the_default_log_backend_writes_one_event_per_target() {
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .with_max_level(tracing::Level::INFO)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (captured, _guard) = common::logs::capture();
 
     let settings = cache_purge_hooks::Settings::from_toml_str("").unwrap();
     let purger = Purger::from_settings(&settings).unwrap();
@@ -212,7 +193,7 @@ async fn the_default_log_backend_writes_one_event_per_target() {
     purger.purge(urls(&["/posts/a", "/"]));
     purger.flush().await;
 
-    let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let text = captured.text();
     let lines: Vec<&str> = text.lines().filter(|l| l.contains("purge")).collect();
     assert_eq!(lines.len(), 2, "{text}");
     assert!(

@@ -11,7 +11,9 @@ use cache_purge_hooks::backend::varnish::{AdminClient, CliError, VarnishBackend}
 use cache_purge_hooks::backend::{Backend, FailureKind, MemoryBackend};
 use cache_purge_hooks::settings::{BanStyle, VarnishHttpMethod, VarnishMode, VarnishSettings};
 use cache_purge_hooks::{Delivery, Purger, Target};
-use cache_purge_hooks_testing::{Origin, SilentServer, StatusServer, Varnish, refused_addr};
+use cache_purge_hooks_testing::{
+    Origin, SilentServer, StatusServer, Varnish, assert_cached, assert_purged, refused_addr, warm,
+};
 use common::entities::post;
 use sea_orm::{ActiveModelTrait, Set};
 
@@ -35,39 +37,6 @@ fn urls(list: &[&str]) -> Vec<Target> {
     list.iter().map(|u| Target::url(u).unwrap()).collect()
 }
 
-/// GETs each path twice and checks the second answer came from the cache.
-async fn warm(varnish: &Varnish, paths: &[&str]) {
-    for p in paths {
-        varnish.get(p).await.unwrap();
-        let page = varnish.get(p).await.unwrap();
-        assert!(
-            page.is_hit(),
-            "{p} should be cached after two GETs: {page:?}"
-        );
-    }
-}
-
-async fn assert_miss(varnish: &Varnish, origin: &Origin, path: &str) {
-    let before = origin.fetches(path);
-    let page = varnish.get(path).await.unwrap();
-    assert!(!page.is_hit(), "{path} should have been purged: {page:?}");
-    assert_eq!(
-        origin.fetches(path),
-        before + 1,
-        "{path}: fetched again from the origin"
-    );
-    assert!(
-        page.body.ends_with(&format!("#{}", before + 1)),
-        "{path}: fresh content expected, got {:?}",
-        page.body
-    );
-}
-
-async fn assert_hit(varnish: &Varnish, path: &str) {
-    let page = varnish.get(path).await.unwrap();
-    assert!(page.is_hit(), "{path} should still be cached: {page:?}");
-}
-
 /// The common scenario: /foo and /a?x=1 purged through a Purger; /foobar and /a?x=2 kept.
 async fn purges_exactly_and_keeps_neighbours(
     settings: impl Fn(&Varnish) -> VarnishSettings,
@@ -87,10 +56,10 @@ async fn purges_exactly_and_keeps_neighbours(
     let stats = &purger.stats()[0];
     assert_eq!((stats.purged, stats.failed), (2, 0), "{stats:?}");
 
-    assert_miss(&varnish, &origin, "/foo").await;
-    assert_miss(&varnish, &origin, "/a?x=1").await;
-    assert_hit(&varnish, "/foobar").await;
-    assert_hit(&varnish, "/a?x=2").await;
+    assert_purged(&varnish, &origin, "/foo").await;
+    assert_purged(&varnish, &origin, "/a?x=1").await;
+    assert_cached(&varnish, "/foobar").await;
+    assert_cached(&varnish, "/a?x=2").await;
     purger.shutdown(Duration::from_secs(5)).await.unwrap();
     (varnish, origin)
 }
@@ -211,14 +180,14 @@ async fn prefixes_and_everything() {
         .purge(&[Target::prefix("/blog/").unwrap()])
         .await
         .unwrap();
-    assert_miss(&varnish, &origin, "/blog/a").await;
-    assert_miss(&varnish, &origin, "/blog/b").await;
-    assert_hit(&varnish, "/blogger").await;
-    assert_hit(&varnish, "/other").await;
+    assert_purged(&varnish, &origin, "/blog/a").await;
+    assert_purged(&varnish, &origin, "/blog/b").await;
+    assert_cached(&varnish, "/blogger").await;
+    assert_cached(&varnish, "/other").await;
 
     backend.purge(&[Target::Everything]).await.unwrap();
-    assert_miss(&varnish, &origin, "/blogger").await;
-    assert_miss(&varnish, &origin, "/other").await;
+    assert_purged(&varnish, &origin, "/blogger").await;
+    assert_purged(&varnish, &origin, "/other").await;
     assert_eq!(
         varnish.ban_list().unwrap(),
         ["req.url ~ ^/blog/", "obj.status != 0"]
@@ -342,7 +311,7 @@ async fn hostile_urls_ban_exactly_themselves() {
         );
     }
     for n in &neighbours {
-        assert_hit(&varnish, n).await;
+        assert_cached(&varnish, n).await;
     }
 }
 
@@ -518,9 +487,9 @@ async fn a_seaorm_save_purges_varnish_end_to_end() {
     purger.scope(edit.update(&db.db)).await.unwrap();
     purger.flush().await;
 
-    assert_miss(&varnish, &origin, "/posts/hello").await;
-    assert_miss(&varnish, &origin, "/").await;
-    assert_hit(&varnish, "/posts/hello-world").await;
+    assert_purged(&varnish, &origin, "/posts/hello").await;
+    assert_purged(&varnish, &origin, "/").await;
+    assert_cached(&varnish, "/posts/hello-world").await;
     purger.shutdown(Duration::from_secs(5)).await.unwrap();
     db.close().await;
 }
@@ -590,31 +559,10 @@ fn the_documented_vcl_is_the_one_tested() {
     );
 }
 
-/// Captures what a `tracing` subscriber writes.
-#[derive(Clone, Default)]
-struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 // current_thread: the subscriber set for this thread also sees the backend worker's events.
 #[tokio::test(flavor = "current_thread")]
 async fn a_failed_purge_is_logged_with_backend_server_and_reason() {
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .with_max_level(tracing::Level::INFO)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (captured, _guard) = common::logs::capture();
 
     let down = refused_addr();
     let settings = cache_purge_hooks::Settings::from_toml_str(&format!(
@@ -625,7 +573,7 @@ async fn a_failed_purge_is_logged_with_backend_server_and_reason() {
     purger.purge(urls(&["/posts/a"]));
     purger.flush().await;
 
-    let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let text = captured.text();
     let line = text
         .lines()
         .find(|l| l.contains("ERROR") && l.contains("purge failed"))
@@ -653,8 +601,8 @@ async fn a_settings_file_selects_varnish_end_to_end() {
     let purger = Purger::from_settings(&settings).unwrap();
     purger.purge(urls(&["/from-settings"]));
     purger.flush().await;
-    assert_miss(&varnish, &origin, "/from-settings").await;
-    assert_hit(&varnish, "/from-settings-not").await;
+    assert_purged(&varnish, &origin, "/from-settings").await;
+    assert_cached(&varnish, "/from-settings-not").await;
     assert_eq!(
         varnish.ban_list().unwrap(),
         [r"obj.http.x-url ~ ^/from-settings$"]

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod entities;
+pub mod logs;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};

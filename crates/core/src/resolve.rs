@@ -5,7 +5,7 @@
 //! 1. URL templates: `#[derive(CachePurge)] #[cache_purge(url = "/posts/{slug}", url = "/")]`.
 //! 2. A resolver function of the model: `#[cache_purge(resolver = path::to::fn)]`.
 //! 3. A resolver registered at run time, for URLs that need application state:
-//!    `#[cache_purge(registered)]` on the model and [`register`] at start-up.
+//!    `#[cache_purge(registered)]` on the model and [`register`](registry::register) at start-up.
 //!
 //! ```
 //! use cache_purge_hooks_core::{registry, PurgeTargets, Targets};

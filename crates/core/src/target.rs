@@ -336,10 +336,10 @@ pub enum Target {
     /// Exactly this URL (path and query as given; no other URL).
     Url(PurgeUrl),
     /// Every URL that starts with this one. Only backends with
-    /// [`Capabilities::prefix`](crate::Capabilities::prefix) can purge it.
+    /// [`Capabilities::prefix`](crate::backend::Capabilities::prefix) can purge it.
     Prefix(PurgeUrl),
     /// Every object carrying this tag. Only backends with
-    /// [`Capabilities::tag`](crate::Capabilities::tag) can purge it.
+    /// [`Capabilities::tag`](crate::backend::Capabilities::tag) can purge it.
     Tag(Tag),
     /// Everything in the cache.
     Everything,

@@ -16,6 +16,9 @@
 //!   did: [`Varnish::ban_list`], [`Varnish::ban_count`], [`Varnish::varnishadm`].
 //! - Broken peers: [`refused_addr`], [`SilentServer`] (never answers), [`StatusServer`]
 //!   (always answers, say, `503`).
+//! - What a user checks after a purge: [`warm`] (cached), [`assert_purged`] (the next GET is
+//!   a MISS with fresh content from the origin), [`assert_cached`] (the neighbour is still a
+//!   HIT).
 //!
 //! The servers are the Debian packages (nginx 1.22, `libnginx-mod-http-cache-purge` 2.3,
 //! Varnish 7.1). When one is missing the error says which and how to install them all:
@@ -69,6 +72,7 @@
 
 #![warn(missing_docs)]
 
+mod assertions;
 mod background;
 mod error;
 mod faults;
@@ -79,6 +83,7 @@ mod ports;
 mod process;
 mod varnish;
 
+pub use assertions::{CacheServer, assert_cached, assert_purged, warm};
 pub use error::{HarnessError, INSTALL_COMMAND, Result};
 pub use faults::{SilentServer, StatusServer};
 pub use nginx::{CACHE_PURGE_MODULE, CACHE_ZONE, Nginx, NginxConfig, PurgeLocation};

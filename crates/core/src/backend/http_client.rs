@@ -104,9 +104,18 @@ fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
     cause.to_string()
 }
 
-/// Reads a response's body for an error message, ignoring failures to read it.
-pub(crate) async fn body_text(response: reqwest::Response) -> String {
-    response.text().await.unwrap_or_default()
+/// The error for a response whose status is neither success nor "not cached": its status,
+/// `Retry-After` and (the start of) its body, via [`status_error`].
+pub(crate) async fn response_error(server: &str, response: reqwest::Response) -> PurgeError {
+    let status = response.status();
+    let retry_after = response
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    // A body that cannot be read only makes the message shorter.
+    let body = response.text().await.unwrap_or_default();
+    status_error(server, status, retry_after.as_deref(), &body)
 }
 
 #[cfg(test)]

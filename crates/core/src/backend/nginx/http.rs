@@ -12,7 +12,7 @@
 use std::sync::OnceLock;
 
 use futures::StreamExt;
-use reqwest::header::{HOST, HeaderValue, RETRY_AFTER};
+use reqwest::header::{HOST, HeaderValue};
 use reqwest::{Client, Method, StatusCode, Url};
 
 use super::Failure;
@@ -232,14 +232,8 @@ impl HttpPurger {
                 Sent::NotCached(status)
             });
         }
-        let retry_after = response
-            .headers()
-            .get(RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        let body = http_client::body_text(response).await;
         Err((
-            http_client::status_error(&server.label, status, retry_after.as_deref(), &body),
+            http_client::response_error(&server.label, response).await,
             false,
         ))
     }

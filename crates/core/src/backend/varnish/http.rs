@@ -2,7 +2,7 @@
 //! over one keep-alive client.
 
 use futures::StreamExt;
-use reqwest::header::{HOST, HeaderValue, RETRY_AFTER};
+use reqwest::header::{HOST, HeaderValue};
 use reqwest::{Client, Method, StatusCode};
 
 use super::ban::host_regex;
@@ -84,7 +84,7 @@ impl HttpTransport {
                             {
                                 Ok(())
                             }
-                            Ok(r) => Err(status_failure(server, r).await),
+                            Ok(r) => Err(http_client::response_error(server, r).await),
                         };
                         result.err().map(|error| ServerFailure {
                             server: server.clone(),
@@ -126,7 +126,7 @@ impl HttpTransport {
                     let result = match request.send().await {
                         Err(e) => Err(http_client::transport_error(server, &e)),
                         Ok(r) if r.status() == StatusCode::OK => Ok(()),
-                        Ok(r) => Err(status_failure(server, r).await),
+                        Ok(r) => Err(http_client::response_error(server, r).await),
                     };
                     if let Err(error) = result {
                         let unreachable = error.message.starts_with("cannot connect");
@@ -175,15 +175,4 @@ fn http_ban_headers(ban: &Ban, site_domain: Option<&str>) -> (String, Option<Str
     let url = url.unwrap_or_else(|| ".".to_owned());
     let host = host.or_else(|| site_domain.map(host_regex));
     (url, host)
-}
-
-async fn status_failure(server: &str, response: reqwest::Response) -> PurgeError {
-    let status = response.status();
-    let retry_after = response
-        .headers()
-        .get(RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    let body = http_client::body_text(response).await;
-    http_client::status_error(server, status, retry_after.as_deref(), &body)
 }
