@@ -254,3 +254,36 @@ async fn a_seaorm_save_purges_nginx_end_to_end() {
     purger.shutdown(Duration::from_secs(5)).await.unwrap();
     db.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn absolute_urls_purge_under_their_own_host() {
+    let origin = Origin::start().unwrap();
+    // A cache keyed by host too, as a server with several sites has.
+    let config = NginxConfig {
+        cache_key: "$host$uri$is_args$args".into(),
+        ..NginxConfig::default()
+    };
+    let nginx = Nginx::start(&origin, config).await.unwrap();
+    for host in ["a.example", "b.example"] {
+        for path in ["/p", "/q"] {
+            nginx.get_with_host(host, path).await.unwrap();
+            assert!(nginx.get_with_host(host, path).await.unwrap().is_hit());
+        }
+    }
+    let mut settings = http_settings(&nginx);
+    // Paths go with host_header; an absolute URL with its own host.
+    settings.host_header = Some("a.example".into());
+    let backend = NginxBackend::new("nginx", &settings).unwrap();
+    backend
+        .purge(&urls(&["/p", "http://b.example/q"]))
+        .await
+        .unwrap();
+    let hit = |host: &'static str, path: &'static str| {
+        let nginx = &nginx;
+        async move { nginx.get_with_host(host, path).await.unwrap().is_hit() }
+    };
+    assert!(!hit("a.example", "/p").await);
+    assert!(hit("b.example", "/p").await);
+    assert!(hit("a.example", "/q").await);
+    assert!(!hit("b.example", "/q").await);
+}
