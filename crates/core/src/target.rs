@@ -391,6 +391,34 @@ impl fmt::Display for Target {
     }
 }
 
+/// Parses what [`Target`]'s `Display` writes (`url /a?b=1`, `prefix /blog/`, `tag post-1`,
+/// `everything`): the stable text form used to store targets (the outbox).
+///
+/// ```
+/// use cache_purge_hooks_core::Target;
+///
+/// let t = Target::url("/a b?x=1").unwrap();
+/// assert_eq!(t.to_string(), "url /a%20b?x=1");
+/// assert_eq!(t.to_string().parse::<Target>().unwrap(), t);
+/// ```
+impl std::str::FromStr for Target {
+    type Err = InvalidTarget;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (kind, value) = s.split_once(' ').unwrap_or((s, ""));
+        match kind {
+            "url" => Target::url(value),
+            "prefix" => Target::prefix(value),
+            "tag" => Target::tag(value),
+            "everything" if value.is_empty() => Ok(Target::Everything),
+            _ => Err(InvalidTarget::new(
+                s,
+                "not a stored target: expected `url ...`, `prefix ...`, `tag ...` or `everything`",
+            )),
+        }
+    }
+}
+
 /// The kinds of [`Target`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -677,6 +705,9 @@ mod tests {
                 // Normalising is idempotent.
                 let again = PurgeUrl::parse(text).unwrap();
                 proptest::prop_assert_eq!(again.as_str(), text);
+                // The stored text form round-trips.
+                let target = Target::Url(u.clone());
+                proptest::prop_assert_eq!(target.to_string().parse::<Target>().unwrap(), target);
             }
         }
     }
