@@ -1,32 +1,46 @@
 //! The dispatcher: one worker task per backend, so a slow or failing backend never delays
 //! another. Each worker deduplicates what is waiting, cuts it into batches of the backend's
-//! size and sends them with the backend's concurrency.
+//! size, sends them with the backend's concurrency, and schedules what failed for a retry
+//! (see [`crate::retry`]) or, once given up on, moves it to the backend's dead-letter list.
 
-use std::sync::Arc;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime};
 
 use futures::StreamExt;
 use indexmap::IndexSet;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::backend::Backend;
+use crate::backend::{Backend, Capabilities, FailureKind, PurgeError};
+use crate::retry::{DeadLetter, RetryPolicy};
 use crate::target::Target;
 
 /// What a worker is asked to do.
 pub(crate) enum Command {
     /// Purge these targets (shared between the workers of all backends).
     Purge(Arc<[Target]>),
-    /// Answer once everything received before this is delivered (or has failed).
+    /// Answer once everything received before this has been attempted at least once
+    /// (delivered, or failed and waiting for a retry, or dead).
     Flush(oneshot::Sender<()>),
 }
 
 /// Counters of one backend, shared by its worker and the [`Purger`](crate::Purger).
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
+    /// Targets not yet delivered nor given up on (waiting, in flight, or waiting to retry).
     pub(crate) queued: AtomicU64,
+    /// Of `queued`, those waiting for a retry.
+    pub(crate) retrying: AtomicU64,
     pub(crate) purged: AtomicU64,
+    /// Failed attempts (a target failing three times counts three).
     pub(crate) failed: AtomicU64,
+    pub(crate) retried: AtomicU64,
+    pub(crate) dead: AtomicU64,
+    pub(crate) dead_evicted: AtomicU64,
+    pub(crate) coalesced: AtomicU64,
+    pub(crate) dropped: AtomicU64,
     pub(crate) batches: AtomicU64,
     pub(crate) unsupported: AtomicU64,
     pub(crate) deduplicated: AtomicU64,
@@ -36,23 +50,42 @@ pub(crate) struct Counters {
 /// The sending side of one backend's worker.
 pub(crate) struct WorkerHandle {
     pub(crate) name: String,
+    pub(crate) capabilities: Capabilities,
     pub(crate) tx: mpsc::UnboundedSender<Command>,
     pub(crate) counters: Arc<Counters>,
+    pub(crate) dead: Arc<Mutex<VecDeque<DeadLetter>>>,
 }
 
 /// Starts the worker of one backend on the current tokio runtime.
 pub(crate) fn spawn_worker(
     backend: Arc<dyn Backend>,
+    retry: RetryPolicy,
     runtime: &tokio::runtime::Handle,
 ) -> (WorkerHandle, tokio::task::JoinHandle<()>) {
     let (tx, rx) = mpsc::unbounded_channel();
     let counters = Arc::new(Counters::default());
+    let dead = Arc::new(Mutex::new(VecDeque::new()));
     let handle = WorkerHandle {
         name: backend.name().to_owned(),
+        capabilities: backend.capabilities(),
         tx,
         counters: counters.clone(),
+        dead: dead.clone(),
     };
-    let join = runtime.spawn(run_worker(backend, rx, counters));
+    let worker = Worker {
+        capabilities: backend.capabilities(),
+        max_batch: backend.max_batch().max(1),
+        concurrency: backend.max_concurrency().max(1),
+        backend,
+        retry,
+        counters,
+        dead,
+        pending: IndexSet::new(),
+        failures: HashMap::new(),
+        schedule: BinaryHeap::new(),
+        sequence: 0,
+    };
+    let join = runtime.spawn(worker.run(rx));
     (handle, join)
 }
 
@@ -60,120 +93,285 @@ pub(crate) fn spawn_worker(
 /// done between two flush acknowledgements and the size of one dedupe set.
 const MAX_DRAIN: usize = 100_000;
 
-async fn run_worker(
-    backend: Arc<dyn Backend>,
-    mut rx: mpsc::UnboundedReceiver<Command>,
-    counters: Arc<Counters>,
-) {
-    let capabilities = backend.capabilities();
-    let max_batch = backend.max_batch().max(1);
-    let concurrency = backend.max_concurrency().max(1);
-    let mut pending: IndexSet<Target> = IndexSet::new();
-    let mut waiters: Vec<oneshot::Sender<()>> = Vec::new();
-
-    while let Some(first) = rx.recv().await {
-        let mut next = Some(first);
-        while let Some(cmd) = next.take() {
-            match cmd {
-                Command::Purge(targets) => {
-                    for t in targets.iter() {
-                        if !capabilities.supports(t.kind()) {
-                            counters.unsupported.fetch_add(1, Ordering::Relaxed);
-                            counters.queued.fetch_sub(1, Ordering::Relaxed);
-                            tracing::warn!(
-                                target: "cache_purge_hooks",
-                                backend = backend.name(),
-                                %t,
-                                "backend cannot purge a target of this kind; skipped (never widened)"
-                            );
-                        } else if !pending.insert(t.clone()) {
-                            counters.deduplicated.fetch_add(1, Ordering::Relaxed);
-                            counters.queued.fetch_sub(1, Ordering::Relaxed);
-                        }
-                    }
-                }
-                Command::Flush(ack) => waiters.push(ack),
-            }
-            if pending.len() < MAX_DRAIN {
-                next = rx.try_recv().ok();
-            }
-        }
-
-        if !pending.is_empty() {
-            let mut batches = Vec::with_capacity(pending.len().div_ceil(max_batch));
-            let mut drain = pending.drain(..);
-            loop {
-                let batch: Vec<Target> = drain.by_ref().take(max_batch).collect();
-                if batch.is_empty() {
-                    break;
-                }
-                batches.push(batch);
-            }
-            drop(drain);
-            deliver(&backend, batches, concurrency, &counters).await;
-        }
-        for ack in waiters.drain(..) {
-            // The flusher may have given up waiting (a deadline); nothing to do then.
-            let _ = ack.send(());
-        }
-    }
+/// What is known of a target that has failed at least once.
+struct Failing {
+    attempts: u32,
+    since: Instant,
+    since_wall: SystemTime,
+    last_error: String,
 }
 
-async fn deliver(
-    backend: &Arc<dyn Backend>,
-    batches: Vec<Vec<Target>>,
+struct Worker {
+    backend: Arc<dyn Backend>,
+    capabilities: Capabilities,
+    max_batch: usize,
     concurrency: usize,
-    counters: &Counters,
-) {
-    let mut results = futures::stream::iter(batches)
-        .map(|batch| {
-            let backend = Arc::clone(backend);
-            async move {
-                let started = Instant::now();
-                let result = backend.purge(&batch).await;
-                (batch, result, started.elapsed())
-            }
-        })
-        .buffer_unordered(concurrency);
+    retry: RetryPolicy,
+    counters: Arc<Counters>,
+    dead: Arc<Mutex<VecDeque<DeadLetter>>>,
+    pending: IndexSet<Target>,
+    /// Targets whose last attempt failed, until they are delivered or dead.
+    failures: HashMap<Target, Failing>,
+    /// Retries by due time (the sequence number keeps equal times in order).
+    schedule: BinaryHeap<Reverse<(Instant, u64, Target)>>,
+    sequence: u64,
+}
 
-    while let Some((batch, result, took)) = results.next().await {
-        let n = batch.len() as u64;
-        counters.queued.fetch_sub(n, Ordering::Relaxed);
-        counters.batches.fetch_add(1, Ordering::Relaxed);
-        counters
-            .busy_micros
-            .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
-        match result {
+impl Worker {
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Command>) {
+        let mut waiters: Vec<oneshot::Sender<()>> = Vec::new();
+        loop {
+            let next_due = self.schedule.peek().map(|Reverse((due, _, _))| *due);
+            let first = tokio::select! {
+                cmd = rx.recv() => match cmd {
+                    Some(cmd) => Some(cmd),
+                    None => break,
+                },
+                () = sleep_until(next_due), if next_due.is_some() => None,
+            };
+            let mut next = first;
+            while let Some(cmd) = next.take() {
+                match cmd {
+                    Command::Purge(targets) => self.accept(&targets),
+                    Command::Flush(ack) => waiters.push(ack),
+                }
+                if self.pending.len() < MAX_DRAIN {
+                    next = rx.try_recv().ok();
+                }
+            }
+            self.take_due_retries();
+            if !self.pending.is_empty() {
+                let mut batches = Vec::with_capacity(self.pending.len().div_ceil(self.max_batch));
+                let mut drain = self.pending.drain(..);
+                loop {
+                    let batch: Vec<Target> = drain.by_ref().take(self.max_batch).collect();
+                    if batch.is_empty() {
+                        break;
+                    }
+                    batches.push(batch);
+                }
+                drop(drain);
+                self.deliver(batches).await;
+            }
+            for ack in waiters.drain(..) {
+                // The flusher may have given up waiting (a deadline); nothing to do then.
+                let _ = ack.send(());
+            }
+        }
+    }
+
+    fn accept(&mut self, targets: &[Target]) {
+        for t in targets {
+            if !self.capabilities.supports(t.kind()) {
+                self.counters.unsupported.fetch_add(1, Ordering::Relaxed);
+                self.counters.queued.fetch_sub(1, Ordering::Relaxed);
+                tracing::warn!(
+                    target: "cache_purge_hooks",
+                    backend = self.backend.name(),
+                    %t,
+                    "backend cannot purge a target of this kind; skipped (never widened)"
+                );
+            } else if !self.pending.insert(t.clone()) {
+                self.counters.deduplicated.fetch_add(1, Ordering::Relaxed);
+                self.counters.queued.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Moves the retries that are due into `pending`.
+    fn take_due_retries(&mut self) {
+        let now = Instant::now();
+        while let Some(Reverse((due, _, _))) = self.schedule.peek() {
+            if *due > now {
+                break;
+            }
+            let Some(Reverse((_, _, target))) = self.schedule.pop() else {
+                break;
+            };
+            self.counters.retrying.fetch_sub(1, Ordering::Relaxed);
+            // Delivered meanwhile (purged again and succeeded), or already waiting: one
+            // attempt is enough.
+            if !self.failures.contains_key(&target) || !self.pending.insert(target) {
+                self.counters.deduplicated.fetch_add(1, Ordering::Relaxed);
+                self.counters.queued.fetch_sub(1, Ordering::Relaxed);
+            } else {
+                self.counters.retried.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    async fn deliver(&mut self, batches: Vec<Vec<Target>>) {
+        let backend = Arc::clone(&self.backend);
+        let mut results = futures::stream::iter(batches)
+            .map(|batch| {
+                let backend = Arc::clone(&backend);
+                async move {
+                    let started = Instant::now();
+                    let result = backend.purge(&batch).await;
+                    (batch, result, started.elapsed())
+                }
+            })
+            .buffer_unordered(self.concurrency);
+
+        let mut outcomes = Vec::new();
+        while let Some((batch, result, took)) = results.next().await {
+            self.counters.batches.fetch_add(1, Ordering::Relaxed);
+            self.counters
+                .busy_micros
+                .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
+            outcomes.push((batch, result, took));
+        }
+        drop(results);
+        for (batch, result, took) in outcomes {
+            self.settle(batch, result, took);
+        }
+    }
+
+    /// Counts a batch's outcome; schedules or buries what failed.
+    fn settle(
+        &mut self,
+        batch: Vec<Target>,
+        result: Result<(), PurgeError>,
+        took: std::time::Duration,
+    ) {
+        let error = match result {
             Ok(()) => {
-                counters.purged.fetch_add(n, Ordering::Relaxed);
+                self.delivered(&batch);
                 tracing::debug!(
                     target: "cache_purge_hooks",
-                    backend = backend.name(),
-                    targets = n,
+                    backend = self.backend.name(),
+                    targets = batch.len(),
                     micros = took.as_micros() as u64,
                     "batch purged"
                 );
+                return;
             }
-            Err(e) => {
-                let failed = if e.failed.is_empty() {
-                    n
-                } else {
-                    e.failed.len() as u64
-                };
-                counters.failed.fetch_add(failed, Ordering::Relaxed);
-                counters
-                    .purged
-                    .fetch_add(n - failed.min(n), Ordering::Relaxed);
-                let first = e.failed.first().or(batch.first());
-                tracing::error!(
-                    target: "cache_purge_hooks",
-                    backend = backend.name(),
-                    error = %e,
-                    failed,
-                    first = first.map(tracing::field::display),
-                    "purge failed"
-                );
+            Err(e) => e,
+        };
+        let (failed, succeeded): (Vec<Target>, Vec<Target>) = if error.failed.is_empty() {
+            (batch, Vec::new())
+        } else {
+            batch.into_iter().partition(|t| error.failed.contains(t))
+        };
+        self.delivered(&succeeded);
+        self.counters
+            .failed
+            .fetch_add(failed.len() as u64, Ordering::Relaxed);
+        let now = Instant::now();
+        let message = error.to_string();
+        let mut buried = 0usize;
+        let mut retry: Vec<(Target, u32)> = Vec::with_capacity(failed.len());
+        for target in &failed {
+            let state = self
+                .failures
+                .entry(target.clone())
+                .or_insert_with(|| Failing {
+                    attempts: 0,
+                    since: now,
+                    since_wall: SystemTime::now(),
+                    last_error: String::new(),
+                });
+            state.attempts += 1;
+            state.last_error.clone_from(&message);
+            let give_up = error.kind == FailureKind::Permanent
+                || state.attempts >= self.retry.max_attempts
+                || now.duration_since(state.since) >= self.retry.max_age;
+            if give_up {
+                buried += 1;
+                self.bury(target.clone());
+            } else {
+                retry.push((target.clone(), state.attempts));
             }
         }
+        // One wait for the whole failed part of the batch (from its most-tried target), so
+        // that it is retried as one batch again.
+        let retry_in = retry.iter().map(|(_, a)| *a).max().map(|attempts| {
+            let mut wait = self.retry.backoff(attempts);
+            if let FailureKind::RateLimited {
+                retry_after: Some(after),
+            } = error.kind
+            {
+                wait = wait.max(after);
+            }
+            wait
+        });
+        if let Some(wait) = retry_in {
+            for (target, _) in retry {
+                self.sequence += 1;
+                self.schedule
+                    .push(Reverse((now + wait, self.sequence, target)));
+                self.counters.retrying.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        let first = failed.first().map(tracing::field::display);
+        if buried > 0 {
+            tracing::error!(
+                target: "cache_purge_hooks",
+                backend = self.backend.name(),
+                error = %error,
+                failed = failed.len(),
+                dead = buried,
+                first,
+                "purge failed; given up (see Purger::dead_letters)"
+            );
+        } else {
+            tracing::error!(
+                target: "cache_purge_hooks",
+                backend = self.backend.name(),
+                error = %error,
+                failed = failed.len(),
+                first,
+                retry_in_ms = retry_in.map(|d| d.as_millis() as u64),
+                "purge failed; will retry"
+            );
+        }
+    }
+
+    fn delivered(&mut self, targets: &[Target]) {
+        for t in targets {
+            self.failures.remove(t);
+        }
+        let n = targets.len() as u64;
+        self.counters.queued.fetch_sub(n, Ordering::Relaxed);
+        self.counters.purged.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Moves a target to the dead-letter list.
+    fn bury(&mut self, target: Target) {
+        let state = self.failures.remove(&target);
+        self.counters.queued.fetch_sub(1, Ordering::Relaxed);
+        self.counters.dead.fetch_add(1, Ordering::Relaxed);
+        let (attempts, error, since) = match state {
+            Some(s) => (s.attempts, s.last_error, s.since_wall),
+            None => (1, String::new(), SystemTime::now()),
+        };
+        let letter = DeadLetter {
+            backend: self.backend.name().to_owned(),
+            target,
+            attempts,
+            error,
+            first_failure: since,
+            died: SystemTime::now(),
+        };
+        let mut dead = self.dead.lock().unwrap_or_else(|p| p.into_inner());
+        if dead.len() >= self.retry.dead_letter_capacity.max(1)
+            && let Some(old) = dead.pop_front()
+        {
+            self.counters.dead_evicted.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(
+                target: "cache_purge_hooks",
+                backend = self.backend.name(),
+                target = %old.target,
+                "dead-letter list full; forgetting its oldest entry"
+            );
+        }
+        dead.push_back(letter);
+    }
+}
+
+async fn sleep_until(due: Option<Instant>) {
+    match due {
+        Some(due) => tokio::time::sleep_until(due.into()).await,
+        None => std::future::pending().await,
     }
 }

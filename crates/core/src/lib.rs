@@ -12,6 +12,7 @@
 //!   [`registry`] of resolver functions.
 //! - [`purger`]: the non-blocking [`Purger`], its global installation and stats.
 //! - [`after_commit`]: holding purges back until a transaction commits.
+//! - [`retry`]: backoff, giving up, the dead-letter list.
 //! - [`backend`]: the [`Backend`](backend::Backend) trait and the built-in backends.
 //! - [`settings`]: the settings file and its validation.
 #![warn(missing_docs)]
@@ -21,6 +22,7 @@ pub mod backend;
 mod dispatch;
 pub mod purger;
 pub mod resolve;
+pub mod retry;
 pub mod settings;
 pub mod target;
 pub mod template;
@@ -29,5 +31,6 @@ pub use after_commit::AfterCommit;
 pub use async_trait::async_trait;
 pub use purger::{BackendStats, BuildError, Purger, PurgerBuilder, ShutdownTimeout, purge_current};
 pub use resolve::{PurgeTargets, registry};
+pub use retry::{DeadLetter, RetryPolicy};
 pub use settings::{Delivery, Settings, SettingsError};
 pub use target::{IntoTarget, InvalidTarget, PurgeUrl, Tag, Target, TargetKind, Targets};

@@ -34,6 +34,7 @@ use tokio::sync::oneshot;
 use crate::after_commit;
 use crate::backend::Backend;
 use crate::dispatch::{Command, WorkerHandle, spawn_worker};
+use crate::retry::{DeadLetter, RetryPolicy};
 use crate::settings::Delivery;
 use crate::target::{Target, Targets};
 
@@ -45,6 +46,7 @@ pub struct Purger {
 
 struct Inner {
     delivery: Delivery,
+    queue_capacity: u64,
     workers: Vec<WorkerHandle>,
     joins: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     closed: AtomicBool,
@@ -74,6 +76,8 @@ impl fmt::Debug for Purger {
 #[must_use]
 pub struct PurgerBuilder {
     delivery: Delivery,
+    retry: RetryPolicy,
+    queue_capacity: Option<usize>,
     backends: Vec<Arc<dyn Backend>>,
     #[cfg(feature = "memory")]
     memory: std::collections::HashMap<String, crate::backend::MemoryBackend>,
@@ -149,10 +153,27 @@ impl PurgerBuilder {
         self
     }
 
+    /// Sets when failed purges are retried and given up on (default
+    /// [`RetryPolicy::default`]: 8 attempts, 200 ms doubling to 30 s, 1 hour at most).
+    pub fn retry(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// Sets how many targets may wait per backend (default 100000) before new ones are
+    /// coalesced (see [`Purger::purge`]).
+    pub fn queue_capacity(mut self, capacity: usize) -> Self {
+        self.queue_capacity = Some(capacity.max(1));
+        self
+    }
+
     /// A builder with the backends and delivery mode of these settings, to which more
     /// backends can be added.
     pub fn from_settings(settings: &crate::Settings) -> Result<PurgerBuilder, BuildError> {
-        let mut builder = Purger::builder().delivery(settings.delivery);
+        let mut builder = Purger::builder()
+            .delivery(settings.delivery)
+            .retry(settings.retry.clone())
+            .queue_capacity(settings.queue_capacity);
         for (name, backend) in &settings.backends {
             builder = builder.settings_backend(name, backend)?;
         }
@@ -218,13 +239,14 @@ impl PurgerBuilder {
         let mut workers = Vec::new();
         let mut joins = Vec::new();
         for backend in self.backends {
-            let (handle, join) = spawn_worker(backend, &runtime);
+            let (handle, join) = spawn_worker(backend, self.retry.clone(), &runtime);
             workers.push(handle);
             joins.push(join);
         }
         Ok(Purger {
             inner: Arc::new(Inner {
                 delivery: self.delivery,
+                queue_capacity: self.queue_capacity.unwrap_or(100_000) as u64,
                 workers,
                 joins: Mutex::new(joins),
                 closed: AtomicBool::new(false),
@@ -313,6 +335,12 @@ impl Purger {
 
     /// Queues targets for purging. Never blocks.
     ///
+    /// Each backend holds at most `queue_capacity` undelivered targets (settings key
+    /// `queue_capacity`, [`PurgerBuilder::queue_capacity`]). Past that, targets for a backend
+    /// that can purge everything are coalesced into one purge of everything (wider, never
+    /// lost); for one that cannot, they are dropped. Both are counted in
+    /// [`BackendStats`] (`coalesced`, `dropped`) and logged.
+    ///
     /// With [`Delivery::AfterCommit`] inside an [`AfterCommit`](crate::AfterCommit) scope (a
     /// transaction), the targets wait for the scope to be committed and are dropped if it is
     /// not.
@@ -357,26 +385,60 @@ impl Purger {
             );
             return;
         }
+        let n = targets.len() as u64;
         let shared: Arc<[Target]> = targets.into();
+        let mut everything: Option<Arc<[Target]>> = None;
         for w in &self.inner.workers {
+            let queued = w.counters.queued.load(Ordering::Relaxed);
+            let mut batch = shared.clone();
+            if queued + n > self.inner.queue_capacity {
+                // Full: never unbounded memory, never a silent drop. Widen to one "purge
+                // everything" where the backend can; otherwise drop, counted and logged.
+                if w.capabilities.everything {
+                    w.counters.coalesced.fetch_add(n, Ordering::Relaxed);
+                    tracing::warn!(
+                        target: "cache_purge_hooks",
+                        backend = %w.name,
+                        queued,
+                        targets = n,
+                        "purge queue full; coalesced into one purge of everything"
+                    );
+                    batch = everything
+                        .get_or_insert_with(|| Arc::from(vec![Target::Everything]))
+                        .clone();
+                } else {
+                    w.counters.dropped.fetch_add(n, Ordering::Relaxed);
+                    tracing::error!(
+                        target: "cache_purge_hooks",
+                        backend = %w.name,
+                        queued,
+                        targets = n,
+                        first = %shared[0],
+                        "purge queue full and the backend cannot purge everything; targets dropped"
+                    );
+                    continue;
+                }
+            }
             w.counters
                 .queued
-                .fetch_add(shared.len() as u64, Ordering::Relaxed);
-            if w.tx.send(Command::Purge(shared.clone())).is_err() {
+                .fetch_add(batch.len() as u64, Ordering::Relaxed);
+            if w.tx.send(Command::Purge(batch.clone())).is_err() {
                 w.counters
                     .queued
-                    .fetch_sub(shared.len() as u64, Ordering::Relaxed);
+                    .fetch_sub(batch.len() as u64, Ordering::Relaxed);
                 tracing::error!(
                     target: "cache_purge_hooks",
                     backend = %w.name,
-                    targets = shared.len(),
+                    targets = batch.len(),
                     "backend worker has stopped; purge not sent"
                 );
             }
         }
     }
 
-    /// Waits until every target queued before this call has been delivered, or has failed.
+    /// Waits until every target queued before this call has been attempted: delivered, or
+    /// failed (and then waiting for a retry, or dead). Use [`Purger::shutdown`] to wait for
+    /// retries too.
     pub async fn flush(&self) {
         let mut acks = Vec::with_capacity(self.inner.workers.len());
         for w in &self.inner.workers {
@@ -391,10 +453,20 @@ impl Purger {
         }
     }
 
-    /// Flushes with a deadline, then stops the workers. Purges requested afterwards are
-    /// logged as errors and dropped.
+    /// Flushes with a deadline, keeps retrying what failed until nothing is left or the
+    /// deadline passes, then stops the workers. Purges requested afterwards are logged as
+    /// errors and dropped.
     pub async fn shutdown(&self, deadline: Duration) -> Result<(), ShutdownTimeout> {
-        let flushed = tokio::time::timeout(deadline, self.flush()).await.is_ok();
+        let started = tokio::time::Instant::now();
+        let mut flushed = tokio::time::timeout(deadline, self.flush()).await.is_ok();
+        // Then give the retries what is left of the deadline.
+        while flushed && self.undelivered() > 0 {
+            if started.elapsed() >= deadline {
+                flushed = false;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         self.inner.closed.store(true, Ordering::Release);
         let undelivered: u64 = self
             .inner
@@ -415,6 +487,58 @@ impl Purger {
         }
     }
 
+    /// Targets not yet delivered nor given up on, over all backends.
+    pub fn undelivered(&self) -> u64 {
+        self.inner
+            .workers
+            .iter()
+            .map(|w| w.counters.queued.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    /// The purges given up on, oldest first, over all backends (each backend keeps the last
+    /// `retry.dead_letter_capacity`).
+    pub fn dead_letters(&self) -> Vec<DeadLetter> {
+        let mut all = Vec::new();
+        for w in &self.inner.workers {
+            all.extend(
+                w.dead
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .iter()
+                    .cloned(),
+            );
+        }
+        all.sort_by_key(|d| d.died);
+        all
+    }
+
+    /// Queues every dead letter again (each to its own backend, with fresh attempts) and
+    /// empties the list. Returns how many were queued.
+    pub fn retry_dead(&self) -> usize {
+        let mut total = 0;
+        for w in &self.inner.workers {
+            let letters: Vec<Target> = w
+                .dead
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .drain(..)
+                .map(|d| d.target)
+                .collect();
+            if letters.is_empty() {
+                continue;
+            }
+            total += letters.len();
+            w.counters
+                .queued
+                .fetch_add(letters.len() as u64, Ordering::Relaxed);
+            if w.tx.send(Command::Purge(letters.into())).is_err() {
+                tracing::error!(target: "cache_purge_hooks", backend = %w.name, "backend worker has stopped; dead letters not retried");
+            }
+        }
+        total
+    }
+
     /// A snapshot of every backend's counters.
     pub fn stats(&self) -> Vec<BackendStats> {
         self.inner
@@ -422,15 +546,28 @@ impl Purger {
             .iter()
             .map(|w| {
                 let c = &w.counters;
+                let batches = c.batches.load(Ordering::Relaxed);
+                let busy = Duration::from_micros(c.busy_micros.load(Ordering::Relaxed));
                 BackendStats {
                     backend: w.name.clone(),
                     queued: c.queued.load(Ordering::Relaxed),
+                    retrying: c.retrying.load(Ordering::Relaxed),
                     purged: c.purged.load(Ordering::Relaxed),
                     failed: c.failed.load(Ordering::Relaxed),
+                    retried: c.retried.load(Ordering::Relaxed),
+                    dead: c.dead.load(Ordering::Relaxed),
+                    dead_evicted: c.dead_evicted.load(Ordering::Relaxed),
+                    coalesced: c.coalesced.load(Ordering::Relaxed),
+                    dropped: c.dropped.load(Ordering::Relaxed),
+                    mean_latency: if batches == 0 {
+                        Duration::ZERO
+                    } else {
+                        busy / batches as u32
+                    },
                     batches: c.batches.load(Ordering::Relaxed),
                     unsupported: c.unsupported.load(Ordering::Relaxed),
                     deduplicated: c.deduplicated.load(Ordering::Relaxed),
-                    busy: Duration::from_micros(c.busy_micros.load(Ordering::Relaxed)),
+                    busy,
                 }
             })
             .collect()
@@ -443,12 +580,27 @@ impl Purger {
 pub struct BackendStats {
     /// The backend's name.
     pub backend: String,
-    /// Targets waiting or in flight.
+    /// Targets not yet delivered nor given up on: waiting, in flight or waiting for a retry
+    /// (the queue depth).
     pub queued: u64,
+    /// Of `queued`, the targets waiting for a retry.
+    pub retrying: u64,
     /// Targets purged.
     pub purged: u64,
-    /// Targets whose purge failed.
+    /// Failed attempts (a target that fails three times counts three).
     pub failed: u64,
+    /// Retries made.
+    pub retried: u64,
+    /// Targets given up on (see [`Purger::dead_letters`]).
+    pub dead: u64,
+    /// Dead letters forgotten because the list was full.
+    pub dead_evicted: u64,
+    /// Targets replaced by one "purge everything" because the queue was full.
+    pub coalesced: u64,
+    /// Targets dropped because the queue was full and the backend cannot purge everything.
+    pub dropped: u64,
+    /// Mean time of one purge call.
+    pub mean_latency: Duration,
     /// Purge calls made.
     pub batches: u64,
     /// Targets skipped because the backend cannot purge their kind.

@@ -96,6 +96,11 @@ pub struct Settings {
     pub shutdown_timeout: Duration,
     /// The backends by name (`[backends.NAME]`). Default: one `log` backend named `log`.
     pub backends: BTreeMap<String, BackendSettings>,
+    /// Retries and dead letters (`[retry]`).
+    pub retry: crate::retry::RetryPolicy,
+    /// Targets waiting per backend before new ones are coalesced into one "purge
+    /// everything" (`queue_capacity`, default 100000); see [`crate::Purger::purge`].
+    pub queue_capacity: usize,
 }
 
 /// The file's top level, with each backend's table kept raw until its `kind` is known, so
@@ -109,6 +114,14 @@ struct RawSettings {
     shutdown_timeout: Duration,
     #[serde(default)]
     backends: Option<BTreeMap<String, config::Value>>,
+    #[serde(default)]
+    retry: crate::retry::RetryPolicy,
+    #[serde(default = "default_queue_capacity")]
+    queue_capacity: usize,
+}
+
+fn default_queue_capacity() -> usize {
+    100_000
 }
 
 fn default_shutdown_timeout() -> Duration {
@@ -125,6 +138,8 @@ impl Default for Settings {
             delivery: Delivery::default(),
             shutdown_timeout: default_shutdown_timeout(),
             backends: default_backends(),
+            retry: crate::retry::RetryPolicy::default(),
+            queue_capacity: default_queue_capacity(),
         }
     }
 }
@@ -686,6 +701,8 @@ impl SettingsLoader {
             delivery: raw.delivery,
             shutdown_timeout: raw.shutdown_timeout,
             backends,
+            retry: raw.retry,
+            queue_capacity: raw.queue_capacity,
         };
         settings.validate().map_err(|mut e| {
             if let Some(key) = &e.key {
@@ -716,6 +733,21 @@ impl Settings {
     /// Checks what types alone cannot: required options, ranges, formats.
     fn validate(&self) -> Result<(), SettingsError> {
         let err = |key: String, msg: String| Err(SettingsError::new(Some(key), None, msg));
+        if self.retry.max_attempts == 0 {
+            return err(
+                "retry.max_attempts".into(),
+                "expected at least 1 (1 = no retries)".into(),
+            );
+        }
+        if self.retry.max_backoff < self.retry.initial_backoff {
+            return err(
+                "retry.max_backoff".into(),
+                "must not be shorter than retry.initial_backoff".into(),
+            );
+        }
+        if self.queue_capacity == 0 {
+            return err("queue_capacity".into(), "expected at least 1".into());
+        }
         if self.backends.is_empty() {
             return err(
                 "backends".into(),

@@ -1,0 +1,75 @@
+//! The claim statements, written out per database: they use what each database has for
+//! handing rows to one worker at a time.
+//!
+//! The filter is the same everywhere: rows of one backend, not dead, available, with no
+//! running lease; taken in `(dead_at, available_at, id)` order, which is the claim index's
+//! order after its `backend` column. `dead_at` is in the `ORDER BY` although it is `NULL` in
+//! every row taken: PostgreSQL only reads the index in order when the `ORDER BY` names
+//! `dead_at` (its `IS NULL` is no equality to the planner), so it need not sort every
+//! waiting row to find the first few.
+
+/// PostgreSQL: one statement. The CTE (always evaluated once, as it locks rows) takes the
+/// rows with `FOR UPDATE SKIP LOCKED`, so concurrent claimers skip each other's rows instead
+/// of waiting; the row locks are re-checked against the newest row version, so a row another
+/// worker has just leased is left out.
+///
+/// `$1` backend, `$2` now, `$3` limit, `$4` lease end, `$5` worker.
+pub(crate) const CLAIM_POSTGRES: &str = r#"WITH picked AS (
+    SELECT "id" FROM "cache_purge_outbox"
+    WHERE "backend" = $1 AND "dead_at" IS NULL AND "available_at" <= $2
+      AND ("locked_until" IS NULL OR "locked_until" <= $2)
+    ORDER BY "dead_at", "available_at", "id"
+    LIMIT $3
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE "cache_purge_outbox" AS o SET "locked_until" = $4, "locked_by" = $5
+FROM picked WHERE o."id" = picked."id"
+RETURNING o."id", o."backend", o."targets", o."created_at", o."available_at", o."attempts", o."last_error""#;
+
+/// MySQL / MariaDB (≥ 10.6, MySQL ≥ 8.0), step 1 of 2 in a `READ COMMITTED` transaction
+/// (no gap locks that would hold up inserts): lock the rows, skipping those locked by other
+/// claimers. MariaDB has no `UPDATE ... RETURNING`.
+///
+/// Parameters: backend, now, now, limit.
+pub(crate) const CLAIM_MYSQL_SELECT: &str = "SELECT `id`, `backend`, `targets`, `created_at`, \
+`available_at`, `attempts`, `last_error` FROM `cache_purge_outbox` \
+WHERE `backend` = ? AND `dead_at` IS NULL AND `available_at` <= ? \
+AND (`locked_until` IS NULL OR `locked_until` <= ?) \
+ORDER BY `dead_at`, `available_at`, `id` LIMIT ? FOR UPDATE SKIP LOCKED";
+
+/// MySQL / MariaDB, step 2: lease the locked rows, then COMMIT. Followed by
+/// `WHERE id IN (?, ...)`.
+///
+/// Parameters: lease end, worker, then the ids.
+pub(crate) const CLAIM_MYSQL_UPDATE: &str =
+    "UPDATE `cache_purge_outbox` SET `locked_until` = ?, `locked_by` = ? WHERE `id` IN ";
+
+/// SQLite: one statement. SQLite has one writer at a time and a writing statement takes the
+/// write lock before it reads anything, so the `SELECT` inside sees no row that another
+/// claimer leases at the same time (which waits on the busy timeout). `RETURNING` needs
+/// SQLite ≥ 3.35 (the `sqlx-sqlite` feature bundles a newer one).
+///
+/// Parameters: lease end, worker, backend, now, now, limit.
+pub(crate) const CLAIM_SQLITE: &str = r#"UPDATE "cache_purge_outbox" SET "locked_until" = ?, "locked_by" = ?
+WHERE "id" IN (
+    SELECT "id" FROM "cache_purge_outbox"
+    WHERE "backend" = ? AND "dead_at" IS NULL AND "available_at" <= ?
+      AND ("locked_until" IS NULL OR "locked_until" <= ?)
+    ORDER BY "dead_at", "available_at", "id"
+    LIMIT ?
+)
+RETURNING "id", "backend", "targets", "created_at", "available_at", "attempts", "last_error""#;
+
+/// `(?, ?, ...)` with `n` placeholders (`n` ≥ 1).
+pub(crate) fn placeholders(n: usize) -> String {
+    let mut s = String::with_capacity(2 + 3 * n);
+    s.push('(');
+    for i in 0..n {
+        if i > 0 {
+            s.push_str(", ");
+        }
+        s.push('?');
+    }
+    s.push(')');
+    s
+}

@@ -1,0 +1,286 @@
+//! Retries, backoff, `Retry-After`, the dead-letter list and the bounded queue, with a
+//! scripted backend whose answers each test chooses (real caches are in tests/varnish.rs and
+//! tests/nginx.rs, including a cache that goes away and comes back).
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use cache_purge_hooks::backend::{Backend, Capabilities, FailureKind, PurgeError};
+use cache_purge_hooks::{Delivery, Purger, RetryPolicy, Settings, Target};
+use tokio::sync::Semaphore;
+
+fn urls(list: &[&str]) -> Vec<Target> {
+    list.iter().map(|u| Target::url(u).unwrap()).collect()
+}
+
+/// One recorded call: when, and which targets.
+type Call = (Instant, Vec<Target>);
+
+/// A backend that answers from a script (then succeeds), records each call, and can be held
+/// shut so that calls wait.
+#[derive(Clone)]
+struct Scripted {
+    capabilities: Capabilities,
+    script: Arc<Mutex<VecDeque<Result<(), PurgeError>>>>,
+    calls: Arc<Mutex<Vec<Call>>>,
+    gate: Arc<Semaphore>,
+}
+
+impl Scripted {
+    fn new(script: Vec<Result<(), PurgeError>>) -> Self {
+        Self {
+            capabilities: Capabilities::ALL,
+            script: Arc::new(Mutex::new(script.into())),
+            calls: Arc::default(),
+            gate: Arc::new(Semaphore::new(Semaphore::MAX_PERMITS)),
+        }
+    }
+
+    fn calls(&self) -> Vec<Call> {
+        self.calls.lock().unwrap().clone()
+    }
+}
+
+#[cache_purge_hooks::async_trait]
+impl Backend for Scripted {
+    fn name(&self) -> &str {
+        "scripted"
+    }
+    fn capabilities(&self) -> Capabilities {
+        self.capabilities
+    }
+    fn max_batch(&self) -> usize {
+        100
+    }
+    async fn purge(&self, batch: &[Target]) -> Result<(), PurgeError> {
+        let _permit = self.gate.acquire().await;
+        self.calls
+            .lock()
+            .unwrap()
+            .push((Instant::now(), batch.to_vec()));
+        self.script.lock().unwrap().pop_front().unwrap_or(Ok(()))
+    }
+}
+
+fn quick_retries() -> RetryPolicy {
+    RetryPolicy::default().with_backoff(Duration::from_millis(20), Duration::from_millis(100))
+}
+
+fn pipeline(backend: &Scripted, retry: RetryPolicy) -> Purger {
+    Purger::builder()
+        .delivery(Delivery::Immediate)
+        .retry(retry)
+        .backend(backend.clone())
+        .build()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn transient_failures_are_retried_until_delivered() {
+    let backend = Scripted::new(vec![
+        Err(PurgeError::transient("connection refused").on_server("cache:80")),
+        Err(PurgeError::transient("connection refused").on_server("cache:80")),
+    ]);
+    let purger = pipeline(&backend, quick_retries());
+    purger.purge(urls(&["/a", "/b"]));
+    purger.flush().await;
+    // The first attempt failed; the targets wait for a retry, still counted as queued.
+    let stats = &purger.stats()[0];
+    assert_eq!(
+        (stats.failed, stats.retrying, stats.queued),
+        (2, 2, 2),
+        "{stats:?}"
+    );
+
+    purger.shutdown(Duration::from_secs(5)).await.unwrap();
+    let stats = &purger.stats()[0];
+    assert_eq!(
+        (
+            stats.purged,
+            stats.failed,
+            stats.retried,
+            stats.dead,
+            stats.queued
+        ),
+        (2, 4, 4, 0, 0),
+        "{stats:?}"
+    );
+    let calls = backend.calls();
+    assert_eq!(calls.len(), 3);
+    assert!(calls.iter().all(|(_, batch)| batch.len() == 2));
+    // Exponential backoff with jitter: at least half of 20 ms, then of 40 ms.
+    assert!(calls[1].0 - calls[0].0 >= Duration::from_millis(10));
+    assert!(calls[2].0 - calls[1].0 >= Duration::from_millis(20));
+}
+
+#[tokio::test]
+async fn only_the_failed_part_of_a_batch_is_retried() {
+    let backend = Scripted::new(vec![Err(PurgeError::transient("503")
+        .on_server("cache:80")
+        .only(urls(&["/b"])))]);
+    let purger = pipeline(&backend, quick_retries());
+    purger.purge(urls(&["/a", "/b", "/c"]));
+    purger.shutdown(Duration::from_secs(5)).await.unwrap();
+    let calls = backend.calls();
+    assert_eq!(calls.len(), 2);
+    assert_eq!(calls[1].1, urls(&["/b"]));
+    let stats = &purger.stats()[0];
+    assert_eq!((stats.purged, stats.failed, stats.dead), (3, 1, 0));
+}
+
+#[tokio::test]
+async fn retry_after_is_honoured() {
+    let backend = Scripted::new(vec![Err(PurgeError {
+        kind: FailureKind::RateLimited {
+            retry_after: Some(Duration::from_millis(300)),
+        },
+        ..PurgeError::transient("429 Too Many Requests").on_server("cdn")
+    })]);
+    let purger = pipeline(&backend, quick_retries());
+    purger.purge(urls(&["/a"]));
+    purger.shutdown(Duration::from_secs(5)).await.unwrap();
+    let calls = backend.calls();
+    assert_eq!(calls.len(), 2);
+    // The backoff alone would be 10-20 ms.
+    assert!(
+        calls[1].0 - calls[0].0 >= Duration::from_millis(300),
+        "retried after {:?}",
+        calls[1].0 - calls[0].0
+    );
+}
+
+#[tokio::test]
+async fn permanent_failures_and_exhausted_attempts_go_to_the_dead_letter_list() {
+    let backend = Scripted::new(vec![
+        Err(PurgeError::permanent("authentication failed").on_server("varnish:6082")),
+        Err(PurgeError::transient("timed out")),
+        Err(PurgeError::transient("timed out")),
+        Err(PurgeError::transient("timed out")),
+    ]);
+    let purger = pipeline(&backend, quick_retries().with_max_attempts(3));
+    // A permanent failure is not retried at all.
+    purger.purge(urls(&["/auth"]));
+    purger.flush().await;
+    // Three attempts, then given up.
+    purger.purge(urls(&["/timeout"]));
+    for _ in 0..200 {
+        if purger.stats()[0].dead == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let stats = &purger.stats()[0];
+    assert_eq!(
+        (stats.dead, stats.queued, stats.failed),
+        (2, 0, 4),
+        "{stats:?}"
+    );
+    let dead = purger.dead_letters();
+    assert_eq!(dead.len(), 2);
+    assert_eq!(dead[0].target, Target::url("/auth").unwrap());
+    assert_eq!(dead[0].attempts, 1);
+    assert_eq!(
+        dead[0].error,
+        "varnish:6082: authentication failed (permanent)"
+    );
+    assert_eq!(dead[1].attempts, 3);
+    assert_eq!(dead[1].backend, "scripted");
+
+    // Fixed: retrying the dead letters delivers them.
+    assert_eq!(purger.retry_dead(), 2);
+    assert!(purger.dead_letters().is_empty());
+    purger.shutdown(Duration::from_secs(5)).await.unwrap();
+    let last = backend.calls().pop().unwrap().1;
+    assert_eq!(last, urls(&["/auth", "/timeout"]));
+    assert_eq!(purger.stats()[0].purged, 2);
+}
+
+#[tokio::test]
+async fn shutdown_reports_what_retries_could_not_deliver_in_time() {
+    let backend = Scripted::new(
+        (0..100)
+            .map(|_| Err(PurgeError::transient("down")))
+            .collect(),
+    );
+    let purger = pipeline(&backend, quick_retries());
+    purger.purge(urls(&["/a"]));
+    let err = purger
+        .shutdown(Duration::from_millis(200))
+        .await
+        .unwrap_err();
+    assert_eq!(err.undelivered, 1);
+}
+
+#[tokio::test]
+async fn a_full_queue_coalesces_into_one_purge_of_everything() {
+    let backend = Scripted::new(vec![]);
+    let held = backend.gate.clone();
+    let _all = held
+        .acquire_many(Semaphore::MAX_PERMITS as u32)
+        .await
+        .unwrap();
+    let purger = Purger::builder()
+        .delivery(Delivery::Immediate)
+        .queue_capacity(3)
+        .backend(backend.clone())
+        .build()
+        .unwrap();
+    purger.purge(urls(&["/1", "/2", "/3"]));
+    purger.purge(urls(&["/4", "/5"]));
+    purger.purge(urls(&["/6"]));
+    let stats = &purger.stats()[0];
+    // Bounded: 3 targets and one "everything", whatever more comes.
+    assert_eq!(
+        (stats.coalesced, stats.queued, stats.dropped),
+        (3, 5, 0),
+        "{stats:?}"
+    );
+    drop(_all);
+    purger.shutdown(Duration::from_secs(5)).await.unwrap();
+    let delivered: Vec<Target> = backend.calls().into_iter().flat_map(|(_, b)| b).collect();
+    assert!(delivered.contains(&Target::Everything), "{delivered:?}");
+}
+
+#[tokio::test]
+async fn a_full_queue_for_a_backend_that_cannot_widen_drops_counted() {
+    let mut backend = Scripted::new(vec![]);
+    backend.capabilities = Capabilities::URL;
+    let held = backend.gate.clone();
+    let all = held
+        .acquire_many(Semaphore::MAX_PERMITS as u32)
+        .await
+        .unwrap();
+    let purger = Purger::builder()
+        .queue_capacity(2)
+        .backend(backend.clone())
+        .build()
+        .unwrap();
+    purger.purge(urls(&["/1", "/2"]));
+    purger.purge(urls(&["/3"]));
+    let stats = &purger.stats()[0];
+    assert_eq!((stats.dropped, stats.queued), (1, 2), "{stats:?}");
+    drop(all);
+    purger.shutdown(Duration::from_secs(5)).await.unwrap();
+}
+
+#[test]
+fn retry_and_queue_settings_are_read_and_checked() {
+    let s = Settings::from_toml_str(
+        "queue_capacity = 50\n[retry]\nmax_attempts = 3\ninitial_backoff = \"1s\"\nmax_backoff = \"1m\"\nmax_age = \"10m\"\n",
+    )
+    .unwrap();
+    assert_eq!(s.queue_capacity, 50);
+    assert_eq!(s.retry.max_attempts, 3);
+    assert_eq!(s.retry.max_backoff, Duration::from_secs(60));
+    let err = |toml: &str| Settings::from_toml_str(toml).unwrap_err().to_string();
+    assert_eq!(
+        err("[retry]\nmax_attempts = 0\n"),
+        "invalid cache purge setting `retry.max_attempts` (from settings text): expected at least 1 (1 = no retries)"
+    );
+    assert_eq!(
+        err("[retry]\ninitial_backoff = \"10s\"\nmax_backoff = \"1s\"\n"),
+        "invalid cache purge setting `retry.max_backoff` (from settings text): must not be shorter than retry.initial_backoff"
+    );
+    assert!(err("[retry]\nmax_attempt = 3\n").contains("unknown key `max_attempt`"));
+}
