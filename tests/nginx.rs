@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use cache_purge_hooks::backend::{Backend, FailureKind, NginxBackend};
 use cache_purge_hooks::settings::{NginxMode, NginxSettings};
-use cache_purge_hooks::{Delivery, Purger, Target};
+use cache_purge_hooks::{Delivery, Purger, RetryPolicy, Target};
 use cache_purge_hooks_testing::{
     Nginx, NginxConfig, Origin, PurgeLocation, SilentServer, StatusServer, assert_cached,
     assert_purged, refused_addr, warm,
@@ -286,4 +286,70 @@ async fn absolute_urls_purge_under_their_own_host() {
     assert!(hit("b.example", "/p").await);
     assert!(hit("a.example", "/q").await);
     assert!(!hit("b.example", "/q").await);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn purges_made_while_nginx_is_down_arrive_when_it_is_back() {
+    let (origin, mut nginx) = start().await;
+    let db = common::sqlite().await;
+    let mut settings = http_settings(&nginx);
+    settings.timeout = Duration::from_millis(500);
+    let purger = Purger::builder()
+        .retry(
+            RetryPolicy::default()
+                .with_max_attempts(1000)
+                .with_backoff(Duration::from_millis(50), Duration::from_millis(300)),
+        )
+        .backend(NginxBackend::new("nginx", &settings).unwrap())
+        .build()
+        .unwrap();
+
+    let slugs: Vec<String> = (0..20).map(|i| format!("p{i}")).collect();
+    let mut saved = Vec::new();
+    for slug in &slugs {
+        let model = purger
+            .scope(
+                post::ActiveModel {
+                    slug: Set(slug.clone()),
+                    title: Set("v1".into()),
+                    category_id: Set(1),
+                    published: Set(true),
+                    ..Default::default()
+                }
+                .insert(&db.db),
+            )
+            .await
+            .unwrap();
+        saved.push(model);
+    }
+    purger.flush().await;
+    let pages: Vec<String> = slugs.iter().map(|s| format!("/posts/{s}")).collect();
+    let keep: Vec<String> = slugs.iter().map(|s| format!("/posts/{s}-keep")).collect();
+    let all: Vec<&str> = pages.iter().chain(&keep).map(String::as_str).collect();
+    warm(&nginx, &all).await;
+
+    // The cache goes down; the saves go on (and none of them waits for it).
+    nginx.kill_server().unwrap();
+    for model in saved {
+        let mut edit: post::ActiveModel = model.into();
+        edit.title = Set("v2".into());
+        purger.scope(edit.update(&db.db)).await.unwrap();
+    }
+    purger.flush().await;
+    let during = purger.stats()[0].clone();
+    assert!(during.failed > 0 && during.queued > 0, "{during:?}");
+
+    // Back up with its cache on disk: the neighbours below are still HITs after the restart.
+    nginx.restart().unwrap();
+    purger.shutdown(Duration::from_secs(20)).await.unwrap();
+    let stats = &purger.stats()[0];
+    assert_eq!((stats.dead, stats.queued), (0, 0), "{stats:?}");
+    assert!(stats.retried > 0, "{stats:?}");
+    for page in &pages {
+        assert_purged(&nginx, &origin, page).await;
+    }
+    for page in &keep {
+        assert_cached(&nginx, page).await;
+    }
+    db.close().await;
 }

@@ -58,6 +58,7 @@ use sea_orm::{
 };
 
 pub mod bulk;
+pub mod outbox;
 
 #[doc(hidden)]
 pub mod __private {

@@ -576,6 +576,61 @@ impl Nginx {
         Some(message)
     }
 
+    /// Takes the cache down: stops the nginx processes (as [`Nginx::stop`] does) but keeps the
+    /// temp dir, so the port refuses connections until [`Nginx::restart`]. For fault tests.
+    pub fn kill_server(&mut self) -> Result<()> {
+        if let Some(mut server) = self.process.take() {
+            server.terminate(process::STOP_GRACE)?;
+        }
+        Ok(())
+    }
+
+    /// Starts nginx again (stopping it first if it runs) with the same config, port and cache
+    /// directory: the files cached before survive, as with a real restart. Waits up to 30 s
+    /// until it is ready.
+    pub fn restart(&mut self) -> Result<()> {
+        self.kill_server()?;
+        let binary = process::find_binary("nginx", &[NGINX_BIN], "")?;
+        let args: [&OsStr; 4] = [
+            OsStr::new("-p"),
+            self.root.as_os_str(),
+            OsStr::new("-c"),
+            self.config_path.as_os_str(),
+        ];
+        let stdout = self.root.join("stdout.log");
+        let stderr = self.root.join("stderr.log");
+        let mut server =
+            ServerProcess::spawn("nginx", &binary, &args, &self.root, &stdout, &stderr)?;
+        let pid_path = self.root.join("nginx.pid");
+        let deadline = Instant::now() + process::START_DEADLINE;
+        loop {
+            if let Some(status) = server.poll_exit()? {
+                return Err(HarnessError::StartFailed {
+                    server: "nginx",
+                    reason: format!("it exited ({status}) on restart"),
+                    config: self.config_path.clone(),
+                    logs: process::log_tails(&[&stderr, &self.error_log]),
+                });
+            }
+            if pid_file_names(&pid_path, server.pid()) && port_accepts(self.port) {
+                break;
+            }
+            if Instant::now() >= deadline {
+                let _ = server.terminate(process::STOP_GRACE);
+                return Err(HarnessError::StartFailed {
+                    server: "nginx",
+                    reason: format!("not ready {:?} after a restart", process::START_DEADLINE),
+                    config: self.config_path.clone(),
+                    logs: process::log_tails(&[&stderr, &self.error_log]),
+                });
+            }
+            std::thread::sleep(process::POLL_INTERVAL);
+        }
+        self.pid = server.pid();
+        self.process = Some(server);
+        Ok(())
+    }
+
     /// Stops nginx: SIGTERM to its process group, up to 5 s to exit, then SIGKILL; reaps the
     /// master; removes the temp dir. Dropping an `Nginx` does the same, ignoring errors.
     ///

@@ -57,9 +57,9 @@ impl MigrationTrait for Migration {
 /// The same schema as plain SQL for each database is in `docs/outbox.sql`.
 pub async fn create_table<C: ConnectionTrait>(conn: &C) -> Result<(), DbErr> {
     for stmt in create_statements(conn.get_database_backend()) {
-        conn.execute_raw(stmt).await.map_err(|e| {
-            DbErr::Migration(format!("creating the cache purge outbox table: {e}"))
-        })?;
+        conn.execute_raw(stmt)
+            .await
+            .map_err(|e| DbErr::Migration(format!("creating the cache purge outbox table: {e}")))?;
     }
     Ok(())
 }
@@ -128,3 +128,4 @@ pub(crate) fn create_statements(backend: DbBackend) -> Vec<Statement> {
         ]
     }
 }
+

@@ -7,8 +7,8 @@ use cache_purge_hooks_core::{InvalidTarget, Target};
 use sea_orm::sea_query::{Expr, Query};
 use sea_orm::{
     ColumnTrait, Condition, ConnectionTrait, DatabaseConnection, DbBackend, DbErr, EntityTrait,
-    IsolationLevel, QueryFilter, QueryOrder, QueryResult, QuerySelect, Statement,
-    TransactionSession, TransactionTrait, Value,
+    ExprTrait, IsolationLevel, QueryFilter, QueryOrder, QueryResult, QuerySelect, Statement,
+    TransactionTrait, Value,
 };
 
 use super::entity::{self, Column, Entity};
@@ -185,8 +185,7 @@ where
                 ])
                 .map_err(|e| DbErr::Custom(format!("cache purge outbox: enqueue: {e}")))?;
         }
-        conn.execute(&insert)
-            .await?;
+        conn.execute(&insert).await?;
     }
     Ok(())
 }
@@ -317,12 +316,7 @@ async fn claim_mysql(
         .query_all_raw(Statement::from_sql_and_values(
             DbBackend::MySql,
             sql::CLAIM_MYSQL_SELECT,
-            [
-                backend.into(),
-                now_ms.into(),
-                now_ms.into(),
-                limit.into(),
-            ],
+            [backend.into(), now_ms.into(), now_ms.into(), limit.into()],
         ))
         .await?;
     if rows.is_empty() {
@@ -473,11 +467,7 @@ pub async fn dead<C: ConnectionTrait>(
     if let Some(backend) = backend {
         query = query.filter(Column::Backend.eq(backend));
     }
-    let models = query
-        .order_by_asc(Column::Id)
-        .limit(limit)
-        .all(db)
-        .await?;
+    let models = query.order_by_asc(Column::Id).limit(limit).all(db).await?;
     Ok(models.into_iter().map(row_from_model).collect())
 }
 
