@@ -33,6 +33,31 @@ impl TestDb {
         self.db.get_database_backend()
     }
 
+    /// A URL for another connection pool to this database (what another process would use).
+    pub async fn url(&self) -> String {
+        let backend = self.backend();
+        let (sql, col) = match backend {
+            DbBackend::Sqlite => (
+                "SELECT file FROM pragma_database_list WHERE name = 'main'",
+                "file",
+            ),
+            DbBackend::Postgres => ("SELECT current_database() AS name", "name"),
+            _ => ("SELECT DATABASE() AS name", "name"),
+        };
+        let row = self
+            .db
+            .query_one_raw(sea_orm::Statement::from_string(backend, sql))
+            .await
+            .unwrap()
+            .unwrap();
+        let value: String = row.try_get("", col).unwrap();
+        match backend {
+            DbBackend::Sqlite => format!("sqlite://{value}?mode=rw"),
+            DbBackend::Postgres => format!("{POSTGRES_URL}/{value}"),
+            _ => format!("{MARIADB_URL}/{value}"),
+        }
+    }
+
     pub async fn close(self) {
         let TestDb {
             db,

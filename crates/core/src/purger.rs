@@ -47,6 +47,9 @@ pub struct Purger {
 struct Inner {
     delivery: Delivery,
     queue_capacity: u64,
+    retry: RetryPolicy,
+    backends: Vec<Arc<dyn Backend>>,
+    outbox_wake: Arc<tokio::sync::Notify>,
     workers: Vec<WorkerHandle>,
     joins: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     closed: AtomicBool,
@@ -238,6 +241,7 @@ impl PurgerBuilder {
         }
         let mut workers = Vec::new();
         let mut joins = Vec::new();
+        let backends = self.backends.clone();
         for backend in self.backends {
             let (handle, join) = spawn_worker(backend, self.retry.clone(), &runtime);
             workers.push(handle);
@@ -247,6 +251,9 @@ impl PurgerBuilder {
             inner: Arc::new(Inner {
                 delivery: self.delivery,
                 queue_capacity: self.queue_capacity.unwrap_or(100_000) as u64,
+                retry: self.retry,
+                backends,
+                outbox_wake: Arc::new(tokio::sync::Notify::new()),
                 workers,
                 joins: Mutex::new(joins),
                 closed: AtomicBool::new(false),
@@ -294,6 +301,26 @@ impl Purger {
     /// The delivery mode.
     pub fn delivery(&self) -> Delivery {
         self.inner.delivery
+    }
+
+    /// The backend of this name, to call directly (what an outbox worker does).
+    pub fn backend(&self, name: &str) -> Option<Arc<dyn Backend>> {
+        self.inner
+            .backends
+            .iter()
+            .find(|b| b.name() == name)
+            .cloned()
+    }
+
+    /// The retry policy of this pipeline.
+    pub fn retry_policy(&self) -> &RetryPolicy {
+        &self.inner.retry
+    }
+
+    /// Signalled when purges were written to the outbox by this process, so that its outbox
+    /// worker delivers them at once instead of at its next poll.
+    pub fn outbox_wake(&self) -> Arc<tokio::sync::Notify> {
+        self.inner.outbox_wake.clone()
     }
 
     /// The backends' names, in the order they were added.
@@ -354,7 +381,10 @@ impl Purger {
                 Some(not_buffered) => not_buffered,
                 None => return,
             },
-            Delivery::Immediate => targets,
+            // The ORM crate writes outbox rows itself, through the save's connection; a
+            // purge reaching the Purger directly (by hand, or from code that has no
+            // connection) is sent at once.
+            Delivery::Immediate | Delivery::Outbox => targets,
         };
         self.send(targets);
     }

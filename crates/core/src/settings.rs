@@ -65,7 +65,7 @@ macro_rules! named_enum {
     };
 }
 
-named_enum!(Delivery, "delivery mode", { Immediate = "immediate", AfterCommit = "after_commit" });
+named_enum!(Delivery, "delivery mode", { Immediate = "immediate", AfterCommit = "after_commit", Outbox = "outbox" });
 named_enum!(VarnishMode, "varnish mode", { Cli = "cli", Varnishadm = "varnishadm", Http = "http" });
 named_enum!(BanStyle, "ban style", { ReqUrl = "req_url", Lurker = "lurker" });
 named_enum!(VarnishHttpMethod, "varnish http method", { Purge = "purge", Ban = "ban" });
@@ -83,6 +83,11 @@ pub enum Delivery {
     /// the hook runs).
     #[default]
     AfterCommit,
+    /// Write each purge as rows of the outbox table through the connection of the save, so
+    /// it commits or rolls back with it; an outbox worker delivers the rows (at least once,
+    /// surviving crashes; several processes share the table). Needs the ORM crate's outbox
+    /// migration and worker (`cache_purge_hooks::sea_orm::outbox`).
+    Outbox,
 }
 
 /// The whole settings file.

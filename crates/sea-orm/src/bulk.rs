@@ -24,7 +24,7 @@
 
 use std::any::type_name;
 
-use cache_purge_hooks_core::{PurgeTargets, Targets, purge_current};
+use cache_purge_hooks_core::{PurgeTargets, Targets};
 use sea_orm::sea_query::IntoCondition;
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, DbErr, EntityTrait, IdenStatic,
@@ -33,14 +33,15 @@ use sea_orm::{
 
 use crate::column_of;
 
-fn purge_rows<'a, M: PurgeTargets + 'static>(
+async fn purge_rows<'a, M: PurgeTargets + 'static, C: ConnectionTrait>(
+    db: &C,
     rows: impl IntoIterator<Item = &'a M>,
     mut targets: Targets,
 ) {
     for row in rows {
         row.purge_targets(&mut targets);
     }
-    purge_current(type_name::<M>(), targets);
+    crate::deliver(db, type_name::<M>(), targets).await;
 }
 
 /// `INSERT` of many rows; purges each inserted row's targets and returns the rows.
@@ -73,7 +74,7 @@ where
         }
         rows
     };
-    purge_rows(&rows, Targets::new());
+    purge_rows(db, &rows, Targets::new()).await;
     Ok(rows)
 }
 
@@ -135,7 +136,7 @@ where
     for row in &old {
         row.purge_targets(&mut targets);
     }
-    purge_rows(&rows, targets);
+    purge_rows(db, &rows, targets).await;
     Ok(rows)
 }
 
@@ -162,7 +163,7 @@ where
         }
         rows
     };
-    purge_rows(&rows, Targets::new());
+    purge_rows(db, &rows, Targets::new()).await;
     Ok(rows)
 }
 

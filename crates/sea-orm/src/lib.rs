@@ -51,7 +51,7 @@ use std::str::FromStr;
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use cache_purge_hooks_core::{AfterCommit, PurgeTargets, Targets, purge_current};
+use cache_purge_hooks_core::{AfterCommit, Delivery, PurgeTargets, Purger, Targets, purge_current};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, IntoActiveModel, Iterable,
     ModelTrait, PrimaryKeyToColumn, QueryFilter, TransactionError, TransactionTrait, TryIntoModel,
@@ -64,6 +64,46 @@ pub mod outbox;
 pub mod __private {
     pub use async_trait::async_trait;
     pub use sea_orm;
+}
+
+/// Hands a write's targets to the pipeline: with `delivery = "outbox"`, as outbox rows
+/// written through `db`, the connection (or transaction) of the write itself, so that they
+/// commit or roll back with it; otherwise to [`Purger::current`].
+pub(crate) async fn deliver<C: ConnectionTrait>(db: &C, source: &str, targets: Targets) {
+    let purger = match Purger::current() {
+        Some(p) if p.delivery() == Delivery::Outbox => p,
+        _ => return purge_current(source, targets),
+    };
+    let (targets, rejected) = targets.into_parts();
+    for r in rejected {
+        tracing::error!(
+            target: "cache_purge_hooks",
+            source,
+            input = %r.input,
+            reason = r.reason,
+            "purge target rejected"
+        );
+    }
+    if targets.is_empty() {
+        return;
+    }
+    match outbox::enqueue(db, &purger.backend_names(), &targets, outbox::now_ms()).await {
+        // Outside a transaction the rows are committed already; inside one the worker
+        // finds nothing yet and picks them up at its next poll or wake-up after COMMIT.
+        Ok(()) => purger.outbox_wake().notify_waiters(),
+        Err(e) => {
+            // Not recorded: send now rather than lose the purge (it may then precede the
+            // COMMIT, the risk the outbox is there to avoid).
+            tracing::error!(
+                target: "cache_purge_hooks",
+                source,
+                error = %e,
+                targets = targets.len(),
+                "could not write the purge to the outbox (is its migration applied?); sent directly"
+            );
+            purger.purge(targets);
+        }
+    }
 }
 
 /// The model type of an active model.
@@ -217,7 +257,7 @@ where
 
 /// Call from `ActiveModelBehavior::after_save`: purges the saved row's targets, and the old
 /// ones recorded by [`before_save`]. Never fails.
-pub async fn after_save<A, C>(model: ModelOf<A>, _db: &C, insert: bool) -> Result<ModelOf<A>, DbErr>
+pub async fn after_save<A, C>(model: ModelOf<A>, db: &C, insert: bool) -> Result<ModelOf<A>, DbErr>
 where
     A: ActiveModelTrait,
     C: ConnectionTrait,
@@ -228,7 +268,7 @@ where
         targets.merge(old);
     }
     model.purge_targets(&mut targets);
-    purge_current(type_name::<ModelOf<A>>(), targets);
+    deliver(db, type_name::<ModelOf<A>>(), targets).await;
     Ok(model)
 }
 
@@ -263,14 +303,14 @@ where
 
 /// Call from `ActiveModelBehavior::after_delete`: purges the deleted row's targets. Never
 /// fails.
-pub async fn after_delete<A, C>(am: A, _db: &C) -> Result<A, DbErr>
+pub async fn after_delete<A, C>(am: A, db: &C) -> Result<A, DbErr>
 where
     A: ActiveModelTrait + TryIntoModel<ModelOf<A>> + Clone,
     C: ConnectionTrait,
     ModelOf<A>: PurgeTargets + 'static,
 {
     match am.clone().try_into_model() {
-        Ok(model) => purge_current(type_name::<ModelOf<A>>(), model.resolve_targets()),
+        Ok(model) => deliver(db, type_name::<ModelOf<A>>(), model.resolve_targets()).await,
         Err(e) => tracing::error!(
             target: "cache_purge_hooks",
             entity = type_name::<ModelOf<A>>(),
@@ -310,7 +350,16 @@ where
 {
     let (result, pending) = AfterCommit::run(db.transaction(callback)).await;
     match &result {
-        Ok(_) => pending.commit(),
+        Ok(_) => {
+            pending.commit();
+            // Outbox rows written inside are visible now: deliver them without waiting for
+            // the worker's next poll.
+            if let Some(p) = Purger::current()
+                && p.delivery() == Delivery::Outbox
+            {
+                p.outbox_wake().notify_waiters();
+            }
+        }
         Err(_) => {
             pending.discard();
         }

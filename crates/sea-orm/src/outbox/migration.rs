@@ -128,4 +128,3 @@ pub(crate) fn create_statements(backend: DbBackend) -> Vec<Statement> {
         ]
     }
 }
-

@@ -13,6 +13,9 @@
 //!   retry time, or dead-letters the rows; [`release`] gives rows back untouched (shutdown).
 //!   State is per backend (one row per purge and backend), so a purge that reached Varnish
 //!   but not nginx is retried for nginx only.
+//! - **Delivering.** [`OutboxWorker`] does all of the above for every backend of a
+//!   [`Purger`](cache_purge_hooks_core::Purger) whose settings say `delivery = "outbox"`:
+//!   the save hooks then write rows instead of sending, and the worker delivers them.
 //! - **Dead letters and health.** [`dead`] lists dead rows, [`retry_dead`] revives them,
 //!   [`delete_dead`] drops them; [`status`] counts rows per backend.
 //!
@@ -88,12 +91,15 @@ pub mod entity;
 mod migration;
 mod sql;
 mod store;
+mod worker;
 
 pub use migration::{Migration, create_table, drop_table};
 pub use store::{
     BackendOutboxStatus, DeadRows, MAX_ERROR_CHARS, MAX_TARGET_BYTES_PER_ROW, OutboxRow, claim,
     complete, dead, delete_dead, enqueue, fail, now_ms, release, retry_dead, status,
 };
+
+pub use worker::{OutboxWorker, OutboxWorkerBuilder, OutboxWorkerStats, table_exists};
 
 /// The sea-orm-migration crate [`Migration`] is written for (its `MigrationTrait`), for
 /// running it without a direct dependency of your own.

@@ -399,10 +399,10 @@ pub async fn fail<C: ConnectionTrait>(
     for part in ids.chunks(CHUNK) {
         done += Entity::update_many()
             .col_expr(Column::Attempts, Expr::col(Column::Attempts).add(1))
-            .col_expr(Column::LastError, Expr::val(error.as_str()).into())
-            .col_expr(Column::AvailableAt, Expr::val(retry_at).into())
-            .col_expr(Column::LockedUntil, Expr::val(Option::<i64>::None).into())
-            .col_expr(Column::LockedBy, Expr::val(Option::<String>::None).into())
+            .col_expr(Column::LastError, Expr::val(error.as_str()))
+            .col_expr(Column::AvailableAt, Expr::val(retry_at))
+            .col_expr(Column::LockedUntil, Expr::val(Option::<i64>::None))
+            .col_expr(Column::LockedBy, Expr::val(Option::<String>::None))
             .filter(held(worker_id, part))
             .exec(db)
             .await?
@@ -424,10 +424,10 @@ async fn bury<C: ConnectionTrait>(
     for part in ids.chunks(CHUNK) {
         done += Entity::update_many()
             .col_expr(Column::Attempts, Expr::col(Column::Attempts).add(1))
-            .col_expr(Column::LastError, Expr::val(error.as_str()).into())
-            .col_expr(Column::DeadAt, Expr::val(now_ms).into())
-            .col_expr(Column::LockedUntil, Expr::val(Option::<i64>::None).into())
-            .col_expr(Column::LockedBy, Expr::val(Option::<String>::None).into())
+            .col_expr(Column::LastError, Expr::val(error.as_str()))
+            .col_expr(Column::DeadAt, Expr::val(now_ms))
+            .col_expr(Column::LockedUntil, Expr::val(Option::<i64>::None))
+            .col_expr(Column::LockedBy, Expr::val(Option::<String>::None))
             .filter(held(worker_id, part))
             .exec(db)
             .await?
@@ -447,8 +447,8 @@ pub async fn release<C: ConnectionTrait>(
     let mut done = 0;
     for part in ids.chunks(CHUNK) {
         done += Entity::update_many()
-            .col_expr(Column::LockedUntil, Expr::val(Option::<i64>::None).into())
-            .col_expr(Column::LockedBy, Expr::val(Option::<String>::None).into())
+            .col_expr(Column::LockedUntil, Expr::val(Option::<i64>::None))
+            .col_expr(Column::LockedBy, Expr::val(Option::<String>::None))
             .filter(held(worker_id, part))
             .exec(db)
             .await?
@@ -515,11 +515,11 @@ pub async fn retry_dead<C: ConnectionTrait>(
     let mut done = 0;
     for ids in dead_passes(which) {
         done += Entity::update_many()
-            .col_expr(Column::DeadAt, Expr::val(Option::<i64>::None).into())
-            .col_expr(Column::Attempts, Expr::val(0i32).into())
-            .col_expr(Column::AvailableAt, Expr::val(now_ms).into())
-            .col_expr(Column::LockedUntil, Expr::val(Option::<i64>::None).into())
-            .col_expr(Column::LockedBy, Expr::val(Option::<String>::None).into())
+            .col_expr(Column::DeadAt, Expr::val(Option::<i64>::None))
+            .col_expr(Column::Attempts, Expr::val(0i32))
+            .col_expr(Column::AvailableAt, Expr::val(now_ms))
+            .col_expr(Column::LockedUntil, Expr::val(Option::<i64>::None))
+            .col_expr(Column::LockedBy, Expr::val(Option::<String>::None))
             .filter(dead_condition(which, ids))
             .exec(db)
             .await?

@@ -1,0 +1,382 @@
+//! The outbox worker: claims the rows of each backend, delivers them through the
+//! [`Purger`]'s backends, and settles them (deleted when delivered, retried with backoff,
+//! dead-lettered when given up on).
+//!
+//! One task per backend, so a slow or failing backend never holds back another. Each task is
+//! woken at once by saves of this process ([`Purger::outbox_wake`]) and polls for rows written
+//! by other processes.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use cache_purge_hooks_core::backend::{Backend, FailureKind, PurgeError};
+use cache_purge_hooks_core::{Purger, Target};
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbErr, EntityTrait, PaginatorTrait};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use super::{OutboxRow, claim, complete, fail, now_ms, release};
+
+/// Builds an [`OutboxWorker`].
+#[derive(Debug)]
+#[must_use]
+pub struct OutboxWorkerBuilder {
+    db: DatabaseConnection,
+    purger: Purger,
+    worker_id: String,
+    poll_interval: Duration,
+    lease: Duration,
+    claim_limit: u64,
+}
+
+impl OutboxWorkerBuilder {
+    /// This worker's id, unique across processes (default `<host>:<pid>:<n>`).
+    pub fn worker_id(mut self, id: impl Into<String>) -> Self {
+        self.worker_id = id.into();
+        self
+    }
+
+    /// How often to look for rows written by other processes (default 1 s).
+    pub fn poll_interval(mut self, interval: Duration) -> Self {
+        self.poll_interval = interval;
+        self
+    }
+
+    /// How long a claimed row stays this worker's (default 60 s): longer than the longest
+    /// delivery, since another worker may take the row when it runs out.
+    pub fn lease(mut self, lease: Duration) -> Self {
+        self.lease = lease;
+        self
+    }
+
+    /// Rows claimed at once per backend (default 500).
+    pub fn claim_limit(mut self, limit: u64) -> Self {
+        self.claim_limit = limit.max(1);
+        self
+    }
+
+    /// Checks that the outbox table exists (an error naming the migration otherwise: better
+    /// at start-up than at the first save), then starts one task per backend of the purger.
+    pub async fn start(self) -> Result<OutboxWorker, DbErr> {
+        super::entity::Entity::find()
+            .count(&self.db)
+            .await
+            .map_err(|e| {
+                DbErr::Custom(format!(
+                    "cache purge outbox: cannot read table `cache_purge_outbox` ({e}); add cache_purge_hooks::sea_orm::outbox::Migration to your Migrator, or run docs/outbox.sql"
+                ))
+            })?;
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let counters = Arc::new(WorkerCounters::default());
+        let mut tasks = Vec::new();
+        for name in self.purger.backend_names() {
+            let Some(backend) = self.purger.backend(name) else {
+                continue;
+            };
+            let task = BackendTask {
+                db: self.db.clone(),
+                backend,
+                purger: self.purger.clone(),
+                worker_id: self.worker_id.clone(),
+                poll_interval: self.poll_interval,
+                lease: self.lease,
+                claim_limit: self.claim_limit,
+                counters: counters.clone(),
+            };
+            tasks.push(tokio::spawn(task.run(stop_rx.clone())));
+        }
+        tracing::info!(
+            target: "cache_purge_hooks",
+            worker = %self.worker_id,
+            backends = tasks.len(),
+            "outbox worker started"
+        );
+        Ok(OutboxWorker {
+            worker_id: self.worker_id,
+            stop: stop_tx,
+            tasks,
+            counters,
+        })
+    }
+}
+
+/// Delivers the outbox. Start it with [`OutboxWorker::builder`]; stop it with
+/// [`OutboxWorker::stop`] (rows not yet delivered stay in the table for the next start).
+///
+/// ```no_run
+/// # async fn demo(db: sea_orm::DatabaseConnection) -> Result<(), Box<dyn std::error::Error>> {
+/// use cache_purge_hooks_core::{Purger, Settings};
+/// use cache_purge_hooks_sea_orm::outbox::OutboxWorker;
+///
+/// let purger = Purger::from_settings(&Settings::load()?)?; // delivery = "outbox"
+/// purger.install();
+/// let worker = OutboxWorker::builder(db, purger.clone()).start().await?;
+/// // ... the app runs; every save writes its purge to the outbox, the worker delivers it ...
+/// worker.stop(std::time::Duration::from_secs(10)).await;
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct OutboxWorker {
+    worker_id: String,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+    counters: Arc<WorkerCounters>,
+}
+
+/// What an [`OutboxWorker`] did since it started.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct OutboxWorkerStats {
+    /// Rows delivered and deleted.
+    pub delivered: u64,
+    /// Row deliveries that failed (each will be retried, or is dead).
+    pub failed: u64,
+    /// Rows dead-lettered.
+    pub dead: u64,
+    /// Rows this worker delivered but could not settle because its lease had run out and
+    /// another worker had claimed them: their purge is sent twice (harmless, counted).
+    pub lease_lost: u64,
+}
+
+#[derive(Debug, Default)]
+struct WorkerCounters {
+    delivered: AtomicU64,
+    failed: AtomicU64,
+    dead: AtomicU64,
+    lease_lost: AtomicU64,
+}
+
+static WORKERS: AtomicU64 = AtomicU64::new(0);
+
+impl OutboxWorker {
+    /// A builder delivering the rows of `purger`'s backends from `db`.
+    pub fn builder(db: DatabaseConnection, purger: Purger) -> OutboxWorkerBuilder {
+        let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "host".to_owned());
+        OutboxWorkerBuilder {
+            db,
+            purger,
+            worker_id: format!(
+                "{host}:{}:{}",
+                std::process::id(),
+                WORKERS.fetch_add(1, Ordering::Relaxed)
+            ),
+            poll_interval: Duration::from_secs(1),
+            lease: Duration::from_secs(60),
+            claim_limit: 500,
+        }
+    }
+
+    /// This worker's id (the `locked_by` of the rows it holds).
+    pub fn worker_id(&self) -> &str {
+        &self.worker_id
+    }
+
+    /// What the worker did so far.
+    pub fn stats(&self) -> OutboxWorkerStats {
+        OutboxWorkerStats {
+            delivered: self.counters.delivered.load(Ordering::Relaxed),
+            failed: self.counters.failed.load(Ordering::Relaxed),
+            dead: self.counters.dead.load(Ordering::Relaxed),
+            lease_lost: self.counters.lease_lost.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Stops claiming; waits up to `deadline` for deliveries under way to settle. Rows not
+    /// delivered stay in the table (released, so another worker can take them at once).
+    pub async fn stop(self, deadline: Duration) -> OutboxWorkerStats {
+        let _ = self.stop.send(true);
+        let stats = self.stats();
+        let all = futures::future::join_all(self.tasks);
+        if tokio::time::timeout(deadline, all).await.is_err() {
+            tracing::warn!(
+                target: "cache_purge_hooks",
+                worker = %self.worker_id,
+                "outbox worker stop deadline passed; rows in flight return to the table when their lease runs out"
+            );
+        }
+        stats
+    }
+}
+
+struct BackendTask {
+    db: DatabaseConnection,
+    backend: Arc<dyn Backend>,
+    purger: Purger,
+    worker_id: String,
+    poll_interval: Duration,
+    lease: Duration,
+    claim_limit: u64,
+    counters: Arc<WorkerCounters>,
+}
+
+impl BackendTask {
+    async fn run(self, mut stop: watch::Receiver<bool>) {
+        let wake = self.purger.outbox_wake();
+        loop {
+            if *stop.borrow() {
+                break;
+            }
+            // Registered before claiming, so a wake-up during the claim is not missed.
+            let woken = wake.notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
+            let rows = match claim(
+                &self.db,
+                self.backend.name(),
+                &self.worker_id,
+                self.claim_limit,
+                self.lease,
+                now_ms(),
+            )
+            .await
+            {
+                Ok(rows) => rows,
+                Err(e) => {
+                    tracing::error!(
+                        target: "cache_purge_hooks",
+                        backend = self.backend.name(),
+                        error = %e,
+                        "outbox claim failed; retrying at the next poll"
+                    );
+                    Vec::new()
+                }
+            };
+            if rows.is_empty() {
+                tokio::select! {
+                    () = &mut woken => {}
+                    () = tokio::time::sleep(self.poll_interval) => {}
+                    _ = stop.changed() => {}
+                }
+                continue;
+            }
+            if *stop.borrow() {
+                let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+                let _ = release(&self.db, &self.worker_id, &ids).await;
+                break;
+            }
+            self.deliver(rows).await;
+        }
+    }
+
+    /// Sends the rows' targets in batches of the backend's size, then settles every row:
+    /// delivered if all its targets were purged, else failed (retry or dead).
+    async fn deliver(&self, rows: Vec<OutboxRow>) {
+        let mut all: Vec<Target> = Vec::new();
+        let mut seen = HashSet::new();
+        for row in &rows {
+            for t in &row.targets {
+                if self.backend.capabilities().supports(t.kind()) && seen.insert(t.clone()) {
+                    all.push(t.clone());
+                }
+            }
+        }
+        let mut failed: HashSet<Target> = HashSet::new();
+        let mut first_error: Option<PurgeError> = None;
+        let mut permanent = true;
+        for batch in all.chunks(self.backend.max_batch().max(1)) {
+            if let Err(e) = self.backend.purge(batch).await {
+                let not_purged = if e.failed.is_empty() {
+                    batch.to_vec()
+                } else {
+                    e.failed.clone()
+                };
+                failed.extend(not_purged);
+                permanent &= e.kind == FailureKind::Permanent;
+                first_error.get_or_insert(e);
+            }
+        }
+        let now = now_ms();
+        let (bad, good): (Vec<&OutboxRow>, Vec<&OutboxRow>) = rows
+            .iter()
+            .partition(|r| r.targets.iter().any(|t| failed.contains(t)));
+        if !good.is_empty() {
+            let ids: Vec<i64> = good.iter().map(|r| r.id).collect();
+            match complete(&self.db, &self.worker_id, &ids).await {
+                Ok(n) => {
+                    self.counters.delivered.fetch_add(n, Ordering::Relaxed);
+                    let lost = ids.len() as u64 - n.min(ids.len() as u64);
+                    if lost > 0 {
+                        self.counters.lease_lost.fetch_add(lost, Ordering::Relaxed);
+                        tracing::warn!(
+                            target: "cache_purge_hooks",
+                            backend = self.backend.name(),
+                            rows = lost,
+                            "outbox lease ran out during delivery; another worker sends these purges again"
+                        );
+                    }
+                }
+                Err(e) => tracing::error!(
+                    target: "cache_purge_hooks",
+                    backend = self.backend.name(),
+                    error = %e,
+                    "delivered outbox rows could not be deleted; they will be sent again"
+                ),
+            }
+        }
+        let Some(error) = first_error else {
+            return;
+        };
+        let policy = self.purger.retry_policy();
+        let message = error.to_string();
+        let (mut dead_ids, mut retry) = (Vec::new(), Vec::new());
+        for row in bad {
+            let attempts = row.attempts + 1;
+            let age = Duration::from_millis(u64::try_from(now - row.created_at).unwrap_or(0));
+            if permanent || attempts >= policy.max_attempts || age >= policy.max_age {
+                dead_ids.push(row.id);
+            } else {
+                let mut wait = policy.backoff(attempts);
+                if let FailureKind::RateLimited {
+                    retry_after: Some(after),
+                } = error.kind
+                {
+                    wait = wait.max(after);
+                }
+                retry.push((
+                    row.id,
+                    now + i64::try_from(wait.as_millis()).unwrap_or(i64::MAX),
+                ));
+            }
+        }
+        self.counters
+            .failed
+            .fetch_add((dead_ids.len() + retry.len()) as u64, Ordering::Relaxed);
+        tracing::error!(
+            target: "cache_purge_hooks",
+            backend = self.backend.name(),
+            error = %message,
+            retry = retry.len(),
+            dead = dead_ids.len(),
+            "outbox delivery failed"
+        );
+        if !dead_ids.is_empty() {
+            match fail(&self.db, &self.worker_id, &dead_ids, &message, None, now).await {
+                Ok(n) => {
+                    self.counters.dead.fetch_add(n, Ordering::Relaxed);
+                }
+                Err(e) => log_settle_error(self.backend.name(), &e),
+            }
+        }
+        for (id, at) in retry {
+            if let Err(e) = fail(&self.db, &self.worker_id, &[id], &message, Some(at), now).await {
+                log_settle_error(self.backend.name(), &e);
+            }
+        }
+    }
+}
+
+fn log_settle_error(backend: &str, e: &DbErr) {
+    tracing::error!(
+        target: "cache_purge_hooks",
+        backend,
+        error = %e,
+        "could not record an outbox failure; the row returns when its lease runs out"
+    );
+}
+
+/// Whether this connection's outbox table exists (for health checks).
+pub async fn table_exists<C: ConnectionTrait>(db: &C) -> bool {
+    super::entity::Entity::find().count(db).await.is_ok()
+}

@@ -1,0 +1,441 @@
+//! The outbox delivery mode end to end: saves write their purges into the outbox in their own
+//! transaction, workers deliver them. With real databases (SQLite; PostgreSQL and MariaDB on
+//! 127.0.0.1, required with `CI=true`), a real nginx, and real child processes: an app killed
+//! with SIGKILL mid-stream, and two worker processes sharing one outbox.
+//!
+//! The child processes are this test binary again, running the ignored test `outbox_child`
+//! with `CPH_CHILD` saying what to do.
+
+mod common;
+
+use std::collections::{BTreeSet, HashMap};
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cache_purge_hooks::backend::{Backend, Capabilities, MemoryBackend, NginxBackend, PurgeError};
+use cache_purge_hooks::sea_orm::outbox::{self, OutboxWorker};
+use cache_purge_hooks::settings::NginxSettings;
+use cache_purge_hooks::{Delivery, Purger, RetryPolicy, Target};
+use cache_purge_hooks_testing::{Nginx, NginxConfig, Origin, assert_cached, assert_purged, warm};
+use common::TestDb;
+use common::entities::post;
+use sea_orm::{ActiveModelTrait, Database, DatabaseConnection, DbErr, EntityTrait, Set};
+
+fn new_post(slug: &str) -> post::ActiveModel {
+    post::ActiveModel {
+        slug: Set(slug.into()),
+        title: Set(format!("Title of {slug}")),
+        category_id: Set(1),
+        published: Set(true),
+        ..Default::default()
+    }
+}
+
+fn quick_retries() -> RetryPolicy {
+    RetryPolicy::default()
+        .with_max_attempts(1000)
+        .with_backoff(Duration::from_millis(20), Duration::from_millis(200))
+}
+
+fn outbox_purger(backends: Vec<Arc<dyn Backend>>) -> Purger {
+    let mut builder = Purger::builder()
+        .delivery(Delivery::Outbox)
+        .retry(quick_retries());
+    for b in backends {
+        builder = builder.shared_backend(b);
+    }
+    builder.build().unwrap()
+}
+
+/// Waits until the outbox holds no row that is pending or leased.
+async fn drained(db: &DatabaseConnection, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        let status = outbox::status(db, outbox::now_ms()).await.unwrap();
+        if status
+            .iter()
+            .all(|s| s.pending + s.in_flight + s.retrying == 0)
+        {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    false
+}
+
+async fn outbox_rows(db: &DatabaseConnection) -> usize {
+    outbox::entity::Entity::find().all(db).await.unwrap().len()
+}
+
+/// Every database, with the outbox table.
+async fn outbox_dbs() -> Vec<TestDb> {
+    let dbs = common::all_databases().await;
+    for db in &dbs {
+        outbox::create_table(&db.db).await.unwrap();
+    }
+    dbs
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn purges_commit_and_roll_back_with_the_save() {
+    for db in outbox_dbs().await {
+        let label = db.label;
+        let memory = MemoryBackend::new("memory");
+        let purger = outbox_purger(vec![Arc::new(memory.clone())]);
+
+        // Rolled back: neither the row nor its purge exists.
+        let rolled_back = purger
+            .scope(cache_purge_hooks::sea_orm::transaction(&db.db, |txn| {
+                Box::pin(async move {
+                    new_post("never").insert(txn).await?;
+                    Err::<(), DbErr>(DbErr::Custom("changed my mind".into()))
+                })
+            }))
+            .await;
+        assert!(rolled_back.is_err());
+        assert_eq!(outbox_rows(&db.db).await, 0, "{label}");
+
+        // Committed: the purge is a row, and nothing was sent by the save itself.
+        purger
+            .scope(cache_purge_hooks::sea_orm::transaction(&db.db, |txn| {
+                Box::pin(async move { new_post("kept").insert(txn).await })
+            }))
+            .await
+            .unwrap();
+        purger.flush().await;
+        assert_eq!(outbox_rows(&db.db).await, 1, "{label}");
+        assert!(
+            memory.records().is_empty(),
+            "{label}: sent before the worker ran"
+        );
+
+        let worker = OutboxWorker::builder(db.db.clone(), purger.clone())
+            .poll_interval(Duration::from_millis(20))
+            .start()
+            .await
+            .unwrap();
+        assert!(drained(&db.db, Duration::from_secs(10)).await, "{label}");
+        let stats = worker.stop(Duration::from_secs(5)).await;
+        assert_eq!(stats.delivered, 1, "{label}");
+        assert_eq!(outbox_rows(&db.db).await, 0, "{label}");
+        assert!(memory.was_purged("/posts/kept"), "{label}");
+        assert!(!memory.was_purged("/posts/never"), "{label}");
+        db.close().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failing_backend_is_retried_alone() {
+    for db in outbox_dbs().await {
+        let label = db.label;
+        let good = MemoryBackend::new("good");
+        let bad = MemoryBackend::new("bad");
+        bad.fail_with(Some(PurgeError::transient("503").on_server("bad:80")));
+        let purger = outbox_purger(vec![Arc::new(good.clone()), Arc::new(bad.clone())]);
+        purger
+            .scope(new_post("split").insert(&db.db))
+            .await
+            .unwrap();
+        let worker = OutboxWorker::builder(db.db.clone(), purger.clone())
+            .poll_interval(Duration::from_millis(20))
+            .start()
+            .await
+            .unwrap();
+        // The good backend's row is delivered and gone; the bad one's waits with attempts.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let rows = outbox::entity::Entity::find().all(&db.db).await.unwrap();
+            if rows.len() == 1 && rows[0].backend == "bad" && rows[0].attempts >= 2 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{label}: {rows:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(good.was_purged("/posts/split"));
+        let good_calls = good.records().len();
+        // Fixed: delivered, and the good backend was not sent it again.
+        bad.fail_with(None);
+        assert!(drained(&db.db, Duration::from_secs(10)).await, "{label}");
+        worker.stop(Duration::from_secs(5)).await;
+        assert!(bad.records().iter().any(|r| !r.failed));
+        assert_eq!(good.records().len(), good_calls, "{label}");
+        db.close().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_worker_refuses_to_start_without_the_table() {
+    let db = common::sqlite().await;
+    let purger = outbox_purger(vec![Arc::new(MemoryBackend::new("m"))]);
+    let err = OutboxWorker::builder(db.db.clone(), purger)
+        .start()
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("cache_purge_outbox"), "{err}");
+    assert!(err.contains("outbox::Migration"), "{err}");
+    db.close().await;
+}
+
+// ---------------------------------------------------------------------------------------
+// Real processes.
+
+const CHILD: &str = "CPH_CHILD";
+
+/// Runs this test binary's `outbox_child` in a new process.
+fn spawn_child(role: &str, vars: &[(&str, String)]) -> std::process::Child {
+    let exe = std::env::current_exe().unwrap();
+    let mut command = Command::new(exe);
+    command
+        .args(["outbox_child", "--exact", "--ignored", "--nocapture"])
+        .env(CHILD, role)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    for (k, v) in vars {
+        command.env(k, v);
+    }
+    command.spawn().unwrap()
+}
+
+/// Lines the child prints for the parent start with this.
+const SAY: &str = "CPH ";
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "a child process of the outbox tests (CPH_CHILD says what to do)"]
+async fn outbox_child() {
+    let role = std::env::var(CHILD).expect("run by the outbox tests, which set CPH_CHILD");
+    let db = Database::connect(std::env::var("CPH_DB").unwrap())
+        .await
+        .unwrap();
+    match role.as_str() {
+        "saver" => saver(db).await,
+        "worker" => worker(db).await,
+        other => panic!("unknown role {other}"),
+    }
+}
+
+/// Saves posts in a stream, every fourth in a transaction that rolls back, until killed.
+async fn saver(db: DatabaseConnection) {
+    let mut settings = NginxSettings::default();
+    settings.servers = vec![std::env::var("CPH_NGINX").unwrap()];
+    settings.purge_prefix = Some("/purge".into());
+    let nginx: Arc<dyn Backend> = Arc::new(NginxBackend::new("nginx", &settings).unwrap());
+    let purger = outbox_purger(vec![nginx]);
+    purger.install();
+    let _worker = OutboxWorker::builder(db.clone(), purger.clone())
+        .poll_interval(Duration::from_millis(20))
+        .lease(Duration::from_secs(2))
+        .start()
+        .await
+        .unwrap();
+    for i in 0..10_000 {
+        if i % 4 == 3 {
+            let slug = format!("r{i}");
+            let _ = cache_purge_hooks::sea_orm::transaction(&db, |txn| {
+                Box::pin(async move {
+                    new_post(&slug).insert(txn).await?;
+                    Err::<(), DbErr>(DbErr::Custom("rolled back on purpose".into()))
+                })
+            })
+            .await;
+        } else {
+            new_post(&format!("s{i}")).insert(&db).await.unwrap();
+            println!("{SAY}committed s{i}");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Delivers the outbox with a slow recording backend until it is empty, then prints what it
+/// purged.
+async fn worker(db: DatabaseConnection) {
+    let memory = MemoryBackend::new("memory");
+    let slow = Arc::new(Slow(memory.clone()));
+    let purger = outbox_purger(vec![slow]);
+    let worker = OutboxWorker::builder(db.clone(), purger)
+        .poll_interval(Duration::from_millis(10))
+        .claim_limit(10)
+        .start()
+        .await
+        .unwrap();
+    assert!(drained(&db, Duration::from_secs(60)).await);
+    let stats = worker.stop(Duration::from_secs(5)).await;
+    for url in memory.urls() {
+        println!("{SAY}purged {url}");
+    }
+    println!("{SAY}lease_lost {}", stats.lease_lost);
+}
+
+/// A memory backend that takes 10 ms per batch, so that two workers overlap.
+struct Slow(MemoryBackend);
+
+#[cache_purge_hooks::async_trait]
+impl Backend for Slow {
+    fn name(&self) -> &str {
+        "memory"
+    }
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::URL
+    }
+    fn max_batch(&self) -> usize {
+        100
+    }
+    async fn purge(&self, batch: &[Target]) -> Result<(), PurgeError> {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        self.0.purge(batch).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_app_killed_mid_stream_loses_no_committed_purge() {
+    for db in [common::sqlite().await]
+        .into_iter()
+        .chain(common::postgres().await)
+    {
+        let label = db.label;
+        outbox::create_table(&db.db).await.unwrap();
+        let origin = Origin::start().unwrap();
+        let nginx = Nginx::start(&origin, NginxConfig::default()).await.unwrap();
+        let pages: Vec<String> = (0..60)
+            .flat_map(|i| [format!("/posts/s{i}"), format!("/posts/r{i}")])
+            .collect();
+        let refs: Vec<&str> = pages.iter().map(String::as_str).collect();
+        warm(&nginx, &refs).await;
+
+        let mut child = spawn_child(
+            "saver",
+            &[("CPH_DB", db.url().await), ("CPH_NGINX", nginx.addr())],
+        );
+        let stdout = child.stdout.take().unwrap();
+        let committed_lines = tokio::task::spawn_blocking(move || {
+            let mut n = 0;
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if line.starts_with(&format!("{SAY}committed")) {
+                    n += 1;
+                    if n == 30 {
+                        break;
+                    }
+                }
+            }
+            n
+        })
+        .await
+        .unwrap();
+        assert_eq!(committed_lines, 30, "{label}: the saver did not get going");
+        // SIGKILL, mid-stream: no shutdown, no flush.
+        child.kill().unwrap();
+        child.wait().unwrap();
+
+        // The truth is the database: what committed.
+        let committed: BTreeSet<String> = post::Entity::find()
+            .all(&db.db)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|p| p.slug)
+            .collect();
+        assert!(committed.len() >= 30, "{label}");
+        assert!(
+            committed.iter().all(|s| s.starts_with('s')),
+            "{label}: {committed:?}"
+        );
+
+        // The app restarts: a new worker delivers what the killed one had not.
+        let mut settings = NginxSettings::default();
+        settings.servers = vec![nginx.addr()];
+        settings.purge_prefix = Some("/purge".into());
+        let purger = outbox_purger(vec![Arc::new(
+            NginxBackend::new("nginx", &settings).unwrap(),
+        )]);
+        let worker = OutboxWorker::builder(db.db.clone(), purger)
+            .poll_interval(Duration::from_millis(20))
+            .start()
+            .await
+            .unwrap();
+        // Rows the killed worker had claimed come back when their 2 s lease runs out.
+        assert!(drained(&db.db, Duration::from_secs(30)).await, "{label}");
+        worker.stop(Duration::from_secs(5)).await;
+        assert_eq!(outbox_rows(&db.db).await, 0, "{label}");
+
+        for i in 0..60 {
+            let slug = format!("s{i}");
+            let page = format!("/posts/{slug}");
+            if committed.contains(&slug) {
+                assert_purged(&nginx, &origin, &page).await;
+            } else {
+                assert_cached(&nginx, &page).await;
+            }
+            // Never committed: never purged.
+            assert_cached(&nginx, &format!("/posts/r{i}")).await;
+        }
+        db.close().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_worker_processes_share_one_outbox() {
+    let dbs: Vec<TestDb> = common::postgres()
+        .await
+        .into_iter()
+        .chain(common::mariadb().await)
+        .collect();
+    for db in dbs {
+        let label = db.label;
+        outbox::create_table(&db.db).await.unwrap();
+        let targets: Vec<Target> = (0..400)
+            .map(|i| Target::url(&format!("/item/{i}")).unwrap())
+            .collect();
+        for t in &targets {
+            outbox::enqueue(
+                &db.db,
+                &["memory"],
+                std::slice::from_ref(t),
+                outbox::now_ms(),
+            )
+            .await
+            .unwrap();
+        }
+        let url = db.url().await;
+        let children: Vec<_> = (0..2)
+            .map(|_| spawn_child("worker", &[("CPH_DB", url.clone())]))
+            .collect();
+        let mut purged: HashMap<String, usize> = HashMap::new();
+        let mut per_worker = Vec::new();
+        let mut lease_lost = 0;
+        for mut child in children {
+            let stdout = child.stdout.take().unwrap();
+            let lines: Vec<String> = tokio::task::spawn_blocking(move || {
+                BufReader::new(stdout)
+                    .lines()
+                    .map_while(Result::ok)
+                    .filter_map(|l| l.strip_prefix(SAY).map(str::to_owned))
+                    .collect()
+            })
+            .await
+            .unwrap();
+            assert!(child.wait().unwrap().success(), "{label}: a worker failed");
+            let mut mine = 0;
+            for line in lines {
+                if let Some(url) = line.strip_prefix("purged ") {
+                    *purged.entry(url.to_owned()).or_default() += 1;
+                    mine += 1;
+                } else if let Some(n) = line.strip_prefix("lease_lost ") {
+                    lease_lost += n.parse::<u64>().unwrap();
+                }
+            }
+            per_worker.push(mine);
+        }
+        let duplicates: usize = purged.values().map(|n| n - 1).sum();
+        eprintln!(
+            "{label}: rows delivered per worker {per_worker:?}, duplicates {duplicates}, lease lost {lease_lost}"
+        );
+        // Every row delivered, none lost; with leases far longer than a delivery, none twice.
+        assert_eq!(purged.len(), 400, "{label}");
+        assert_eq!(duplicates, 0, "{label}");
+        assert_eq!(outbox_rows(&db.db).await, 0, "{label}");
+        db.close().await;
+    }
+}
