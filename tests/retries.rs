@@ -7,12 +7,15 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cache_purge_hooks::backend::{Backend, Capabilities, FailureKind, PurgeError};
-use cache_purge_hooks::{Delivery, Purger, RetryPolicy, Settings, Target};
+use cache_purge_hooks::{Delivery, Purger, QueueFull, RetryPolicy, Settings, Target};
 use tokio::sync::Semaphore;
 
 fn urls(list: &[&str]) -> Vec<Target> {
     list.iter().map(|u| Target::url(u).unwrap()).collect()
 }
+
+/// The permits of a backend's gate: holding them all makes its calls wait.
+const GATE: u32 = 1000;
 
 /// One recorded call: when, and which targets.
 type Call = (Instant, Vec<Target>);
@@ -33,7 +36,7 @@ impl Scripted {
             capabilities: Capabilities::ALL,
             script: Arc::new(Mutex::new(script.into())),
             calls: Arc::default(),
-            gate: Arc::new(Semaphore::new(Semaphore::MAX_PERMITS)),
+            gate: Arc::new(Semaphore::new(GATE as usize)),
         }
     }
 
@@ -216,10 +219,7 @@ async fn shutdown_reports_what_retries_could_not_deliver_in_time() {
 async fn a_full_queue_coalesces_into_one_purge_of_everything() {
     let backend = Scripted::new(vec![]);
     let held = backend.gate.clone();
-    let _all = held
-        .acquire_many(Semaphore::MAX_PERMITS as u32)
-        .await
-        .unwrap();
+    let _all = held.acquire_many(GATE).await.unwrap();
     let purger = Purger::builder()
         .delivery(Delivery::Immediate)
         .queue_capacity(3)
@@ -247,10 +247,7 @@ async fn a_full_queue_for_a_backend_that_cannot_widen_drops_counted() {
     let mut backend = Scripted::new(vec![]);
     backend.capabilities = Capabilities::URL;
     let held = backend.gate.clone();
-    let all = held
-        .acquire_many(Semaphore::MAX_PERMITS as u32)
-        .await
-        .unwrap();
+    let all = held.acquire_many(GATE).await.unwrap();
     let purger = Purger::builder()
         .queue_capacity(2)
         .backend(backend.clone())
@@ -267,10 +264,11 @@ async fn a_full_queue_for_a_backend_that_cannot_widen_drops_counted() {
 #[test]
 fn retry_and_queue_settings_are_read_and_checked() {
     let s = Settings::from_toml_str(
-        "queue_capacity = 50\n[retry]\nmax_attempts = 3\ninitial_backoff = \"1s\"\nmax_backoff = \"1m\"\nmax_age = \"10m\"\n",
+        "queue_capacity = 50\nwhen_full = \"wait\"\n[retry]\nmax_attempts = 3\ninitial_backoff = \"1s\"\nmax_backoff = \"1m\"\nmax_age = \"10m\"\n",
     )
     .unwrap();
     assert_eq!(s.queue_capacity, 50);
+    assert_eq!(s.when_full, QueueFull::Wait);
     assert_eq!(s.retry.max_attempts, 3);
     assert_eq!(s.retry.max_backoff, Duration::from_secs(60));
     let err = |toml: &str| Settings::from_toml_str(toml).unwrap_err().to_string();
@@ -283,4 +281,42 @@ fn retry_and_queue_settings_are_read_and_checked() {
         "invalid cache purge setting `retry.max_backoff` (from settings text): must not be shorter than retry.initial_backoff"
     );
     assert!(err("[retry]\nmax_attempt = 3\n").contains("unknown key `max_attempt`"));
+    assert_eq!(
+        err("when_full = \"block\"\n"),
+        "invalid cache purge setting `when_full` (from settings text): unknown queue policy `block`; expected one of `coalesce`, `wait`"
+    );
+}
+
+#[tokio::test]
+async fn with_the_wait_policy_hooks_wait_for_room_instead_of_widening() {
+    let backend = Scripted::new(vec![]);
+    let held = backend.gate.clone();
+    let all = held.acquire_many(GATE).await.unwrap();
+    let purger = Purger::builder()
+        .delivery(Delivery::Immediate)
+        .queue_capacity(3)
+        .when_full(QueueFull::Wait)
+        .backend(backend.clone())
+        .build()
+        .unwrap();
+    purger.purge_async(urls(&["/1", "/2", "/3"])).await;
+    let waiting = tokio::spawn({
+        let purger = purger.clone();
+        async move { purger.purge_async(urls(&["/4", "/5"])).await }
+    });
+    // The cache is stuck, so the second call waits (the queue stays bounded).
+    tokio::task::yield_now().await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!waiting.is_finished());
+    assert_eq!(purger.stats()[0].queued, 3);
+    // The cache answers again: room frees, the call returns, nothing was widened or lost.
+    drop(all);
+    waiting.await.unwrap();
+    purger.shutdown(Duration::from_secs(5)).await.unwrap();
+    let stats = &purger.stats()[0];
+    assert_eq!(
+        (stats.purged, stats.coalesced, stats.dropped),
+        (5, 0, 0),
+        "{stats:?}"
+    );
 }

@@ -121,7 +121,7 @@ fn every_kind_of_invalid_setting_names_key_file_and_expectation() {
         ),
         (
             "delivery = \"later\"\n",
-            "invalid cache purge setting `delivery` (from FILE): unknown delivery mode `later`; expected one of `immediate`, `after_commit`",
+            "invalid cache purge setting `delivery` (from FILE): unknown delivery mode `later`; expected one of `immediate`, `after_commit`, `outbox`",
         ),
         (
             "[backends.n]\nkind = \"nginx\"\nconcurrency = \"many\"\n",
@@ -153,7 +153,7 @@ fn every_kind_of_invalid_setting_names_key_file_and_expectation() {
         ),
         (
             "speed = 3\n",
-            "invalid cache purge setting `speed` (from FILE): unknown key `speed`; expected one of `delivery`, `shutdown_timeout`, `backends`, `retry`, `queue_capacity`",
+            "invalid cache purge setting `speed` (from FILE): unknown key `speed`; expected one of `delivery`, `shutdown_timeout`, `backends`, `retry`, `queue_capacity`, `when_full`",
         ),
         (
             "[backends]\n",

@@ -60,6 +60,7 @@ pub(crate) struct WorkerHandle {
 pub(crate) fn spawn_worker(
     backend: Arc<dyn Backend>,
     retry: RetryPolicy,
+    room: Arc<tokio::sync::Notify>,
     runtime: &tokio::runtime::Handle,
 ) -> (WorkerHandle, tokio::task::JoinHandle<()>) {
     let (tx, rx) = mpsc::unbounded_channel();
@@ -78,6 +79,7 @@ pub(crate) fn spawn_worker(
         concurrency: backend.max_concurrency().max(1),
         backend,
         retry,
+        room,
         counters,
         dead,
         pending: IndexSet::new(),
@@ -107,6 +109,8 @@ struct Worker {
     max_batch: usize,
     concurrency: usize,
     retry: RetryPolicy,
+    /// Told when targets leave the queue, for senders waiting for room.
+    room: Arc<tokio::sync::Notify>,
     counters: Arc<Counters>,
     dead: Arc<Mutex<VecDeque<DeadLetter>>>,
     pending: IndexSet<Target>,
@@ -153,6 +157,7 @@ impl Worker {
                 drop(drain);
                 self.deliver(batches).await;
             }
+            self.room.notify_waiters();
             for ack in waiters.drain(..) {
                 // The flusher may have given up waiting (a deadline); nothing to do then.
                 let _ = ack.send(());

@@ -29,8 +29,11 @@ pub mod template;
 
 pub use after_commit::AfterCommit;
 pub use async_trait::async_trait;
-pub use purger::{BackendStats, BuildError, Purger, PurgerBuilder, ShutdownTimeout, purge_current};
+pub use purger::{
+    BackendStats, BuildError, Purger, PurgerBuilder, ShutdownTimeout, purge_current,
+    purge_current_async,
+};
 pub use resolve::{PurgeTargets, registry};
 pub use retry::{DeadLetter, RetryPolicy};
-pub use settings::{Delivery, Settings, SettingsError};
+pub use settings::{Delivery, QueueFull, Settings, SettingsError};
 pub use target::{IntoTarget, InvalidTarget, PurgeUrl, Tag, Target, TargetKind, Targets};

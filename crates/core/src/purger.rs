@@ -35,7 +35,7 @@ use crate::after_commit;
 use crate::backend::Backend;
 use crate::dispatch::{Command, WorkerHandle, spawn_worker};
 use crate::retry::{DeadLetter, RetryPolicy};
-use crate::settings::Delivery;
+use crate::settings::{Delivery, QueueFull};
 use crate::target::{Target, Targets};
 
 /// A handle on a purge pipeline. Cheap to clone; every clone feeds the same workers.
@@ -48,6 +48,9 @@ struct Inner {
     delivery: Delivery,
     queue_capacity: u64,
     retry: RetryPolicy,
+    when_full: QueueFull,
+    /// Signalled by the workers as targets leave their queues.
+    room: Arc<tokio::sync::Notify>,
     backends: Vec<Arc<dyn Backend>>,
     outbox_wake: Arc<tokio::sync::Notify>,
     workers: Vec<WorkerHandle>,
@@ -81,6 +84,7 @@ pub struct PurgerBuilder {
     delivery: Delivery,
     retry: RetryPolicy,
     queue_capacity: Option<usize>,
+    when_full: QueueFull,
     backends: Vec<Arc<dyn Backend>>,
     #[cfg(feature = "memory")]
     memory: std::collections::HashMap<String, crate::backend::MemoryBackend>,
@@ -163,10 +167,16 @@ impl PurgerBuilder {
         self
     }
 
-    /// Sets how many targets may wait per backend (default 100000) before new ones are
-    /// coalesced (see [`Purger::purge`]).
+    /// Sets how many targets may wait per backend (default 100000) before the
+    /// [`when_full`](Self::when_full) policy applies (see [`Purger::purge`]).
     pub fn queue_capacity(mut self, capacity: usize) -> Self {
         self.queue_capacity = Some(capacity.max(1));
+        self
+    }
+
+    /// Sets what a full queue does (default [`QueueFull::Coalesce`]).
+    pub fn when_full(mut self, policy: QueueFull) -> Self {
+        self.when_full = policy;
         self
     }
 
@@ -176,7 +186,8 @@ impl PurgerBuilder {
         let mut builder = Purger::builder()
             .delivery(settings.delivery)
             .retry(settings.retry.clone())
-            .queue_capacity(settings.queue_capacity);
+            .queue_capacity(settings.queue_capacity)
+            .when_full(settings.when_full);
         for (name, backend) in &settings.backends {
             builder = builder.settings_backend(name, backend)?;
         }
@@ -242,8 +253,9 @@ impl PurgerBuilder {
         let mut workers = Vec::new();
         let mut joins = Vec::new();
         let backends = self.backends.clone();
+        let room = Arc::new(tokio::sync::Notify::new());
         for backend in self.backends {
-            let (handle, join) = spawn_worker(backend, self.retry.clone(), &runtime);
+            let (handle, join) = spawn_worker(backend, self.retry.clone(), room.clone(), &runtime);
             workers.push(handle);
             joins.push(join);
         }
@@ -252,6 +264,8 @@ impl PurgerBuilder {
                 delivery: self.delivery,
                 queue_capacity: self.queue_capacity.unwrap_or(100_000) as u64,
                 retry: self.retry,
+                when_full: self.when_full,
+                room,
                 backends,
                 outbox_wake: Arc::new(tokio::sync::Notify::new()),
                 workers,
@@ -366,7 +380,8 @@ impl Purger {
     /// `queue_capacity`, [`PurgerBuilder::queue_capacity`]). Past that, targets for a backend
     /// that can purge everything are coalesced into one purge of everything (wider, never
     /// lost); for one that cannot, they are dropped. Both are counted in
-    /// [`BackendStats`] (`coalesced`, `dropped`) and logged.
+    /// [`BackendStats`] (`coalesced`, `dropped`) and logged. With `when_full = "wait"`,
+    /// [`Purger::purge_async`] (which the ORM hooks use) waits for room instead.
     ///
     /// With [`Delivery::AfterCommit`] inside an [`AfterCommit`](crate::AfterCommit) scope (a
     /// transaction), the targets wait for the scope to be committed and are dropped if it is
@@ -389,19 +404,62 @@ impl Purger {
         self.send(targets);
     }
 
+    /// [`Purger::purge`], but with `when_full = "wait"` it first waits until every backend's
+    /// queue has room for the targets (never while it is empty, so a batch larger than the
+    /// capacity still goes through). What the ORM hooks call.
+    pub async fn purge_async(&self, targets: impl IntoIterator<Item = Target>) {
+        let targets: Vec<Target> = targets.into_iter().collect();
+        if targets.is_empty() {
+            return;
+        }
+        let targets = match self.inner.delivery {
+            Delivery::AfterCommit => match after_commit::buffer(self, targets) {
+                Some(not_buffered) => not_buffered,
+                None => return,
+            },
+            _ => targets,
+        };
+        if self.inner.when_full == QueueFull::Wait {
+            self.wait_for_room(targets.len() as u64).await;
+        }
+        self.send(targets);
+    }
+
+    async fn wait_for_room(&self, n: u64) {
+        let capacity = self.inner.queue_capacity;
+        let mut waited = false;
+        loop {
+            let notified = self.inner.room.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let full = self.inner.workers.iter().any(|w| {
+                let queued = w.counters.queued.load(Ordering::Relaxed);
+                queued > 0 && queued + n > capacity
+            });
+            if !full || self.inner.closed.load(Ordering::Acquire) {
+                return;
+            }
+            if !waited {
+                waited = true;
+                tracing::debug!(target: "cache_purge_hooks", targets = n, "purge queue full; waiting for room");
+            }
+            // A periodic re-check as well: room also frees when targets are deduplicated.
+            let _ = tokio::time::timeout(Duration::from_millis(100), notified).await;
+        }
+    }
+
+    /// [`Purger::purge_resolved`] through [`Purger::purge_async`].
+    pub async fn purge_resolved_async(&self, source: &str, targets: Targets) {
+        let (targets, rejected) = targets.into_parts();
+        log_rejected(source, rejected);
+        self.purge_async(targets).await;
+    }
+
     /// Queues what a resolver produced, logging (with `source`, for example the entity's type
     /// name) every target it rejected.
     pub fn purge_resolved(&self, source: &str, targets: Targets) {
         let (targets, rejected) = targets.into_parts();
-        for r in rejected {
-            tracing::error!(
-                target: "cache_purge_hooks",
-                source,
-                input = %r.input,
-                reason = r.reason,
-                "purge target rejected"
-            );
-        }
+        log_rejected(source, rejected);
         self.purge(targets);
     }
 
@@ -646,15 +704,38 @@ pub struct BackendStats {
 pub fn purge_current(source: &str, targets: Targets) {
     match Purger::current() {
         Some(p) => p.purge_resolved(source, targets),
-        None => {
-            if !targets.is_empty() || !targets.rejected().is_empty() {
-                tracing::error!(
-                    target: "cache_purge_hooks",
-                    source,
-                    targets = ?targets.urls(),
-                    "no Purger installed: call cache_purge_hooks::init() (or Purger::install) at start-up; purge dropped"
-                );
-            }
-        }
+        None => no_purger(source, &targets),
+    }
+}
+
+/// [`purge_current`] through [`Purger::purge_async`] (waits for room with
+/// `when_full = "wait"`): what the ORM hooks call.
+pub async fn purge_current_async(source: &str, targets: Targets) {
+    match Purger::current() {
+        Some(p) => p.purge_resolved_async(source, targets).await,
+        None => no_purger(source, &targets),
+    }
+}
+
+fn no_purger(source: &str, targets: &Targets) {
+    if !targets.is_empty() || !targets.rejected().is_empty() {
+        tracing::error!(
+            target: "cache_purge_hooks",
+            source,
+            targets = ?targets.urls(),
+            "no Purger installed: call cache_purge_hooks::init() (or Purger::install) at start-up; purge dropped"
+        );
+    }
+}
+
+fn log_rejected(source: &str, rejected: Vec<crate::target::InvalidTarget>) {
+    for r in rejected {
+        tracing::error!(
+            target: "cache_purge_hooks",
+            source,
+            input = %r.input,
+            reason = r.reason,
+            "purge target rejected"
+        );
     }
 }

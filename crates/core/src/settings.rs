@@ -6,7 +6,7 @@
 //! default path, the defaults apply: one `log` backend, `after_commit` delivery.
 //!
 //! ```toml
-//! delivery = "after_commit"      # or "immediate"
+//! delivery = "after_commit"      # or "immediate", "outbox"
 //!
 //! [backends.edge]                # any name; several backends may be listed
 //! kind = "varnish"
@@ -70,6 +70,21 @@ named_enum!(VarnishMode, "varnish mode", { Cli = "cli", Varnishadm = "varnishadm
 named_enum!(BanStyle, "ban style", { ReqUrl = "req_url", Lurker = "lurker" });
 named_enum!(VarnishHttpMethod, "varnish http method", { Purge = "purge", Ban = "ban" });
 named_enum!(NginxMode, "nginx mode", { Http = "http", Files = "files", Wipe = "wipe" });
+named_enum!(QueueFull, "queue policy", { Coalesce = "coalesce", Wait = "wait" });
+
+/// What happens when a backend's queue holds `queue_capacity` targets.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum QueueFull {
+    /// New targets become one purge of everything where the backend can (wider, never
+    /// lost); where it cannot, they are dropped. Both counted and logged.
+    #[default]
+    Coalesce,
+    /// The ORM hooks (and [`Purger::purge_async`](crate::Purger::purge_async)) wait for room:
+    /// saves slow down instead of purges widening. [`Purger::purge`](crate::Purger::purge),
+    /// which cannot wait, coalesces.
+    Wait,
+}
 
 /// When purges are sent.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -103,9 +118,11 @@ pub struct Settings {
     pub backends: BTreeMap<String, BackendSettings>,
     /// Retries and dead letters (`[retry]`).
     pub retry: crate::retry::RetryPolicy,
-    /// Targets waiting per backend before new ones are coalesced into one "purge
-    /// everything" (`queue_capacity`, default 100000); see [`crate::Purger::purge`].
+    /// Targets waiting per backend before the `when_full` policy applies (`queue_capacity`,
+    /// default 100000); see [`crate::Purger::purge`].
     pub queue_capacity: usize,
+    /// What a full queue does (`when_full`: `"coalesce"`, the default, or `"wait"`).
+    pub when_full: QueueFull,
 }
 
 /// The file's top level, with each backend's table kept raw until its `kind` is known, so
@@ -123,6 +140,8 @@ struct RawSettings {
     retry: crate::retry::RetryPolicy,
     #[serde(default = "default_queue_capacity")]
     queue_capacity: usize,
+    #[serde(default)]
+    when_full: QueueFull,
 }
 
 fn default_queue_capacity() -> usize {
@@ -145,6 +164,7 @@ impl Default for Settings {
             backends: default_backends(),
             retry: crate::retry::RetryPolicy::default(),
             queue_capacity: default_queue_capacity(),
+            when_full: QueueFull::default(),
         }
     }
 }
@@ -708,6 +728,7 @@ impl SettingsLoader {
             backends,
             retry: raw.retry,
             queue_capacity: raw.queue_capacity,
+            when_full: raw.when_full,
         };
         settings.validate().map_err(|mut e| {
             if let Some(key) = &e.key {

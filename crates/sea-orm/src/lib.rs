@@ -51,7 +51,9 @@ use std::str::FromStr;
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use cache_purge_hooks_core::{AfterCommit, Delivery, PurgeTargets, Purger, Targets, purge_current};
+use cache_purge_hooks_core::{
+    AfterCommit, Delivery, PurgeTargets, Purger, Targets, purge_current_async,
+};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, IntoActiveModel, Iterable,
     ModelTrait, PrimaryKeyToColumn, QueryFilter, TransactionError, TransactionTrait, TryIntoModel,
@@ -72,7 +74,7 @@ pub mod __private {
 pub(crate) async fn deliver<C: ConnectionTrait>(db: &C, source: &str, targets: Targets) {
     let purger = match Purger::current() {
         Some(p) if p.delivery() == Delivery::Outbox => p,
-        _ => return purge_current(source, targets),
+        _ => return purge_current_async(source, targets).await,
     };
     let (targets, rejected) = targets.into_parts();
     for r in rejected {
