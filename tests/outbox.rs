@@ -439,3 +439,130 @@ async fn two_worker_processes_share_one_outbox() {
         db.close().await;
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// SeaORM 2's ActiveModelEx, which saves a model and its relations in a transaction of its
+// own (`db.begin()` inside `save`/`insert`): the hooks run on that transaction.
+
+mod dense {
+    pub mod article {
+        use cache_purge_hooks::CachePurge;
+        use sea_orm::entity::prelude::*;
+
+        #[sea_orm::model]
+        #[derive(Clone, Debug, PartialEq, DeriveEntityModel, CachePurge)]
+        #[sea_orm(table_name = "ex_article")]
+        #[cache_purge(url = "/articles/{slug}")]
+        pub struct Model {
+            #[sea_orm(primary_key)]
+            pub id: i32,
+            pub slug: String,
+            #[sea_orm(has_many)]
+            pub notes: HasMany<super::note::Entity>,
+        }
+
+        cache_purge_hooks::sea_orm::active_model_behavior!();
+    }
+
+    pub mod note {
+        use cache_purge_hooks::CachePurge;
+        use sea_orm::entity::prelude::*;
+
+        #[sea_orm::model]
+        #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel, CachePurge)]
+        #[sea_orm(table_name = "ex_note")]
+        #[cache_purge(url = "/notes/{body}")]
+        pub struct Model {
+            #[sea_orm(primary_key)]
+            pub id: i32,
+            pub article_id: i32,
+            #[sea_orm(unique)]
+            pub body: String,
+            #[sea_orm(belongs_to, from = "article_id", to = "id")]
+            pub article: HasOne<super::article::Entity>,
+        }
+
+        cache_purge_hooks::sea_orm::active_model_behavior!();
+    }
+}
+
+fn article_ex(slug: &str, notes: &[&str]) -> dense::article::ActiveModelEx {
+    use sea_orm::ActiveHasMany;
+    dense::article::ActiveModelEx {
+        slug: Set(slug.into()),
+        notes: ActiveHasMany::Append(
+            notes
+                .iter()
+                .map(|b| dense::note::ActiveModelEx {
+                    body: Set((*b).into()),
+                    ..Default::default()
+                })
+                .collect(),
+        ),
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn active_model_ex_saves_purge_only_if_their_own_transaction_commits() {
+    use sea_orm::{ConnectionTrait, Schema};
+    for db in outbox_dbs().await {
+        let label = db.label;
+        let schema = Schema::new(db.backend());
+        for stmt in [
+            schema.create_table_from_entity(dense::article::Entity),
+            schema.create_table_from_entity(dense::note::Entity),
+        ] {
+            db.db.execute(&stmt).await.unwrap();
+        }
+
+        // Outbox: the rows are written on ActiveModelEx's own transaction.
+        let purger = outbox_purger(vec![Arc::new(MemoryBackend::new("memory"))]);
+        purger
+            .scope(article_ex("ok", &["first"]).insert(&db.db))
+            .await
+            .unwrap();
+        let stored: Vec<String> = outbox::entity::Entity::find()
+            .all(&db.db)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.targets)
+            .collect();
+        assert_eq!(stored, ["url /articles/ok", "url /notes/first"], "{label}");
+        // The second note breaks a UNIQUE constraint: the whole save rolls back, rows too.
+        let failed = purger
+            .scope(article_ex("broken", &["dup", "dup"]).insert(&db.db))
+            .await;
+        assert!(failed.is_err(), "{label}");
+        assert_eq!(
+            outbox_rows(&db.db).await,
+            2,
+            "{label}: nothing of the failed save"
+        );
+
+        // after_commit: wrapped in cache_purge_hooks::sea_orm::transaction, the save's own
+        // transaction is a savepoint and its purges wait for the outer COMMIT.
+        let memory = MemoryBackend::new("memory");
+        let purger = Purger::builder().backend(memory.clone()).build().unwrap();
+        let failed = purger
+            .scope(cache_purge_hooks::sea_orm::transaction(&db.db, |txn| {
+                Box::pin(async move { article_ex("broken", &["dup2", "dup2"]).insert(txn).await })
+            }))
+            .await;
+        assert!(failed.is_err(), "{label}");
+        purger
+            .scope(cache_purge_hooks::sea_orm::transaction(&db.db, |txn| {
+                Box::pin(async move { article_ex("fine", &["second"]).insert(txn).await })
+            }))
+            .await
+            .unwrap();
+        purger.flush().await;
+        assert_eq!(
+            memory.url_set(),
+            ["/articles/fine", "/notes/second"],
+            "{label}"
+        );
+        db.close().await;
+    }
+}
