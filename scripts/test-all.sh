@@ -75,6 +75,7 @@ cargo clippy --workspace --all-targets -- -D warnings
 cargo clippy -p cache-purge-hooks-core --no-default-features -- -D warnings
 cargo clippy -p cache-purge-hooks-core --no-default-features --features varnish -- -D warnings
 cargo clippy -p cache-purge-hooks-core --no-default-features --features nginx -- -D warnings
+cargo clippy -p cache-purge-hooks-core --all-targets --features metrics -- -D warnings
 
 log "cargo doc -D warnings (broken links, missing docs)"
 RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --workspace --quiet
@@ -84,6 +85,8 @@ results=$(mktemp)
 trap 'rm -f "$results"' EXIT
 cargo test --workspace --all-targets 2>&1 | tee -a "$results"
 cargo test --workspace --doc 2>&1 | tee -a "$results"
+# The optional `metrics` feature's own test.
+cargo test -p cache-purge-hooks-core --features metrics --lib dispatch 2>&1 | tee -a "$results"
 
 log "main job: the blog demo on SQLite with the default backend"
 cargo run -q -p migrations-example >/dev/null

@@ -47,6 +47,37 @@ pub(crate) struct Counters {
     pub(crate) busy_micros: AtomicU64,
 }
 
+/// The backend's `metrics` instruments (feature `metrics`), labelled `backend = NAME`:
+/// counters `cache_purge_purged_total`, `cache_purge_failed_total`,
+/// `cache_purge_retried_total`, `cache_purge_dead_total`, `cache_purge_batches_total`, the gauge
+/// `cache_purge_queued` and the histogram `cache_purge_batch_seconds`.
+#[cfg(feature = "metrics")]
+struct Meters {
+    purged: metrics::Counter,
+    failed: metrics::Counter,
+    retried: metrics::Counter,
+    dead: metrics::Counter,
+    batches: metrics::Counter,
+    queued: metrics::Gauge,
+    latency: metrics::Histogram,
+}
+
+#[cfg(feature = "metrics")]
+impl Meters {
+    fn new(backend: &str) -> Self {
+        let label = [("backend", backend.to_owned())];
+        Self {
+            purged: metrics::counter!("cache_purge_purged_total", &label),
+            failed: metrics::counter!("cache_purge_failed_total", &label),
+            retried: metrics::counter!("cache_purge_retried_total", &label),
+            dead: metrics::counter!("cache_purge_dead_total", &label),
+            batches: metrics::counter!("cache_purge_batches_total", &label),
+            queued: metrics::gauge!("cache_purge_queued", &label),
+            latency: metrics::histogram!("cache_purge_batch_seconds", &label),
+        }
+    }
+}
+
 /// The sending side of one backend's worker.
 pub(crate) struct WorkerHandle {
     pub(crate) name: String,
@@ -80,6 +111,8 @@ pub(crate) fn spawn_worker(
         backend,
         retry,
         room,
+        #[cfg(feature = "metrics")]
+        meters: Meters::new(&handle.name),
         counters,
         dead,
         pending: IndexSet::new(),
@@ -111,6 +144,8 @@ struct Worker {
     retry: RetryPolicy,
     /// Told when targets leave the queue, for senders waiting for room.
     room: Arc<tokio::sync::Notify>,
+    #[cfg(feature = "metrics")]
+    meters: Meters,
     counters: Arc<Counters>,
     dead: Arc<Mutex<VecDeque<DeadLetter>>>,
     pending: IndexSet<Target>,
@@ -158,6 +193,10 @@ impl Worker {
                 self.deliver(batches).await;
             }
             self.room.notify_waiters();
+            #[cfg(feature = "metrics")]
+            self.meters
+                .queued
+                .set(self.counters.queued.load(Ordering::Relaxed) as f64);
             for ack in waiters.drain(..) {
                 // The flusher may have given up waiting (a deadline); nothing to do then.
                 let _ = ack.send(());
@@ -201,6 +240,8 @@ impl Worker {
                 self.counters.queued.fetch_sub(1, Ordering::Relaxed);
             } else {
                 self.counters.retried.fetch_add(1, Ordering::Relaxed);
+                #[cfg(feature = "metrics")]
+                self.meters.retried.increment(1);
             }
         }
     }
@@ -224,6 +265,11 @@ impl Worker {
             self.counters
                 .busy_micros
                 .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
+            #[cfg(feature = "metrics")]
+            {
+                self.meters.batches.increment(1);
+                self.meters.latency.record(took.as_secs_f64());
+            }
             outcomes.push((batch, result, took));
         }
         drop(results);
@@ -262,6 +308,8 @@ impl Worker {
         self.counters
             .failed
             .fetch_add(failed.len() as u64, Ordering::Relaxed);
+        #[cfg(feature = "metrics")]
+        self.meters.failed.increment(failed.len() as u64);
         let now = Instant::now();
         let message = error.to_string();
         let mut buried = 0usize;
@@ -339,6 +387,8 @@ impl Worker {
         let n = targets.len() as u64;
         self.counters.queued.fetch_sub(n, Ordering::Relaxed);
         self.counters.purged.fetch_add(n, Ordering::Relaxed);
+        #[cfg(feature = "metrics")]
+        self.meters.purged.increment(n);
     }
 
     /// Moves a target to the dead-letter list.
@@ -346,6 +396,8 @@ impl Worker {
         let state = self.failures.remove(&target);
         self.counters.queued.fetch_sub(1, Ordering::Relaxed);
         self.counters.dead.fetch_add(1, Ordering::Relaxed);
+        #[cfg(feature = "metrics")]
+        self.meters.dead.increment(1);
         let (attempts, error, since) = match state {
             Some(s) => (s.attempts, s.last_error, s.since_wall),
             None => (1, String::new(), SystemTime::now()),
@@ -378,5 +430,59 @@ async fn sleep_until(due: Option<Instant>) {
     match due {
         Some(due) => tokio::time::sleep_until(due.into()).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(all(test, feature = "metrics", feature = "memory"))]
+mod tests {
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+
+    use crate::backend::MemoryBackend;
+    use crate::{Delivery, Purger, Target};
+
+    #[test]
+    fn counters_reach_the_metrics_recorder() {
+        let recorder = DebuggingRecorder::new();
+        let snapshotter = recorder.snapshotter();
+        metrics::with_local_recorder(&recorder, || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                let memory = MemoryBackend::new("mem");
+                let purger = Purger::builder()
+                    .delivery(Delivery::Immediate)
+                    .backend(memory)
+                    .build()
+                    .unwrap();
+                purger.purge(["/a", "/b"].map(|u| Target::url(u).unwrap()));
+                purger.flush().await;
+            });
+        });
+        let snapshot = snapshotter.snapshot().into_vec();
+        let value = |name: &str| {
+            snapshot
+                .iter()
+                .find(|(key, ..)| {
+                    key.key().name() == name
+                        && key
+                            .key()
+                            .labels()
+                            .any(|l| l.key() == "backend" && l.value() == "mem")
+                })
+                .map(|(_, _, _, v)| v)
+        };
+        assert_eq!(
+            value("cache_purge_purged_total"),
+            Some(&DebugValue::Counter(2))
+        );
+        assert_eq!(
+            value("cache_purge_batches_total"),
+            Some(&DebugValue::Counter(1))
+        );
+        assert!(
+            matches!(value("cache_purge_queued"), Some(DebugValue::Gauge(g)) if g.into_inner() == 0.0)
+        );
     }
 }
