@@ -189,6 +189,24 @@ async fn broken_servers_give_clear_errors_in_time() {
         assert!(err.message.contains(expected), "{server}: {err}");
     }
     assert!(unavailable.requests() >= 2 && forbidden.requests() >= 2);
+
+    // 503 with Retry-After: come back then, like 429.
+    let busy = StatusServer::start_with_headers(503, "busy", &[("Retry-After", "7")]).unwrap();
+    let mut settings = NginxSettings::default();
+    settings.servers = vec![busy.addr()];
+    settings.purge_prefix = Some("/purge".into());
+    let err = NginxBackend::new("nginx", &settings)
+        .unwrap()
+        .purge(&urls(&["/x"]))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.kind,
+        FailureKind::RateLimited {
+            retry_after: Some(Duration::from_secs(7))
+        },
+        "{err}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

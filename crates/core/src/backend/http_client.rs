@@ -54,7 +54,8 @@ pub(crate) fn transport_error(server: &str, e: &reqwest::Error) -> PurgeError {
 
 /// A response with a status that is neither success nor "not cached".
 ///
-/// 429 is rate limiting (honouring `Retry-After` in seconds), 5xx (but 501) and 408 are
+/// 429, and 503 with `Retry-After`, are rate limiting (honouring `Retry-After` in seconds);
+/// other 5xx (but 501) and 408 are
 /// transient, every other status is permanent: the purge endpoint refuses this request as
 /// configured.
 pub(crate) fn status_error(
@@ -73,12 +74,14 @@ pub(crate) fn status_error(
             message.push('…');
         }
     }
-    let kind = if status == StatusCode::TOO_MANY_REQUESTS {
-        FailureKind::RateLimited {
-            retry_after: retry_after
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .map(Duration::from_secs),
-        }
+    let retry_after = retry_after
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_secs);
+    let kind = if status == StatusCode::TOO_MANY_REQUESTS
+        || (status == StatusCode::SERVICE_UNAVAILABLE && retry_after.is_some())
+    {
+        // A 503 with Retry-After says when to come back, like a 429.
+        FailureKind::RateLimited { retry_after }
     } else if (status.is_server_error() && status != StatusCode::NOT_IMPLEMENTED)
         || status == StatusCode::REQUEST_TIMEOUT
     {
@@ -133,6 +136,16 @@ mod tests {
         );
         assert_eq!(
             status_error("h:1", StatusCode::BAD_GATEWAY, None, "").kind,
+            FailureKind::Transient
+        );
+        assert_eq!(
+            status_error("h:1", StatusCode::SERVICE_UNAVAILABLE, Some("3"), "").kind,
+            FailureKind::RateLimited {
+                retry_after: Some(Duration::from_secs(3))
+            }
+        );
+        assert_eq!(
+            status_error("h:1", StatusCode::SERVICE_UNAVAILABLE, None, "").kind,
             FailureKind::Transient
         );
         let e = status_error(
