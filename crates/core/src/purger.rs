@@ -387,37 +387,32 @@ impl Purger {
     /// transaction), the targets wait for the scope to be committed and are dropped if it is
     /// not.
     pub fn purge(&self, targets: impl IntoIterator<Item = Target>) {
+        if let Some(targets) = self.not_held_back(targets) {
+            self.send(targets);
+        }
+    }
+
+    /// The targets to send now: none when empty, or when an after-commit scope holds them.
+    fn not_held_back(&self, targets: impl IntoIterator<Item = Target>) -> Option<Vec<Target>> {
         let targets: Vec<Target> = targets.into_iter().collect();
         if targets.is_empty() {
-            return;
+            return None;
         }
-        let targets = match self.inner.delivery {
-            Delivery::AfterCommit => match after_commit::buffer(self, targets) {
-                Some(not_buffered) => not_buffered,
-                None => return,
-            },
+        match self.inner.delivery {
+            Delivery::AfterCommit => after_commit::buffer(self, targets),
             // The ORM crate writes outbox rows itself, through the save's connection; a
             // purge reaching the Purger directly (by hand, or from code that has no
             // connection) is sent at once.
-            Delivery::Immediate | Delivery::Outbox => targets,
-        };
-        self.send(targets);
+            Delivery::Immediate | Delivery::Outbox => Some(targets),
+        }
     }
 
     /// [`Purger::purge`], but with `when_full = "wait"` it first waits until every backend's
     /// queue has room for the targets (never while it is empty, so a batch larger than the
     /// capacity still goes through). What the ORM hooks call.
     pub async fn purge_async(&self, targets: impl IntoIterator<Item = Target>) {
-        let targets: Vec<Target> = targets.into_iter().collect();
-        if targets.is_empty() {
+        let Some(targets) = self.not_held_back(targets) else {
             return;
-        }
-        let targets = match self.inner.delivery {
-            Delivery::AfterCommit => match after_commit::buffer(self, targets) {
-                Some(not_buffered) => not_buffered,
-                None => return,
-            },
-            _ => targets,
         };
         if self.inner.when_full == QueueFull::Wait {
             self.wait_for_room(targets.len() as u64).await;
@@ -450,17 +445,13 @@ impl Purger {
 
     /// [`Purger::purge_resolved`] through [`Purger::purge_async`].
     pub async fn purge_resolved_async(&self, source: &str, targets: Targets) {
-        let (targets, rejected) = targets.into_parts();
-        log_rejected(source, rejected);
-        self.purge_async(targets).await;
+        self.purge_async(targets.into_valid(source)).await;
     }
 
     /// Queues what a resolver produced, logging (with `source`, for example the entity's type
     /// name) every target it rejected.
     pub fn purge_resolved(&self, source: &str, targets: Targets) {
-        let (targets, rejected) = targets.into_parts();
-        log_rejected(source, rejected);
-        self.purge(targets);
+        self.purge(targets.into_valid(source));
     }
 
     /// Sends to the workers now, bypassing any after-commit scope.
@@ -724,18 +715,6 @@ fn no_purger(source: &str, targets: &Targets) {
             source,
             targets = ?targets.urls(),
             "no Purger installed: call cache_purge_hooks::init() (or Purger::install) at start-up; purge dropped"
-        );
-    }
-}
-
-fn log_rejected(source: &str, rejected: Vec<crate::target::InvalidTarget>) {
-    for r in rejected {
-        tracing::error!(
-            target: "cache_purge_hooks",
-            source,
-            input = %r.input,
-            reason = r.reason,
-            "purge target rejected"
         );
     }
 }

@@ -581,6 +581,22 @@ impl Targets {
         self.targets.len()
     }
 
+    /// The valid targets; each rejected one is logged as an error naming `source` (the
+    /// entity's type, say), the input and the reason, so that no rejection goes unseen.
+    pub fn into_valid(self, source: &str) -> Vec<Target> {
+        let (targets, rejected) = self.into_parts();
+        for r in rejected {
+            tracing::error!(
+                target: "cache_purge_hooks",
+                source,
+                input = %r.input,
+                reason = r.reason,
+                "purge target rejected"
+            );
+        }
+        targets
+    }
+
     /// Splits into the accepted targets and the rejections.
     pub fn into_parts(self) -> (Vec<Target>, Vec<InvalidTarget>) {
         (self.targets, self.rejected)

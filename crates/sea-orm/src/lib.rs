@@ -76,16 +76,7 @@ pub(crate) async fn deliver<C: ConnectionTrait>(db: &C, source: &str, targets: T
         Some(p) if p.delivery() == Delivery::Outbox => p,
         _ => return purge_current_async(source, targets).await,
     };
-    let (targets, rejected) = targets.into_parts();
-    for r in rejected {
-        tracing::error!(
-            target: "cache_purge_hooks",
-            source,
-            input = %r.input,
-            reason = r.reason,
-            "purge target rejected"
-        );
-    }
+    let targets = targets.into_valid(source);
     if targets.is_empty() {
         return;
     }
