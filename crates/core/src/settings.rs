@@ -35,7 +35,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// The settings file read when no path is given.
 pub const DEFAULT_FILE: &str = "cache-purge.toml";
@@ -45,9 +45,17 @@ pub const FILE_ENV: &str = "CACHE_PURGE_CONFIG";
 pub const ENV_PREFIX: &str = "CACHE_PURGE";
 
 /// Deserializes a fieldless enum from its snake_case name, with an error that lists the
-/// accepted names (serde's own message through `config` names Rust types instead).
+/// accepted names (serde's own message through `config` names Rust types instead), and
+/// serializes it as that name.
 macro_rules! named_enum {
     ($ty:ident, $what:literal, { $($variant:ident = $name:literal),+ $(,)? }) => {
+        impl Serialize for $ty {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(match self {
+                    $(Self::$variant => $name,)+
+                })
+            }
+        }
         impl<'de> Deserialize<'de> for $ty {
             fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
                 let s = String::deserialize(d)?;
@@ -105,14 +113,16 @@ pub enum Delivery {
     Outbox,
 }
 
-/// The whole settings file.
-#[derive(Clone, Debug, PartialEq)]
+/// The whole settings file. Serializes back to the file's form (what `cache-purge settings`
+/// prints).
+#[derive(Clone, Debug, PartialEq, Serialize)]
 #[non_exhaustive]
 pub struct Settings {
     /// When purges are sent (`delivery`, default `after_commit`).
     pub delivery: Delivery,
     /// How long [`shutdown`](crate::Purger::shutdown) waits for queued purges
     /// (`shutdown_timeout`, default `10s`).
+    #[serde(with = "humantime_serde")]
     pub shutdown_timeout: Duration,
     /// The backends by name (`[backends.NAME]`). Default: one `log` backend named `log`.
     pub backends: BTreeMap<String, BackendSettings>,
@@ -170,7 +180,8 @@ impl Default for Settings {
 }
 
 /// One backend's settings; `kind` selects the variant.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
 #[non_exhaustive]
 pub enum BackendSettings {
     /// `kind = "log"`: log every purge (the default backend).
@@ -201,19 +212,19 @@ impl BackendSettings {
 const BACKEND_KINDS: &str = "`log`, `dummy`, `memory`, `varnish`, `nginx`";
 
 /// `kind = "log"` has no options.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 #[non_exhaustive]
 pub struct LogSettings {}
 
 /// `kind = "dummy"` has no options.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 #[non_exhaustive]
 pub struct DummySettings {}
 
 /// Options of `kind = "memory"`.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 #[non_exhaustive]
 pub struct MemorySettings {
@@ -263,7 +274,7 @@ pub enum VarnishHttpMethod {
 }
 
 /// Options of `kind = "varnish"`. Names follow the seed's `VARNISHADM_*` settings.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 #[non_exhaustive]
 pub struct VarnishSettings {
@@ -366,7 +377,7 @@ pub enum NginxMode {
 }
 
 /// Options of `kind = "nginx"`. Names follow the seed's `NGX_CACHE_PURGE_*` settings.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 #[non_exhaustive]
 pub struct NginxSettings {

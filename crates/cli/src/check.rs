@@ -1,0 +1,629 @@
+//! `cache-purge check`: diagnoses each configured backend the way a person would, server by
+//! server, and says what to do about what it finds.
+//!
+//! The probes go through the library's own code wherever it has some: Varnish's admin port is
+//! checked with [`AdminClient`] (the `cli` mode's client), and the HTTP purge endpoints of
+//! Varnish and nginx with a one-server copy of the configured backend purging a URL nobody
+//! caches, so what is checked is exactly the request the backend sends and the way it reads
+//! the answer.
+
+use std::path::Path;
+use std::time::Duration;
+
+use cache_purge_hooks_core::backend::varnish::{AdminClient, CliError as AdminError};
+use cache_purge_hooks_core::backend::{Backend, NginxBackend, PurgeError, VarnishBackend};
+use cache_purge_hooks_core::settings::{
+    BackendSettings, NginxMode, NginxSettings, VarnishMode, VarnishSettings,
+};
+use cache_purge_hooks_core::{BuildError, Target};
+use futures::future::join_all;
+use serde_json::json;
+
+use crate::args::{CheckArgs, GlobalArgs};
+use crate::describe::{self, BackendInfo};
+use crate::error::CliError;
+use crate::exit;
+use crate::output::{Output, plural};
+use crate::settings;
+
+/// The path of the URL the HTTP probes purge, followed by a random part.
+pub(crate) const PROBE_PATH: &str = "/__cache_purge_check/";
+
+/// How a finding came out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Status {
+    /// Works.
+    Ok,
+    /// Does not work: the backend will not purge.
+    Fail,
+    /// Nothing to check, or information only.
+    Note,
+}
+
+/// One thing checked: a server, the secret file, the cache directory...
+#[derive(Clone, Debug)]
+pub(crate) struct Finding {
+    /// What was checked: a server's address, `secret_file`, `cache_dir`, `settings`.
+    pub(crate) subject: String,
+    pub(crate) status: Status,
+    /// What was found.
+    pub(crate) message: String,
+    /// What to do about it.
+    pub(crate) hint: Option<String>,
+}
+
+impl Finding {
+    fn ok(subject: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            subject: subject.into(),
+            status: Status::Ok,
+            message: message.into(),
+            hint: None,
+        }
+    }
+
+    fn fail(subject: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            status: Status::Fail,
+            ..Self::ok(subject, message)
+        }
+    }
+
+    fn note(subject: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            status: Status::Note,
+            ..Self::ok(subject, message)
+        }
+    }
+
+    fn hint(mut self, hint: impl Into<String>) -> Self {
+        self.hint = Some(hint.into());
+        self
+    }
+
+    fn json(&self) -> serde_json::Value {
+        json!({
+            "subject": self.subject,
+            "ok": self.status != Status::Fail,
+            "status": match self.status {
+                Status::Ok => "ok",
+                Status::Fail => "fail",
+                Status::Note => "note",
+            },
+            "message": self.message,
+            "hint": self.hint,
+        })
+    }
+}
+
+/// Runs `cache-purge check`.
+pub(crate) fn run(global: &GlobalArgs, args: CheckArgs, out: &Output) -> Result<u8, CliError> {
+    let loaded = settings::load(global)?;
+    let all: Vec<(&String, &BackendSettings)> = loaded.settings.backends.iter().collect();
+    let unknown: Vec<&String> = args
+        .backend
+        .iter()
+        .filter(|name| !loaded.settings.backends.contains_key(*name))
+        .collect();
+    if !unknown.is_empty() {
+        let names: Vec<&str> = all.iter().map(|(n, _)| n.as_str()).collect();
+        return Err(CliError::usage(format!(
+            "no backend named {} in {}",
+            unknown
+                .iter()
+                .map(|n| format!("`{n}`"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            loaded.source.describe()
+        ))
+        .with_hint(format!("the configured backends: {}", names.join(", "))));
+    }
+    let selected: Vec<(&String, &BackendSettings)> = all
+        .into_iter()
+        .filter(|(name, _)| args.backend.is_empty() || args.backend.contains(name))
+        .collect();
+
+    let runtime = crate::runtime()?;
+    let reports: Vec<(BackendInfo, Vec<Finding>)> = runtime.block_on(join_all(
+        selected.iter().map(|(name, backend)| async move {
+            (
+                describe::info(name, backend),
+                check_backend(name, backend).await,
+            )
+        }),
+    ));
+    runtime.shutdown_timeout(Duration::from_millis(200));
+
+    let failed = reports
+        .iter()
+        .filter(|(_, findings)| findings.iter().any(|f| f.status == Status::Fail))
+        .count();
+    if out.json {
+        out.json(&json!({
+            "ok": failed == 0,
+            "settings": loaded.source.describe(),
+            "backends": reports.iter().map(|(info, findings)| json!({
+                "backend": info.name,
+                "kind": info.kind,
+                "mode": info.mode,
+                "servers": info.servers,
+                "ok": findings.iter().all(|f| f.status != Status::Fail),
+                "findings": findings.iter().map(Finding::json).collect::<Vec<_>>(),
+            })).collect::<Vec<_>>(),
+        }));
+    } else {
+        out.line(format!("settings: {}", loaded.source.describe()));
+        for (info, findings) in &reports {
+            let ok = findings.iter().all(|f| f.status != Status::Fail);
+            out.line(format!(
+                "{} {} ({})",
+                out.mark(ok),
+                out.bold(&info.name),
+                info.label()
+            ));
+            for f in findings {
+                let mark = match f.status {
+                    Status::Ok => out.ok_mark(),
+                    Status::Fail => out.fail_mark(),
+                    Status::Note => out.note_mark(),
+                };
+                out.line(format!("    {mark} {}: {}", f.subject, f.message));
+                if let Some(hint) = &f.hint {
+                    out.line(format!("      hint: {hint}"));
+                }
+            }
+        }
+        let checked = plural(reports.len() as u64, "backend", "backends");
+        if failed == 0 {
+            out.line(format!("{checked} checked: all good"));
+        } else {
+            out.line(format!("{checked} checked: {failed} with problems"));
+        }
+    }
+    Ok(if failed == 0 {
+        exit::SUCCESS
+    } else {
+        exit::FAILURE
+    })
+}
+
+/// Every finding for one backend.
+async fn check_backend(name: &str, settings: &BackendSettings) -> Vec<Finding> {
+    match settings {
+        BackendSettings::Varnish(v) => check_varnish(name, v).await,
+        BackendSettings::Nginx(n) => check_nginx(name, n).await,
+        BackendSettings::Log(_) => vec![Finding::note(
+            "log",
+            "nothing to check: this backend only logs what it would purge (target cache_purge_hooks, level info)",
+        )],
+        BackendSettings::Dummy(_) => vec![Finding::note(
+            "dummy",
+            "nothing to check: this backend discards every purge",
+        )],
+        BackendSettings::Memory(_) => vec![Finding::note(
+            "memory",
+            "nothing to check: this backend records purges in the process, for tests",
+        )],
+        other => vec![Finding::note(
+            other.kind(),
+            "this version of cache-purge cannot check this kind of backend",
+        )],
+    }
+}
+
+/// A backend's settings that the library refuses: the reason, as one finding.
+fn build_failure(e: BuildError) -> Finding {
+    let message = match e {
+        BuildError::Backend { message, .. } => message,
+        other => other.to_string(),
+    };
+    Finding::fail("settings", message)
+}
+
+async fn check_varnish(name: &str, settings: &VarnishSettings) -> Vec<Finding> {
+    // The constructor checks what can be checked locally: addresses, the secret file, the
+    // varnishadm binary.
+    if let Err(e) = VarnishBackend::new(name, settings) {
+        let finding = build_failure(e);
+        let finding = if finding.message.contains("secret_file") {
+            finding.hint(
+                "secret_file is the file given to varnishd -S (Debian: /etc/varnish/secret, \
+                 readable by root only); run as a user that can read it, or copy it with the \
+                 right owner",
+            )
+        } else {
+            finding
+        };
+        return vec![finding];
+    }
+    let servers = settings.servers_or_default();
+    match settings.mode {
+        VarnishMode::Http => {
+            join_all(servers.iter().map(|s| {
+                let mut one = settings.clone();
+                one.servers = vec![s.clone()];
+                probe_varnish_http(name, one, s)
+            }))
+            .await
+        }
+        VarnishMode::Varnishadm => {
+            join_all(servers.iter().map(|s| probe_varnishadm(settings, s))).await
+        }
+        _ => {
+            let secret = match std::fs::read(&settings.secret_file) {
+                Ok(secret) => secret,
+                Err(e) => {
+                    return vec![Finding::fail(
+                        "secret_file",
+                        format!("cannot read {}: {e}", settings.secret_file.display()),
+                    )];
+                }
+            };
+            join_all(
+                servers
+                    .iter()
+                    .map(|s| probe_admin(s, &secret, settings.timeout)),
+            )
+            .await
+        }
+    }
+}
+
+/// Connects to an admin port, authenticates, and asks whether the child (the part that
+/// serves and bans) runs.
+async fn probe_admin(server: &str, secret: &[u8], timeout: Duration) -> Finding {
+    let mut client = match AdminClient::connect(server, Some(secret), timeout).await {
+        Ok(client) => client,
+        Err(e) => return admin_failure(server, &e, timeout),
+    };
+    match client.command("status").await {
+        Ok(reply) if reply.body.contains("running") => Finding::ok(
+            server,
+            format!(
+                "admin port reachable, secret accepted, {}",
+                reply.body.trim().to_lowercase()
+            ),
+        ),
+        Ok(reply) => Finding::fail(
+            server,
+            format!(
+                "authenticated, but the cache process is not running: {}",
+                reply.body.trim()
+            ),
+        )
+        .hint("bans cannot be added until it runs: `varnishadm start`, and see varnishd's log for why it stopped"),
+        Err(e) => admin_failure(server, &e, timeout),
+    }
+}
+
+fn admin_failure(server: &str, e: &AdminError, timeout: Duration) -> Finding {
+    match e {
+        AdminError::Io(io) => Finding::fail(server, format!("cannot connect to the admin port: {io}"))
+            .hint(format!(
+                "is varnishd running with -T {server}? servers lists the admin (-T) addresses, \
+                 not the HTTP port"
+            )),
+        AdminError::Timeout(_) => Finding::fail(
+            server,
+            format!("no answer within {}", crate::output::human_duration(timeout)),
+        )
+        .hint("something accepts connections there but does not speak Varnish's admin protocol, or a firewall drops the packets"),
+        AdminError::Auth(message) => Finding::fail(server, message.clone())
+            .hint("secret_file must be the very file varnishd was started with (-S), byte for byte"),
+        AdminError::Protocol(message) => {
+            Finding::fail(server, format!("this is not Varnish's admin port: {message}")).hint(
+                "servers lists the admin (-T) addresses, such as 127.0.0.1:6082, not the HTTP port",
+            )
+        }
+        other => Finding::fail(server, other.to_string()),
+    }
+}
+
+/// Runs `varnishadm -S secret -T server ping`, as the `varnishadm` mode would run its bans.
+async fn probe_varnishadm(settings: &VarnishSettings, server: &str) -> Finding {
+    let mut command = tokio::process::Command::new(&settings.varnishadm_bin);
+    command
+        .arg("-S")
+        .arg(&settings.secret_file)
+        .arg("-T")
+        .arg(server)
+        .arg("ping")
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true);
+    let bin = settings.varnishadm_bin.display();
+    match tokio::time::timeout(settings.timeout, command.output()).await {
+        Err(_) => Finding::fail(
+            server,
+            format!(
+                "`{bin} ping` did not finish within {}",
+                crate::output::human_duration(settings.timeout)
+            ),
+        ),
+        Ok(Err(e)) => Finding::fail(server, format!("cannot run {bin}: {e}")),
+        Ok(Ok(output)) if output.status.success() => Finding::ok(
+            server,
+            format!(
+                "`varnishadm ping` answered: {}",
+                String::from_utf8_lossy(&output.stdout).trim()
+            ),
+        ),
+        Ok(Ok(output)) => {
+            let said = String::from_utf8_lossy(&output.stderr).trim().to_owned();
+            let said = if said.is_empty() {
+                String::from_utf8_lossy(&output.stdout).trim().to_owned()
+            } else {
+                said
+            };
+            Finding::fail(
+                server,
+                format!("`{bin} ping` failed ({}): {said}", output.status),
+            )
+            .hint("check that varnishd runs with -T at this address and -S with secret_file")
+        }
+    }
+}
+
+/// A URL no cache holds, so that probing purges nothing real.
+fn probe_target() -> Target {
+    let path = format!("{PROBE_PATH}{:016x}", fastrand::u64(..));
+    Target::url(&path).unwrap_or(Target::Everything)
+}
+
+async fn probe_varnish_http(name: &str, settings: VarnishSettings, server: &str) -> Finding {
+    let backend = match VarnishBackend::new(name, &settings) {
+        Ok(b) => b,
+        Err(e) => return build_failure(e),
+    };
+    let ban = settings.http_method == cache_purge_hooks_core::settings::VarnishHttpMethod::Ban;
+    let what = if ban {
+        format!("BAN with the regex in {}", settings.ban_header)
+    } else {
+        "PURGE".to_owned()
+    };
+    let target = probe_target();
+    match backend.purge(std::slice::from_ref(&target)).await {
+        Ok(()) => Finding::ok(server, format!("{what} of a probe URL was accepted")),
+        Err(e) => {
+            let cause = cause(&e, &target);
+            let hint = http_hint(cause, server).unwrap_or_else(|| {
+                if ban {
+                    format!(
+                        "the VCL must answer BAN requests: std.ban(\"obj.http.x-url ~ \" + req.http.{}) in vcl_recv (docs/backends.md has the VCL)",
+                        settings.ban_header
+                    )
+                } else {
+                    "the VCL must answer PURGE requests from this host: return (purge) in vcl_recv, with an ACL that lists it (docs/backends.md has the VCL)".to_owned()
+                }
+            });
+            Finding::fail(server, format!("{what} failed: {cause}")).hint(hint)
+        }
+    }
+}
+
+async fn check_nginx(name: &str, settings: &NginxSettings) -> Vec<Finding> {
+    if let Err(e) = NginxBackend::new(name, settings) {
+        return vec![build_failure(e)];
+    }
+    match settings.mode {
+        NginxMode::Files | NginxMode::Wipe => check_cache_dir(name, settings),
+        _ => {
+            join_all(settings.servers_or_default().iter().map(|s| {
+                let mut one = settings.clone();
+                one.servers = vec![s.clone()];
+                probe_nginx_http(name, one, s)
+            }))
+            .await
+        }
+    }
+}
+
+async fn probe_nginx_http(name: &str, settings: NginxSettings, server: &str) -> Finding {
+    let backend = match NginxBackend::new(name, &settings) {
+        Ok(b) => b,
+        Err(e) => return build_failure(e),
+    };
+    let target = probe_target();
+    let request = format!(
+        "{} {}{}",
+        settings.method,
+        settings.purge_prefix.as_deref().unwrap_or(""),
+        target.as_url().map(|u| u.as_str()).unwrap_or(PROBE_PATH)
+    );
+    match backend.purge(std::slice::from_ref(&target)).await {
+        Ok(()) => Finding::ok(
+            server,
+            format!("`{request}` answered as ngx_cache_purge does (purged, or not cached)"),
+        ),
+        Err(e) => {
+            let cause = cause(&e, &target);
+            let hint = http_hint(cause, server)
+                .or_else(|| nginx_hint(cause, &settings))
+                .unwrap_or_else(|| {
+                    "see nginx's error log; docs/backends.md has a working configuration".to_owned()
+                });
+            Finding::fail(server, format!("`{request}` failed: {cause}")).hint(hint)
+        }
+    }
+}
+
+/// What went wrong with the one probe URL: a backend reports a batch's failure as
+/// `N of M targets not purged (...); first: <target>: <cause>`, and the probe is the batch.
+fn cause<'e>(e: &'e PurgeError, probe: &Target) -> &'e str {
+    let first = format!("; first: {probe}: ");
+    match e.message.split_once(&first) {
+        Some((_, cause)) => cause,
+        None => &e.message,
+    }
+}
+
+/// Hints any HTTP purge endpoint deserves, from the failure's cause.
+fn http_hint(m: &str, server: &str) -> Option<String> {
+    if m.starts_with("cannot connect") {
+        Some(format!(
+            "nothing accepts connections on {server}: is the server running, and is this its HTTP address?"
+        ))
+    } else if m.starts_with("timed out") {
+        Some(
+            "the server accepted the connection but did not answer in time (timeout setting)"
+                .to_owned(),
+        )
+    } else if m.starts_with("answered 403") {
+        Some("the purge location refuses this host: add its address to the location's allow list (or the VCL's purge ACL)".to_owned())
+    } else {
+        None
+    }
+}
+
+/// Hints specific to ngx_cache_purge.
+fn nginx_hint(m: &str, settings: &NginxSettings) -> Option<String> {
+    if m.starts_with("request failed") {
+        // Connection closed with no answer: the worker died handling the request.
+        Some(if settings.purge_prefix.is_none() {
+            "nginx closed the connection without answering: its worker probably crashed. Debian's \
+             libnginx-mod-http-cache-purge (ngx_cache_purge 2.3) segfaults with the same-location \
+             syntax (`proxy_cache_purge PURGE from ...;` inside the proxied location). Use a \
+             separate location, `location ~ ^/purge(/.*)$ { proxy_cache_purge ZONE \"$1$is_args$args\"; }`, \
+             and set purge_prefix = \"/purge\" (docs/backends.md)"
+                .to_owned()
+        } else {
+            "nginx closed the connection without answering: its worker probably crashed (see \
+             \"worker process ... exited on signal\" in nginx's error log)"
+                .to_owned()
+        })
+    } else if m.starts_with("answered 405") || m.starts_with("answered 501") {
+        Some(match &settings.purge_prefix {
+            None => "this location does not handle purges: load ngx_cache_purge and configure a purge location; with a separate `location ~ ^/purge(/.*)$`, set purge_prefix = \"/purge\"".to_owned(),
+            Some(prefix) => format!(
+                "no purge location answers under {prefix}: is ngx_cache_purge loaded (load_module ...ngx_http_cache_purge_module.so) and is `location ~ ^{prefix}(/.*)$ {{ proxy_cache_purge ZONE \"$1$is_args$args\"; }}` in this server?"
+            ),
+        })
+    } else if m.starts_with("answered 404") || m.starts_with("answered 412") {
+        None
+    } else if m.starts_with("answered 400") {
+        Some("nginx refused the request itself; check host_header and purge_prefix".to_owned())
+    } else {
+        None
+    }
+}
+
+/// `files` and `wipe` modes: the directory exists, can be listed, and this process can delete
+/// in it (the cache's level directories are 0700, owned by nginx's worker user).
+fn check_cache_dir(name: &str, settings: &NginxSettings) -> Vec<Finding> {
+    let Some(dir) = &settings.cache_dir else {
+        return vec![Finding::fail("cache_dir", "not set; this mode needs it")];
+    };
+    let shown = dir.display().to_string();
+    let subject = format!("cache_dir {shown}");
+    let meta = match std::fs::metadata(dir) {
+        Ok(meta) => meta,
+        Err(e) => {
+            return vec![
+                Finding::fail(&subject, format!("cannot be used: {e}")).hint(
+                    "set cache_dir to the directory of nginx's proxy_cache_path (nginx creates it when it starts)",
+                ),
+            ];
+        }
+    };
+    if !meta.is_dir() {
+        return vec![Finding::fail(&subject, "is not a directory")];
+    }
+    let mut findings = Vec::new();
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) => {
+            return vec![
+                Finding::fail(&subject, format!("cannot be listed: {e}")).hint(user_hint()),
+            ];
+        }
+    };
+    let subdirs: Vec<_> = entries
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().map(|t| t.is_dir()).unwrap_or(false))
+        .map(|e| e.path())
+        .collect();
+    match writable(dir) {
+        Ok(()) => findings.push(Finding::ok(
+            &subject,
+            format!(
+                "a directory this process can list and delete in ({})",
+                plural(subdirs.len() as u64, "level directory", "level directories")
+            ),
+        )),
+        Err(e) => findings
+            .push(Finding::fail(&subject, format!("cannot delete in it: {e}")).hint(user_hint())),
+    }
+    if let Some(level) = subdirs.first()
+        && let Err(e) = writable(level)
+    {
+        findings.push(
+            Finding::fail(
+                format!("level directory {}", level.display()),
+                format!("cannot delete in it: {e}"),
+            )
+            .hint(user_hint()),
+        );
+    }
+    if settings.mode == NginxMode::Files
+        && let Ok(backend) = NginxBackend::new(name, settings)
+        && let Ok(example) = Target::url("/")
+        && let Some(url) = example.as_url()
+        && let (Some(key), Some(file)) = (backend.cache_key(url), backend.cache_file(url))
+    {
+        findings.push(Finding::note(
+            "key_template",
+            format!(
+                "`/` is keyed {:?} and would be the file {}; it must match the `KEY:` line nginx writes in its cache files (proxy_cache_key)",
+                String::from_utf8_lossy(&key),
+                file.display()
+            ),
+        ));
+    }
+    if settings.mode == NginxMode::Wipe {
+        findings.push(Finding::note(
+            "wipe",
+            "every purge deletes the whole cache (that is what this mode is for)",
+        ));
+    }
+    findings
+}
+
+fn user_hint() -> &'static str {
+    "nginx's cache files are mode 0600 in 0700 directories owned by its worker user (www-data on Debian): run as that user, or root"
+}
+
+/// Whether this process can create and delete a file in `dir` (what unlinking a cache file
+/// needs), tested with a file of its own.
+fn writable(dir: &Path) -> std::io::Result<()> {
+    let probe = dir.join(format!(".cache-purge-check-{:016x}", fastrand::u64(..)));
+    std::fs::File::create(&probe)?;
+    std::fs::remove_file(&probe)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn probe_urls_are_unique_and_under_the_probe_path() {
+        let a = probe_target().to_string();
+        let b = probe_target().to_string();
+        assert!(a.starts_with(&format!("url {PROBE_PATH}")), "{a}");
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn the_debian_same_location_crash_is_named() {
+        let probe = probe_target();
+        let e = PurgeError::transient(format!(
+            "1 of 1 target not purged (failed 1 on h:80); first: {probe}: request failed: connection closed before message completed"
+        ));
+        let cause = cause(&e, &probe);
+        assert_eq!(
+            cause,
+            "request failed: connection closed before message completed"
+        );
+        let hint = nginx_hint(cause, &NginxSettings::default()).unwrap();
+        assert!(hint.contains("same-location"), "{hint}");
+        assert!(hint.contains("purge_prefix = \"/purge\""), "{hint}");
+    }
+}

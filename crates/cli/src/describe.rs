@@ -1,0 +1,160 @@
+//! What a configured backend is, in words: kind, mode, where it purges, and what it cannot
+//! purge and why.
+
+use cache_purge_hooks_core::TargetKind;
+use cache_purge_hooks_core::backend::Capabilities;
+use cache_purge_hooks_core::settings::{
+    BackendSettings, NginxMode, VarnishHttpMethod, VarnishMode,
+};
+
+/// A backend of the settings, described.
+#[derive(Debug, Clone)]
+pub(crate) struct BackendInfo {
+    /// Its name (`[backends.NAME]`).
+    pub(crate) name: String,
+    /// `log`, `dummy`, `memory`, `varnish`, `nginx`.
+    pub(crate) kind: &'static str,
+    /// `cli`, `varnishadm`, `http`, `files`, `wipe`; `None` for kinds without modes.
+    pub(crate) mode: Option<&'static str>,
+    /// Where it purges: servers, or the cache directory.
+    pub(crate) servers: Vec<String>,
+}
+
+impl BackendInfo {
+    /// `varnish cli on 127.0.0.1:6082`, `nginx files in /var/cache/nginx`, `log`.
+    pub(crate) fn label(&self) -> String {
+        let mut label = self.kind.to_owned();
+        if let Some(mode) = self.mode {
+            label.push(' ');
+            label.push_str(mode);
+        }
+        if !self.servers.is_empty() {
+            let at = if matches!(self.mode, Some("files" | "wipe")) {
+                " in "
+            } else {
+                " on "
+            };
+            label.push_str(at);
+            label.push_str(&self.servers.join(", "));
+        }
+        label
+    }
+}
+
+/// Describes one backend of the settings.
+pub(crate) fn info(name: &str, settings: &BackendSettings) -> BackendInfo {
+    let (mode, servers) = match settings {
+        BackendSettings::Varnish(v) => (Some(varnish_mode(v.mode)), v.servers_or_default()),
+        BackendSettings::Nginx(n) => match n.mode {
+            NginxMode::Http => (Some("http"), n.servers_or_default()),
+            other => (
+                Some(nginx_mode(other)),
+                n.cache_dir
+                    .iter()
+                    .map(|d| d.display().to_string())
+                    .collect(),
+            ),
+        },
+        _ => (None, Vec::new()),
+    };
+    BackendInfo {
+        name: name.to_owned(),
+        kind: settings.kind(),
+        mode,
+        servers,
+    }
+}
+
+pub(crate) fn varnish_mode(mode: VarnishMode) -> &'static str {
+    match mode {
+        VarnishMode::Varnishadm => "varnishadm",
+        VarnishMode::Http => "http",
+        _ => "cli",
+    }
+}
+
+pub(crate) fn nginx_mode(mode: NginxMode) -> &'static str {
+    match mode {
+        NginxMode::Files => "files",
+        NginxMode::Wipe => "wipe",
+        _ => "http",
+    }
+}
+
+/// The name of a target kind in messages, plural.
+pub(crate) fn kind_plural(kind: TargetKind) -> &'static str {
+    match kind {
+        TargetKind::Url => "URLs",
+        TargetKind::Prefix => "prefixes",
+        TargetKind::Tag => "tags",
+        _ => "everything",
+    }
+}
+
+/// Why a backend cannot purge some kinds of target, and what can.
+pub(crate) fn unsupported_reason(settings: &BackendSettings, caps: Capabilities) -> String {
+    match settings {
+        BackendSettings::Nginx(n) => match n.mode {
+            NginxMode::Files => "nginx mode \"files\" deletes the cache file of exact URLs (or \
+                 the whole cache for --all); it cannot purge prefixes or tags (mode = \"wipe\" \
+                 empties the whole cache)"
+                .to_owned(),
+            NginxMode::Wipe => "nginx mode \"wipe\" cannot purge tags".to_owned(),
+            _ => "nginx mode \"http\" (ngx_cache_purge) purges exact URLs only; for prefixes or \
+                 everything use a Varnish backend, or nginx mode = \"wipe\" (which empties the \
+                 whole cache)"
+                .to_owned(),
+        },
+        BackendSettings::Varnish(v)
+            if v.mode == VarnishMode::Http && v.http_method == VarnishHttpMethod::Purge =>
+        {
+            "varnish mode \"http\" with http_method = \"purge\" purges exact URLs only; \
+             http_method = \"ban\" or mode = \"cli\" also purge prefixes and everything"
+                .to_owned()
+        }
+        BackendSettings::Varnish(_) => {
+            "varnish bans URLs, prefixes and everything, not tags".to_owned()
+        }
+        _ => {
+            let can: Vec<&str> = [
+                TargetKind::Url,
+                TargetKind::Prefix,
+                TargetKind::Tag,
+                TargetKind::Everything,
+            ]
+            .into_iter()
+            .filter(|k| caps.supports(*k))
+            .map(kind_plural)
+            .collect();
+            format!("this backend purges only {}", can.join(", "))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cache_purge_hooks_core::Settings;
+
+    #[test]
+    fn labels_say_kind_mode_and_where() {
+        let s = Settings::from_toml_str(
+            "[backends.v]\nkind = \"varnish\"\nservers = [\"127.0.0.1:6082\"]\n\
+             [backends.n]\nkind = \"nginx\"\nmode = \"wipe\"\ncache_dir = \"/var/cache/x\"\n\
+             [backends.l]\nkind = \"log\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            info("v", &s.backends["v"]).label(),
+            "varnish cli on 127.0.0.1:6082"
+        );
+        assert_eq!(
+            info("n", &s.backends["n"]).label(),
+            "nginx wipe in /var/cache/x"
+        );
+        assert_eq!(info("l", &s.backends["l"]).label(), "log");
+        assert!(
+            unsupported_reason(&s.backends["n"], Capabilities::ALL).contains("cannot purge tags")
+        );
+    }
+}

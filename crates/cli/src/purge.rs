@@ -1,0 +1,476 @@
+//! `cache-purge purge`: reads and checks every target, sends them to every backend of the
+//! settings at once, waits, and reports per backend what was purged and what was not.
+
+use std::collections::HashSet;
+use std::io::{BufRead as _, IsTerminal as _};
+use std::time::Duration;
+
+use cache_purge_hooks_core::backend::Capabilities;
+use cache_purge_hooks_core::{
+    BackendStats, DeadLetter, Delivery, InvalidTarget, Purger, PurgerBuilder, Target, TargetKind,
+};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde_json::json;
+
+use crate::args::{GlobalArgs, PurgeArgs};
+use crate::describe::{self, BackendInfo};
+use crate::error::CliError;
+use crate::exit;
+use crate::logging::LastErrors;
+use crate::output::{self, Output, plural, some_of};
+use crate::settings::{self, Source};
+
+/// More targets than this get a progress bar (when stderr is a terminal).
+const PROGRESS_THRESHOLD: usize = 100;
+/// Invalid inputs listed before "and N more".
+const MAX_LISTED_ERRORS: usize = 20;
+
+/// Runs `cache-purge purge`.
+pub(crate) fn run(
+    global: &GlobalArgs,
+    args: PurgeArgs,
+    out: &Output,
+    errors: &LastErrors,
+) -> Result<u8, CliError> {
+    let loaded = settings::load(global)?;
+    let targets = collect_targets(&args)?;
+    if targets.is_empty() {
+        output::note("nothing to purge (no target given, none on standard input)");
+        if out.json {
+            out.json(&json!({ "ok": true, "targets": 0, "backends": [] }));
+        }
+        return Ok(exit::SUCCESS);
+    }
+    if loaded.source == Source::Defaults {
+        output::note(format!(
+            "no settings file: using {}, whose only backend is `log` (it purges nothing; run with -v to see what it logs)",
+            loaded.source.describe()
+        ));
+    }
+    let settings = &loaded.settings;
+    let mut retry = settings.retry.clone();
+    retry.max_attempts = args.retries.saturating_add(1);
+    retry.initial_backoff = Duration::from_millis(100);
+    retry.max_backoff = Duration::from_secs(2);
+    let deadline = args.timeout.unwrap_or(settings.shutdown_timeout);
+    let infos: Vec<(
+        BackendInfo,
+        &cache_purge_hooks_core::settings::BackendSettings,
+    )> = settings
+        .backends
+        .iter()
+        .map(|(name, b)| (describe::info(name, b), b))
+        .collect();
+
+    let runtime = crate::runtime()?;
+    let outcome = runtime.block_on(async {
+        let purger = PurgerBuilder::from_settings(settings)?
+            .delivery(Delivery::Immediate)
+            .retry(retry)
+            .build()?;
+        purger.purge(targets.iter().cloned());
+        let timed_out = wait(&purger, targets.len(), deadline).await;
+        Ok::<_, CliError>(Outcome {
+            stats: purger.stats(),
+            dead: purger.dead_letters(),
+            capabilities: infos
+                .iter()
+                .map(|(info, _)| {
+                    purger
+                        .backend(&info.name)
+                        .map(|b| b.capabilities())
+                        .unwrap_or_default()
+                })
+                .collect(),
+            timed_out,
+        })
+    })?;
+    runtime.shutdown_timeout(Duration::from_millis(200));
+
+    let reports: Vec<BackendReport> = infos
+        .iter()
+        .zip(&outcome.capabilities)
+        .map(|((info, backend_settings), caps)| {
+            BackendReport::new(
+                info,
+                backend_settings,
+                *caps,
+                &targets,
+                &outcome,
+                errors.get(&info.name),
+            )
+        })
+        .collect();
+    let ok = reports.iter().all(BackendReport::ok);
+    if out.json {
+        out.json(&json!({
+            "ok": ok,
+            "targets": targets.len(),
+            "backends": reports.iter().map(BackendReport::json).collect::<Vec<_>>(),
+        }));
+    } else {
+        print_human(
+            out,
+            &reports,
+            targets.len(),
+            ok,
+            outcome.timed_out,
+            deadline,
+        );
+    }
+    Ok(if ok { exit::SUCCESS } else { exit::FAILURE })
+}
+
+/// What the purger did.
+struct Outcome {
+    stats: Vec<BackendStats>,
+    dead: Vec<DeadLetter>,
+    capabilities: Vec<Capabilities>,
+    /// The deadline passed with targets still undelivered.
+    timed_out: bool,
+}
+
+/// Every target of the command line (and stdin), checked and deduplicated, in order. Any
+/// invalid one is a usage error listing all of them: nothing is sent.
+fn collect_targets(args: &PurgeArgs) -> Result<Vec<Target>, CliError> {
+    let mut targets = Vec::new();
+    let mut invalid: Vec<String> = Vec::new();
+    let mut push = |result: Result<Target, InvalidTarget>, origin: String| match result {
+        Ok(t) => targets.push(t),
+        Err(e) => invalid.push(format!("{origin}: {:?}: {}", e.input, e.reason)),
+    };
+    let mut read_stdin = args.urls.iter().any(|u| u == "-");
+    for url in args.urls.iter().filter(|u| *u != "-") {
+        push(Target::url(url), "URL".to_owned());
+    }
+    for prefix in &args.prefix {
+        push(Target::prefix(prefix), "--prefix".to_owned());
+    }
+    for tag in &args.tag {
+        push(Target::tag(tag), "--tag".to_owned());
+    }
+    if args.all {
+        push(Ok(Target::Everything), "--all".to_owned());
+    }
+    if args.urls.is_empty() && args.prefix.is_empty() && args.tag.is_empty() && !args.all {
+        read_stdin = true;
+    }
+    if read_stdin {
+        let stdin = std::io::stdin();
+        if stdin.is_terminal() {
+            output::note("reading URLs from standard input, one per line (end with Ctrl-D)");
+        }
+        for (i, line) in stdin.lock().lines().enumerate() {
+            let line = line.map_err(|e| {
+                CliError::usage(format!("cannot read line {} of standard input: {e}", i + 1))
+            })?;
+            let url = line.trim();
+            if url.is_empty() || url.starts_with('#') {
+                continue;
+            }
+            push(Target::url(url), format!("standard input, line {}", i + 1));
+        }
+    }
+    if !invalid.is_empty() {
+        let count = invalid.len();
+        let mut details: Vec<String> = invalid.into_iter().take(MAX_LISTED_ERRORS).collect();
+        if count > MAX_LISTED_ERRORS {
+            details.push(format!("... and {} more", count - MAX_LISTED_ERRORS));
+        }
+        return Err(CliError::usage(format!(
+            "{}; nothing was purged",
+            plural(count as u64, "invalid target", "invalid targets")
+        ))
+        .with_details(details));
+    }
+    let mut seen = HashSet::with_capacity(targets.len());
+    targets.retain(|t| seen.insert(t.clone()));
+    Ok(targets)
+}
+
+/// Waits for every target to be purged, given up on or skipped, at most `deadline`, then
+/// stops the purger. Shows a progress bar on a terminal for many targets. Returns whether the
+/// deadline passed first.
+async fn wait(purger: &Purger, targets: usize, deadline: Duration) -> bool {
+    let backends = purger.backend_names().len() as u64;
+    let bar = (targets > PROGRESS_THRESHOLD && std::io::stderr().is_terminal()).then(|| {
+        let bar = ProgressBar::with_draw_target(
+            Some(targets as u64 * backends),
+            ProgressDrawTarget::stderr(),
+        );
+        if let Ok(style) = ProgressStyle::with_template(
+            "{spinner} purging [{bar:30}] {pos}/{len} ({per_sec}, {eta} left) {msg}",
+        ) {
+            bar.set_style(style.progress_chars("=> "));
+        }
+        bar
+    });
+    let shutdown = purger.shutdown(deadline);
+    tokio::pin!(shutdown);
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    let result = loop {
+        tokio::select! {
+            result = &mut shutdown => break result,
+            _ = tick.tick() => {
+                if let Some(bar) = &bar {
+                    let stats = purger.stats();
+                    let done: u64 = stats.iter().map(settled).sum();
+                    let dead: u64 = stats.iter().map(|s| s.dead).sum();
+                    bar.set_position(done);
+                    if dead > 0 {
+                        bar.set_message(format!("{dead} failed"));
+                    }
+                }
+            }
+        }
+    };
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    result.is_err()
+}
+
+/// Targets a backend is done with, one way or another.
+fn settled(s: &BackendStats) -> u64 {
+    s.purged + s.dead + s.unsupported + s.dropped
+}
+
+/// What happened on one backend.
+struct BackendReport {
+    info: BackendInfo,
+    requested: u64,
+    purged: u64,
+    dead: u64,
+    undelivered: u64,
+    dropped: u64,
+    failed_attempts: u64,
+    /// Unsupported targets by kind.
+    unsupported: Vec<(TargetKind, u64)>,
+    unsupported_reason: Option<String>,
+    dead_letters: Vec<DeadLetter>,
+    last_error: Option<String>,
+}
+
+impl BackendReport {
+    fn new(
+        info: &BackendInfo,
+        settings: &cache_purge_hooks_core::settings::BackendSettings,
+        caps: Capabilities,
+        targets: &[Target],
+        outcome: &Outcome,
+        last_error: Option<String>,
+    ) -> Self {
+        let stats = outcome.stats.iter().find(|s| s.backend == info.name);
+        let get = |f: fn(&BackendStats) -> u64| stats.map(f).unwrap_or(0);
+        let mut unsupported: Vec<(TargetKind, u64)> = Vec::new();
+        for t in targets.iter().filter(|t| !caps.supports(t.kind())) {
+            match unsupported.iter_mut().find(|(k, _)| *k == t.kind()) {
+                Some((_, n)) => *n += 1,
+                None => unsupported.push((t.kind(), 1)),
+            }
+        }
+        Self {
+            info: info.clone(),
+            requested: targets.len() as u64,
+            purged: get(|s| s.purged),
+            dead: get(|s| s.dead),
+            undelivered: get(|s| s.queued),
+            dropped: get(|s| s.dropped),
+            failed_attempts: get(|s| s.failed),
+            unsupported_reason: (!unsupported.is_empty())
+                .then(|| describe::unsupported_reason(settings, caps)),
+            unsupported,
+            dead_letters: outcome
+                .dead
+                .iter()
+                .filter(|d| d.backend == info.name)
+                .cloned()
+                .collect(),
+            last_error,
+        }
+    }
+
+    fn unsupported_total(&self) -> u64 {
+        self.unsupported.iter().map(|(_, n)| n).sum()
+    }
+
+    fn ok(&self) -> bool {
+        self.purged == self.requested
+    }
+
+    /// `1 prefix, 2 tags`.
+    fn unsupported_list(&self) -> String {
+        self.unsupported
+            .iter()
+            .map(|(k, n)| match k {
+                TargetKind::Url => plural(*n, "URL", "URLs"),
+                TargetKind::Prefix => plural(*n, "prefix", "prefixes"),
+                TargetKind::Tag => plural(*n, "tag", "tags"),
+                _ => "everything (--all)".to_owned(),
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// Dead letters grouped by error: (error, targets).
+    fn dead_by_error(&self) -> Vec<(String, Vec<String>)> {
+        let mut groups: Vec<(String, Vec<String>)> = Vec::new();
+        for d in &self.dead_letters {
+            let target = d.target.to_string();
+            match groups.iter_mut().find(|(e, _)| *e == d.error) {
+                Some((_, ts)) => ts.push(target),
+                None => groups.push((d.error.clone(), vec![target])),
+            }
+        }
+        groups
+    }
+
+    fn json(&self) -> serde_json::Value {
+        json!({
+            "backend": self.info.name,
+            "kind": self.info.kind,
+            "mode": self.info.mode,
+            "servers": self.info.servers,
+            "ok": self.ok(),
+            "requested": self.requested,
+            "purged": self.purged,
+            "failed_attempts": self.failed_attempts,
+            "dead": self.dead,
+            "undelivered": self.undelivered,
+            "dropped": self.dropped,
+            "unsupported": self.unsupported_total(),
+            "unsupported_reason": self.unsupported_reason,
+            "last_error": self.last_error,
+            "dead_letters": self.dead_letters.iter().map(|d| json!({
+                "target": d.target.to_string(),
+                "attempts": d.attempts,
+                "error": d.error,
+            })).collect::<Vec<_>>(),
+        })
+    }
+}
+
+fn print_human(
+    out: &Output,
+    reports: &[BackendReport],
+    targets: usize,
+    ok: bool,
+    timed_out: bool,
+    deadline: Duration,
+) {
+    for r in reports {
+        let mut counts = vec![format!("{} purged", r.purged)];
+        if r.dead > 0 {
+            counts.push(format!("{} failed", r.dead));
+        }
+        if r.undelivered > 0 {
+            counts.push(format!("{} undelivered", r.undelivered));
+        }
+        if r.dropped > 0 {
+            counts.push(format!("{} dropped", r.dropped));
+        }
+        if r.unsupported_total() > 0 {
+            counts.push(format!("{} unsupported", r.unsupported_total()));
+        }
+        out.line(format!(
+            "{} {} ({}): {} of {}",
+            out.mark(r.ok()),
+            out.bold(&r.info.name),
+            r.info.label(),
+            counts.join(", "),
+            plural(r.requested, "target", "targets"),
+        ));
+        if r.info.kind == "log" && r.purged > 0 {
+            out.line(format!(
+                "    {} the log backend only logs what it would purge (see it with -v)",
+                out.note_mark()
+            ));
+        }
+        if let Some(reason) = &r.unsupported_reason {
+            out.line(format!(
+                "    {} cannot purge {}: {reason}",
+                out.fail_mark(),
+                r.unsupported_list()
+            ));
+        }
+        for (error, targets) in r.dead_by_error() {
+            out.line(format!(
+                "    {} {} given up on: {error}",
+                out.fail_mark(),
+                plural(targets.len() as u64, "target", "targets")
+            ));
+            out.line(format!("        {}", some_of(&targets, 5)));
+        }
+        if r.undelivered > 0 {
+            let why = match &r.last_error {
+                Some(e) => format!("; last error: {e}"),
+                None => String::new(),
+            };
+            out.line(format!(
+                "    {} {} still being retried when the {} deadline passed{why}",
+                out.fail_mark(),
+                plural(r.undelivered, "target", "targets"),
+                output::human_duration(deadline),
+            ));
+        }
+        if r.dropped > 0 {
+            out.line(format!(
+                "    {} {} dropped: the queue was full (queue_capacity)",
+                out.fail_mark(),
+                plural(r.dropped, "target", "targets"),
+            ));
+        }
+    }
+    if ok {
+        out.line(format!(
+            "{} purged on {}",
+            plural(targets as u64, "target", "targets"),
+            plural(reports.len() as u64, "backend", "backends")
+        ));
+    } else {
+        let mut line = "not everything was purged".to_owned();
+        if timed_out {
+            line.push_str(
+                " (--timeout or shutdown_timeout gives more time; --retries more attempts)",
+            );
+        }
+        out.line(line);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(urls: &[&str]) -> PurgeArgs {
+        PurgeArgs {
+            urls: urls.iter().map(|s| s.to_string()).collect(),
+            prefix: vec!["/blog/".into()],
+            tag: Vec::new(),
+            all: false,
+            retries: 2,
+            timeout: None,
+        }
+    }
+
+    #[test]
+    fn targets_are_checked_and_deduplicated() {
+        let t = collect_targets(&args(&["/a", "/a#top", "https://x.example/b"])).unwrap();
+        let shown: Vec<String> = t.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            shown,
+            ["url /a", "url https://x.example/b", "prefix /blog/"]
+        );
+    }
+
+    #[test]
+    fn invalid_targets_are_named() {
+        let e = collect_targets(&args(&["/ok", "posts/1", "ftp://x/"])).unwrap_err();
+        assert_eq!(e.code, exit::USAGE);
+        assert_eq!(e.message, "2 invalid targets; nothing was purged");
+        assert!(
+            e.details[0].starts_with("URL: \"posts/1\": a URL must be"),
+            "{e:?}"
+        );
+    }
+}

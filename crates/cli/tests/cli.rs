@@ -1,0 +1,573 @@
+//! The `cache-purge` binary against real servers: varnishd and nginx started by
+//! `cache-purge-hooks-testing` on free loopback ports, and a real SQLite outbox. Each test
+//! runs the built binary as a person would, and checks what a person would: the exit code,
+//! the report, and the caches themselves (purged pages are a MISS with fresh content, their
+//! neighbours still a HIT).
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use cache_purge_hooks_core::Target;
+use cache_purge_hooks_sea_orm::outbox;
+use cache_purge_hooks_testing::{
+    CacheServer, Nginx, NginxConfig, Origin, PurgeLocation, Varnish, assert_cached, assert_purged,
+    refused_addr, warm,
+};
+use serde_json::Value;
+
+/// What one run of the binary did.
+#[derive(Debug)]
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {self:?}"))
+    }
+}
+
+/// Runs `cache-purge ARGS` in `dir` (so that no stray ./cache-purge.toml is read), with
+/// `stdin` as its standard input and no CACHE_PURGE__* variables but `env`.
+async fn cache_purge(dir: &Path, args: &[&str], stdin: Option<&str>, env: &[(&str, &str)]) -> Run {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_cache-purge"));
+    command
+        .args(args)
+        .current_dir(dir)
+        .env_remove("RUST_LOG")
+        .env_remove("CACHE_PURGE_CONFIG")
+        .env_remove("DATABASE_URL")
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("CACHE_PURGE__") {
+            command.env_remove(k);
+        }
+    }
+    command.envs(env.iter().copied());
+    let mut child = command.spawn().expect("the cache-purge binary starts");
+    if let Some(text) = stdin {
+        let mut pipe = child.stdin.take().expect("stdin is piped");
+        tokio::io::AsyncWriteExt::write_all(&mut pipe, text.as_bytes())
+            .await
+            .expect("stdin is written");
+    }
+    let output = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+        .await
+        .expect("cache-purge finishes within 60 s")
+        .expect("cache-purge runs");
+    Run {
+        code: output.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+fn write_settings(dir: &Path, text: &str) -> PathBuf {
+    let path = dir.join("cache-purge.toml");
+    let mut file = std::fs::File::create(&path).unwrap();
+    file.write_all(text.as_bytes()).unwrap();
+    path
+}
+
+fn varnish_cli_backend(name: &str, varnish: &Varnish) -> String {
+    format!(
+        "[backends.{name}]\nkind = \"varnish\"\nservers = [\"{}\"]\nsecret_file = \"{}\"\ntimeout = \"2s\"\n",
+        varnish.admin_addr(),
+        varnish.secret_file().display()
+    )
+}
+
+fn nginx_http_backend(name: &str, addr: &str) -> String {
+    format!(
+        "[backends.{name}]\nkind = \"nginx\"\nservers = [\"{addr}\"]\npurge_prefix = \"/purge\"\ntimeout = \"2s\"\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn purge_goes_to_every_backend_and_only_what_was_asked() {
+    let origin = Origin::start().unwrap();
+    let (varnish, nginx) = tokio::try_join!(
+        Varnish::start(&origin),
+        Nginx::start(&origin, NginxConfig::default())
+    )
+    .unwrap();
+    let pages = ["/foo", "/foobar", "/a?x=1", "/a?x=2"];
+    warm(&varnish, &pages).await;
+    warm(&nginx, &pages).await;
+    let dir = tempfile::tempdir().unwrap();
+    write_settings(
+        dir.path(),
+        &format!(
+            "{}{}",
+            varnish_cli_backend("edge", &varnish),
+            nginx_http_backend("origin-cache", &nginx.addr())
+        ),
+    );
+
+    let run = cache_purge(dir.path(), &["purge", "/foo", "/a?x=1"], None, &[]).await;
+
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(
+        run.stdout.contains("edge (varnish cli on") && run.stdout.contains("2 purged of 2 targets"),
+        "{run:?}"
+    );
+    assert!(
+        run.stdout.ends_with("2 targets purged on 2 backends\n"),
+        "{run:?}"
+    );
+    purged_exactly(&varnish, &origin).await;
+    purged_exactly(&nginx, &origin).await;
+    // One anchored ban for both URLs: the CLI batches like the library.
+    assert_eq!(
+        varnish.ban_list().unwrap(),
+        [r"req.url ~ ^(?:/foo|/a\?x=1)$"]
+    );
+}
+
+/// /foo and /a?x=1 purged, /foobar and /a?x=2 still cached.
+async fn purged_exactly(cache: &impl CacheServer, origin: &Origin) {
+    assert_purged(cache, origin, "/foo").await;
+    assert_purged(cache, origin, "/a?x=1").await;
+    assert_cached(cache, "/foobar").await;
+    assert_cached(cache, "/a?x=2").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn urls_come_from_stdin_and_the_report_can_be_json() {
+    let origin = Origin::start().unwrap();
+    let nginx = Nginx::start(&origin, NginxConfig::default()).await.unwrap();
+    warm(&nginx, &["/foo", "/bar", "/baz"]).await;
+    let dir = tempfile::tempdir().unwrap();
+    write_settings(dir.path(), &nginx_http_backend("ngx", &nginx.addr()));
+
+    let run = cache_purge(
+        dir.path(),
+        &["--json", "purge"],
+        Some("/foo\n# a comment\n\n  /bar  \n/foo\n"),
+        &[],
+    )
+    .await;
+
+    assert_eq!(run.code, 0, "{run:?}");
+    let report = run.json();
+    assert_eq!(report["ok"], true, "{report}");
+    assert_eq!(report["targets"], 2, "deduplicated: {report}");
+    assert_eq!(report["backends"][0]["backend"], "ngx");
+    assert_eq!(report["backends"][0]["purged"], 2);
+    assert_purged(&nginx, &origin, "/foo").await;
+    assert_purged(&nginx, &origin, "/bar").await;
+    assert_cached(&nginx, "/baz").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_prefix_is_banned_by_varnish_and_reported_unsupported_by_nginx_http() {
+    let origin = Origin::start().unwrap();
+    let (varnish, nginx) = tokio::try_join!(
+        Varnish::start(&origin),
+        Nginx::start(&origin, NginxConfig::default())
+    )
+    .unwrap();
+    warm(&varnish, &["/blog/a", "/blog/b", "/blogger"]).await;
+    warm(&nginx, &["/blog/a"]).await;
+    let dir = tempfile::tempdir().unwrap();
+    write_settings(
+        dir.path(),
+        &format!(
+            "{}{}",
+            varnish_cli_backend("edge", &varnish),
+            nginx_http_backend("ngx", &nginx.addr())
+        ),
+    );
+
+    let run = cache_purge(dir.path(), &["purge", "--prefix", "/blog/"], None, &[]).await;
+
+    assert_eq!(run.code, 1, "nginx could not purge it: {run:?}");
+    assert!(
+        run.stdout
+            .contains("cannot purge 1 prefix: nginx mode \"http\""),
+        "{run:?}"
+    );
+    assert!(run.stdout.contains("not everything was purged"), "{run:?}");
+    assert_purged(&varnish, &origin, "/blog/a").await;
+    assert_purged(&varnish, &origin, "/blog/b").await;
+    assert_cached(&varnish, "/blogger").await;
+    // Never widened into something nginx can do.
+    assert_cached(&nginx, "/blog/a").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unreachable_server_fails_the_command_and_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let addr = refused_addr();
+    write_settings(dir.path(), &nginx_http_backend("ngx", &addr));
+
+    let run = cache_purge(
+        dir.path(),
+        &["purge", "--retries", "1", "--timeout", "5s", "/a"],
+        None,
+        &[],
+    )
+    .await;
+
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(
+        run.stdout.contains("0 purged, 1 failed of 1 target"),
+        "{run:?}"
+    );
+    assert!(
+        run.stdout.contains(&format!("given up on: {addr}: "))
+            && run.stdout.contains("cannot connect: Connection refused"),
+        "the server and the reason are named: {run:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn invalid_input_and_settings_exit_2_and_send_nothing() {
+    let origin = Origin::start().unwrap();
+    let nginx = Nginx::start(&origin, NginxConfig::default()).await.unwrap();
+    warm(&nginx, &["/ok"]).await;
+    let dir = tempfile::tempdir().unwrap();
+    write_settings(dir.path(), &nginx_http_backend("ngx", &nginx.addr()));
+
+    let run = cache_purge(dir.path(), &["purge", "/ok", "relative/path"], None, &[]).await;
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(
+        run.stderr.contains("1 invalid target; nothing was purged")
+            && run.stderr.contains("\"relative/path\""),
+        "{run:?}"
+    );
+    assert_cached(&nginx, "/ok").await;
+
+    write_settings(dir.path(), "[backends.edge]\nkind = \"varnsh\"\n");
+    let run = cache_purge(dir.path(), &["purge", "/ok"], None, &[]).await;
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(
+        run.stderr.contains("`backends.edge.kind`")
+            && run.stderr.contains("(from cache-purge.toml)")
+            && run.stderr.contains("unknown backend kind `varnsh`"),
+        "key, origin and expectation are named: {run:?}"
+    );
+
+    let run = cache_purge(
+        dir.path(),
+        &["--json", "--config", "missing.toml", "check"],
+        None,
+        &[],
+    )
+    .await;
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(
+        run.json()["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("does not exist")),
+        "{run:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn check_passes_on_working_backends() {
+    let origin = Origin::start().unwrap();
+    let (varnish, nginx) = tokio::try_join!(
+        Varnish::start(&origin),
+        Nginx::start(&origin, NginxConfig::default())
+    )
+    .unwrap();
+    warm(&nginx, &["/kept"]).await;
+    let dir = tempfile::tempdir().unwrap();
+    write_settings(
+        dir.path(),
+        &format!(
+            "{}{}[backends.files]\nkind = \"nginx\"\nmode = \"files\"\ncache_dir = \"{}\"\nkey_template = \"$uri$is_args$args\"\n\
+             [backends.varnish-http]\nkind = \"varnish\"\nmode = \"http\"\nservers = [\"{}\"]\n",
+            varnish_cli_backend("edge", &varnish),
+            nginx_http_backend("ngx", &nginx.addr()),
+            nginx.cache_dir().display(),
+            varnish.http_addr(),
+        ),
+    );
+
+    let run = cache_purge(dir.path(), &["--json", "check"], None, &[]).await;
+
+    assert_eq!(run.code, 0, "{run:?}");
+    let report = run.json();
+    let backends = report["backends"].as_array().unwrap();
+    assert_eq!(backends.len(), 4);
+    for b in backends {
+        assert_eq!(b["ok"], true, "{b}");
+    }
+    let edge = backends.iter().find(|b| b["backend"] == "edge").unwrap();
+    let message = edge["findings"][0]["message"].as_str().unwrap();
+    assert!(
+        message.contains("secret accepted") && message.contains("running"),
+        "{message}"
+    );
+    // The probes purged nothing anyone had cached.
+    assert_cached(&nginx, "/kept").await;
+    assert_eq!(varnish.ban_count().unwrap(), 0, "the cli check adds no ban");
+
+    // The human report, filtered to one backend.
+    let run = cache_purge(dir.path(), &["check", "--backend", "ngx"], None, &[]).await;
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(
+        run.stdout.contains("OK ngx (nginx http on ")
+            && run.stdout.contains("1 backend checked: all good"),
+        "{run:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn check_names_each_problem_and_what_to_do() {
+    let origin = Origin::start().unwrap();
+    let same_location = NginxConfig {
+        purge: PurgeLocation::Same {
+            method: "PURGE".into(),
+        },
+        ..NginxConfig::default()
+    };
+    let (varnish, crashing) = tokio::try_join!(
+        Varnish::start(&origin),
+        Nginx::start(&origin, same_location)
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let wrong_secret = dir.path().join("wrong-secret");
+    std::fs::write(&wrong_secret, "not the secret\n").unwrap();
+    let refused = refused_addr();
+    write_settings(
+        dir.path(),
+        &format!(
+            "[backends.edge]\nkind = \"varnish\"\nservers = [\"{}\"]\nsecret_file = \"{}\"\ntimeout = \"2s\"\n\
+             [backends.crashing]\nkind = \"nginx\"\nservers = [\"{}\"]\ntimeout = \"2s\"\n\
+             {}\
+             [backends.nodir]\nkind = \"nginx\"\nmode = \"wipe\"\ncache_dir = \"{}\"\n",
+            varnish.admin_addr(),
+            wrong_secret.display(),
+            crashing.addr(),
+            nginx_http_backend("down", &refused),
+            dir.path().join("no-such-cache").display(),
+        ),
+    );
+
+    let run = cache_purge(dir.path(), &["--json", "check"], None, &[]).await;
+
+    assert_eq!(run.code, 1, "{run:?}");
+    let report = run.json();
+    let finding = |name: &str| {
+        let b = report["backends"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|b| b["backend"] == name)
+            .unwrap_or_else(|| panic!("no backend {name}: {report}"));
+        assert_eq!(b["ok"], false, "{b}");
+        let f = &b["findings"][0];
+        (
+            f["message"].as_str().unwrap_or("").to_owned(),
+            f["hint"].as_str().unwrap_or("").to_owned(),
+        )
+    };
+    let (message, hint) = finding("edge");
+    assert!(message.contains("authentication failed"), "{message}");
+    assert!(hint.contains("-S"), "{hint}");
+    let (message, hint) = finding("crashing");
+    assert!(message.contains("PURGE /__cache_purge_check/"), "{message}");
+    assert!(
+        hint.contains("same-location") && hint.contains("purge_prefix = \"/purge\""),
+        "the Debian module's crash is named: {hint}"
+    );
+    let (message, hint) = finding("down");
+    assert!(message.contains("cannot connect"), "{message}");
+    assert!(hint.contains(&refused), "{hint}");
+    let (message, _) = finding("nodir");
+    assert!(message.contains("cannot be used"), "{message}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn outbox_status_dead_retry_and_drain_on_sqlite() {
+    let origin = Origin::start().unwrap();
+    let nginx = Nginx::start(&origin, NginxConfig::default()).await.unwrap();
+    warm(&nginx, &["/posts/a", "/posts/b", "/posts/c"]).await;
+    let dir = tempfile::tempdir().unwrap();
+    write_settings(
+        dir.path(),
+        &format!(
+            "delivery = \"outbox\"\n{}",
+            nginx_http_backend("ngx", &nginx.addr())
+        ),
+    );
+    let db_path = dir.path().join("app.db");
+    let url = format!("sqlite://{}?mode=rwc", db_path.display());
+
+    // Before the table exists: a clear error naming the migration.
+    let run = cache_purge(
+        dir.path(),
+        &["outbox", "status", "--database-url", &url],
+        None,
+        &[],
+    )
+    .await;
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(
+        run.stderr.contains("no table `cache_purge_outbox`")
+            && run.stderr.contains("outbox::Migration"),
+        "{run:?}"
+    );
+
+    // What an app in outbox mode leaves behind: one row to deliver, one dead row, and a row
+    // for a backend these settings do not have.
+    let db = sea_orm::Database::connect(&url).await.unwrap();
+    outbox::create_table(&db).await.unwrap();
+    let now = outbox::now_ms();
+    let url_target = |u: &str| Target::url(u).unwrap();
+    outbox::enqueue(&db, &["ngx"], &[url_target("/posts/a")], now)
+        .await
+        .unwrap();
+    outbox::enqueue(&db, &["ngx"], &[url_target("/posts/b")], now)
+        .await
+        .unwrap();
+    outbox::enqueue(&db, &["gone"], &[url_target("/x")], now)
+        .await
+        .unwrap();
+    let claimed = outbox::claim(&db, "ngx", "test", 1, Duration::from_secs(60), now)
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 1);
+    outbox::fail(
+        &db,
+        "test",
+        &[claimed[0].id],
+        "ngx: answered 403 Forbidden",
+        None,
+        now,
+    )
+    .await
+    .unwrap();
+    let dead_id = claimed[0].id.to_string();
+    db.close().await.unwrap();
+
+    let env = [("DATABASE_URL", url.as_str())];
+    let run = cache_purge(dir.path(), &["--json", "outbox", "status"], None, &env).await;
+    assert_eq!(run.code, 0, "{run:?}");
+    let status = run.json();
+    let ngx = &status["backends"][1];
+    assert_eq!(
+        (
+            &ngx["backend"],
+            &ngx["pending"],
+            &ngx["dead"],
+            &ngx["configured"]
+        ),
+        (
+            &Value::from("ngx"),
+            &Value::from(1),
+            &Value::from(1),
+            &Value::from(true)
+        ),
+        "{status}"
+    );
+    assert_eq!(status["backends"][0]["configured"], false, "{status}");
+    let run = cache_purge(dir.path(), &["outbox", "status"], None, &env).await;
+    assert!(
+        run.stderr.contains("no configured backend is named `gone`"),
+        "{run:?}"
+    );
+
+    let run = cache_purge(dir.path(), &["outbox", "dead"], None, &env).await;
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(
+        run.stdout.contains(&format!("#{dead_id} ngx"))
+            && run.stdout.contains("error: ngx: answered 403 Forbidden")
+            && run.stdout.contains("url /posts/"),
+        "{run:?}"
+    );
+
+    let run = cache_purge(
+        dir.path(),
+        &["outbox", "retry", "--id", &dead_id],
+        None,
+        &env,
+    )
+    .await;
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.stdout.contains("1 dead row revived"), "{run:?}");
+
+    let run = cache_purge(
+        dir.path(),
+        &["outbox", "drain", "--timeout", "20s"],
+        None,
+        &env,
+    )
+    .await;
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.stdout.contains("2 rows delivered"), "{run:?}");
+    assert_purged(&nginx, &origin, "/posts/a").await;
+    assert_purged(&nginx, &origin, "/posts/b").await;
+    assert_cached(&nginx, "/posts/c").await;
+
+    let run = cache_purge(dir.path(), &["--json", "outbox", "status"], None, &env).await;
+    let status = run.json();
+    assert_eq!(status["backends"][1]["pending"], 0, "{status}");
+    assert_eq!(
+        status["backends"][0]["pending"], 1,
+        "`gone` is untouched: {status}"
+    );
+
+    let run = cache_purge(dir.path(), &["outbox", "delete-dead", "--all"], None, &env).await;
+    assert!(run.stdout.contains("0 dead rows deleted"), "{run:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn settings_shows_the_effective_settings_with_overrides() {
+    let dir = tempfile::tempdir().unwrap();
+    write_settings(
+        dir.path(),
+        "[backends.edge]\nkind = \"varnish\"\nservers = \"10.0.0.1:6082, 10.0.0.2:6082\"\n",
+    );
+
+    let run = cache_purge(
+        dir.path(),
+        &["settings"],
+        None,
+        &[("CACHE_PURGE__SHUTDOWN_TIMEOUT", "3s")],
+    )
+    .await;
+
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(
+        run.stdout
+            .contains("# overridden by CACHE_PURGE__SHUTDOWN_TIMEOUT"),
+        "{run:?}"
+    );
+    assert!(run.stdout.contains("shutdown_timeout = \"3s\""), "{run:?}");
+    assert!(
+        run.stdout
+            .contains("servers = [\"10.0.0.1:6082\", \"10.0.0.2:6082\"]"),
+        "{run:?}"
+    );
+    // What it prints is a settings file that loads to the same settings.
+    let printed: String = run
+        .stdout
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let reparsed = cache_purge_hooks_core::Settings::from_toml_str(&printed).unwrap();
+    let original = cache_purge_hooks_core::settings::SettingsLoader::default()
+        .file(dir.path().join("cache-purge.toml"))
+        .env_vars([("CACHE_PURGE__SHUTDOWN_TIMEOUT", "3s")])
+        .load()
+        .unwrap();
+    assert_eq!(reparsed, original);
+}
