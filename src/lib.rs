@@ -13,7 +13,7 @@
 //!
 //! ## Quick start (SeaORM)
 //!
-//! ```ignore
+//! ```
 //! use cache_purge_hooks::CachePurge;
 //! use sea_orm::entity::prelude::*;
 //!
@@ -35,6 +35,15 @@
 //!     // start-up, on any invalid setting.
 //!     let purger = cache_purge_hooks::init()?;
 //!     // ... saves through SeaORM now purge ...
+//! #   let db = sea_orm::Database::connect("sqlite::memory:").await?;
+//! #   let schema = sea_orm::Schema::new(db.get_database_backend());
+//! #   db.execute(&schema.create_table_from_entity(Entity)).await?;
+//! #   let post = ActiveModel { slug: sea_orm::Set("hello".into()), ..Default::default() };
+//! #   post.insert(&db).await?;
+//! #   purger.flush().await;
+//! #   // With no settings, the `log` backend: one event per purged target.
+//! #   assert_eq!(purger.backend_names(), ["log"]);
+//! #   assert_eq!(purger.stats()[0].purged, 2);
 //!     purger.shutdown(std::time::Duration::from_secs(10)).await?;
 //!     Ok(())
 //! }

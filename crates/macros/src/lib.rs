@@ -15,7 +15,7 @@ use proc_macro::TokenStream;
 /// Implements `PurgeTargets` for a struct from `#[cache_purge(...)]` attributes, declaring
 /// which cached URLs must be purged when a value of the struct changes.
 ///
-/// ```ignore
+/// ```
 /// use cache_purge_hooks::{CachePurge, PurgeTargets};
 ///
 /// #[derive(CachePurge)]
@@ -59,13 +59,25 @@ use proc_macro::TokenStream;
 ///
 /// A URL with `{field}` placeholders naming fields of the struct:
 ///
-/// ```ignore
+/// ```
+/// # use cache_purge_hooks::{CachePurge, PurgeTargets};
 /// #[derive(CachePurge)]
 /// #[cache_purge(url = "/posts/{slug}")]                       // a path
 /// #[cache_purge(url = "/archive/{year}/{month}.html")]        // several placeholders
 /// #[cache_purge(url = "/search?tag={tag}&page=1")]           // a query value
 /// #[cache_purge(url = "https://cdn.example.com/img/{slug}")]  // an absolute URL
 /// struct Post { slug: String, year: i32, month: u8, tag: String }
+/// # let post = Post { slug: "a/b c".into(), year: 2024, month: 5, tag: "rust & go".into() };
+/// # assert_eq!(
+/// #     post.resolve_targets().urls(),
+/// #     [
+/// #         "/posts/a%2Fb%20c",
+/// #         "/archive/2024/5.html",
+/// #         "/search?tag=rust%20%26%20go&page=1",
+/// #         "https://cdn.example.com/img/a%2Fb%20c",
+/// #     ],
+/// # );
+/// # assert_eq!(Post::URL_FIELDS, Some(&["slug", "year", "month", "tag"][..]));
 /// ```
 ///
 /// - A template starts with `/` or with `http://` / `https://` (an absolute URL, kept
@@ -94,7 +106,8 @@ use proc_macro::TokenStream;
 /// `PurgeUrl`, `Tag`). Returning a bare `String` does not compile: it is not a list. Invalid
 /// URLs are not dropped silently: they end up in `Targets::rejected`, which the pipeline logs.
 ///
-/// ```ignore
+/// ```
+/// # use cache_purge_hooks::{CachePurge, PurgeTargets};
 /// #[derive(CachePurge)]
 /// #[cache_purge(resolver = urls::comment_pages, fields(post_slug))]
 /// struct Comment { id: i64, post_slug: String }
@@ -104,6 +117,11 @@ use proc_macro::TokenStream;
 ///         vec![format!("/posts/{}", c.post_slug), format!("/comments/{}", c.id)]
 ///     }
 /// }
+/// # fn main() {
+/// #     let comment = Comment { id: 3, post_slug: "hello".into() };
+/// #     assert_eq!(comment.resolve_targets().urls(), ["/posts/hello", "/comments/3"]);
+/// #     assert_eq!(Comment::URL_FIELDS, Some(&["post_slug"][..]));
+/// # }
 /// ```
 ///
 /// The values a resolver formats are not encoded for it: use
@@ -117,7 +135,10 @@ use proc_macro::TokenStream;
 /// When none is registered, resolving records a rejection naming the type instead of purging
 /// nothing silently.
 ///
-/// ```ignore
+/// ```
+/// # use cache_purge_hooks::{CachePurge, PurgeTargets};
+/// # struct Config { public_url: String }
+/// # let config = Config { public_url: "https://blog.example".into() };
 /// #[derive(CachePurge)]
 /// #[cache_purge(registered, fields(slug))]
 /// struct Page { id: i64, slug: String }
@@ -127,6 +148,10 @@ use proc_macro::TokenStream;
 /// cache_purge_hooks::registry::register::<Page, _, _>(move |p: &Page| {
 ///     [format!("{base}/{}", p.slug)]
 /// })?;
+/// # let page = Page { id: 1, slug: "about".into() };
+/// # assert_eq!(page.resolve_targets().urls(), ["https://blog.example/about"]);
+/// # assert_eq!(Page::URL_FIELDS, Some(&["slug"][..]));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 ///
 /// ## `fields(a, b, ...)`
@@ -142,10 +167,18 @@ use proc_macro::TokenStream;
 /// `::cache_purge_hooks` (renamed in `Cargo.toml`, or re-exported by another crate). The
 /// generated code then refers to `PATH::__private`.
 ///
-/// ```ignore
+/// ```
+/// # mod my_framework {
+/// #     pub use cache_purge_hooks as cache;
+/// # }
 /// #[derive(my_framework::cache::CachePurge)]
 /// #[cache_purge(crate = "my_framework::cache", url = "/posts/{slug}")]
 /// struct Post { slug: String }
+/// # fn main() {
+/// #     use my_framework::cache::PurgeTargets;
+/// #     let post = Post { slug: "hello".into() };
+/// #     assert_eq!(post.resolve_targets().urls(), ["/posts/hello"]);
+/// # }
 /// ```
 ///
 /// # `URL_FIELDS`
@@ -168,10 +201,13 @@ use proc_macro::TokenStream;
 /// `Option<T>` field), and `Self: 'static` with `registered` (the registry is keyed by
 /// `TypeId`).
 ///
-/// ```ignore
+/// ```
+/// # use cache_purge_hooks::{CachePurge, PurgeTargets};
 /// #[derive(CachePurge)]
 /// #[cache_purge(url = "/items/{key}")]
 /// struct Item<K> { key: K }
+/// # assert_eq!(Item { key: 5u8 }.resolve_targets().urls(), ["/items/5"]);
+/// # assert_eq!(Item { key: "a b" }.resolve_targets().urls(), ["/items/a%20b"]);
 /// ```
 ///
 /// # SeaORM
@@ -180,7 +216,10 @@ use proc_macro::TokenStream;
 /// copies the derive and its attributes onto the `ModelEx` struct it generates: both get an
 /// impl, so a template may only name the scalar fields.
 ///
-/// ```ignore
+/// ```
+/// # mod post {
+/// # use cache_purge_hooks::CachePurge;
+/// # use sea_orm::entity::prelude::*;
 /// #[sea_orm::model]
 /// #[derive(Clone, Debug, PartialEq, DeriveEntityModel, CachePurge)]
 /// #[sea_orm(table_name = "post")]
@@ -190,6 +229,16 @@ use proc_macro::TokenStream;
 ///     pub id: i32,
 ///     pub slug: String,
 /// }
+/// # impl ActiveModelBehavior for ActiveModel {}
+/// # }
+/// # fn main() {
+/// #     use cache_purge_hooks::PurgeTargets;
+/// #     let model = post::Model { id: 1, slug: "hello world".into() };
+/// #     assert_eq!(model.resolve_targets().urls(), ["/posts/hello%20world", "/"]);
+/// #     let ex: post::ModelEx = model.clone().into_ex();
+/// #     assert_eq!(ex.resolve_targets(), model.resolve_targets());
+/// #     assert_eq!(post::ModelEx::URL_FIELDS, Some(&["slug"][..]));
+/// # }
 /// ```
 ///
 /// # Compile errors
@@ -205,7 +254,8 @@ use proc_macro::TokenStream;
 /// A single `impl PurgeTargets for Post` and no other item (so the expansions for a SeaORM
 /// `Model` and its `ModelEx` can live in the same module), roughly:
 ///
-/// ```ignore
+/// ```
+/// # struct Post { slug: String }
 /// #[automatically_derived]
 /// impl ::cache_purge_hooks::__private::PurgeTargets for Post {
 ///     const URL_FIELDS: Option<&'static [&'static str]> = Some(&["slug"]);
@@ -216,6 +266,18 @@ use proc_macro::TokenStream;
 ///         targets.push_any("/");
 ///     }
 /// }
+/// # // The same as what the derive generates:
+/// # #[derive(cache_purge_hooks::CachePurge)]
+/// # #[cache_purge(url = "/posts/{slug}", url = "/")]
+/// # struct Derived { slug: String }
+/// # fn main() {
+/// #     use cache_purge_hooks::PurgeTargets;
+/// #     let post = Post { slug: "a b".into() };
+/// #     let derived = Derived { slug: "a b".into() };
+/// #     assert_eq!(post.resolve_targets(), derived.resolve_targets());
+/// #     assert_eq!(post.resolve_targets().urls(), ["/posts/a%20b", "/"]);
+/// #     assert_eq!(Post::URL_FIELDS, Derived::URL_FIELDS);
+/// # }
 /// ```
 #[proc_macro_derive(CachePurge, attributes(cache_purge))]
 pub fn derive_cache_purge(input: TokenStream) -> TokenStream {

@@ -9,9 +9,40 @@
 //! [`transaction`](crate::transaction) so the purges wait for the COMMIT and the fallback's
 //! read and write see the same rows.
 //!
-//! ```ignore
+//! ```
+//! # mod post {
+//! #     use cache_purge_hooks::CachePurge;
+//! #     use sea_orm::entity::prelude::*;
+//! #     #[derive(Clone, Debug, PartialEq, DeriveEntityModel, CachePurge)]
+//! #     #[sea_orm(table_name = "posts")]
+//! #     #[cache_purge(url = "/posts/{slug}", url = "/")]
+//! #     pub struct Model {
+//! #         #[sea_orm(primary_key)]
+//! #         pub id: i32,
+//! #         pub slug: String,
+//! #         pub category_id: i32,
+//! #         pub published: bool,
+//! #     }
+//! #     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+//! #     pub enum Relation {}
+//! #     cache_purge_hooks::sea_orm::active_model_behavior!();
+//! # }
 //! use cache_purge_hooks::sea_orm::bulk;
 //! use sea_orm::{sea_query::Expr, ColumnTrait, Condition};
+//! # use sea_orm::{ConnectionTrait, Database, Schema};
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let memory = cache_purge_hooks::backend::MemoryBackend::new("memory");
+//! # let purger = cache_purge_hooks::Purger::builder().backend(memory.clone()).build()?;
+//! # purger.install();
+//! # let db = Database::connect("sqlite::memory:").await?;
+//! # db.execute(&Schema::new(db.get_database_backend()).create_table_from_entity(post::Entity))
+//! #     .await?;
+//! # db.execute_unprepared(
+//! #     "INSERT INTO posts (slug, category_id, published) \
+//! #      VALUES ('a', 3, false), ('b', 3, false), ('c', 4, false)",
+//! # )
+//! # .await?;
 //!
 //! // UPDATE posts SET published = true WHERE category_id = 3, purging every row's URLs:
 //! let rows = bulk::update_many::<post::Entity, _>(
@@ -20,6 +51,12 @@
 //!     |update| update.col_expr(post::Column::Published, Expr::value(true)),
 //! )
 //! .await?;
+//! # assert_eq!(rows.len(), 2);
+//! # assert!(rows.iter().all(|post| post.published));
+//! # purger.flush().await;
+//! # assert_eq!(memory.url_set(), ["/", "/posts/a", "/posts/b"]);
+//! # Ok(())
+//! # }
 //! ```
 
 use std::any::type_name;

@@ -12,7 +12,7 @@
 //!   [`bulk`] has versions that purge every affected row (using `RETURNING` where the database
 //!   has it).
 //!
-//! ```ignore
+//! ```
 //! use cache_purge_hooks::CachePurge;
 //! use sea_orm::entity::prelude::*;
 //!
@@ -29,6 +29,34 @@
 //! pub enum Relation {}
 //!
 //! cache_purge_hooks::sea_orm::active_model_behavior!();
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! #     use cache_purge_hooks::{Purger, backend::MemoryBackend};
+//! #     use sea_orm::{Database, Schema, Set};
+//! #     let memory = MemoryBackend::new("memory");
+//! #     Purger::builder().backend(memory.clone()).build()?.install();
+//! #     let db = Database::connect("sqlite::memory:").await?;
+//! #     db.execute(&Schema::new(db.get_database_backend()).create_table_from_entity(Entity))
+//! #         .await?;
+//! #     // insert: the new row's targets.
+//! #     let post = ActiveModel { slug: Set("hello".into()), ..Default::default() };
+//! #     let post = post.insert(&db).await?;
+//! #     Purger::current().unwrap().flush().await;
+//! #     assert_eq!(memory.url_set(), ["/", "/posts/hello"]);
+//! #     memory.clear();
+//! #     // update writing a URL field: old and new targets.
+//! #     let mut post: ActiveModel = post.into();
+//! #     post.slug = Set("hello-rust".into());
+//! #     let post = post.update(&db).await?;
+//! #     Purger::current().unwrap().flush().await;
+//! #     assert_eq!(memory.url_set(), ["/", "/posts/hello", "/posts/hello-rust"]);
+//! #     memory.clear();
+//! #     // delete of a loaded model: its targets.
+//! #     post.delete(&db).await?;
+//! #     Purger::current().unwrap().flush().await;
+//! #     assert_eq!(memory.url_set(), ["/", "/posts/hello-rust"]);
+//! #     Ok(())
+//! # }
 //! ```
 //!
 //! What each write purges:
@@ -321,7 +349,35 @@ where
 /// Purges are held only for the current task: work spawned onto other tasks is not covered.
 /// Nested calls (savepoints) hand their purges to the enclosing transaction.
 ///
-/// ```ignore
+/// ```
+/// # mod post {
+/// #     use cache_purge_hooks::CachePurge;
+/// #     use sea_orm::entity::prelude::*;
+/// #     #[derive(Clone, Debug, PartialEq, DeriveEntityModel, CachePurge)]
+/// #     #[sea_orm(table_name = "posts")]
+/// #     #[cache_purge(url = "/posts/{slug}", url = "/")]
+/// #     pub struct Model {
+/// #         #[sea_orm(primary_key)]
+/// #         pub id: i32,
+/// #         pub slug: String,
+/// #     }
+/// #     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+/// #     pub enum Relation {}
+/// #     cache_purge_hooks::sea_orm::active_model_behavior!();
+/// # }
+/// # use cache_purge_hooks::{Purger, backend::MemoryBackend};
+/// # use sea_orm::{ActiveModelTrait, ConnectionTrait, Database, EntityTrait, Schema, Set};
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let memory = MemoryBackend::new("memory");
+/// # let purger = Purger::builder().backend(memory.clone()).build()?;
+/// # purger.install();
+/// # let db = Database::connect("sqlite::memory:").await?;
+/// # db.execute(&Schema::new(db.get_database_backend()).create_table_from_entity(post::Entity))
+/// #     .await?;
+/// # post::ActiveModel { id: Set(1), slug: Set("old-slug".into()) }.insert(&db).await?;
+/// # purger.flush().await;
+/// # memory.clear();
 /// let post = cache_purge_hooks::sea_orm::transaction(&db, |txn| {
 ///     Box::pin(async move {
 ///         let mut post: post::ActiveModel = post::Entity::find_by_id(1).one(txn).await?.unwrap().into();
@@ -330,6 +386,23 @@ where
 ///     })
 /// })
 /// .await?;
+/// # assert_eq!(post.slug, "new-slug");
+/// # purger.flush().await;
+/// # assert_eq!(memory.url_set(), ["/", "/posts/new-slug", "/posts/old-slug"]);
+/// # memory.clear();
+/// # // A rollback purges nothing.
+/// # let rolled_back = cache_purge_hooks::sea_orm::transaction(&db, |txn| {
+/// #     Box::pin(async move {
+/// #         post::ActiveModel { id: Set(2), slug: Set("draft".into()) }.insert(txn).await?;
+/// #         Err::<(), _>(sea_orm::DbErr::Custom("changed my mind".into()))
+/// #     })
+/// # })
+/// # .await;
+/// # assert!(rolled_back.is_err());
+/// # purger.flush().await;
+/// # assert!(memory.urls().is_empty());
+/// # Ok(())
+/// # }
 /// ```
 pub async fn transaction<D, F, T, E>(db: &D, callback: F) -> Result<T, TransactionError<E>>
 where
@@ -364,14 +437,57 @@ where
 /// entities with no behaviour of their own. Put it in the entity's module, where
 /// `ActiveModel` is; pass another type name if yours differs.
 ///
-/// ```ignore
+/// ```
+/// # use cache_purge_hooks::CachePurge;
+/// # use sea_orm::entity::prelude::*;
+/// # #[derive(Clone, Debug, PartialEq, DeriveEntityModel, CachePurge)]
+/// # #[sea_orm(table_name = "posts")]
+/// # #[cache_purge(url = "/posts/{slug}", url = "/")]
+/// # pub struct Model {
+/// #     #[sea_orm(primary_key)]
+/// #     pub id: i32,
+/// #     pub slug: String,
+/// # }
+/// # #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+/// # pub enum Relation {}
 /// cache_purge_hooks::sea_orm::active_model_behavior!();
 /// // or: cache_purge_hooks::sea_orm::active_model_behavior!(ActiveModel);
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// #     let memory = cache_purge_hooks::backend::MemoryBackend::new("memory");
+/// #     let purger = cache_purge_hooks::Purger::builder().backend(memory.clone()).build()?;
+/// #     purger.install();
+/// #     let db = sea_orm::Database::connect("sqlite::memory:").await?;
+/// #     let schema = sea_orm::Schema::new(db.get_database_backend());
+/// #     db.execute(&schema.create_table_from_entity(Entity)).await?;
+/// #     let post = ActiveModel { slug: sea_orm::Set("hello".into()), ..Default::default() };
+/// #     post.insert(&db).await?;
+/// #     purger.flush().await;
+/// #     assert_eq!(memory.url_set(), ["/", "/posts/hello"]);
+/// #     Ok(())
+/// # }
 /// ```
 ///
 /// An entity with behaviour of its own calls the hooks from its impl instead:
 ///
-/// ```ignore
+/// ```
+/// # use cache_purge_hooks::CachePurge;
+/// # use sea_orm::entity::prelude::*;
+/// # use sea_orm::Set;
+/// # #[derive(Clone, Debug, PartialEq, DeriveEntityModel, CachePurge)]
+/// # #[sea_orm(table_name = "posts")]
+/// # #[cache_purge(url = "/posts/{slug}", url = "/")]
+/// # pub struct Model {
+/// #     #[sea_orm(primary_key)]
+/// #     pub id: i32,
+/// #     pub slug: String,
+/// #     pub updated_at: i64,
+/// # }
+/// # #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+/// # pub enum Relation {}
+/// # fn now() -> i64 {
+/// #     1_700_000_000
+/// # }
 /// #[cache_purge_hooks::async_trait]
 /// impl ActiveModelBehavior for ActiveModel {
 ///     async fn before_save<C: ConnectionTrait>(mut self, db: &C, insert: bool) -> Result<Self, DbErr> {
@@ -388,6 +504,27 @@ where
 ///         cache_purge_hooks::sea_orm::after_delete(self, db).await
 ///     }
 /// }
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// #     let memory = cache_purge_hooks::backend::MemoryBackend::new("memory");
+/// #     let purger = cache_purge_hooks::Purger::builder().backend(memory.clone()).build()?;
+/// #     purger.install();
+/// #     let db = sea_orm::Database::connect("sqlite::memory:").await?;
+/// #     let schema = sea_orm::Schema::new(db.get_database_backend());
+/// #     db.execute(&schema.create_table_from_entity(Entity)).await?;
+/// #     let post = ActiveModel { slug: Set("hello".into()), ..Default::default() };
+/// #     let post = post.insert(&db).await?;
+/// #     assert_eq!(post.updated_at, now());
+/// #     purger.flush().await;
+/// #     assert_eq!(memory.url_set(), ["/", "/posts/hello"]);
+/// #     memory.clear();
+/// #     // Deleting given only the primary key: the stored row's targets.
+/// #     ActiveModel { id: Set(post.id), ..Default::default() }.delete(&db).await?;
+/// #     purger.flush().await;
+/// #     assert_eq!(memory.url_set(), ["/", "/posts/hello"]);
+/// #     memory.clear();
+/// #     Ok(())
+/// # }
 /// ```
 #[macro_export]
 macro_rules! active_model_behavior {
