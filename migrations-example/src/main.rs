@@ -13,8 +13,9 @@ use std::time::Duration;
 
 use cache_purge_hooks::backend::MemoryBackend;
 use cache_purge_hooks::{Purger, PurgerBuilder, Settings};
-use migrations_example::Migrator;
-use migrations_example::entity::{category, post};
+use migrations_example::entity::{category, comment, post};
+use migrations_example::web::post_path;
+use migrations_example::{Migrator, register_comment_resolver};
 use sea_orm::sea_query::Expr;
 use sea_orm::{ActiveModelTrait, ColumnTrait, Database, DatabaseConnection, DbErr, Set};
 use sea_orm_migration::MigratorTrait;
@@ -37,6 +38,8 @@ async fn main() -> Result<(), Error> {
         .backend(memory.clone())
         .build()?;
     purger.install();
+    // Comments use a resolver the app registers (the comment model only says `registered`).
+    register_comment_resolver()?;
     println!("backends: {}", purger.backend_names().join(", "));
 
     let (db, db_file) = connect().await?;
@@ -193,6 +196,21 @@ async fn run_steps(
     )
     .await;
 
+    comment::ActiveModel {
+        page: Set(post_path(&hello.slug)),
+        author: Set("Ann".into()),
+        body: Set("Nice post!".into()),
+        ..Default::default()
+    }
+    .insert(db)
+    .await?;
+    report(
+        "9. comment on `hello-rust` (URLs from a resolver registered at start-up)",
+        purger,
+        memory,
+    )
+    .await;
+
     cache_purge_hooks::sea_orm::bulk::delete_many::<post::Entity, _>(
         db,
         post::Column::CategoryId.eq(rust.id),
@@ -200,7 +218,7 @@ async fn run_steps(
     .await?;
     category::ActiveModel::from(rust).delete(db).await?;
     report(
-        "9. bulk delete the posts of `rust`, then delete the category",
+        "10. bulk delete the posts of `rust`, then delete the category",
         purger,
         memory,
     )

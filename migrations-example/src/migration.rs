@@ -8,7 +8,11 @@ pub struct Migrator;
 #[sea_orm_migration::async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(CreateCategories), Box::new(CreatePosts)]
+        vec![
+            Box::new(CreateCategories),
+            Box::new(CreatePosts),
+            Box::new(CreateComments),
+        ]
     }
 }
 
@@ -29,6 +33,15 @@ enum Posts {
     Body,
     Published,
     CategoryId,
+}
+
+#[derive(DeriveIden)]
+enum Comments {
+    Table,
+    Id,
+    Page,
+    Author,
+    Body,
 }
 
 /// Creates `categories`.
@@ -127,6 +140,56 @@ impl MigrationTrait for CreatePosts {
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         manager
             .drop_table(Table::drop().table(Posts::Table).to_owned())
+            .await
+    }
+}
+
+/// Creates `comments`, keyed by the path of the page they are on (see
+/// [`crate::entity::comment`]), with an index to list a page's comments.
+pub struct CreateComments;
+
+impl MigrationName for CreateComments {
+    fn name(&self) -> &str {
+        "m20261201_000003_create_comments"
+    }
+}
+
+#[sea_orm_migration::async_trait::async_trait]
+impl MigrationTrait for CreateComments {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table(Comments::Table)
+                    .if_not_exists()
+                    .col(
+                        ColumnDef::new(Comments::Id)
+                            .integer()
+                            .not_null()
+                            .auto_increment()
+                            .primary_key(),
+                    )
+                    .col(ColumnDef::new(Comments::Page).string_len(500).not_null())
+                    .col(ColumnDef::new(Comments::Author).string_len(200).not_null())
+                    .col(ColumnDef::new(Comments::Body).text().not_null())
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("comments_page")
+                    .table(Comments::Table)
+                    .col(Comments::Page)
+                    .if_not_exists()
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .drop_table(Table::drop().table(Comments::Table).to_owned())
             .await
     }
 }

@@ -1,19 +1,27 @@
 //! Test harness for cache-purge-hooks: real nginx and Varnish servers for end-to-end tests of
 //! purge backends.
 //!
-//! Every server runs on free loopback ports with its own temp dir and generated config, in
-//! front of an [`Origin`] the test controls, is waited for until it is ready (with a 30 s
-//! deadline), and is stopped by PID, with its whole process group, when the test calls `stop()`
-//! or drops it. Nothing is left behind: no processes, no temp dirs.
+//! Every server runs on free loopback ports with its own temp dir, in front of an [`Origin`]
+//! the test controls (or any HTTP server on a loopback port, such as the application under
+//! test: `start_in_front_of`), is waited for until it is ready (with a 30 s deadline), and is
+//! stopped by PID, with its whole process group, when the test calls `stop()` or drops it.
+//! Nothing is left behind: no processes, no temp dirs.
+//!
+//! The servers run the configuration the project ships in `deploy/` (and recommends in its
+//! docs), with placeholders such as `@DIR@`, ports and the origin's address filled in:
+//! `deploy/nginx/nginx.conf` + `deploy/nginx/cache-purge.conf` ([`NGINX_CONF`],
+//! [`NGINX_SITE_CONF`]) and `deploy/varnish/cache-purge.vcl` ([`HARNESS_VCL`]). What the
+//! tests run is therefore what users are told to deploy.
 //!
 //! - [`Origin`]: an HTTP/1.1 origin on its own thread that counts fetches per request target
 //!   and puts the count in the body (`"/a #2"` means the cache fetched `/a` again).
 //! - [`Nginx`]: nginx with Debian's `ngx_cache_purge` module, purges in a separate location
-//!   ([`PurgeLocation::Separate`], the default) or in the proxied one
+//!   ([`PurgeLocation::Separate`], the default and the shipped style) or in the proxied one
 //!   ([`PurgeLocation::Same`], which crashes Debian's module: [`Nginx::worker_crash`]).
-//! - [`Varnish`]: varnishd with [`HARNESS_VCL`] (HTTP `PURGE` and `BAN`) or your own VCL, with
-//!   its admin CLI on a `-T` port with a `-S` secret, and independent checks of what a client
-//!   did: [`Varnish::ban_list`], [`Varnish::ban_count`], [`Varnish::varnishadm`].
+//! - [`Varnish`]: varnishd with [`HARNESS_VCL`] (HTTP `PURGE` and `BAN`, lurker-friendly
+//!   object headers) or your own VCL, with its admin CLI on a `-T` port with a `-S` secret,
+//!   and independent checks of what a client did: [`Varnish::ban_list`],
+//!   [`Varnish::ban_count`], [`Varnish::varnishadm`].
 //! - Broken peers: [`refused_addr`], [`SilentServer`] (never answers), [`StatusServer`]
 //!   (always answers, say, `503`).
 //! - What a user checks after a purge: [`warm`] (cached), [`assert_purged`] (the next GET is
@@ -86,7 +94,9 @@ mod varnish;
 pub use assertions::{CacheServer, assert_cached, assert_purged, warm};
 pub use error::{HarnessError, INSTALL_COMMAND, Result};
 pub use faults::{SilentServer, StatusServer};
-pub use nginx::{CACHE_PURGE_MODULE, CACHE_ZONE, Nginx, NginxConfig, PurgeLocation};
+pub use nginx::{
+    CACHE_PURGE_MODULE, CACHE_ZONE, NGINX_CONF, NGINX_SITE_CONF, Nginx, NginxConfig, PurgeLocation,
+};
 pub use origin::Origin;
 pub use page::Page;
 pub use ports::refused_addr;

@@ -346,7 +346,7 @@ pub(crate) fn log_tails(files: &[&Path]) -> String {
 /// A file's text with line numbers, under a heading naming it.
 pub(crate) fn numbered(path: &Path) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "  --- {} (as generated) ---", path.display());
+    let _ = writeln!(out, "  --- {} (as written) ---", path.display());
     match std::fs::read_to_string(path) {
         Ok(text) => {
             for (i, line) in text.lines().enumerate() {

@@ -20,8 +20,8 @@ const VARNISHSTAT_BIN: &str = "/usr/bin/varnishstat";
 /// Deadline of one `varnishadm` / `varnishstat` run.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// The VCL of [`Varnish::start`] (Varnish 7.1, `vcl 4.1`), based on the purge lab's
-/// `lab.vcl`. `@ORIGIN_PORT@` is replaced by the origin's port.
+/// The VCL of [`Varnish::start`]: the shipped `deploy/varnish/cache-purge.vcl` (Varnish 7,
+/// `vcl 4.1`), the one the docs recommend. `@ORIGIN_PORT@` is replaced by the origin's port.
 ///
 /// - `PURGE <url>` from 127.0.0.1 or ::1: looks the object up (same hash as a `GET` of that
 ///   URL with that `Host`) and removes it and its variants with `purge.hard()`: `200 Purged`,
@@ -32,67 +32,15 @@ const COMMAND_TIMEOUT: Duration = Duration::from_secs(15);
 ///   `obj.http.x-url ~ <regex> [&& obj.http.x-host ~ <host regex>]`: `200 Ban added`, or `400`
 ///   with varnishd's reason when the ban is invalid, or `400 X-Ban-Url header required`.
 /// - Other clients get `405 Not allowed` for both.
-/// - Every cached object is kept 10 minutes and remembers its URL and `Host` in
-///   `x-url`/`x-host` (for the bans above; removed from responses).
+/// - Every cached object remembers its URL and `Host` in `x-url`/`x-host` (for lurker-friendly
+///   bans; removed from responses) and is kept as long as the origin's `Cache-Control` says
+///   ([`Origin`] says 10 minutes).
 /// - Responses carry `X-Cache: HIT` or `X-Cache: MISS`. `vcl_hash` is the default (URL and
 ///   `Host`).
-pub const HARNESS_VCL: &str = r#"vcl 4.1;
-# cache-purge-hooks-testing: the VCL of Varnish::start (based on the purge lab's lab.vcl).
-import std;
-import purge;
+pub const HARNESS_VCL: &str = include_str!("../deploy/varnish/cache-purge.vcl");
 
-backend origin { .host = "127.0.0.1"; .port = "@ORIGIN_PORT@"; }
-
-acl purgers { "127.0.0.1"; "::1"; }
-
-sub vcl_recv {
-    if (req.method == "PURGE") {
-        if (client.ip !~ purgers) { return (synth(405, "Not allowed")); }
-        # look the object up so vcl_hit/vcl_miss can purge and report 200/404
-        return (hash);
-    }
-    if (req.method == "BAN") {
-        if (client.ip !~ purgers) { return (synth(405, "Not allowed")); }
-        if (!req.http.X-Ban-Url) { return (synth(400, "X-Ban-Url header required")); }
-        # lurker-friendly bans: match obj.http.x-url / x-host (set in vcl_backend_response)
-        if (req.http.X-Ban-Host) {
-            if (std.ban("obj.http.x-url ~ " + req.http.X-Ban-Url +
-                        " && obj.http.x-host ~ " + req.http.X-Ban-Host)) {
-                return (synth(200, "Ban added"));
-            }
-        } else if (std.ban("obj.http.x-url ~ " + req.http.X-Ban-Url)) {
-            return (synth(200, "Ban added"));
-        }
-        return (synth(400, std.ban_error()));
-    }
-}
-
-sub harness_purge {
-    set req.http.X-Purged = purge.hard();
-    if (req.http.X-Purged == "0") { return (synth(404, "Not in cache")); }
-    return (synth(200, "Purged"));
-}
-sub vcl_hit  { if (req.method == "PURGE") { call harness_purge; } }
-sub vcl_miss { if (req.method == "PURGE") { call harness_purge; } }
-
-sub vcl_backend_response {
-    set beresp.http.x-url = bereq.url;
-    set beresp.http.x-host = bereq.http.host;
-    set beresp.ttl = 10m;
-}
-
-sub vcl_deliver {
-    unset resp.http.x-url;
-    unset resp.http.x-host;
-    if (obj.hits > 0) { set resp.http.X-Cache = "HIT"; } else { set resp.http.X-Cache = "MISS"; }
-}
-
-sub vcl_synth {
-    if (req.http.X-Purged) { set resp.http.X-Purged = req.http.X-Purged; }
-}
-"#;
-
-/// A real varnishd caching an [`Origin`], with its HTTP port and its admin CLI (`-T`, with a
+/// A real varnishd caching an [`Origin`] (or any HTTP server on a loopback port:
+/// [`Varnish::start_in_front_of`]), with its HTTP port and its admin CLI (`-T`, with a
 /// secret file) on free loopback ports.
 ///
 /// It runs as
@@ -102,6 +50,9 @@ sub vcl_synth {
 ///          -f DIR/harness.vcl -s malloc,32m -l 16m -p ban_lurker_sleep=0.01
 ///          -p thread_pools=1 -p thread_pool_min=10
 /// ```
+///
+/// where `harness.vcl` is [`HARNESS_VCL`] (the shipped `deploy/varnish/cache-purge.vcl`) or
+/// the VCL given to [`Varnish::start_with_vcl`], with `@ORIGIN_PORT@` filled in.
 ///
 /// The thread and log-space settings only keep each instance small. `ban_lurker_age` keeps
 /// its default of 60 s: the lurker leaves a new ban alone that long, so during a test every ban
@@ -183,6 +134,21 @@ impl Varnish {
     /// [`Varnish::start_with_vcl`] for synchronous code.
     pub fn start_with_vcl_blocking(origin: &Origin, vcl: &str) -> Result<Varnish> {
         Varnish::start_on_port(origin.port(), vcl)
+    }
+
+    /// Like [`Varnish::start`] (with [`HARNESS_VCL`]), in front of any HTTP server listening
+    /// on `127.0.0.1:origin_port` (an application under test, say), which must be running by
+    /// the first request.
+    pub async fn start_in_front_of(origin_port: u16) -> Result<Varnish> {
+        off_thread("cph-varnish-start", move || {
+            Varnish::start_on_port(origin_port, HARNESS_VCL)
+        })
+        .await
+    }
+
+    /// [`Varnish::start_in_front_of`] for synchronous code.
+    pub fn start_in_front_of_blocking(origin_port: u16) -> Result<Varnish> {
+        Varnish::start_on_port(origin_port, HARNESS_VCL)
     }
 
     fn start_on_port(origin_port: u16, vcl: &str) -> Result<Varnish> {
@@ -674,6 +640,28 @@ mod tests {
             ]
         );
         assert!((bans[2].1.time - 1_795_600_645.099_136).abs() < 1e-6);
+    }
+
+    #[test]
+    fn the_shipped_vcl_has_the_origin_port_as_its_only_placeholder() {
+        let vcl = super::HARNESS_VCL;
+        assert!(vcl.starts_with("vcl 4.1;\n"));
+        assert!(
+            vcl.contains("backend origin { .host = \"127.0.0.1\"; .port = \"@ORIGIN_PORT@\"; }")
+        );
+        assert_eq!(vcl.replace("@ORIGIN_PORT@", "").matches('@').count(), 0);
+        // What the backends rely on: PURGE, BAN with X-Ban-Url / X-Ban-Host, and the object
+        // headers of lurker-friendly bans.
+        for needle in [
+            "req.method == \"PURGE\"",
+            "req.method == \"BAN\"",
+            "req.http.X-Ban-Url",
+            "req.http.X-Ban-Host",
+            "set beresp.http.x-url = bereq.url;",
+            "set beresp.http.x-host = bereq.http.host;",
+        ] {
+            assert!(vcl.contains(needle), "{needle}");
+        }
     }
 
     #[test]

@@ -1,5 +1,8 @@
-//! A category: its page lists its posts, and the home page shows every category, so a change
-//! purges both.
+//! A category: its page lists its posts, and the home page names the category of every post,
+//! so a change purges both.
+//!
+//! Category pages are addressed by id (`/categories/1`), not by slug, so that a post, which
+//! knows only its `category_id`, can name its category's page among its own URLs.
 
 use cache_purge_hooks::CachePurge;
 use sea_orm::entity::prelude::*;
@@ -7,12 +10,12 @@ use sea_orm::entity::prelude::*;
 /// A blog category.
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel, CachePurge)]
 #[sea_orm(table_name = "categories")]
-#[cache_purge(url = "/categories/{slug}", url = "/")]
+#[cache_purge(url = "/categories/{id}", url = "/")]
 pub struct Model {
     /// Primary key.
     #[sea_orm(primary_key)]
     pub id: i32,
-    /// URL name, unique.
+    /// Short name, unique (the blog-demo program finds categories by it).
     #[sea_orm(unique)]
     pub slug: String,
     /// Display name.

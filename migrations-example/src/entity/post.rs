@@ -1,4 +1,5 @@
-//! A post: its own page, the home page (which lists the latest posts), and its feed entry.
+//! A post: its own page, the home page and its category's page (which list it), and its
+//! category's feed.
 
 use cache_purge_hooks::CachePurge;
 use sea_orm::entity::prelude::*;
@@ -9,6 +10,7 @@ use sea_orm::entity::prelude::*;
 #[cache_purge(
     url = "/posts/{slug}",
     url = "/",
+    url = "/categories/{category_id}",
     url = "/feed.xml?category={category_id}"
 )]
 pub struct Model {

@@ -1,0 +1,63 @@
+vcl 4.1;
+# cache-purge-hooks: Varnish (7.x) in front of your app, purged by the `varnish` backend in any
+# mode. Set the backend's port to your app's (the test suite and `blog --behind varnish` fill
+# it in).
+#   mode = "cli" / "varnishadm": bans over the admin port (-T, -S); ban_style = "lurker"
+#       tests the x-url / x-host headers stored below
+#   mode = "http", http_method = "purge": PURGE <url>, 200 Purged or 404 Not in cache
+#   mode = "http", http_method = "ban": BAN with X-Ban-Url (and X-Ban-Host) regexes
+import std;
+import purge;
+
+backend origin { .host = "127.0.0.1"; .port = "@ORIGIN_PORT@"; }
+
+# Who may purge: this machine only.
+acl purgers { "127.0.0.1"; "::1"; }
+
+sub vcl_recv {
+    if (req.method == "PURGE") {
+        if (client.ip !~ purgers) { return (synth(405, "Not allowed")); }
+        # look the object up so vcl_hit/vcl_miss can purge and report 200/404
+        return (hash);
+    }
+    if (req.method == "BAN") {
+        if (client.ip !~ purgers) { return (synth(405, "Not allowed")); }
+        if (!req.http.X-Ban-Url) { return (synth(400, "X-Ban-Url header required")); }
+        # lurker-friendly bans: match obj.http.x-url / x-host (set in vcl_backend_response)
+        if (req.http.X-Ban-Host) {
+            if (std.ban("obj.http.x-url ~ " + req.http.X-Ban-Url +
+                        " && obj.http.x-host ~ " + req.http.X-Ban-Host)) {
+                return (synth(200, "Ban added"));
+            }
+        } else if (std.ban("obj.http.x-url ~ " + req.http.X-Ban-Url)) {
+            return (synth(200, "Ban added"));
+        }
+        return (synth(400, std.ban_error()));
+    }
+}
+
+sub cache_purge_hard {
+    set req.http.X-Purged = purge.hard();
+    if (req.http.X-Purged == "0") { return (synth(404, "Not in cache")); }
+    return (synth(200, "Purged"));
+}
+sub vcl_hit  { if (req.method == "PURGE") { call cache_purge_hard; } }
+sub vcl_miss { if (req.method == "PURGE") { call cache_purge_hard; } }
+
+sub vcl_backend_response {
+    # The ban lurker tests objects, never requests: keep URL and host on each object.
+    set beresp.http.x-url = bereq.url;
+    set beresp.http.x-host = bereq.http.host;
+    # How long an object is kept is the app's Cache-Control (`public, max-age=N`); without
+    # one, Varnish's default_ttl (2 minutes).
+}
+
+sub vcl_deliver {
+    unset resp.http.x-url;
+    unset resp.http.x-host;
+    if (obj.hits > 0) { set resp.http.X-Cache = "HIT"; } else { set resp.http.X-Cache = "MISS"; }
+}
+
+sub vcl_synth {
+    if (req.http.X-Purged) { set resp.http.X-Purged = req.http.X-Purged; }
+}
