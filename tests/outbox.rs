@@ -165,6 +165,55 @@ async fn a_failing_backend_is_retried_alone() {
     }
 }
 
+/// A backend whose purges take a while, and which says when one has begun.
+struct SlowBackend {
+    started: Arc<tokio::sync::Notify>,
+    delay: Duration,
+}
+
+#[cache_purge_hooks::async_trait]
+impl Backend for SlowBackend {
+    fn name(&self) -> &str {
+        "slow"
+    }
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::URL
+    }
+    async fn purge(&self, _batch: &[Target]) -> Result<(), PurgeError> {
+        self.started.notify_one();
+        tokio::time::sleep(self.delay).await;
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stop_counts_the_deliveries_it_waited_for() {
+    let db = common::sqlite().await;
+    outbox::create_table(&db.db).await.unwrap();
+    let started = Arc::new(tokio::sync::Notify::new());
+    let purger = outbox_purger(vec![Arc::new(SlowBackend {
+        started: started.clone(),
+        delay: Duration::from_millis(300),
+    })]);
+    purger
+        .scope(new_post("in-flight").insert(&db.db))
+        .await
+        .unwrap();
+    let worker = OutboxWorker::builder(db.db.clone(), purger.clone())
+        .poll_interval(Duration::from_millis(20))
+        .start()
+        .await
+        .unwrap();
+    // Stop while the delivery is under way: stop waits for it, and counts it.
+    tokio::time::timeout(Duration::from_secs(10), started.notified())
+        .await
+        .expect("the worker starts delivering");
+    let stats = worker.stop(Duration::from_secs(5)).await;
+    assert_eq!(stats.delivered, 1, "{stats:?}");
+    assert!(drained(&db.db, Duration::from_secs(1)).await);
+    db.close().await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn the_worker_refuses_to_start_without_the_table() {
     let db = common::sqlite().await;

@@ -148,6 +148,17 @@ struct WorkerCounters {
     lease_lost: AtomicU64,
 }
 
+impl WorkerCounters {
+    fn snapshot(&self) -> OutboxWorkerStats {
+        OutboxWorkerStats {
+            delivered: self.delivered.load(Ordering::Relaxed),
+            failed: self.failed.load(Ordering::Relaxed),
+            dead: self.dead.load(Ordering::Relaxed),
+            lease_lost: self.lease_lost.load(Ordering::Relaxed),
+        }
+    }
+}
+
 static WORKERS: AtomicU64 = AtomicU64::new(0);
 
 impl OutboxWorker {
@@ -175,19 +186,13 @@ impl OutboxWorker {
 
     /// What the worker did so far.
     pub fn stats(&self) -> OutboxWorkerStats {
-        OutboxWorkerStats {
-            delivered: self.counters.delivered.load(Ordering::Relaxed),
-            failed: self.counters.failed.load(Ordering::Relaxed),
-            dead: self.counters.dead.load(Ordering::Relaxed),
-            lease_lost: self.counters.lease_lost.load(Ordering::Relaxed),
-        }
+        self.counters.snapshot()
     }
 
     /// Stops claiming; waits up to `deadline` for deliveries under way to settle. Rows not
     /// delivered stay in the table (released, so another worker can take them at once).
     pub async fn stop(self, deadline: Duration) -> OutboxWorkerStats {
         let _ = self.stop.send(true);
-        let stats = self.stats();
         let all = futures::future::join_all(self.tasks);
         if tokio::time::timeout(deadline, all).await.is_err() {
             tracing::warn!(
@@ -196,7 +201,8 @@ impl OutboxWorker {
                 "outbox worker stop deadline passed; rows in flight return to the table when their lease runs out"
             );
         }
-        stats
+        // Counted once the deliveries under way have settled, so that they are included.
+        self.counters.snapshot()
     }
 }
 
