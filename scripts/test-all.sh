@@ -63,8 +63,28 @@ ensure_proxies() {
   fi
 }
 
+# The Diesel integration's tests use Diesel's blocking PostgreSQL and MySQL connections, which
+# link libpq and libmysqlclient (MariaDB's client library on Debian).
+ensure_client_libraries() {
+  local missing=()
+  command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
+  pkg-config --exists libpq 2>/dev/null || missing+=(libpq-dev)
+  pkg-config --exists mysqlclient 2>/dev/null || missing+=(default-libmysqlclient-dev)
+  if [ ${#missing[@]} -gt 0 ]; then
+    log "installing ${missing[*]}"
+    if [ "$(id -u)" != 0 ]; then
+      echo "missing ${missing[*]}; run as root, or: sudo apt-get install -y ${missing[*]}" >&2
+      exit 1
+    fi
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  fi
+}
+
 ensure_databases
 ensure_proxies
+ensure_client_libraries
 
 log "cargo fmt --check"
 cargo fmt --all -- --check
@@ -76,6 +96,8 @@ cargo clippy -p cache-purge-hooks-core --no-default-features -- -D warnings
 cargo clippy -p cache-purge-hooks-core --no-default-features --features varnish -- -D warnings
 cargo clippy -p cache-purge-hooks-core --no-default-features --features nginx -- -D warnings
 cargo clippy -p cache-purge-hooks-core --all-targets --features metrics -- -D warnings
+# The facade with the Diesel integration (not a default feature).
+cargo clippy -p cache-purge-hooks --features diesel-postgres,diesel-sqlite,diesel-mysql,diesel-async -- -D warnings
 
 log "cargo doc -D warnings (broken links, missing docs)"
 RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --workspace --quiet

@@ -62,6 +62,14 @@ pub mod sea_orm {
     pub use cache_purge_hooks_sea_orm::*;
 }
 
+/// The Diesel integration: writes that purge every affected row, after-commit transactions,
+/// the outbox shared with the SeaORM integration. Features `diesel-postgres`, `diesel-sqlite`,
+/// `diesel-mysql` and `diesel-async` select what it supports.
+#[cfg(feature = "diesel")]
+pub mod diesel {
+    pub use cache_purge_hooks_diesel::*;
+}
+
 /// Start-up failed: the settings are invalid, or the purger could not be built from them.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

@@ -545,10 +545,10 @@ async fn a_save_succeeds_at_once_when_varnish_is_down() {
 #[test]
 fn the_documented_vcl_is_the_one_tested() {
     let docs =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/backends.md")).unwrap();
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/varnish.md")).unwrap();
     let start = docs
         .find("```vcl\nvcl 4.1;")
-        .expect("docs/backends.md has the full VCL")
+        .expect("docs/varnish.md has the full VCL")
         + 7;
     let end = start + docs[start..].find("\n```").unwrap();
     assert_eq!(

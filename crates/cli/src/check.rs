@@ -388,11 +388,11 @@ async fn probe_varnish_http(name: &str, settings: VarnishSettings, server: &str)
             let hint = http_hint(cause, server).unwrap_or_else(|| {
                 if ban {
                     format!(
-                        "the VCL must answer BAN requests: std.ban(\"obj.http.x-url ~ \" + req.http.{}) in vcl_recv (docs/backends.md has the VCL)",
+                        "the VCL must answer BAN requests: std.ban(\"obj.http.x-url ~ \" + req.http.{}) in vcl_recv (deploy/varnish/cache-purge.vcl, docs/varnish.md)",
                         settings.ban_header
                     )
                 } else {
-                    "the VCL must answer PURGE requests from this host: return (purge) in vcl_recv, with an ACL that lists it (docs/backends.md has the VCL)".to_owned()
+                    "the VCL must answer PURGE requests from this host: return (purge) in vcl_recv, with an ACL that lists it (deploy/varnish/cache-purge.vcl, docs/varnish.md)".to_owned()
                 }
             });
             Finding::fail(server, format!("{what} failed: {cause}")).hint(hint)
@@ -439,7 +439,7 @@ async fn probe_nginx_http(name: &str, settings: NginxSettings, server: &str) -> 
             let hint = http_hint(cause, server)
                 .or_else(|| nginx_hint(cause, &settings))
                 .unwrap_or_else(|| {
-                    "see nginx's error log; docs/backends.md has a working configuration".to_owned()
+                    "see nginx's error log; deploy/nginx/cache-purge.conf is a working configuration (docs/nginx.md)".to_owned()
                 });
             Finding::fail(server, format!("`{request}` failed: {cause}")).hint(hint)
         }
@@ -483,7 +483,7 @@ fn nginx_hint(m: &str, settings: &NginxSettings) -> Option<String> {
              libnginx-mod-http-cache-purge (ngx_cache_purge 2.3) segfaults with the same-location \
              syntax (`proxy_cache_purge PURGE from ...;` inside the proxied location). Use a \
              separate location, `location ~ ^/purge(/.*)$ { proxy_cache_purge ZONE \"$1$is_args$args\"; }`, \
-             and set purge_prefix = \"/purge\" (docs/backends.md)"
+             and set purge_prefix = \"/purge\" (deploy/nginx/cache-purge.conf, docs/nginx.md)"
                 .to_owned()
         } else {
             "nginx closed the connection without answering: its worker probably crashed (see \

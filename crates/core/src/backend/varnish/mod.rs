@@ -34,7 +34,7 @@
 //!
 //! The `http` mode needs VCL that handles `PURGE` (`return (purge)` or `purge.hard()`) and,
 //! for bans, `BAN` with the regex in `X-Ban-Url` (and the host regex in `X-Ban-Host`):
-//! `std.ban("obj.http.x-url ~ " + req.http.X-Ban-Url)`. docs/backends.md has a complete VCL.
+//! `std.ban("obj.http.x-url ~ " + req.http.X-Ban-Url)`. deploy/varnish/cache-purge.vcl is a complete VCL (docs/varnish.md).
 
 pub mod ban;
 pub mod cli;

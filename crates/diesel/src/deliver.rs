@@ -1,0 +1,98 @@
+//! Handing a write's targets to the pipeline: outbox rows inside the write's transaction, or
+//! the [`Purger`] once the write has committed.
+
+use cache_purge_hooks_core::{Delivery, PurgeTargets, Purger, Target, Targets};
+
+/// Where a write's targets go, decided once per write from [`Purger::current`].
+pub(crate) struct Plan {
+    purger: Option<Purger>,
+    pub(crate) source: &'static str,
+}
+
+/// What became of the targets inside the transaction.
+pub(crate) enum Staged {
+    /// Nothing to purge.
+    Nothing,
+    /// Written to the outbox: wake the worker after COMMIT.
+    Outbox,
+    /// To hand to the purger after COMMIT.
+    Send(Targets),
+}
+
+impl Plan {
+    pub(crate) fn current<M: 'static>() -> Self {
+        Plan {
+            purger: Purger::current(),
+            source: std::any::type_name::<M>(),
+        }
+    }
+
+    /// The purger's backends, when purges go to the outbox.
+    pub(crate) fn outbox_backends(&self) -> Option<Vec<String>> {
+        let purger = self.purger.as_ref()?;
+        (purger.delivery() == Delivery::Outbox).then(|| {
+            purger
+                .backend_names()
+                .into_iter()
+                .map(str::to_owned)
+                .collect()
+        })
+    }
+
+    /// After COMMIT (or RELEASE of the write's savepoint): hands the targets over. Inside
+    /// [`transaction`](crate::transaction), the purger holds them until the outer COMMIT.
+    pub(crate) fn finish(self, staged: Staged) {
+        match staged {
+            Staged::Nothing => {}
+            Staged::Outbox => {
+                if let Some(p) = &self.purger {
+                    p.outbox_wake().notify_waiters();
+                }
+            }
+            Staged::Send(targets) => match &self.purger {
+                Some(p) => p.purge_resolved(self.source, targets),
+                None => cache_purge_hooks_core::purge_current(self.source, targets),
+            },
+        }
+    }
+
+    /// [`finish`](Self::finish), waiting for room in the queue with `when_full = "wait"`.
+    #[cfg(feature = "async")]
+    pub(crate) async fn finish_async(self, staged: Staged) {
+        match staged {
+            Staged::Send(targets) => match &self.purger {
+                Some(p) => p.purge_resolved_async(self.source, targets).await,
+                None => cache_purge_hooks_core::purge_current_async(self.source, targets).await,
+            },
+            other => self.finish(other),
+        }
+    }
+}
+
+/// The targets of the rows a write affected (old rows first, for an update).
+pub(crate) fn targets_of<'a, M: PurgeTargets + 'a>(
+    rows: impl IntoIterator<Item = &'a M>,
+) -> Targets {
+    let mut targets = Targets::new();
+    for row in rows {
+        row.purge_targets(&mut targets);
+    }
+    targets
+}
+
+/// The valid targets to write to the outbox (rejections are logged here, once).
+pub(crate) fn outbox_targets(source: &str, targets: Targets) -> Vec<Target> {
+    targets.into_valid(source)
+}
+
+/// Logs an outbox write that failed; the targets are then sent directly after COMMIT.
+pub(crate) fn outbox_failed(source: &str, error: &diesel::result::Error, targets: usize) {
+    tracing::error!(
+        target: "cache_purge_hooks",
+        source,
+        error = %error,
+        targets,
+        "could not write the purge to the outbox (is the cache_purge_outbox table created?); \
+         sending it directly after the commit"
+    );
+}
