@@ -15,11 +15,13 @@
 //! - [`retry`]: backoff, giving up, the dead-letter list.
 //! - [`backend`]: the [`Backend`](backend::Backend) trait and the built-in backends.
 //! - [`settings`]: the settings file and its validation.
+//! - [`outbox`]: the stored format of the outbox table, shared by the ORM integrations.
 #![warn(missing_docs)]
 
 pub mod after_commit;
 pub mod backend;
 mod dispatch;
+pub mod outbox;
 pub mod purger;
 pub mod resolve;
 pub mod retry;

@@ -38,14 +38,11 @@
 //! # #[cfg(not(feature = "sqlite"))] fn main() {}
 //! ```
 
-use std::collections::HashSet;
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use cache_purge_hooks_core::Target;
 
-/// The most target text (stored form, newline-separated) one row holds, as in the SeaORM
-/// integration: a purge with more is spread over several rows per backend.
-pub const MAX_TARGET_BYTES_PER_ROW: usize = 32 * 1024;
+/// The row format shared with the SeaORM integration ([`cache_purge_hooks_core::outbox`]): the
+/// most target text one row holds, the time unit, and the targets' stored text.
+pub use cache_purge_hooks_core::outbox::{MAX_TARGET_BYTES_PER_ROW, now_ms, stored_targets};
 
 diesel::table! {
     /// The outbox table: see `docs/outbox.sql` and the SeaORM integration's
@@ -72,40 +69,6 @@ diesel::table! {
         /// When the row was given up on.
         dead_at -> Nullable<BigInt>,
     }
-}
-
-/// The current time in unix milliseconds, the unit of every outbox time.
-pub fn now_ms() -> i64 {
-    match SystemTime::now().duration_since(UNIX_EPOCH) {
-        Ok(d) => i64::try_from(d.as_millis()).unwrap_or(i64::MAX),
-        Err(_) => 0,
-    }
-}
-
-/// The stored text of targets, cut into rows of at most [`MAX_TARGET_BYTES_PER_ROW`] (one
-/// longer target gets a row of its own); each target once. The format the SeaORM outbox
-/// store writes and its worker parses.
-pub fn stored_targets(targets: &[Target]) -> Vec<String> {
-    let mut seen = HashSet::with_capacity(targets.len());
-    let mut chunks = Vec::new();
-    let mut current = String::new();
-    for target in targets {
-        if !seen.insert(target) {
-            continue;
-        }
-        let text = target.to_string();
-        if !current.is_empty() && current.len() + 1 + text.len() > MAX_TARGET_BYTES_PER_ROW {
-            chunks.push(std::mem::take(&mut current));
-        }
-        if !current.is_empty() {
-            current.push('\n');
-        }
-        current.push_str(&text);
-    }
-    if !current.is_empty() {
-        chunks.push(current);
-    }
-    chunks
 }
 
 /// One row to insert: backend, targets, created_at, available_at, attempts.
@@ -320,18 +283,6 @@ mod tests {
             let parsed: Target = line.parse().unwrap();
             assert!(targets.contains(&parsed));
         }
-    }
-
-    #[test]
-    fn large_purges_take_several_rows() {
-        let targets: Vec<Target> = (0..5000)
-            .map(|i| Target::url(&format!("/posts/{i:0>20}")).unwrap())
-            .collect();
-        let chunks = stored_targets(&targets);
-        assert!(chunks.len() > 1);
-        assert!(chunks.iter().all(|c| c.len() <= MAX_TARGET_BYTES_PER_ROW));
-        let lines: usize = chunks.iter().map(|c| c.lines().count()).sum();
-        assert_eq!(lines, 5000);
     }
 
     #[test]

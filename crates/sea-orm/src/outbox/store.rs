@@ -1,7 +1,6 @@
 //! Writing, claiming and settling outbox rows.
 
-use std::collections::HashSet;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use cache_purge_hooks_core::{InvalidTarget, Target};
 use sea_orm::sea_query::{Expr, Query};
@@ -14,10 +13,7 @@ use sea_orm::{
 use super::entity::{self, Column, Entity};
 use super::sql;
 
-/// The most target text (stored form, newline-separated) [`enqueue`] puts in one row; a
-/// purge with more is spread over several rows per backend. It keeps a row well inside
-/// MySQL's 64 KiB `TEXT` and bounds what one failed delivery puts back.
-pub const MAX_TARGET_BYTES_PER_ROW: usize = 32 * 1024;
+pub use cache_purge_hooks_core::outbox::{MAX_TARGET_BYTES_PER_ROW, now_ms};
 
 /// Errors stored in `last_error` are cut to this many characters.
 pub const MAX_ERROR_CHARS: usize = 2000;
@@ -25,18 +21,6 @@ pub const MAX_ERROR_CHARS: usize = 2000;
 /// Rows per `INSERT` and ids per `IN (...)` list, far below every database's limit on bound
 /// parameters (SQLite's is 32766, PostgreSQL's 65535).
 const CHUNK: usize = 1000;
-
-/// The current time in unix milliseconds, the unit of every outbox time.
-///
-/// Workers on several hosts compare their own clocks with the times other hosts wrote: keep
-/// the clocks in step to well within the lease.
-pub fn now_ms() -> i64 {
-    match SystemTime::now().duration_since(UNIX_EPOCH) {
-        Ok(d) => i64::try_from(d.as_millis()).unwrap_or(i64::MAX),
-        // A clock before 1970: everything written now is due at once.
-        Err(_) => 0,
-    }
-}
 
 /// One outbox row as a worker sees it: what to purge on which backend.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -92,37 +76,10 @@ pub enum DeadRows<'a> {
     Ids(&'a [i64]),
 }
 
-/// The stored text of a row's targets, cut into rows of at most
-/// [`MAX_TARGET_BYTES_PER_ROW`] (one longer target gets a row of its own).
-fn target_chunks(targets: &[Target]) -> Vec<String> {
-    let mut seen = HashSet::with_capacity(targets.len());
-    let mut chunks = Vec::new();
-    let mut current = String::new();
-    for target in targets {
-        if !seen.insert(target) {
-            continue;
-        }
-        let text = target.to_string();
-        if !current.is_empty() && current.len() + 1 + text.len() > MAX_TARGET_BYTES_PER_ROW {
-            chunks.push(std::mem::take(&mut current));
-        }
-        if !current.is_empty() {
-            current.push('\n');
-        }
-        current.push_str(&text);
-    }
-    if !current.is_empty() {
-        chunks.push(current);
-    }
-    chunks
-}
-
-/// Parses a row's stored targets: one per line (empty lines are ignored).
+/// Parses a row's stored targets (the shared format of
+/// [`cache_purge_hooks_core::outbox`]).
 pub(crate) fn parse_targets(text: &str) -> Result<Vec<Target>, InvalidTarget> {
-    text.lines()
-        .filter(|line| !line.is_empty())
-        .map(str::parse)
-        .collect()
+    cache_purge_hooks_core::outbox::parse_stored_targets(text)
 }
 
 fn truncate_error(error: &str) -> String {
@@ -160,7 +117,7 @@ where
     if backends.is_empty() || targets.is_empty() {
         return Ok(());
     }
-    let chunks = target_chunks(targets);
+    let chunks = cache_purge_hooks_core::outbox::stored_targets(targets);
     let rows: Vec<(&str, &str)> = backends
         .iter()
         .flat_map(|b| chunks.iter().map(move |c| (b.as_ref(), c.as_str())))
@@ -605,31 +562,6 @@ pub async fn status<C: ConnectionTrait>(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn targets_are_split_into_rows_and_deduplicated() {
-        let a = Target::url("/a").unwrap();
-        let chunks = target_chunks(&[a.clone(), Target::Everything, a.clone()]);
-        assert_eq!(chunks, ["url /a\neverything"]);
-
-        let long = "x".repeat(10_000);
-        let many: Vec<Target> = (0..10)
-            .map(|i| Target::url(&format!("/{i}{long}")).unwrap())
-            .collect();
-        let chunks = target_chunks(&many);
-        assert!(chunks.len() > 1);
-        assert!(chunks.iter().all(|c| c.len() <= MAX_TARGET_BYTES_PER_ROW));
-        let back: Vec<Target> = chunks
-            .iter()
-            .flat_map(|c| parse_targets(c).unwrap())
-            .collect();
-        assert_eq!(back, many);
-
-        let huge = Target::url(&format!("/{}", "y".repeat(MAX_TARGET_BYTES_PER_ROW))).unwrap();
-        let chunks = target_chunks(&[a.clone(), huge.clone(), a.clone()]);
-        assert_eq!(chunks.len(), 2);
-        assert_eq!(parse_targets(&chunks[1]).unwrap(), [huge]);
-    }
 
     #[test]
     fn errors_are_cut_on_a_character_boundary() {
