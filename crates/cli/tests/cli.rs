@@ -95,25 +95,37 @@ fn nginx_http_backend(name: &str, addr: &str) -> String {
     )
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn purge_goes_to_every_backend_and_only_what_was_asked() {
+/// An origin, a varnishd and an nginx in front of it.
+async fn start_both() -> (Origin, Varnish, Nginx) {
     let origin = Origin::start().unwrap();
     let (varnish, nginx) = tokio::try_join!(
         Varnish::start(&origin),
         Nginx::start(&origin, NginxConfig::default())
     )
     .unwrap();
+    (origin, varnish, nginx)
+}
+
+/// Settings naming `varnish` (cli mode) as `varnish_name` and `nginx` (http mode, separate
+/// purge location) as `nginx_name`.
+fn both_backends(varnish_name: &str, varnish: &Varnish, nginx_name: &str, nginx: &Nginx) -> String {
+    format!(
+        "{}{}",
+        varnish_cli_backend(varnish_name, varnish),
+        nginx_http_backend(nginx_name, &nginx.addr())
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn purge_goes_to_every_backend_and_only_what_was_asked() {
+    let (origin, varnish, nginx) = start_both().await;
     let pages = ["/foo", "/foobar", "/a?x=1", "/a?x=2"];
     warm(&varnish, &pages).await;
     warm(&nginx, &pages).await;
     let dir = tempfile::tempdir().unwrap();
     write_settings(
         dir.path(),
-        &format!(
-            "{}{}",
-            varnish_cli_backend("edge", &varnish),
-            nginx_http_backend("origin-cache", &nginx.addr())
-        ),
+        &both_backends("edge", &varnish, "origin-cache", &nginx),
     );
 
     let run = cache_purge(dir.path(), &["purge", "/foo", "/a?x=1"], None, &[]).await;
@@ -173,23 +185,11 @@ async fn urls_come_from_stdin_and_the_report_can_be_json() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_prefix_is_banned_by_varnish_and_reported_unsupported_by_nginx_http() {
-    let origin = Origin::start().unwrap();
-    let (varnish, nginx) = tokio::try_join!(
-        Varnish::start(&origin),
-        Nginx::start(&origin, NginxConfig::default())
-    )
-    .unwrap();
+    let (origin, varnish, nginx) = start_both().await;
     warm(&varnish, &["/blog/a", "/blog/b", "/blogger"]).await;
     warm(&nginx, &["/blog/a"]).await;
     let dir = tempfile::tempdir().unwrap();
-    write_settings(
-        dir.path(),
-        &format!(
-            "{}{}",
-            varnish_cli_backend("edge", &varnish),
-            nginx_http_backend("ngx", &nginx.addr())
-        ),
-    );
+    write_settings(dir.path(), &both_backends("edge", &varnish, "ngx", &nginx));
 
     let run = cache_purge(dir.path(), &["purge", "--prefix", "/blog/"], None, &[]).await;
 
@@ -278,21 +278,15 @@ async fn invalid_input_and_settings_exit_2_and_send_nothing() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn check_passes_on_working_backends() {
-    let origin = Origin::start().unwrap();
-    let (varnish, nginx) = tokio::try_join!(
-        Varnish::start(&origin),
-        Nginx::start(&origin, NginxConfig::default())
-    )
-    .unwrap();
+    let (_origin, varnish, nginx) = start_both().await;
     warm(&nginx, &["/kept"]).await;
     let dir = tempfile::tempdir().unwrap();
     write_settings(
         dir.path(),
         &format!(
-            "{}{}[backends.files]\nkind = \"nginx\"\nmode = \"files\"\ncache_dir = \"{}\"\nkey_template = \"$uri$is_args$args\"\n\
+            "{}[backends.files]\nkind = \"nginx\"\nmode = \"files\"\ncache_dir = \"{}\"\nkey_template = \"$uri$is_args$args\"\n\
              [backends.varnish-http]\nkind = \"varnish\"\nmode = \"http\"\nservers = [\"{}\"]\n",
-            varnish_cli_backend("edge", &varnish),
-            nginx_http_backend("ngx", &nginx.addr()),
+            both_backends("edge", &varnish, "ngx", &nginx),
             nginx.cache_dir().display(),
             varnish.http_addr(),
         ),
