@@ -93,11 +93,16 @@ cargo fmt --all -- --check
 
 log "cargo clippy -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
-# Every backend is a cargo feature: the core must also build with none of them.
-cargo clippy -p cache-purge-hooks-core --no-default-features -- -D warnings
-cargo clippy -p cache-purge-hooks-core --no-default-features --features varnish -- -D warnings
-cargo clippy -p cache-purge-hooks-core --no-default-features --features nginx -- -D warnings
-cargo clippy -p cache-purge-hooks-core --all-targets --features metrics -- -D warnings
+# Every backend is a cargo feature: the engine must also build with none of them.
+cargo clippy -p cache-purge-hooks-engine --no-default-features -- -D warnings
+cargo clippy -p cache-purge-hooks-engine --no-default-features --features varnish -- -D warnings
+cargo clippy -p cache-purge-hooks-engine --no-default-features --features nginx -- -D warnings
+cargo clippy -p cache-purge-hooks-engine --all-targets --features metrics -- -D warnings
+# The crate for backend authors stays lean: no HTTP client, no settings, no digests.
+if cargo tree -p cache-purge-hooks-core -e normal --prefix none | grep -E '^(reqwest|hyper|config|sha2|md-5|serde) '; then
+  echo "cache-purge-hooks-core must not depend on the crates above" >&2
+  exit 1
+fi
 # The facade with the Diesel integration (not a default feature).
 cargo clippy -p cache-purge-hooks --features diesel-postgres,diesel-sqlite,diesel-mysql,diesel-async -- -D warnings
 
@@ -110,7 +115,7 @@ trap 'rm -f "$results"' EXIT
 cargo test --workspace --all-targets 2>&1 | tee -a "$results"
 cargo test --workspace --doc 2>&1 | tee -a "$results"
 # The optional `metrics` feature's own test.
-cargo test -p cache-purge-hooks-core --features metrics --lib dispatch 2>&1 | tee -a "$results"
+cargo test -p cache-purge-hooks-engine --features metrics --lib dispatch 2>&1 | tee -a "$results"
 
 log "main job: the blog demo on SQLite with the default backend"
 cargo run -q -p migrations-example >/dev/null

@@ -49,11 +49,11 @@
 //! }
 //! ```
 //!
-//! The crates: [`cache_purge_hooks_core`] (targets, settings, the [`Purger`], backends),
+//! The crates: [`cache_purge_hooks_engine`] (targets, settings, the [`Purger`], backends),
 //! `cache-purge-hooks-macros` ([`CachePurge`]), and [`sea_orm`] (the SeaORM hooks).
 #![warn(missing_docs)]
 
-pub use cache_purge_hooks_core::*;
+pub use cache_purge_hooks_engine::*;
 pub use cache_purge_hooks_macros::CachePurge;
 
 /// The SeaORM integration: hooks, after-commit transactions and bulk helpers.
@@ -100,7 +100,7 @@ pub fn init_with(settings: &Settings) -> Result<Purger, InitError> {
 
 #[doc(hidden)]
 pub mod __private {
-    pub use cache_purge_hooks_core::registry;
-    pub use cache_purge_hooks_core::template::{push_path_segment, push_query_value};
-    pub use cache_purge_hooks_core::{PurgeTargets, Targets};
+    pub use cache_purge_hooks_engine::registry;
+    pub use cache_purge_hooks_engine::template::{push_path_segment, push_query_value};
+    pub use cache_purge_hooks_engine::{PurgeTargets, Targets};
 }

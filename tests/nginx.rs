@@ -6,9 +6,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use cache_purge_hooks::backend::{Backend, FailureKind, NginxBackend};
+use cache_purge_hooks::backend::{Backend, Cause, NginxBackend};
 use cache_purge_hooks::settings::{NginxMode, NginxSettings};
-use cache_purge_hooks::{Delivery, Purger, RetryPolicy, Target};
+use cache_purge_hooks::{Delivery, Purger, RetryPolicy, Target, TargetKind};
 use cache_purge_hooks_testing::{
     Nginx, NginxConfig, Origin, PurgeLocation, SilentServer, StatusServer, assert_cached,
     assert_purged, refused_addr, warm,
@@ -51,10 +51,10 @@ async fn purges_exactly_and_keeps_neighbours(settings: impl Fn(&Nginx) -> NginxS
     let space = space.as_url().unwrap().path_and_query().to_owned();
     warm(&nginx, &["/foo", "/foobar", "/a?x=1", "/a?x=2", &space]).await;
 
-    let backend = NginxBackend::new("nginx", &settings(&nginx)).unwrap();
+    let backend = NginxBackend::new(&settings(&nginx)).unwrap();
     let purger = Purger::builder()
         .delivery(Delivery::Immediate)
-        .backend(backend)
+        .backend("nginx", backend)
         .build()
         .unwrap();
     // /never-cached was not in the cache: still a success (404 / no file).
@@ -90,7 +90,7 @@ async fn files_mode_keeps_a_file_whose_key_differs() {
     // found, nothing is deleted, and the page stays cached (no guessing).
     let mut settings = files_settings(&nginx);
     settings.key_template = Some("other$uri$is_args$args".into());
-    let backend = NginxBackend::new("nginx", &settings).unwrap();
+    let backend = NginxBackend::new(&settings).unwrap();
     backend.purge(&urls(&["/k"])).await.unwrap();
     assert_cached(&nginx, "/k").await;
 }
@@ -99,8 +99,11 @@ async fn files_mode_keeps_a_file_whose_key_differs() {
 async fn files_mode_purges_everything_by_wiping_the_cache_dir() {
     let (origin, nginx) = start().await;
     warm(&nginx, &["/e1", "/e2?x=1"]).await;
-    let backend = NginxBackend::new("nginx", &files_settings(&nginx)).unwrap();
-    assert!(backend.capabilities().everything && !backend.capabilities().prefix);
+    let backend = NginxBackend::new(&files_settings(&nginx)).unwrap();
+    assert!(
+        backend.capabilities().supports(TargetKind::Everything)
+            && !backend.capabilities().supports(TargetKind::Prefix)
+    );
     backend.purge(&[Target::Everything]).await.unwrap();
     assert!(nginx.cache_dir().is_dir());
     assert_purged(&nginx, &origin, "/e1").await;
@@ -114,7 +117,7 @@ async fn wipe_mode_empties_the_cache_once_but_keeps_the_directory() {
     let mut settings = NginxSettings::default();
     settings.mode = NginxMode::Wipe;
     settings.cache_dir = Some(nginx.cache_dir().to_path_buf());
-    let backend = NginxBackend::new("nginx", &settings).unwrap();
+    let backend = NginxBackend::new(&settings).unwrap();
     backend.purge(&urls(&["/one"])).await.unwrap();
     assert!(
         nginx.cache_dir().is_dir(),
@@ -139,14 +142,14 @@ async fn same_location_style_with_debians_module_is_reported_not_hung() {
     warm(&nginx, &["/foo"]).await;
     let mut settings = http_settings(&nginx);
     settings.purge_prefix = None;
-    let backend = NginxBackend::new("nginx", &settings).unwrap();
+    let backend = NginxBackend::new(&settings).unwrap();
     let started = Instant::now();
     let result = backend.purge(&urls(&["/foo"])).await;
     assert!(started.elapsed() < Duration::from_secs(10), "did not hang");
     // Debian's ngx_cache_purge 2.3 kills the worker: the purge fails (no response), and the
     // harness says why.
     let err = result.unwrap_err();
-    assert_eq!(err.server.as_deref(), Some(nginx.addr().as_str()));
+    assert_eq!(err.server(), Some(nginx.addr().as_str()));
     let crash = nginx.worker_crash().expect("the worker crash is reported");
     assert!(crash.contains("purge_prefix"), "{crash}");
 }
@@ -158,16 +161,16 @@ async fn broken_servers_give_clear_errors_in_time() {
     let forbidden = StatusServer::start(403, "<h1>403 Forbidden</h1>").unwrap();
     let timeout = Duration::from_millis(500);
     let cases = [
-        (silent.addr(), FailureKind::Transient, "timed out"),
-        (refused_addr(), FailureKind::Transient, "Connection refused"),
+        (silent.addr(), Cause::Timeout, "timed out"),
+        (refused_addr(), Cause::Unreachable, "Connection refused"),
         (
             unavailable.addr(),
-            FailureKind::Transient,
+            Cause::Status(503),
             "answered 503 Service Unavailable: upstream down",
         ),
         (
             forbidden.addr(),
-            FailureKind::Permanent,
+            Cause::Status(403),
             "answered 403 Forbidden: <h1>403 Forbidden</h1>",
         ),
     ];
@@ -176,7 +179,7 @@ async fn broken_servers_give_clear_errors_in_time() {
         settings.servers = vec![server.clone()];
         settings.purge_prefix = Some("/purge".into());
         settings.timeout = timeout;
-        let backend = NginxBackend::new("nginx", &settings).unwrap();
+        let backend = NginxBackend::new(&settings).unwrap();
         let started = Instant::now();
         let err = backend.purge(&urls(&["/x", "/y"])).await.unwrap_err();
         assert!(
@@ -184,9 +187,11 @@ async fn broken_servers_give_clear_errors_in_time() {
             "{server}: took {:?}",
             started.elapsed()
         );
-        assert_eq!(err.server.as_deref(), Some(server.as_str()), "{err}");
-        assert_eq!(err.kind, kind, "{err}");
-        assert!(err.message.contains(expected), "{server}: {err}");
+        assert_eq!(err.server(), Some(server.as_str()), "{err}");
+        assert_eq!(err.cause(), &kind, "{err}");
+        // Transient for all but the 403.
+        assert_eq!(err.is_transient(), kind != Cause::Status(403), "{err}");
+        assert!(err.message().contains(expected), "{server}: {err}");
     }
     assert!(unavailable.requests() >= 2 && forbidden.requests() >= 2);
 
@@ -195,14 +200,14 @@ async fn broken_servers_give_clear_errors_in_time() {
     let mut settings = NginxSettings::default();
     settings.servers = vec![busy.addr()];
     settings.purge_prefix = Some("/purge".into());
-    let err = NginxBackend::new("nginx", &settings)
+    let err = NginxBackend::new(&settings)
         .unwrap()
         .purge(&urls(&["/x"]))
         .await
         .unwrap_err();
     assert_eq!(
-        err.kind,
-        FailureKind::RateLimited {
+        err.cause(),
+        &Cause::RateLimited {
             retry_after: Some(Duration::from_secs(7))
         },
         "{err}"
@@ -221,7 +226,7 @@ async fn the_purge_goes_to_every_server() {
     warm(&two, &["/x", "/y"]).await;
     let mut settings = http_settings(&one);
     settings.servers = vec![one.addr(), two.addr()];
-    NginxBackend::new("nginx", &settings)
+    NginxBackend::new(&settings)
         .unwrap()
         .purge(&urls(&["/x"]))
         .await
@@ -237,7 +242,7 @@ async fn a_seaorm_save_purges_nginx_end_to_end() {
     let (origin, nginx) = start().await;
     let db = common::sqlite().await;
     let purger = Purger::builder()
-        .backend(NginxBackend::new("nginx", &http_settings(&nginx)).unwrap())
+        .backend("nginx", NginxBackend::new(&http_settings(&nginx)).unwrap())
         .build()
         .unwrap();
     let saved = purger
@@ -291,7 +296,7 @@ async fn absolute_urls_purge_under_their_own_host() {
     let mut settings = http_settings(&nginx);
     // Paths go with host_header; an absolute URL with its own host.
     settings.host_header = Some("a.example".into());
-    let backend = NginxBackend::new("nginx", &settings).unwrap();
+    let backend = NginxBackend::new(&settings).unwrap();
     backend
         .purge(&urls(&["/p", "http://b.example/q"]))
         .await
@@ -318,7 +323,7 @@ async fn purges_made_while_nginx_is_down_arrive_when_it_is_back() {
                 .with_max_attempts(1000)
                 .with_backoff(Duration::from_millis(50), Duration::from_millis(300)),
         )
-        .backend(NginxBackend::new("nginx", &settings).unwrap())
+        .backend("nginx", NginxBackend::new(&settings).unwrap())
         .build()
         .unwrap();
 

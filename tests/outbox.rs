@@ -14,7 +14,9 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cache_purge_hooks::backend::{Backend, Capabilities, MemoryBackend, NginxBackend, PurgeError};
+use cache_purge_hooks::backend::{
+    Backend, Capabilities, Cause, MemoryBackend, NginxBackend, PurgeError,
+};
 use cache_purge_hooks::sea_orm::outbox::{self, OutboxWorker};
 use cache_purge_hooks::settings::NginxSettings;
 use cache_purge_hooks::{Delivery, Purger, RetryPolicy, Target};
@@ -39,12 +41,12 @@ fn quick_retries() -> RetryPolicy {
         .with_backoff(Duration::from_millis(20), Duration::from_millis(200))
 }
 
-fn outbox_purger(backends: Vec<Arc<dyn Backend>>) -> Purger {
+fn outbox_purger(backends: Vec<(&str, Arc<dyn Backend>)>) -> Purger {
     let mut builder = Purger::builder()
         .delivery(Delivery::Outbox)
         .retry(quick_retries());
-    for b in backends {
-        builder = builder.shared_backend(b);
+    for (name, b) in backends {
+        builder = builder.shared_backend(name, b);
     }
     builder.build().unwrap()
 }
@@ -82,8 +84,8 @@ async fn outbox_dbs() -> Vec<TestDb> {
 async fn purges_commit_and_roll_back_with_the_save() {
     for db in outbox_dbs().await {
         let label = db.label;
-        let memory = MemoryBackend::new("memory");
-        let purger = outbox_purger(vec![Arc::new(memory.clone())]);
+        let memory = MemoryBackend::new();
+        let purger = outbox_purger(vec![("memory", Arc::new(memory.clone()))]);
 
         // Rolled back: neither the row nor its purge exists.
         let rolled_back = purger
@@ -130,10 +132,15 @@ async fn purges_commit_and_roll_back_with_the_save() {
 async fn a_failing_backend_is_retried_alone() {
     for db in outbox_dbs().await {
         let label = db.label;
-        let good = MemoryBackend::new("good");
-        let bad = MemoryBackend::new("bad");
-        bad.fail_with(Some(PurgeError::transient("503").on_server("bad:80")));
-        let purger = outbox_purger(vec![Arc::new(good.clone()), Arc::new(bad.clone())]);
+        let good = MemoryBackend::new();
+        let bad = MemoryBackend::new();
+        bad.fail_with(Some(
+            PurgeError::new(Cause::Status(503), "503").on_server("bad:80"),
+        ));
+        let purger = outbox_purger(vec![
+            ("good", Arc::new(good.clone())),
+            ("bad", Arc::new(bad.clone())),
+        ]);
         purger
             .scope(new_post("split").insert(&db.db))
             .await
@@ -173,9 +180,6 @@ struct SlowBackend {
 
 #[cache_purge_hooks::async_trait]
 impl Backend for SlowBackend {
-    fn name(&self) -> &str {
-        "slow"
-    }
     fn capabilities(&self) -> Capabilities {
         Capabilities::URL
     }
@@ -191,10 +195,13 @@ async fn stop_counts_the_deliveries_it_waited_for() {
     let db = common::sqlite().await;
     outbox::create_table(&db.db).await.unwrap();
     let started = Arc::new(tokio::sync::Notify::new());
-    let purger = outbox_purger(vec![Arc::new(SlowBackend {
-        started: started.clone(),
-        delay: Duration::from_millis(300),
-    })]);
+    let purger = outbox_purger(vec![(
+        "slow",
+        Arc::new(SlowBackend {
+            started: started.clone(),
+            delay: Duration::from_millis(300),
+        }),
+    )]);
     purger
         .scope(new_post("in-flight").insert(&db.db))
         .await
@@ -217,7 +224,7 @@ async fn stop_counts_the_deliveries_it_waited_for() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_worker_refuses_to_start_without_the_table() {
     let db = common::sqlite().await;
-    let purger = outbox_purger(vec![Arc::new(MemoryBackend::new("m"))]);
+    let purger = outbox_purger(vec![("m", Arc::new(MemoryBackend::new()))]);
     let err = OutboxWorker::builder(db.db.clone(), purger)
         .start()
         .await
@@ -270,8 +277,8 @@ async fn saver(db: DatabaseConnection) {
     let mut settings = NginxSettings::default();
     settings.servers = vec![std::env::var("CPH_NGINX").unwrap()];
     settings.purge_prefix = Some("/purge".into());
-    let nginx: Arc<dyn Backend> = Arc::new(NginxBackend::new("nginx", &settings).unwrap());
-    let purger = outbox_purger(vec![nginx]);
+    let nginx: Arc<dyn Backend> = Arc::new(NginxBackend::new(&settings).unwrap());
+    let purger = outbox_purger(vec![("nginx", nginx)]);
     purger.install();
     let _worker = OutboxWorker::builder(db.clone(), purger.clone())
         .poll_interval(Duration::from_millis(20))
@@ -300,9 +307,9 @@ async fn saver(db: DatabaseConnection) {
 /// Delivers the outbox with a slow recording backend until it is empty, then prints what it
 /// purged.
 async fn worker(db: DatabaseConnection) {
-    let memory = MemoryBackend::new("memory");
+    let memory = MemoryBackend::new();
     let slow = Arc::new(Slow(memory.clone()));
-    let purger = outbox_purger(vec![slow]);
+    let purger = outbox_purger(vec![("memory", slow)]);
     let worker = OutboxWorker::builder(db.clone(), purger)
         .poll_interval(Duration::from_millis(10))
         .claim_limit(10)
@@ -322,9 +329,6 @@ struct Slow(MemoryBackend);
 
 #[cache_purge_hooks::async_trait]
 impl Backend for Slow {
-    fn name(&self) -> &str {
-        "memory"
-    }
     fn capabilities(&self) -> Capabilities {
         Capabilities::URL
     }
@@ -396,8 +400,9 @@ async fn an_app_killed_mid_stream_loses_no_committed_purge() {
         let mut settings = NginxSettings::default();
         settings.servers = vec![nginx.addr()];
         settings.purge_prefix = Some("/purge".into());
-        let purger = outbox_purger(vec![Arc::new(
-            NginxBackend::new("nginx", &settings).unwrap(),
+        let purger = outbox_purger(vec![(
+            "nginx",
+            Arc::new(NginxBackend::new(&settings).unwrap()) as Arc<dyn Backend>,
         )]);
         let worker = OutboxWorker::builder(db.db.clone(), purger)
             .poll_interval(Duration::from_millis(20))
@@ -566,7 +571,7 @@ async fn active_model_ex_saves_purge_only_if_their_own_transaction_commits() {
         }
 
         // Outbox: the rows are written on ActiveModelEx's own transaction.
-        let purger = outbox_purger(vec![Arc::new(MemoryBackend::new("memory"))]);
+        let purger = outbox_purger(vec![("memory", Arc::new(MemoryBackend::new()))]);
         purger
             .scope(article_ex("ok", &["first"]).insert(&db.db))
             .await
@@ -592,8 +597,11 @@ async fn active_model_ex_saves_purge_only_if_their_own_transaction_commits() {
 
         // after_commit: wrapped in cache_purge_hooks::sea_orm::transaction, the save's own
         // transaction is a savepoint and its purges wait for the outer COMMIT.
-        let memory = MemoryBackend::new("memory");
-        let purger = Purger::builder().backend(memory.clone()).build().unwrap();
+        let memory = MemoryBackend::new();
+        let purger = Purger::builder()
+            .backend("memory", memory.clone())
+            .build()
+            .unwrap();
         let failed = purger
             .scope(cache_purge_hooks::sea_orm::transaction(&db.db, |txn| {
                 Box::pin(async move { article_ex("broken", &["dup2", "dup2"]).insert(txn).await })

@@ -15,8 +15,11 @@ fn urls(list: &[&str]) -> Vec<Target> {
 
 #[tokio::test]
 async fn batches_respect_the_backends_size_and_duplicates_are_dropped() {
-    let memory = MemoryBackend::new("m").with_max_batch(3);
-    let purger = Purger::builder().backend(memory.clone()).build().unwrap();
+    let memory = MemoryBackend::new().with_max_batch(3);
+    let purger = Purger::builder()
+        .backend("m", memory.clone())
+        .build()
+        .unwrap();
     let many: Vec<String> = (0..10).map(|i| format!("/p/{i}")).collect();
     let refs: Vec<&str> = many.iter().map(String::as_str).collect();
     purger.purge(urls(&refs));
@@ -37,9 +40,6 @@ struct UrlOnly(MemoryBackend);
 
 #[cache_purge_hooks::async_trait]
 impl Backend for UrlOnly {
-    fn name(&self) -> &str {
-        "url-only"
-    }
     fn capabilities(&self) -> Capabilities {
         Capabilities::URL
     }
@@ -50,11 +50,11 @@ impl Backend for UrlOnly {
 
 #[tokio::test]
 async fn a_target_a_backend_cannot_purge_is_skipped_and_counted_never_widened() {
-    let inner = MemoryBackend::new("inner");
-    let all = MemoryBackend::new("all");
+    let inner = MemoryBackend::new();
+    let all = MemoryBackend::new();
     let purger = Purger::builder()
-        .backend(UrlOnly(inner.clone()))
-        .backend(all.clone())
+        .backend("url-only", UrlOnly(inner.clone()))
+        .backend("all", all.clone())
         .build()
         .unwrap();
     purger.purge([
@@ -78,9 +78,6 @@ struct Slow {
 
 #[cache_purge_hooks::async_trait]
 impl Backend for Slow {
-    fn name(&self) -> &str {
-        "slow"
-    }
     fn capabilities(&self) -> Capabilities {
         Capabilities::ALL
     }
@@ -93,14 +90,17 @@ impl Backend for Slow {
 
 #[tokio::test]
 async fn purging_never_blocks_and_a_slow_backend_does_not_hold_back_another() {
-    let fast = MemoryBackend::new("fast");
+    let fast = MemoryBackend::new();
     let calls = Arc::new(AtomicUsize::new(0));
     let purger = Purger::builder()
-        .backend(Slow {
-            calls: calls.clone(),
-            delay: Duration::from_secs(30),
-        })
-        .backend(fast.clone())
+        .backend(
+            "slow",
+            Slow {
+                calls: calls.clone(),
+                delay: Duration::from_secs(30),
+            },
+        )
+        .backend("fast", fast.clone())
         .build()
         .unwrap();
     purger.purge(urls(&["/a"]));
@@ -131,8 +131,11 @@ async fn purging_never_blocks_and_a_slow_backend_does_not_hold_back_another() {
 
 #[tokio::test]
 async fn after_commit_scopes_hold_purges_until_commit_and_nest() {
-    let memory = MemoryBackend::new("m");
-    let purger = Purger::builder().backend(memory.clone()).build().unwrap();
+    let memory = MemoryBackend::new();
+    let purger = Purger::builder()
+        .backend("m", memory.clone())
+        .build()
+        .unwrap();
     let (_, outer) = AfterCommit::run(async {
         purger.purge(urls(&["/outer"]));
         let (_, inner) = AfterCommit::run(async { purger.purge(urls(&["/inner"])) }).await;
@@ -155,10 +158,10 @@ async fn after_commit_scopes_hold_purges_until_commit_and_nest() {
     assert!(!memory.was_purged("/forgotten"));
 
     // Immediate delivery ignores scopes.
-    let now = MemoryBackend::new("now");
+    let now = MemoryBackend::new();
     let immediate = Purger::builder()
         .delivery(Delivery::Immediate)
-        .backend(now.clone())
+        .backend("now", now.clone())
         .build()
         .unwrap();
     let (_, scope) = AfterCommit::run(async { immediate.purge(urls(&["/now"])) }).await;
@@ -169,10 +172,10 @@ async fn after_commit_scopes_hold_purges_until_commit_and_nest() {
 
 #[tokio::test]
 async fn the_current_purger_is_the_scoped_one_then_the_installed_one() {
-    let a = MemoryBackend::new("a");
-    let b = MemoryBackend::new("b");
-    let pa = Purger::builder().backend(a.clone()).build().unwrap();
-    let pb = Purger::builder().backend(b.clone()).build().unwrap();
+    let a = MemoryBackend::new();
+    let b = MemoryBackend::new();
+    let pa = Purger::builder().backend("a", a.clone()).build().unwrap();
+    let pb = Purger::builder().backend("b", b.clone()).build().unwrap();
     pa.install();
     assert_eq!(Purger::current().unwrap().id(), pa.id());
     pb.scope(async { assert_eq!(Purger::current().unwrap().id(), pb.id()) })

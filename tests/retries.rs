@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use cache_purge_hooks::backend::{Backend, Capabilities, FailureKind, PurgeError};
+use cache_purge_hooks::backend::{Backend, Capabilities, Cause, PurgeError};
 use cache_purge_hooks::{Delivery, Purger, QueueFull, RetryPolicy, Settings, Target};
 use tokio::sync::Semaphore;
 
@@ -47,9 +47,6 @@ impl Scripted {
 
 #[cache_purge_hooks::async_trait]
 impl Backend for Scripted {
-    fn name(&self) -> &str {
-        "scripted"
-    }
     fn capabilities(&self) -> Capabilities {
         self.capabilities
     }
@@ -74,7 +71,7 @@ fn pipeline(backend: &Scripted, retry: RetryPolicy) -> Purger {
     Purger::builder()
         .delivery(Delivery::Immediate)
         .retry(retry)
-        .backend(backend.clone())
+        .backend("scripted", backend.clone())
         .build()
         .unwrap()
 }
@@ -82,8 +79,8 @@ fn pipeline(backend: &Scripted, retry: RetryPolicy) -> Purger {
 #[tokio::test]
 async fn transient_failures_are_retried_until_delivered() {
     let backend = Scripted::new(vec![
-        Err(PurgeError::transient("connection refused").on_server("cache:80")),
-        Err(PurgeError::transient("connection refused").on_server("cache:80")),
+        Err(PurgeError::new(Cause::Unreachable, "connection refused").on_server("cache:80")),
+        Err(PurgeError::new(Cause::Unreachable, "connection refused").on_server("cache:80")),
     ]);
     let purger = pipeline(&backend, quick_retries());
     purger.purge(urls(&["/a", "/b"]));
@@ -119,7 +116,7 @@ async fn transient_failures_are_retried_until_delivered() {
 
 #[tokio::test]
 async fn only_the_failed_part_of_a_batch_is_retried() {
-    let backend = Scripted::new(vec![Err(PurgeError::transient("503")
+    let backend = Scripted::new(vec![Err(PurgeError::new(Cause::Status(503), "503")
         .on_server("cache:80")
         .only(urls(&["/b"])))]);
     let purger = pipeline(&backend, quick_retries());
@@ -134,12 +131,13 @@ async fn only_the_failed_part_of_a_batch_is_retried() {
 
 #[tokio::test]
 async fn retry_after_is_honoured() {
-    let backend = Scripted::new(vec![Err(PurgeError {
-        kind: FailureKind::RateLimited {
+    let backend = Scripted::new(vec![Err(PurgeError::new(
+        Cause::RateLimited {
             retry_after: Some(Duration::from_millis(300)),
         },
-        ..PurgeError::transient("429 Too Many Requests").on_server("cdn")
-    })]);
+        "429 Too Many Requests",
+    )
+    .on_server("cdn"))]);
     let purger = pipeline(&backend, quick_retries());
     purger.purge(urls(&["/a"]));
     purger.shutdown(Duration::from_secs(5)).await.unwrap();
@@ -156,10 +154,13 @@ async fn retry_after_is_honoured() {
 #[tokio::test]
 async fn permanent_failures_and_exhausted_attempts_go_to_the_dead_letter_list() {
     let backend = Scripted::new(vec![
-        Err(PurgeError::permanent("authentication failed").on_server("varnish:6082")),
-        Err(PurgeError::transient("timed out")),
-        Err(PurgeError::transient("timed out")),
-        Err(PurgeError::transient("timed out")),
+        Err(
+            PurgeError::new(Cause::Authentication, "authentication failed")
+                .on_server("varnish:6082"),
+        ),
+        Err(PurgeError::new(Cause::Timeout, "timed out")),
+        Err(PurgeError::new(Cause::Timeout, "timed out")),
+        Err(PurgeError::new(Cause::Timeout, "timed out")),
     ]);
     let purger = pipeline(&backend, quick_retries().with_max_attempts(3));
     // A permanent failure is not retried at all.
@@ -184,9 +185,10 @@ async fn permanent_failures_and_exhausted_attempts_go_to_the_dead_letter_list() 
     assert_eq!(dead[0].target, Target::url("/auth").unwrap());
     assert_eq!(dead[0].attempts, 1);
     assert_eq!(
-        dead[0].error,
+        dead[0].error.to_string(),
         "varnish:6082: authentication failed (permanent)"
     );
+    assert_eq!(dead[0].error.cause(), &Cause::Authentication);
     assert_eq!(dead[1].attempts, 3);
     assert_eq!(dead[1].backend, "scripted");
 
@@ -203,7 +205,7 @@ async fn permanent_failures_and_exhausted_attempts_go_to_the_dead_letter_list() 
 async fn shutdown_reports_what_retries_could_not_deliver_in_time() {
     let backend = Scripted::new(
         (0..100)
-            .map(|_| Err(PurgeError::transient("down")))
+            .map(|_| Err(PurgeError::new(Cause::Unavailable, "down")))
             .collect(),
     );
     let purger = pipeline(&backend, quick_retries());
@@ -223,7 +225,7 @@ async fn a_full_queue_coalesces_into_one_purge_of_everything() {
     let purger = Purger::builder()
         .delivery(Delivery::Immediate)
         .queue_capacity(3)
-        .backend(backend.clone())
+        .backend("scripted", backend.clone())
         .build()
         .unwrap();
     purger.purge(urls(&["/1", "/2", "/3"]));
@@ -250,7 +252,7 @@ async fn a_full_queue_for_a_backend_that_cannot_widen_drops_counted() {
     let all = held.acquire_many(GATE).await.unwrap();
     let purger = Purger::builder()
         .queue_capacity(2)
-        .backend(backend.clone())
+        .backend("scripted", backend.clone())
         .build()
         .unwrap();
     purger.purge(urls(&["/1", "/2"]));
@@ -296,7 +298,7 @@ async fn with_the_wait_policy_hooks_wait_for_room_instead_of_widening() {
         .delivery(Delivery::Immediate)
         .queue_capacity(3)
         .when_full(QueueFull::Wait)
-        .backend(backend.clone())
+        .backend("scripted", backend.clone())
         .build()
         .unwrap();
     purger.purge_async(urls(&["/1", "/2", "/3"])).await;

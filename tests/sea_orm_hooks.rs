@@ -5,7 +5,7 @@
 
 mod common;
 
-use cache_purge_hooks::backend::{MemoryBackend, PurgeError};
+use cache_purge_hooks::backend::{Cause, MemoryBackend, PurgeError};
 use cache_purge_hooks::{Delivery, Purger, registry};
 use common::TestDb;
 use common::entities::{category, comment, page, post};
@@ -13,10 +13,10 @@ use sea_orm::sea_query::Expr;
 use sea_orm::{ActiveModelTrait, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, Set};
 
 fn pipeline(delivery: Delivery) -> (Purger, MemoryBackend) {
-    let memory = MemoryBackend::new("memory");
+    let memory = MemoryBackend::new();
     let purger = Purger::builder()
         .delivery(delivery)
-        .backend(memory.clone())
+        .backend("memory", memory.clone())
         .build()
         .unwrap();
     (purger, memory)
@@ -394,7 +394,7 @@ async fn a_failing_cache_or_a_missing_purger_never_fails_the_save() {
     post::ActiveModel::from(p).delete(&t.db).await.unwrap();
 
     let (purger, memory) = pipeline(Delivery::AfterCommit);
-    memory.fail_with(Some(PurgeError::transient("cache is down")));
+    memory.fail_with(Some(PurgeError::new(Cause::Unreachable, "cache is down")));
     purger
         .scope(async {
             let p = new_post("doomed", 1).insert(&t.db).await.unwrap();

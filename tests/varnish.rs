@@ -8,9 +8,9 @@ mod common;
 use std::time::{Duration, Instant};
 
 use cache_purge_hooks::backend::varnish::{AdminClient, CliError, VarnishBackend};
-use cache_purge_hooks::backend::{Backend, FailureKind, MemoryBackend};
+use cache_purge_hooks::backend::{Backend, Cause, MemoryBackend};
 use cache_purge_hooks::settings::{BanStyle, VarnishHttpMethod, VarnishMode, VarnishSettings};
-use cache_purge_hooks::{Delivery, Purger, Target};
+use cache_purge_hooks::{Delivery, Purger, Target, TargetKind};
 use cache_purge_hooks_testing::{
     Origin, SilentServer, StatusServer, Varnish, assert_cached, assert_purged, refused_addr, warm,
 };
@@ -45,10 +45,10 @@ async fn purges_exactly_and_keeps_neighbours(
     let varnish = Varnish::start(&origin).await.unwrap();
     warm(&varnish, &["/foo", "/foobar", "/a?x=1", "/a?x=2"]).await;
 
-    let backend = VarnishBackend::new("edge", &settings(&varnish)).unwrap();
+    let backend = VarnishBackend::new(&settings(&varnish)).unwrap();
     let purger = Purger::builder()
         .delivery(Delivery::Immediate)
-        .backend(backend)
+        .backend("edge", backend)
         .build()
         .unwrap();
     purger.purge(urls(&["/foo", "/a?x=1"]));
@@ -131,7 +131,7 @@ async fn site_domain_and_absolute_urls_limit_bans_to_their_host() {
     }
     let mut settings = cli_settings(&varnish);
     settings.site_domain = Some("a.example".into());
-    let backend = VarnishBackend::new("edge", &settings).unwrap();
+    let backend = VarnishBackend::new(&settings).unwrap();
     // A path goes to the site domain; an absolute URL to its own host.
     backend
         .purge(&urls(&["/p", "http://b.example/q"]))
@@ -173,8 +173,11 @@ async fn prefixes_and_everything() {
     let origin = Origin::start().unwrap();
     let varnish = Varnish::start(&origin).await.unwrap();
     warm(&varnish, &["/blog/a", "/blog/b", "/blogger", "/other"]).await;
-    let backend = VarnishBackend::new("edge", &cli_settings(&varnish)).unwrap();
-    assert!(backend.capabilities().prefix && backend.capabilities().everything);
+    let backend = VarnishBackend::new(&cli_settings(&varnish)).unwrap();
+    assert!(
+        backend.capabilities().supports(TargetKind::Prefix)
+            && backend.capabilities().supports(TargetKind::Everything)
+    );
 
     backend
         .purge(&[Target::prefix("/blog/").unwrap()])
@@ -206,7 +209,7 @@ async fn several_servers_are_all_purged() {
     // One secret for both, as in a real cluster: varnishd reads its -S file at every
     // authentication, so the second instance accepts the first one's secret once copied.
     std::fs::copy(one.secret_file(), two.secret_file()).unwrap();
-    let backend = VarnishBackend::new("edge", &settings).unwrap();
+    let backend = VarnishBackend::new(&settings).unwrap();
     backend.purge(&urls(&["/x"])).await.unwrap();
     for v in [&one, &two] {
         assert!(!v.get("/x").await.unwrap().is_hit());
@@ -222,11 +225,11 @@ async fn one_server_down_does_not_stop_the_others() {
     let down = refused_addr();
     let mut settings = cli_settings(&varnish);
     settings.servers = vec![down.clone(), varnish.admin_addr()];
-    let backend = VarnishBackend::new("edge", &settings).unwrap();
+    let backend = VarnishBackend::new(&settings).unwrap();
     let err = backend.purge(&urls(&["/x"])).await.unwrap_err();
-    assert_eq!(err.server.as_deref(), Some(down.as_str()));
-    assert_eq!(err.kind, FailureKind::Transient);
-    assert!(err.message.contains("Connection refused"), "{err}");
+    assert_eq!(err.server(), Some(down.as_str()));
+    assert_eq!(err.cause(), &Cause::Unreachable);
+    assert!(err.message().contains("Connection refused"), "{err}");
     assert!(
         !varnish.get("/x").await.unwrap().is_hit(),
         "the live server was purged"
@@ -286,7 +289,7 @@ async fn hostile_urls_ban_exactly_themselves() {
     warm(&varnish, &all).await;
 
     let settings = cli_settings(&varnish);
-    let backend = VarnishBackend::new("edge", &settings).unwrap();
+    let backend = VarnishBackend::new(&settings).unwrap();
     let expected: Vec<String> = backend
         .bans_for(&targets)
         .iter()
@@ -322,7 +325,7 @@ async fn generated_urls_never_widen_a_ban() {
 
     let origin = Origin::start().unwrap();
     let varnish = Varnish::start(&origin).await.unwrap();
-    let backend = VarnishBackend::new("edge", &cli_settings(&varnish)).unwrap();
+    let backend = VarnishBackend::new(&cli_settings(&varnish)).unwrap();
     let handle = tokio::runtime::Handle::current();
     let mut runner = TestRunner::new(Config {
         cases: 48,
@@ -391,12 +394,13 @@ async fn a_wrong_secret_is_a_permanent_authentication_error() {
         let mut settings = cli_settings(&varnish);
         settings.mode = mode;
         settings.secret_file = wrong.clone();
-        let backend = VarnishBackend::new("edge", &settings).unwrap();
+        let backend = VarnishBackend::new(&settings).unwrap();
         let err = backend.purge(&urls(&["/x"])).await.unwrap_err();
-        assert_eq!(err.kind, FailureKind::Permanent, "{mode:?}: {err}");
-        assert_eq!(err.server.as_deref(), Some(varnish.admin_addr().as_str()));
+        assert_eq!(err.cause(), &Cause::Authentication, "{mode:?}: {err}");
+        assert!(!err.is_transient(), "{mode:?}: {err}");
+        assert_eq!(err.server(), Some(varnish.admin_addr().as_str()));
         assert!(
-            err.message.contains("authentication failed"),
+            err.message().contains("authentication failed"),
             "{mode:?}: {err}"
         );
     }
@@ -435,7 +439,7 @@ async fn silent_and_failing_servers_give_clear_errors_in_time() {
     ));
 
     for (label, settings, expected) in cases {
-        let backend = VarnishBackend::new("edge", &settings).unwrap();
+        let backend = VarnishBackend::new(&settings).unwrap();
         let started = Instant::now();
         let err = backend.purge(&urls(&["/x"])).await.unwrap_err();
         assert!(
@@ -443,14 +447,10 @@ async fn silent_and_failing_servers_give_clear_errors_in_time() {
             "{label}: took {:?}",
             started.elapsed()
         );
-        assert_eq!(
-            err.server.as_deref(),
-            Some(settings.servers[0].as_str()),
-            "{label}"
-        );
-        assert_eq!(err.kind, FailureKind::Transient, "{label}: {err}");
+        assert_eq!(err.server(), Some(settings.servers[0].as_str()), "{label}");
+        assert!(err.is_transient(), "{label}: {err}");
         assert!(
-            expected.split('|').any(|e| err.message.contains(e)),
+            expected.split('|').any(|e| err.message().contains(e)),
             "{label}: {err}"
         );
     }
@@ -462,8 +462,8 @@ async fn a_seaorm_save_purges_varnish_end_to_end() {
     let origin = Origin::start().unwrap();
     let varnish = Varnish::start(&origin).await.unwrap();
     let db = common::sqlite().await;
-    let backend = VarnishBackend::new("edge", &cli_settings(&varnish)).unwrap();
-    let purger = Purger::builder().backend(backend).build().unwrap();
+    let backend = VarnishBackend::new(&cli_settings(&varnish)).unwrap();
+    let purger = Purger::builder().backend("edge", backend).build().unwrap();
 
     let saved = purger
         .scope(async {
@@ -505,10 +505,10 @@ async fn a_save_succeeds_at_once_when_varnish_is_down() {
     settings.servers = vec![silent.addr()];
     settings.secret_file = secret;
     settings.timeout = Duration::from_secs(2);
-    let memory = MemoryBackend::new("memory");
+    let memory = MemoryBackend::new();
     let purger = Purger::builder()
-        .backend(VarnishBackend::new("edge", &settings).unwrap())
-        .backend(memory.clone())
+        .backend("edge", VarnishBackend::new(&settings).unwrap())
+        .backend("memory", memory.clone())
         .build()
         .unwrap();
     purger

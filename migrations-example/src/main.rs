@@ -32,10 +32,10 @@ async fn main() -> Result<(), Error> {
 
     // Start-up: invalid settings stop the program here, not at the first save.
     let settings = Settings::load()?;
-    let memory = MemoryBackend::new("demo-recorder");
+    let memory = MemoryBackend::new();
     // The configured backends, plus a recorder that lets this demo print each step's purges.
     let purger = PurgerBuilder::from_settings(&settings)?
-        .backend(memory.clone())
+        .backend("demo-recorder", memory.clone())
         .build()?;
     purger.install();
     // Comments use a resolver the app registers (the comment model only says `registered`).

@@ -470,7 +470,7 @@ pub(crate) async fn through_purger<B: cache_purge_hooks::backend::Backend>(
     let targets = targets(urls)?;
     let purger = cache_purge_hooks::Purger::builder()
         .delivery(cache_purge_hooks::Delivery::Immediate)
-        .backend(backend)
+        .backend("bench", backend)
         .build()
         .context("building the Purger")?;
     let started = std::time::Instant::now();

@@ -280,11 +280,11 @@ pub(crate) async fn run(
     let purger = |backend: NginxBackend| {
         Purger::builder()
             .delivery(Delivery::Immediate)
-            .backend(backend)
+            .backend("nginx", backend)
             .build()
             .context("building the Purger")
     };
-    let http_backend = || NginxBackend::new("nginx", &settings).context("NginxBackend::new");
+    let http_backend = || NginxBackend::new(&settings).context("NginxBackend::new");
 
     let mut methods: Vec<Method> = Vec::new();
     if http {
@@ -572,7 +572,7 @@ fn files_backend(nginx: &Nginx) -> Result<NginxBackend> {
     s.key_template = Some("$uri$is_args$args".into());
     s.levels = "1:2".into();
     s.timeout = Duration::from_secs(5);
-    NginxBackend::new("nginx-files", &s).map_err(|e| e.to_string().into())
+    NginxBackend::new(&s).map_err(|e| e.to_string().into())
 }
 
 /// `10,000 × 200, 3 × 404`.

@@ -84,9 +84,6 @@ struct SlowBackend {
 
 #[cache_purge_hooks::async_trait]
 impl Backend for SlowBackend {
-    fn name(&self) -> &str {
-        "slow"
-    }
     fn capabilities(&self) -> Capabilities {
         Capabilities::URL
     }
@@ -151,7 +148,7 @@ async fn purge_call(
         // Room for every target: a full queue (default 100,000) takes another path
         // (coalescing into one purge of everything), which a tight loop would reach.
         let purger = Purger::builder()
-            .backend(DummyBackend::new("dummy"))
+            .backend("dummy", DummyBackend::new())
             .queue_capacity(3 * calls + 16)
             .build()
             .context("building the Purger")?;
@@ -265,10 +262,13 @@ async fn inserts(config: &Config) -> Result<Table> {
         // Hooks, a Purger whose backend takes 50 ms per purge call: one per round.
         let calls = Arc::new(AtomicU64::new(0));
         let purger = Purger::builder()
-            .backend(SlowBackend {
-                delay: SLOW,
-                calls: Arc::clone(&calls),
-            })
+            .backend(
+                "slow",
+                SlowBackend {
+                    delay: SLOW,
+                    calls: Arc::clone(&calls),
+                },
+            )
             .build()
             .context("building the Purger")?;
         // The variants take turns by blocks of BLOCK inserts (in an order rotating from

@@ -71,7 +71,7 @@ pub(crate) async fn run(config: &Config, origin: &Origin, varnish: &Varnish) -> 
     settings.servers = vec![varnish.admin_addr()];
     settings.secret_file = varnish.secret_file().to_path_buf();
     settings.timeout = Duration::from_secs(2);
-    let backend = VarnishBackend::new("varnish", &settings).context("VarnishBackend::new")?;
+    let backend = VarnishBackend::new(&settings).context("VarnishBackend::new")?;
     let before = ban_count()?;
     let clock = CpuClock::start(Some(varnish.pid()));
     let (seconds, stats) = crate::through_purger(backend, &ours).await?;

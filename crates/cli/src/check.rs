@@ -10,12 +10,12 @@
 use std::path::Path;
 use std::time::Duration;
 
-use cache_purge_hooks_core::backend::varnish::{AdminClient, CliError as AdminError};
-use cache_purge_hooks_core::backend::{Backend, NginxBackend, PurgeError, VarnishBackend};
-use cache_purge_hooks_core::settings::{
+use cache_purge_hooks_engine::Target;
+use cache_purge_hooks_engine::backend::varnish::{AdminClient, CliError as AdminError};
+use cache_purge_hooks_engine::backend::{Backend, Cause, NginxBackend, SetupError, VarnishBackend};
+use cache_purge_hooks_engine::settings::{
     BackendSettings, NginxMode, NginxSettings, VarnishMode, VarnishSettings,
 };
-use cache_purge_hooks_core::{BuildError, Target};
 use futures::future::join_all;
 use serde_json::json;
 
@@ -211,30 +211,29 @@ async fn check_backend(name: &str, settings: &BackendSettings) -> Vec<Finding> {
     }
 }
 
-/// A backend's settings that the library refuses: the reason, as one finding.
-fn build_failure(e: BuildError) -> Finding {
-    let message = match e {
-        BuildError::Backend { message, .. } => message,
-        other => other.to_string(),
-    };
-    Finding::fail("settings", message)
+/// A backend that the library cannot set up: the reason, as one finding.
+fn setup_failure(e: &SetupError) -> Finding {
+    match e {
+        SetupError::File {
+            setting: "secret_file",
+            ..
+        } => Finding::fail("secret_file", e.to_string()).hint(
+            "secret_file is the file given to varnishd -S (Debian: /etc/varnish/secret, \
+             readable by root only); run as a user that can read it, or copy it with the \
+             right owner",
+        ),
+        SetupError::File { setting, .. } | SetupError::Program { setting, .. } => {
+            Finding::fail(*setting, e.to_string())
+        }
+        _ => Finding::fail("settings", e.to_string()),
+    }
 }
 
-async fn check_varnish(name: &str, settings: &VarnishSettings) -> Vec<Finding> {
+async fn check_varnish(_name: &str, settings: &VarnishSettings) -> Vec<Finding> {
     // The constructor checks what can be checked locally: addresses, the secret file, the
     // varnishadm binary.
-    if let Err(e) = VarnishBackend::new(name, settings) {
-        let finding = build_failure(e);
-        let finding = if finding.message.contains("secret_file") {
-            finding.hint(
-                "secret_file is the file given to varnishd -S (Debian: /etc/varnish/secret, \
-                 readable by root only); run as a user that can read it, or copy it with the \
-                 right owner",
-            )
-        } else {
-            finding
-        };
-        return vec![finding];
+    if let Err(e) = VarnishBackend::new(settings) {
+        return vec![setup_failure(&e)];
     }
     let servers = settings.servers_or_default();
     match settings.mode {
@@ -242,7 +241,7 @@ async fn check_varnish(name: &str, settings: &VarnishSettings) -> Vec<Finding> {
             join_all(servers.iter().map(|s| {
                 let mut one = settings.clone();
                 one.servers = vec![s.clone()];
-                probe_varnish_http(name, one, s)
+                probe_varnish_http(one, s)
             }))
             .await
         }
@@ -298,7 +297,7 @@ async fn probe_admin(server: &str, secret: &[u8], timeout: Duration) -> Finding 
 
 fn admin_failure(server: &str, e: &AdminError, timeout: Duration) -> Finding {
     match e {
-        AdminError::Io(io) => Finding::fail(server, format!("cannot connect to the admin port: {io}"))
+        AdminError::Connect(io) | AdminError::Io(io) => Finding::fail(server, format!("cannot connect to the admin port: {io}"))
             .hint(format!(
                 "is varnishd running with -T {server}? servers lists the admin (-T) addresses, \
                  not the HTTP port"
@@ -369,12 +368,12 @@ fn probe_target() -> Target {
     Target::url(&path).unwrap_or(Target::Everything)
 }
 
-async fn probe_varnish_http(name: &str, settings: VarnishSettings, server: &str) -> Finding {
-    let backend = match VarnishBackend::new(name, &settings) {
+async fn probe_varnish_http(settings: VarnishSettings, server: &str) -> Finding {
+    let backend = match VarnishBackend::new(&settings) {
         Ok(b) => b,
-        Err(e) => return build_failure(e),
+        Err(e) => return setup_failure(&e),
     };
-    let ban = settings.http_method == cache_purge_hooks_core::settings::VarnishHttpMethod::Ban;
+    let ban = settings.http_method == cache_purge_hooks_engine::settings::VarnishHttpMethod::Ban;
     let what = if ban {
         format!("BAN with the regex in {}", settings.ban_header)
     } else {
@@ -384,8 +383,7 @@ async fn probe_varnish_http(name: &str, settings: VarnishSettings, server: &str)
     match backend.purge(std::slice::from_ref(&target)).await {
         Ok(()) => Finding::ok(server, format!("{what} of a probe URL was accepted")),
         Err(e) => {
-            let cause = cause(&e, &target);
-            let hint = http_hint(cause, server).unwrap_or_else(|| {
+            let hint = http_hint(e.cause(), server).unwrap_or_else(|| {
                 if ban {
                     format!(
                         "the VCL must answer BAN requests: std.ban(\"obj.http.x-url ~ \" + req.http.{}) in vcl_recv (deploy/varnish/cache-purge.vcl, docs/varnish.md)",
@@ -395,32 +393,32 @@ async fn probe_varnish_http(name: &str, settings: VarnishSettings, server: &str)
                     "the VCL must answer PURGE requests from this host: return (purge) in vcl_recv, with an ACL that lists it (deploy/varnish/cache-purge.vcl, docs/varnish.md)".to_owned()
                 }
             });
-            Finding::fail(server, format!("{what} failed: {cause}")).hint(hint)
+            Finding::fail(server, format!("{what} failed: {}", e.message())).hint(hint)
         }
     }
 }
 
-async fn check_nginx(name: &str, settings: &NginxSettings) -> Vec<Finding> {
-    if let Err(e) = NginxBackend::new(name, settings) {
-        return vec![build_failure(e)];
+async fn check_nginx(_name: &str, settings: &NginxSettings) -> Vec<Finding> {
+    if let Err(e) = NginxBackend::new(settings) {
+        return vec![setup_failure(&e)];
     }
     match settings.mode {
-        NginxMode::Files | NginxMode::Wipe => check_cache_dir(name, settings),
+        NginxMode::Files | NginxMode::Wipe => check_cache_dir(settings),
         _ => {
             join_all(settings.servers_or_default().iter().map(|s| {
                 let mut one = settings.clone();
                 one.servers = vec![s.clone()];
-                probe_nginx_http(name, one, s)
+                probe_nginx_http(one, s)
             }))
             .await
         }
     }
 }
 
-async fn probe_nginx_http(name: &str, settings: NginxSettings, server: &str) -> Finding {
-    let backend = match NginxBackend::new(name, &settings) {
+async fn probe_nginx_http(settings: NginxSettings, server: &str) -> Finding {
+    let backend = match NginxBackend::new(&settings) {
         Ok(b) => b,
-        Err(e) => return build_failure(e),
+        Err(e) => return setup_failure(&e),
     };
     let target = probe_target();
     let request = format!(
@@ -435,48 +433,34 @@ async fn probe_nginx_http(name: &str, settings: NginxSettings, server: &str) -> 
             format!("`{request}` answered as ngx_cache_purge does (purged, or not cached)"),
         ),
         Err(e) => {
-            let cause = cause(&e, &target);
-            let hint = http_hint(cause, server)
-                .or_else(|| nginx_hint(cause, &settings))
+            let hint = http_hint(e.cause(), server)
+                .or_else(|| nginx_hint(e.cause(), &settings))
                 .unwrap_or_else(|| {
                     "see nginx's error log; deploy/nginx/cache-purge.conf is a working configuration (docs/nginx.md)".to_owned()
                 });
-            Finding::fail(server, format!("`{request}` failed: {cause}")).hint(hint)
+            Finding::fail(server, format!("`{request}` failed: {}", e.message())).hint(hint)
         }
     }
 }
 
-/// What went wrong with the one probe URL: a backend reports a batch's failure as
-/// `N of M targets not purged (...); first: <target>: <cause>`, and the probe is the batch.
-fn cause<'e>(e: &'e PurgeError, probe: &Target) -> &'e str {
-    let first = format!("; first: {probe}: ");
-    match e.message.split_once(&first) {
-        Some((_, cause)) => cause,
-        None => &e.message,
-    }
-}
-
 /// Hints any HTTP purge endpoint deserves, from the failure's cause.
-fn http_hint(m: &str, server: &str) -> Option<String> {
-    if m.starts_with("cannot connect") {
-        Some(format!(
+fn http_hint(cause: &Cause, server: &str) -> Option<String> {
+    match cause {
+        Cause::Unreachable => Some(format!(
             "nothing accepts connections on {server}: is the server running, and is this its HTTP address?"
-        ))
-    } else if m.starts_with("timed out") {
-        Some(
+        )),
+        Cause::Timeout => Some(
             "the server accepted the connection but did not answer in time (timeout setting)"
                 .to_owned(),
-        )
-    } else if m.starts_with("answered 403") {
-        Some("the purge location refuses this host: add its address to the location's allow list (or the VCL's purge ACL)".to_owned())
-    } else {
-        None
+        ),
+        Cause::Status(403) => Some("the purge location refuses this host: add its address to the location's allow list (or the VCL's purge ACL)".to_owned()),
+        _ => None,
     }
 }
 
 /// Hints specific to ngx_cache_purge.
-fn nginx_hint(m: &str, settings: &NginxSettings) -> Option<String> {
-    if m.starts_with("request failed") {
+fn nginx_hint(cause: &Cause, settings: &NginxSettings) -> Option<String> {
+    if *cause == Cause::ConnectionLost {
         // Connection closed with no answer: the worker died handling the request.
         Some(if settings.purge_prefix.is_none() {
             "nginx closed the connection without answering: its worker probably crashed. Debian's \
@@ -490,16 +474,14 @@ fn nginx_hint(m: &str, settings: &NginxSettings) -> Option<String> {
              \"worker process ... exited on signal\" in nginx's error log)"
                 .to_owned()
         })
-    } else if m.starts_with("answered 405") || m.starts_with("answered 501") {
+    } else if matches!(cause, Cause::Status(405 | 501)) {
         Some(match &settings.purge_prefix {
             None => "this location does not handle purges: load ngx_cache_purge and configure a purge location; with a separate `location ~ ^/purge(/.*)$`, set purge_prefix = \"/purge\"".to_owned(),
             Some(prefix) => format!(
                 "no purge location answers under {prefix}: is ngx_cache_purge loaded (load_module ...ngx_http_cache_purge_module.so) and is `location ~ ^{prefix}(/.*)$ {{ proxy_cache_purge ZONE \"$1$is_args$args\"; }}` in this server?"
             ),
         })
-    } else if m.starts_with("answered 404") || m.starts_with("answered 412") {
-        None
-    } else if m.starts_with("answered 400") {
+    } else if matches!(cause, Cause::Status(400)) {
         Some("nginx refused the request itself; check host_header and purge_prefix".to_owned())
     } else {
         None
@@ -508,7 +490,7 @@ fn nginx_hint(m: &str, settings: &NginxSettings) -> Option<String> {
 
 /// `files` and `wipe` modes: the directory exists, can be listed, and this process can delete
 /// in it (the cache's level directories are 0700, owned by nginx's worker user).
-fn check_cache_dir(name: &str, settings: &NginxSettings) -> Vec<Finding> {
+fn check_cache_dir(settings: &NginxSettings) -> Vec<Finding> {
     let Some(dir) = &settings.cache_dir else {
         return vec![Finding::fail("cache_dir", "not set; this mode needs it")];
     };
@@ -564,7 +546,7 @@ fn check_cache_dir(name: &str, settings: &NginxSettings) -> Vec<Finding> {
         );
     }
     if settings.mode == NginxMode::Files
-        && let Ok(backend) = NginxBackend::new(name, settings)
+        && let Ok(backend) = NginxBackend::new(settings)
         && let Ok(example) = Target::url("/")
         && let Some(url) = example.as_url()
         && let (Some(key), Some(file)) = (backend.cache_key(url), backend.cache_file(url))
@@ -602,6 +584,7 @@ fn writable(dir: &Path) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use cache_purge_hooks_engine::backend::PurgeError;
 
     #[test]
     fn probe_urls_are_unique_and_under_the_probe_path() {
@@ -613,16 +596,12 @@ mod tests {
 
     #[test]
     fn the_debian_same_location_crash_is_named() {
-        let probe = probe_target();
-        let e = PurgeError::transient(format!(
-            "1 of 1 target not purged (failed 1 on h:80); first: {probe}: request failed: connection closed before message completed"
-        ));
-        let cause = cause(&e, &probe);
-        assert_eq!(
-            cause,
-            "request failed: connection closed before message completed"
-        );
-        let hint = nginx_hint(cause, &NginxSettings::default()).unwrap();
+        let e = PurgeError::new(
+            Cause::ConnectionLost,
+            "request failed: connection closed before message completed",
+        )
+        .on_server("h:80");
+        let hint = nginx_hint(e.cause(), &NginxSettings::default()).unwrap();
         assert!(hint.contains("same-location"), "{hint}");
         assert!(hint.contains("purge_prefix = \"/purge\""), "{hint}");
     }

@@ -1,9 +1,9 @@
 //! What a configured backend is, in words: kind, mode, where it purges, and what it cannot
 //! purge and why.
 
-use cache_purge_hooks_core::TargetKind;
-use cache_purge_hooks_core::backend::Capabilities;
-use cache_purge_hooks_core::settings::{
+use cache_purge_hooks_engine::TargetKind;
+use cache_purge_hooks_engine::backend::Capabilities;
+use cache_purge_hooks_engine::settings::{
     BackendSettings, NginxMode, VarnishHttpMethod, VarnishMode,
 };
 
@@ -134,7 +134,7 @@ pub(crate) fn unsupported_reason(settings: &BackendSettings, caps: Capabilities)
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cache_purge_hooks_core::Settings;
+    use cache_purge_hooks_engine::Settings;
 
     #[test]
     fn labels_say_kind_mode_and_where() {

@@ -1,6 +1,6 @@
 //! Errors that stop a command, with the exit code they mean.
 
-use cache_purge_hooks_core::{BuildError, SettingsError};
+use cache_purge_hooks_engine::{BuildError, SettingsError};
 
 use crate::exit;
 

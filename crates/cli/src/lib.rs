@@ -58,11 +58,11 @@ pub fn main() -> ExitCode {
 
 fn run(cli: Cli) -> ExitCode {
     let out = Output::new(cli.global.json);
-    let errors = logging::init(cli.global.verbose);
+    logging::init(cli.global.verbose);
     let result = match cli.command {
-        args::Command::Purge(a) => purge::run(&cli.global, a, &out, &errors),
+        args::Command::Purge(a) => purge::run(&cli.global, a, &out),
         args::Command::Check(a) => check::run(&cli.global, a, &out),
-        args::Command::Outbox(a) => outbox::run(&cli.global, a, &out, &errors),
+        args::Command::Outbox(a) => outbox::run(&cli.global, a, &out),
         args::Command::Settings => show_settings::run(&cli.global, &out),
     };
     match result {

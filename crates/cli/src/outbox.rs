@@ -5,7 +5,8 @@
 
 use std::time::Duration;
 
-use cache_purge_hooks_core::{Delivery, PurgerBuilder, Settings};
+use cache_purge_hooks_engine::backend::PurgeError;
+use cache_purge_hooks_engine::{Delivery, PurgerBuilder, Settings};
 use cache_purge_hooks_sea_orm::outbox::{
     self, BackendOutboxStatus, DeadRows, OutboxRow, OutboxWorker,
 };
@@ -15,17 +16,11 @@ use serde_json::json;
 use crate::args::{DeadSelection, GlobalArgs, OutboxArgs, OutboxCommand};
 use crate::error::CliError;
 use crate::exit;
-use crate::logging::LastErrors;
 use crate::output::{self, Output, human_duration, plural, some_of};
 use crate::settings;
 
 /// Runs `cache-purge outbox ...`.
-pub(crate) fn run(
-    global: &GlobalArgs,
-    args: OutboxArgs,
-    out: &Output,
-    errors: &LastErrors,
-) -> Result<u8, CliError> {
+pub(crate) fn run(global: &GlobalArgs, args: OutboxArgs, out: &Output) -> Result<u8, CliError> {
     let Some(url) = args
         .database_url
         .as_deref()
@@ -44,7 +39,7 @@ pub(crate) fn run(
             }
             OutboxCommand::Retry(which) => revive(&db, &which, out).await,
             OutboxCommand::DeleteDead(which) => delete(&db, &which, out).await,
-            OutboxCommand::Drain { timeout } => drain(global, &db, timeout, out, errors).await,
+            OutboxCommand::Drain { timeout } => drain(global, &db, timeout, out).await,
         };
         // Closing only returns the pool's connections; a failure changes nothing done.
         let _ = db.close().await;
@@ -307,7 +302,6 @@ async fn drain(
     db: &DatabaseConnection,
     timeout: Duration,
     out: &Output,
-    errors: &LastErrors,
 ) -> Result<u8, CliError> {
     let loaded = settings::load(global)?;
     let purger = PurgerBuilder::from_settings(&loaded.settings)?
@@ -343,6 +337,11 @@ async fn drain(
     }
     let stats = worker.stop(Duration::from_secs(5)).await;
     let _ = purger.shutdown(Duration::from_secs(1)).await;
+    let last_errors: Vec<(String, PurgeError)> = purger
+        .stats()
+        .into_iter()
+        .filter_map(|s| Some((s.backend, s.last_error?)))
+        .collect();
     let rows = count().await?;
     left = undelivered(&rows, &backends);
     let dead: u64 = rows
@@ -360,7 +359,10 @@ async fn drain(
             "left": left,
             "dead_total": dead,
             "backends": backends,
-            "last_errors": backends.iter().filter_map(|b| errors.get(b).map(|e| json!({"backend": b, "error": e}))).collect::<Vec<_>>(),
+            "last_errors": last_errors
+                .iter()
+                .map(|(b, e)| json!({"backend": b, "error": output::error_json(e)}))
+                .collect::<Vec<_>>(),
         }));
     } else {
         out.line(format!(
@@ -379,10 +381,8 @@ async fn drain(
                 human_duration(timeout)
             ));
         }
-        for b in &backends {
-            if let Some(e) = errors.get(b) {
-                out.line(format!("    {} {b}: last error: {e}", out.fail_mark()));
-            }
+        for (b, e) in &last_errors {
+            out.line(format!("    {} {b}: last error: {e}", out.fail_mark()));
         }
         if dead > 0 {
             out.line(format!(

@@ -115,6 +115,37 @@ pub(crate) fn some_of<T: std::fmt::Display>(items: &[T], max: usize) -> String {
     text
 }
 
+/// A purge failure as JSON: its cause (a stable name, with the HTTP status or the wait a
+/// rate limit asked for), whether it is worth retrying, the server and the message.
+pub(crate) fn error_json(e: &cache_purge_hooks_engine::backend::PurgeError) -> serde_json::Value {
+    use cache_purge_hooks_engine::backend::Cause;
+    let (cause, status, retry_after) = match e.cause() {
+        Cause::Unreachable => ("unreachable", None, None),
+        Cause::Timeout => ("timeout", None, None),
+        Cause::ConnectionLost => ("connection_lost", None, None),
+        Cause::Protocol => ("protocol", None, None),
+        Cause::Authentication => ("authentication", None, None),
+        Cause::RateLimited { retry_after } => {
+            ("rate_limited", None, retry_after.map(|d| d.as_secs_f64()))
+        }
+        Cause::Status(code) => ("status", Some(*code), None),
+        Cause::Refused => ("refused", None, None),
+        Cause::Unavailable => ("unavailable", None, None),
+        Cause::Io(_) => ("io", None, None),
+        Cause::Misconfigured => ("misconfigured", None, None),
+        _ => ("other", None, None),
+    };
+    serde_json::json!({
+        "cause": cause,
+        "status": status,
+        "retry_after_seconds": retry_after,
+        "transient": e.is_transient(),
+        "server": e.server(),
+        "message": e.message(),
+        "text": e.to_string(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,8 +5,8 @@ use std::collections::HashSet;
 use std::io::{BufRead as _, IsTerminal as _};
 use std::time::Duration;
 
-use cache_purge_hooks_core::backend::Capabilities;
-use cache_purge_hooks_core::{
+use cache_purge_hooks_engine::backend::{Capabilities, PurgeError};
+use cache_purge_hooks_engine::{
     BackendStats, DeadLetter, Delivery, InvalidTarget, Purger, PurgerBuilder, Target, TargetKind,
 };
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -16,7 +16,6 @@ use crate::args::{GlobalArgs, PurgeArgs};
 use crate::describe::{self, BackendInfo};
 use crate::error::CliError;
 use crate::exit;
-use crate::logging::LastErrors;
 use crate::output::{self, Output, plural, some_of};
 use crate::settings::{self, Source};
 
@@ -26,12 +25,7 @@ const PROGRESS_THRESHOLD: usize = 100;
 const MAX_LISTED_ERRORS: usize = 20;
 
 /// Runs `cache-purge purge`.
-pub(crate) fn run(
-    global: &GlobalArgs,
-    args: PurgeArgs,
-    out: &Output,
-    errors: &LastErrors,
-) -> Result<u8, CliError> {
+pub(crate) fn run(global: &GlobalArgs, args: PurgeArgs, out: &Output) -> Result<u8, CliError> {
     let loaded = settings::load(global)?;
     let targets = collect_targets(&args)?;
     if targets.is_empty() {
@@ -55,7 +49,7 @@ pub(crate) fn run(
     let deadline = args.timeout.unwrap_or(settings.shutdown_timeout);
     let infos: Vec<(
         BackendInfo,
-        &cache_purge_hooks_core::settings::BackendSettings,
+        &cache_purge_hooks_engine::settings::BackendSettings,
     )> = settings
         .backends
         .iter()
@@ -91,14 +85,7 @@ pub(crate) fn run(
         .iter()
         .zip(&outcome.capabilities)
         .map(|((info, backend_settings), caps)| {
-            BackendReport::new(
-                info,
-                backend_settings,
-                *caps,
-                &targets,
-                &outcome,
-                errors.get(&info.name),
-            )
+            BackendReport::new(info, backend_settings, *caps, &targets, &outcome)
         })
         .collect();
     let ok = reports.iter().all(BackendReport::ok);
@@ -248,17 +235,16 @@ struct BackendReport {
     unsupported: Vec<(TargetKind, u64)>,
     unsupported_reason: Option<String>,
     dead_letters: Vec<DeadLetter>,
-    last_error: Option<String>,
+    last_error: Option<PurgeError>,
 }
 
 impl BackendReport {
     fn new(
         info: &BackendInfo,
-        settings: &cache_purge_hooks_core::settings::BackendSettings,
+        settings: &cache_purge_hooks_engine::settings::BackendSettings,
         caps: Capabilities,
         targets: &[Target],
         outcome: &Outcome,
-        last_error: Option<String>,
     ) -> Self {
         let stats = outcome.stats.iter().find(|s| s.backend == info.name);
         let get = |f: fn(&BackendStats) -> u64| stats.map(f).unwrap_or(0);
@@ -286,7 +272,7 @@ impl BackendReport {
                 .filter(|d| d.backend == info.name)
                 .cloned()
                 .collect(),
-            last_error,
+            last_error: stats.and_then(|s| s.last_error.clone()),
         }
     }
 
@@ -313,13 +299,13 @@ impl BackendReport {
     }
 
     /// Dead letters grouped by error: (error, targets).
-    fn dead_by_error(&self) -> Vec<(String, Vec<String>)> {
-        let mut groups: Vec<(String, Vec<String>)> = Vec::new();
+    fn dead_by_error(&self) -> Vec<(&PurgeError, Vec<String>)> {
+        let mut groups: Vec<(&PurgeError, Vec<String>)> = Vec::new();
         for d in &self.dead_letters {
             let target = d.target.to_string();
-            match groups.iter_mut().find(|(e, _)| *e == d.error) {
+            match groups.iter_mut().find(|(e, _)| **e == d.error) {
                 Some((_, ts)) => ts.push(target),
-                None => groups.push((d.error.clone(), vec![target])),
+                None => groups.push((&d.error, vec![target])),
             }
         }
         groups
@@ -340,11 +326,11 @@ impl BackendReport {
             "dropped": self.dropped,
             "unsupported": self.unsupported_total(),
             "unsupported_reason": self.unsupported_reason,
-            "last_error": self.last_error,
+            "last_error": self.last_error.as_ref().map(output::error_json),
             "dead_letters": self.dead_letters.iter().map(|d| json!({
                 "target": d.target.to_string(),
                 "attempts": d.attempts,
-                "error": d.error,
+                "error": output::error_json(&d.error),
             })).collect::<Vec<_>>(),
         })
     }

@@ -3,8 +3,8 @@
 
 use std::path::PathBuf;
 
-use cache_purge_hooks_core::Settings;
-use cache_purge_hooks_core::settings::{DEFAULT_FILE, ENV_PREFIX, FILE_ENV, SettingsLoader};
+use cache_purge_hooks_engine::Settings;
+use cache_purge_hooks_engine::settings::{DEFAULT_FILE, ENV_PREFIX, FILE_ENV, SettingsLoader};
 
 use crate::args::GlobalArgs;
 use crate::error::CliError;

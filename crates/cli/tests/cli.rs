@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use cache_purge_hooks_core::Target;
+use cache_purge_hooks_engine::Target;
 use cache_purge_hooks_sea_orm::outbox;
 use cache_purge_hooks_testing::{
     CacheServer, Nginx, NginxConfig, Origin, PurgeLocation, Varnish, assert_cached, assert_purged,
@@ -557,8 +557,8 @@ async fn settings_shows_the_effective_settings_with_overrides() {
         .filter(|l| !l.starts_with('#'))
         .collect::<Vec<_>>()
         .join("\n");
-    let reparsed = cache_purge_hooks_core::Settings::from_toml_str(&printed).unwrap();
-    let original = cache_purge_hooks_core::settings::SettingsLoader::default()
+    let reparsed = cache_purge_hooks_engine::Settings::from_toml_str(&printed).unwrap();
+    let original = cache_purge_hooks_engine::settings::SettingsLoader::default()
         .file(dir.path().join("cache-purge.toml"))
         .env_vars([("CACHE_PURGE__SHUTDOWN_TIMEOUT", "3s")])
         .load()

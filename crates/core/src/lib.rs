@@ -1,41 +1,25 @@
-//! The ORM-agnostic core of [cache-purge-hooks](https://docs.rs/cache-purge-hooks).
+//! The contract of [cache-purge-hooks](https://docs.rs/cache-purge-hooks) for backend
+//! authors, and what every other crate of the family builds on (as `axum-core` is to axum):
 //!
-//! The pipeline, one direction only:
-//!
-//! ```text
-//! entity change ─► resolve (PurgeTargets) ─► deliver (Purger, AfterCommit) ─► dispatch (one
-//! worker per backend: dedupe, batch, concurrency) ─► Backend ─► cache
-//! ```
-//!
-//! - [`target`]: what is purged ([`Target`], [`PurgeUrl`]) and how URLs are normalised.
+//! - [`target`]: what is purged ([`Target`], [`PurgeUrl`], [`Tag`]) and how URLs are
+//!   normalised, so that no backend ever sees a character that could inject or widen a purge.
 //! - [`resolve`]: [`PurgeTargets`], implemented by `#[derive(CachePurge)]`, and the runtime
 //!   [`registry`] of resolver functions.
-//! - [`purger`]: the non-blocking [`Purger`], its global installation and stats.
-//! - [`after_commit`]: holding purges back until a transaction commits.
-//! - [`retry`]: backoff, giving up, the dead-letter list.
-//! - [`backend`]: the [`Backend`](backend::Backend) trait and the built-in backends.
-//! - [`settings`]: the settings file and its validation.
-//! - [`outbox`]: the stored format of the outbox table, shared by the ORM integrations.
+//! - [`backend`]: the [`Backend`](backend::Backend) trait, its
+//!   [`Capabilities`](backend::Capabilities) and typed failures
+//!   ([`PurgeError`](backend::PurgeError), [`Cause`](backend::Cause)).
+//! - [`template`]: the encoders the derive's URL templates use.
+//!
+//! No HTTP client, no settings, no digests: the engine (batching, retries, delivery modes),
+//! the settings file and the built-in Varnish and nginx backends are in
+//! `cache-purge-hooks-engine`, above this crate.
 #![warn(missing_docs)]
 
-pub mod after_commit;
 pub mod backend;
-mod dispatch;
-pub mod outbox;
-pub mod purger;
 pub mod resolve;
-pub mod retry;
-pub mod settings;
 pub mod target;
 pub mod template;
 
-pub use after_commit::AfterCommit;
 pub use async_trait::async_trait;
-pub use purger::{
-    BackendStats, BuildError, Purger, PurgerBuilder, ShutdownTimeout, purge_current,
-    purge_current_async,
-};
 pub use resolve::{PurgeTargets, registry};
-pub use retry::{DeadLetter, RetryPolicy};
-pub use settings::{Delivery, QueueFull, Settings, SettingsError};
 pub use target::{IntoTarget, InvalidTarget, PurgeUrl, Tag, Target, TargetKind, Targets};

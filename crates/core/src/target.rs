@@ -336,10 +336,10 @@ pub enum Target {
     /// Exactly this URL (path and query as given; no other URL).
     Url(PurgeUrl),
     /// Every URL that starts with this one. Only backends with
-    /// [`Capabilities::prefix`](crate::backend::Capabilities::prefix) can purge it.
+    /// [`Capabilities::PREFIX`](crate::backend::Capabilities::PREFIX) can purge it.
     Prefix(PurgeUrl),
     /// Every object carrying this tag. Only backends with
-    /// [`Capabilities::tag`](crate::backend::Capabilities::tag) can purge it.
+    /// [`Capabilities::TAG`](crate::backend::Capabilities::TAG) can purge it.
     Tag(Tag),
     /// Everything in the cache.
     Everything,

@@ -12,10 +12,10 @@
 use std::error::Error;
 
 use cache_purge_hooks::CachePurge;
-use cache_purge_hooks_core::backend::MemoryBackend;
-use cache_purge_hooks_core::{Delivery, Purger};
 use cache_purge_hooks_diesel::outbox::{self, cache_purge_outbox};
 use cache_purge_hooks_diesel::{self as purge, PurgeDsl};
+use cache_purge_hooks_engine::backend::MemoryBackend;
+use cache_purge_hooks_engine::{Delivery, Purger};
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 use diesel::result::Error as DieselError;
@@ -57,8 +57,9 @@ fn main() -> Result<(), Box<dyn Error>> {
         .worker_threads(1)
         .enable_all()
         .build()?;
-    let memory = MemoryBackend::new("memory");
-    let purger = rt.block_on(async { Purger::builder().backend(memory.clone()).build() })?;
+    let memory = MemoryBackend::new();
+    let purger =
+        rt.block_on(async { Purger::builder().backend("memory", memory.clone()).build() })?;
     // Blocking Diesel code finds the purger through `Purger::current()`.
     purger.install();
 
@@ -157,7 +158,7 @@ fn main() -> Result<(), Box<dyn Error>> {
     // `cache-purge outbox drain`) to deliver.
     let outbox_purger = rt.block_on(async {
         Purger::builder()
-            .backend(MemoryBackend::new("varnish"))
+            .backend("varnish", MemoryBackend::new())
             .delivery(Delivery::Outbox)
             .build()
     })?;

@@ -1,7 +1,7 @@
 //! Handing a write's targets to the pipeline: outbox rows inside the write's transaction, or
 //! the [`Purger`] once the write has committed.
 
-use cache_purge_hooks_core::{Delivery, PurgeTargets, Purger, Target, Targets};
+use cache_purge_hooks_engine::{Delivery, PurgeTargets, Purger, Target, Targets};
 
 /// Where a write's targets go, decided once per write from [`Purger::current`].
 pub(crate) struct Plan {
@@ -51,7 +51,7 @@ impl Plan {
             }
             Staged::Send(targets) => match &self.purger {
                 Some(p) => p.purge_resolved(self.source, targets),
-                None => cache_purge_hooks_core::purge_current(self.source, targets),
+                None => cache_purge_hooks_engine::purge_current(self.source, targets),
             },
         }
     }
@@ -62,7 +62,7 @@ impl Plan {
         match staged {
             Staged::Send(targets) => match &self.purger {
                 Some(p) => p.purge_resolved_async(self.source, targets).await,
-                None => cache_purge_hooks_core::purge_current_async(self.source, targets).await,
+                None => cache_purge_hooks_engine::purge_current_async(self.source, targets).await,
             },
             other => self.finish(other),
         }

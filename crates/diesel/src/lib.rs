@@ -25,7 +25,7 @@
 //! # #[cfg(feature = "sqlite")]
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! use cache_purge_hooks::CachePurge;
-//! use cache_purge_hooks_core::{backend::MemoryBackend, Purger};
+//! use cache_purge_hooks_engine::{backend::MemoryBackend, Purger};
 //! use cache_purge_hooks_diesel::{self as purge, PurgeDsl};
 //! use diesel::prelude::*;
 //!
@@ -50,8 +50,8 @@
 //! # let _guard = rt.enter();
 //! // At start-up: `cache_purge_hooks::init()?` reads the settings and installs the purger;
 //! // here, a memory backend to see what is purged.
-//! let memory = MemoryBackend::new("memory");
-//! let purger = Purger::builder().backend(memory.clone()).build()?;
+//! let memory = MemoryBackend::new();
+//! let purger = Purger::builder().backend("memory", memory.clone()).build()?;
 //! purger.install();
 //!
 //! let conn = &mut SqliteConnection::establish(":memory:")?;

@@ -20,7 +20,7 @@
 //! ```
 //! # #[cfg(feature = "sqlite")]
 //! # fn main() -> diesel::QueryResult<()> {
-//! use cache_purge_hooks_core::Target;
+//! use cache_purge_hooks_engine::Target;
 //! use cache_purge_hooks_diesel::outbox::{self, cache_purge_outbox};
 //! use diesel::prelude::*;
 //!
@@ -38,11 +38,11 @@
 //! # #[cfg(not(feature = "sqlite"))] fn main() {}
 //! ```
 
-use cache_purge_hooks_core::Target;
+use cache_purge_hooks_engine::Target;
 
-/// The row format shared with the SeaORM integration ([`cache_purge_hooks_core::outbox`]): the
+/// The row format shared with the SeaORM integration ([`cache_purge_hooks_engine::outbox`]): the
 /// most target text one row holds, the time unit, and the targets' stored text.
-pub use cache_purge_hooks_core::outbox::{MAX_TARGET_BYTES_PER_ROW, now_ms, stored_targets};
+pub use cache_purge_hooks_engine::outbox::{MAX_TARGET_BYTES_PER_ROW, now_ms, stored_targets};
 
 diesel::table! {
     /// The outbox table: see `docs/outbox.sql` and the SeaORM integration's

@@ -2,7 +2,7 @@
 
 use std::marker::PhantomData;
 
-use cache_purge_hooks_core::PurgeTargets;
+use cache_purge_hooks_engine::PurgeTargets;
 use diesel::associations::HasTable;
 use diesel::dsl::Filter;
 use diesel::query_builder::{AsChangeset, IntoUpdateTarget, QueryFragment, UpdateTarget};
@@ -24,15 +24,15 @@ use crate::backend::PurgeBackend;
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// # let rt = tokio::runtime::Builder::new_current_thread().build()?;
 /// # rt.block_on(async {
-/// # use cache_purge_hooks_core::{backend::MemoryBackend, Purger};
+/// # use cache_purge_hooks_engine::{backend::MemoryBackend, Purger};
 /// # use diesel::prelude::*;
 /// # diesel::table! { posts (id) { id -> Integer, slug -> Text, published -> Bool } }
 /// # #[derive(Queryable, Selectable, cache_purge_hooks::CachePurge)]
 /// # #[diesel(table_name = posts)]
 /// # #[cache_purge(url = "/posts/{slug}")]
 /// # struct Post { id: i32, slug: String, published: bool }
-/// # let memory = MemoryBackend::new("memory");
-/// # let purger = Purger::builder().backend(memory.clone()).build()?;
+/// # let memory = MemoryBackend::new();
+/// # let purger = Purger::builder().backend("memory", memory.clone()).build()?;
 /// # purger.scope(async {
 /// # let conn = &mut SqliteConnection::establish(":memory:")?;
 /// # diesel::sql_query("CREATE TABLE posts (id INTEGER PRIMARY KEY, slug TEXT NOT NULL, published BOOLEAN NOT NULL)").execute(conn)?;
@@ -66,15 +66,15 @@ pub fn update<Tgt: IntoUpdateTarget>(target: Tgt) -> Update<Tgt, NoChangeset> {
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// # let rt = tokio::runtime::Builder::new_current_thread().build()?;
 /// # rt.block_on(async {
-/// # use cache_purge_hooks_core::{backend::MemoryBackend, Purger};
+/// # use cache_purge_hooks_engine::{backend::MemoryBackend, Purger};
 /// # use diesel::prelude::*;
 /// # diesel::table! { posts (id) { id -> Integer, slug -> Text, published -> Bool } }
 /// # #[derive(Queryable, Selectable, cache_purge_hooks::CachePurge)]
 /// # #[diesel(table_name = posts)]
 /// # #[cache_purge(url = "/posts/{slug}")]
 /// # struct Post { id: i32, slug: String, published: bool }
-/// # let memory = MemoryBackend::new("memory");
-/// # let purger = Purger::builder().backend(memory.clone()).build()?;
+/// # let memory = MemoryBackend::new();
+/// # let purger = Purger::builder().backend("memory", memory.clone()).build()?;
 /// # purger.scope(async {
 /// # let conn = &mut SqliteConnection::establish(":memory:")?;
 /// # diesel::sql_query("CREATE TABLE posts (id INTEGER PRIMARY KEY, slug TEXT NOT NULL, published BOOLEAN NOT NULL)").execute(conn)?;

@@ -6,10 +6,10 @@ mod common;
 
 use std::time::Duration;
 
-use cache_purge_hooks_core::backend::{MemoryBackend, PurgeError};
-use cache_purge_hooks_core::{Delivery, Purger};
 use cache_purge_hooks_diesel::outbox::{self, cache_purge_outbox};
 use cache_purge_hooks_diesel::{self as purge, AsyncPurgeDsl};
+use cache_purge_hooks_engine::backend::{Cause, MemoryBackend, PurgeError};
+use cache_purge_hooks_engine::{Delivery, Purger};
 use common::{NewPost, Post, new_post, posts, urls};
 use diesel::prelude::*;
 use diesel::result::Error;
@@ -22,9 +22,9 @@ struct Pipeline {
 
 impl Pipeline {
     fn with(delivery: Delivery) -> Self {
-        let memory = MemoryBackend::new("memory");
+        let memory = MemoryBackend::new();
         let purger = Purger::builder()
-            .backend(memory.clone())
+            .backend("memory", memory.clone())
             .delivery(delivery)
             .build()
             .unwrap();
@@ -208,7 +208,7 @@ on_every_async_database! {
     /// A failing backend never fails the write.
     fn write_succeeds_when_the_backend_fails(conn, _label) {
         let p = Pipeline::with(Delivery::Immediate);
-        p.memory.fail_with(Some(PurgeError::transient("cache down")));
+        p.memory.fail_with(Some(PurgeError::new(Cause::Unreachable, "cache down")));
         let rows = p.purger.scope(
             diesel::insert_into(posts::table)
                 .values(new_post("saved", 1))

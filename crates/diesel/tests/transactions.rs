@@ -5,9 +5,9 @@ mod common;
 
 use std::time::Duration;
 
-use cache_purge_hooks_core::{Delivery, Target};
 use cache_purge_hooks_diesel::outbox::{self, cache_purge_outbox};
 use cache_purge_hooks_diesel::{self as purge, PurgeDsl};
+use cache_purge_hooks_engine::{Delivery, Target};
 use common::{Pipeline, Post, new_post, posts, urls};
 use diesel::prelude::*;
 use diesel::result::Error;

@@ -3,8 +3,8 @@
 
 mod common;
 
-use cache_purge_hooks_core::backend::PurgeError;
 use cache_purge_hooks_diesel::{self as purge, PurgeDsl};
+use cache_purge_hooks_engine::backend::{Cause, PurgeError};
 use common::{Page, Pipeline, Post, PostForm, Tag, new_post, pages, posts, tags, urls};
 use diesel::prelude::*;
 
@@ -228,7 +228,7 @@ on_every_database! {
     /// call succeeds.
     fn write_succeeds_when_the_backend_fails(db) {
         let p = Pipeline::new();
-        p.memory.fail_with(Some(PurgeError::permanent("cache down")));
+        p.memory.fail_with(Some(PurgeError::new(Cause::Refused, "cache down")));
         let conn = &mut db.conn;
         let rows = p.run(|| {
             diesel::insert_into(posts::table)

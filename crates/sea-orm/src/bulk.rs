@@ -32,8 +32,8 @@
 //! # use sea_orm::{ConnectionTrait, Database, Schema};
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! # let memory = cache_purge_hooks::backend::MemoryBackend::new("memory");
-//! # let purger = cache_purge_hooks::Purger::builder().backend(memory.clone()).build()?;
+//! # let memory = cache_purge_hooks::backend::MemoryBackend::new();
+//! # let purger = cache_purge_hooks::Purger::builder().backend("memory", memory.clone()).build()?;
 //! # purger.install();
 //! # let db = Database::connect("sqlite::memory:").await?;
 //! # db.execute(&Schema::new(db.get_database_backend()).create_table_from_entity(post::Entity))
@@ -61,7 +61,7 @@
 
 use std::any::type_name;
 
-use cache_purge_hooks_core::{PurgeTargets, Targets};
+use cache_purge_hooks_engine::{PurgeTargets, Targets};
 use sea_orm::sea_query::IntoCondition;
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, DbErr, EntityTrait, IdenStatic,

@@ -33,8 +33,8 @@
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! #     use cache_purge_hooks::{Purger, backend::MemoryBackend};
 //! #     use sea_orm::{Database, Schema, Set};
-//! #     let memory = MemoryBackend::new("memory");
-//! #     Purger::builder().backend(memory.clone()).build()?.install();
+//! #     let memory = MemoryBackend::new();
+//! #     Purger::builder().backend("memory", memory.clone()).build()?.install();
 //! #     let db = Database::connect("sqlite::memory:").await?;
 //! #     db.execute(&Schema::new(db.get_database_backend()).create_table_from_entity(Entity))
 //! #         .await?;
@@ -79,7 +79,7 @@ use std::str::FromStr;
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use cache_purge_hooks_core::{
+use cache_purge_hooks_engine::{
     AfterCommit, Delivery, PurgeTargets, Purger, Targets, purge_current_async,
 };
 use sea_orm::{
@@ -138,7 +138,7 @@ type Pending = HashMap<PendingKey, (Instant, Targets)>;
 type PendingKey = (usize, TypeId, String);
 
 fn current_purger_id() -> usize {
-    cache_purge_hooks_core::Purger::current().map_or(0, |p| p.id())
+    cache_purge_hooks_engine::Purger::current().map_or(0, |p| p.id())
 }
 
 fn pending() -> &'static Mutex<Pending> {
@@ -369,8 +369,8 @@ where
 /// # use sea_orm::{ActiveModelTrait, ConnectionTrait, Database, EntityTrait, Schema, Set};
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// # let memory = MemoryBackend::new("memory");
-/// # let purger = Purger::builder().backend(memory.clone()).build()?;
+/// # let memory = MemoryBackend::new();
+/// # let purger = Purger::builder().backend("memory", memory.clone()).build()?;
 /// # purger.install();
 /// # let db = Database::connect("sqlite::memory:").await?;
 /// # db.execute(&Schema::new(db.get_database_backend()).create_table_from_entity(post::Entity))
@@ -454,8 +454,8 @@ where
 /// // or: cache_purge_hooks::sea_orm::active_model_behavior!(ActiveModel);
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// #     let memory = cache_purge_hooks::backend::MemoryBackend::new("memory");
-/// #     let purger = cache_purge_hooks::Purger::builder().backend(memory.clone()).build()?;
+/// #     let memory = cache_purge_hooks::backend::MemoryBackend::new();
+/// #     let purger = cache_purge_hooks::Purger::builder().backend("memory", memory.clone()).build()?;
 /// #     purger.install();
 /// #     let db = sea_orm::Database::connect("sqlite::memory:").await?;
 /// #     let schema = sea_orm::Schema::new(db.get_database_backend());
@@ -506,8 +506,8 @@ where
 /// }
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// #     let memory = cache_purge_hooks::backend::MemoryBackend::new("memory");
-/// #     let purger = cache_purge_hooks::Purger::builder().backend(memory.clone()).build()?;
+/// #     let memory = cache_purge_hooks::backend::MemoryBackend::new();
+/// #     let purger = cache_purge_hooks::Purger::builder().backend("memory", memory.clone()).build()?;
 /// #     purger.install();
 /// #     let db = sea_orm::Database::connect("sqlite::memory:").await?;
 /// #     let schema = sea_orm::Schema::new(db.get_database_backend());

@@ -106,7 +106,7 @@ async fn run(args: Args) -> Result<(), BoxError> {
     // yet: it is written with a purger that discards, since purging keys nothing caches still
     // costs nginx a slot in its keys zone each.
     let discard = Purger::builder()
-        .backend(DummyBackend::new("seed"))
+        .backend("seed", DummyBackend::new())
         .build()?;
     let seeded = discard.scope(seed(&db)).await?;
     discard.shutdown(Duration::from_secs(1)).await?;

@@ -3,7 +3,7 @@
 use std::future::Future;
 use std::pin::Pin;
 
-use cache_purge_hooks_core::{AfterCommit, Target, Targets};
+use cache_purge_hooks_engine::{AfterCommit, Target, Targets};
 use diesel::QuerySource;
 use diesel::query_builder::InsertStatement;
 use diesel::result::{Error, QueryResult};
@@ -31,7 +31,7 @@ mod select_first;
 /// # #[cfg(feature = "sqlite")]
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// use cache_purge_hooks_core::{backend::MemoryBackend, Purger};
+/// use cache_purge_hooks_engine::{backend::MemoryBackend, Purger};
 /// use cache_purge_hooks_diesel::{self as purge, AsyncPurgeDsl};
 /// use diesel::prelude::*;
 /// use diesel::sqlite::SqliteConnection;
@@ -43,8 +43,8 @@ mod select_first;
 /// # #[cache_purge(url = "/posts/{slug}")]
 /// # struct Post { id: i32, slug: String }
 ///
-/// let memory = MemoryBackend::new("memory");
-/// let purger = Purger::builder().backend(memory.clone()).build()?;
+/// let memory = MemoryBackend::new();
+/// let purger = Purger::builder().backend("memory", memory.clone()).build()?;
 /// let conn = &mut SyncConnectionWrapper::<SqliteConnection>::establish(":memory:").await?;
 /// conn.batch_execute("CREATE TABLE posts (id INTEGER PRIMARY KEY, slug TEXT NOT NULL)").await?;
 ///
@@ -190,7 +190,7 @@ pub type TransactionFuture<'r, T, E> = Pin<Box<dyn Future<Output = Result<T, E>>
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// # let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
 /// # rt.block_on(async {
-/// # use cache_purge_hooks_core::{backend::MemoryBackend, Purger};
+/// # use cache_purge_hooks_engine::{backend::MemoryBackend, Purger};
 /// # use diesel::prelude::*;
 /// # use diesel_async::{AsyncConnection, RunQueryDsl};
 /// # use diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
@@ -199,8 +199,8 @@ pub type TransactionFuture<'r, T, E> = Pin<Box<dyn Future<Output = Result<T, E>>
 /// # #[diesel(table_name = posts)]
 /// # #[cache_purge(url = "/posts/{slug}")]
 /// # struct Post { id: i32, slug: String }
-/// # let memory = MemoryBackend::new("memory");
-/// # let purger = Purger::builder().backend(memory.clone()).build()?;
+/// # let memory = MemoryBackend::new();
+/// # let purger = Purger::builder().backend("memory", memory.clone()).build()?;
 /// # purger.scope(async {
 /// # let conn = &mut SyncConnectionWrapper::<SqliteConnection>::establish(":memory:").await?;
 /// # diesel::sql_query("CREATE TABLE posts (id INTEGER PRIMARY KEY, slug TEXT NOT NULL)").execute(conn).await?;

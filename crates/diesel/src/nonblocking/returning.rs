@@ -2,7 +2,7 @@
 
 use std::future::Future;
 
-use cache_purge_hooks_core::PurgeTargets;
+use cache_purge_hooks_engine::PurgeTargets;
 use diesel::associations::HasTable;
 use diesel::dsl::Returning as WithReturning;
 use diesel::query_builder::{

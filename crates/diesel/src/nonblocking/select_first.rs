@@ -3,7 +3,7 @@
 
 use std::future::Future;
 
-use cache_purge_hooks_core::PurgeTargets;
+use cache_purge_hooks_engine::PurgeTargets;
 use diesel::Identifiable;
 use diesel::associations::HasTable;
 use diesel::dsl::Find;

@@ -1,6 +1,6 @@
 //! Purging writes and transactions on Diesel's (blocking) connections.
 
-use cache_purge_hooks_core::{AfterCommit, Delivery, Purger, Target, Targets};
+use cache_purge_hooks_engine::{AfterCommit, Delivery, Purger, Target, Targets};
 use diesel::QuerySource;
 use diesel::connection::Connection;
 use diesel::query_builder::InsertStatement;
@@ -172,7 +172,7 @@ where
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// # let rt = tokio::runtime::Builder::new_current_thread().build()?;
 /// # rt.block_on(async {
-/// use cache_purge_hooks_core::{backend::MemoryBackend, Purger};
+/// use cache_purge_hooks_engine::{backend::MemoryBackend, Purger};
 /// use cache_purge_hooks_diesel::{self as purge, PurgeDsl};
 /// use diesel::prelude::*;
 /// # diesel::table! { posts (id) { id -> Integer, slug -> Text } }
@@ -181,8 +181,8 @@ where
 /// # #[cache_purge(url = "/posts/{slug}")]
 /// # struct Post { id: i32, slug: String }
 ///
-/// let memory = MemoryBackend::new("memory");
-/// let purger = Purger::builder().backend(memory.clone()).build()?;
+/// let memory = MemoryBackend::new();
+/// let purger = Purger::builder().backend("memory", memory.clone()).build()?;
 /// purger.scope(async {
 ///     let conn = &mut SqliteConnection::establish(":memory:")?;
 ///     # diesel::sql_query("CREATE TABLE posts (id INTEGER PRIMARY KEY, slug TEXT NOT NULL)").execute(conn)?;

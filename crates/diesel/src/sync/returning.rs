@@ -1,6 +1,6 @@
 //! `RETURNING` backends (PostgreSQL, SQLite): the write returns its rows.
 
-use cache_purge_hooks_core::PurgeTargets;
+use cache_purge_hooks_engine::PurgeTargets;
 use diesel::associations::HasTable;
 use diesel::dsl::Returning as WithReturning;
 use diesel::query_builder::{

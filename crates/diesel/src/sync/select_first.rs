@@ -1,7 +1,7 @@
 //! MySQL and MariaDB: no `RETURNING`, the rows are read with `SELECT`s in the write's
 //! transaction.
 
-use cache_purge_hooks_core::PurgeTargets;
+use cache_purge_hooks_engine::PurgeTargets;
 use diesel::Identifiable;
 use diesel::associations::HasTable;
 use diesel::connection::Connection;

@@ -8,8 +8,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use cache_purge_hooks::CachePurge;
-use cache_purge_hooks_core::backend::MemoryBackend;
-use cache_purge_hooks_core::{Delivery, Purger};
+use cache_purge_hooks_engine::backend::MemoryBackend;
+use cache_purge_hooks_engine::{Delivery, Purger};
 use diesel::connection::{Instrumentation, InstrumentationEvent, SimpleConnection};
 use diesel::prelude::*;
 
@@ -289,10 +289,10 @@ impl Pipeline {
             .enable_all()
             .build()
             .unwrap();
-        let memory = MemoryBackend::new("memory");
+        let memory = MemoryBackend::new();
         let purger = rt.block_on(async {
             Purger::builder()
-                .backend(memory.clone())
+                .backend("memory", memory.clone())
                 .delivery(delivery)
                 .build()
                 .unwrap()

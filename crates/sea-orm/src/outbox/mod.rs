@@ -14,7 +14,7 @@
 //!   State is per backend (one row per purge and backend), so a purge that reached Varnish
 //!   but not nginx is retried for nginx only.
 //! - **Delivering.** [`OutboxWorker`] does all of the above for every backend of a
-//!   [`Purger`](cache_purge_hooks_core::Purger) whose settings say `delivery = "outbox"`:
+//!   [`Purger`](cache_purge_hooks_engine::Purger) whose settings say `delivery = "outbox"`:
 //!   the save hooks then write rows instead of sending, and the worker delivers them.
 //! - **Dead letters and health.** [`dead`] lists dead rows, [`retry_dead`] revives them,
 //!   [`delete_dead`] drops them; [`status`] counts rows per backend.
@@ -48,7 +48,7 @@
 //! ```
 //! use std::time::Duration;
 //!
-//! use cache_purge_hooks_core::Target;
+//! use cache_purge_hooks_engine::Target;
 //! use cache_purge_hooks_sea_orm::outbox;
 //! use sea_orm::{Database, TransactionTrait};
 //!

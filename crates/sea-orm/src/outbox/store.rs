@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use cache_purge_hooks_core::{InvalidTarget, Target};
+use cache_purge_hooks_engine::{InvalidTarget, Target};
 use sea_orm::sea_query::{Expr, Query};
 use sea_orm::{
     ColumnTrait, Condition, ConnectionTrait, DatabaseConnection, DbBackend, DbErr, EntityTrait,
@@ -13,7 +13,7 @@ use sea_orm::{
 use super::entity::{self, Column, Entity};
 use super::sql;
 
-pub use cache_purge_hooks_core::outbox::{MAX_TARGET_BYTES_PER_ROW, now_ms};
+pub use cache_purge_hooks_engine::outbox::{MAX_TARGET_BYTES_PER_ROW, now_ms};
 
 /// Errors stored in `last_error` are cut to this many characters.
 pub const MAX_ERROR_CHARS: usize = 2000;
@@ -77,9 +77,9 @@ pub enum DeadRows<'a> {
 }
 
 /// Parses a row's stored targets (the shared format of
-/// [`cache_purge_hooks_core::outbox`]).
+/// [`cache_purge_hooks_engine::outbox`]).
 pub(crate) fn parse_targets(text: &str) -> Result<Vec<Target>, InvalidTarget> {
-    cache_purge_hooks_core::outbox::parse_stored_targets(text)
+    cache_purge_hooks_engine::outbox::parse_stored_targets(text)
 }
 
 fn truncate_error(error: &str) -> String {
@@ -117,7 +117,7 @@ where
     if backends.is_empty() || targets.is_empty() {
         return Ok(());
     }
-    let chunks = cache_purge_hooks_core::outbox::stored_targets(targets);
+    let chunks = cache_purge_hooks_engine::outbox::stored_targets(targets);
     let rows: Vec<(&str, &str)> = backends
         .iter()
         .flat_map(|b| chunks.iter().map(move |c| (b.as_ref(), c.as_str())))

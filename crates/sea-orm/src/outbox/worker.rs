@@ -11,8 +11,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use cache_purge_hooks_core::backend::{Backend, FailureKind, PurgeError};
-use cache_purge_hooks_core::{Purger, Target};
+use cache_purge_hooks_engine::backend::{Backend, FailedTargets, PurgeError};
+use cache_purge_hooks_engine::retry::Verdict;
+use cache_purge_hooks_engine::{Purger, Target};
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbErr, EntityTrait, PaginatorTrait};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -77,6 +78,7 @@ impl OutboxWorkerBuilder {
             };
             let task = BackendTask {
                 db: self.db.clone(),
+                name: name.to_owned(),
                 backend,
                 purger: self.purger.clone(),
                 worker_id: self.worker_id.clone(),
@@ -107,7 +109,7 @@ impl OutboxWorkerBuilder {
 ///
 /// ```no_run
 /// # async fn demo(db: sea_orm::DatabaseConnection) -> Result<(), Box<dyn std::error::Error>> {
-/// use cache_purge_hooks_core::{Purger, Settings};
+/// use cache_purge_hooks_engine::{Purger, Settings};
 /// use cache_purge_hooks_sea_orm::outbox::OutboxWorker;
 ///
 /// let purger = Purger::from_settings(&Settings::load()?)?; // delivery = "outbox"
@@ -208,6 +210,7 @@ impl OutboxWorker {
 
 struct BackendTask {
     db: DatabaseConnection,
+    name: String,
     backend: Arc<dyn Backend>,
     purger: Purger,
     worker_id: String,
@@ -230,7 +233,7 @@ impl BackendTask {
             woken.as_mut().enable();
             let rows = match claim(
                 &self.db,
-                self.backend.name(),
+                &self.name,
                 &self.worker_id,
                 self.claim_limit,
                 self.lease,
@@ -242,7 +245,7 @@ impl BackendTask {
                 Err(e) => {
                     tracing::error!(
                         target: "cache_purge_hooks",
-                        backend = self.backend.name(),
+                        backend = &self.name,
                         error = %e,
                         "outbox claim failed; retrying at the next poll"
                     );
@@ -280,17 +283,19 @@ impl BackendTask {
         }
         let mut failed: HashSet<Target> = HashSet::new();
         let mut first_error: Option<PurgeError> = None;
-        let mut permanent = true;
         for batch in all.chunks(self.backend.max_batch().max(1)) {
             if let Err(e) = self.backend.purge(batch).await {
-                let not_purged = if e.failed.is_empty() {
-                    batch.to_vec()
-                } else {
-                    e.failed.clone()
-                };
-                failed.extend(not_purged);
-                permanent &= e.kind == FailureKind::Permanent;
-                first_error.get_or_insert(e);
+                match e.failed() {
+                    FailedTargets::All => failed.extend(batch.iter().cloned()),
+                    FailedTargets::Only(ts) => failed.extend(ts.iter().cloned()),
+                }
+                // A transient failure decides over a permanent one: the rows are kept.
+                if first_error
+                    .as_ref()
+                    .is_none_or(|f| !f.is_transient() && e.is_transient())
+                {
+                    first_error = Some(e);
+                }
             }
         }
         let now = now_ms();
@@ -307,7 +312,7 @@ impl BackendTask {
                         self.counters.lease_lost.fetch_add(lost, Ordering::Relaxed);
                         tracing::warn!(
                             target: "cache_purge_hooks",
-                            backend = self.backend.name(),
+                            backend = &self.name,
                             rows = lost,
                             "outbox lease ran out during delivery; another worker sends these purges again"
                         );
@@ -315,7 +320,7 @@ impl BackendTask {
                 }
                 Err(e) => tracing::error!(
                     target: "cache_purge_hooks",
-                    backend = self.backend.name(),
+                    backend = &self.name,
                     error = %e,
                     "delivered outbox rows could not be deleted; they will be sent again"
                 ),
@@ -330,20 +335,12 @@ impl BackendTask {
         for row in bad {
             let attempts = row.attempts + 1;
             let age = Duration::from_millis(u64::try_from(now - row.created_at).unwrap_or(0));
-            if permanent || attempts >= policy.max_attempts || age >= policy.max_age {
-                dead_ids.push(row.id);
-            } else {
-                let mut wait = policy.backoff(attempts);
-                if let FailureKind::RateLimited {
-                    retry_after: Some(after),
-                } = error.kind
-                {
-                    wait = wait.max(after);
-                }
-                retry.push((
+            match policy.decide(&error, attempts, age) {
+                Verdict::Retry { after } => retry.push((
                     row.id,
-                    now + i64::try_from(wait.as_millis()).unwrap_or(i64::MAX),
-                ));
+                    now + i64::try_from(after.as_millis()).unwrap_or(i64::MAX),
+                )),
+                _ => dead_ids.push(row.id),
             }
         }
         self.counters
@@ -351,7 +348,7 @@ impl BackendTask {
             .fetch_add((dead_ids.len() + retry.len()) as u64, Ordering::Relaxed);
         tracing::error!(
             target: "cache_purge_hooks",
-            backend = self.backend.name(),
+            backend = &self.name,
             error = %message,
             retry = retry.len(),
             dead = dead_ids.len(),
@@ -362,12 +359,12 @@ impl BackendTask {
                 Ok(n) => {
                     self.counters.dead.fetch_add(n, Ordering::Relaxed);
                 }
-                Err(e) => log_settle_error(self.backend.name(), &e),
+                Err(e) => log_settle_error(&self.name, &e),
             }
         }
         for (id, at) in retry {
             if let Err(e) = fail(&self.db, &self.worker_id, &[id], &message, Some(at), now).await {
-                log_settle_error(self.backend.name(), &e);
+                log_settle_error(&self.name, &e);
             }
         }
     }

@@ -3,29 +3,20 @@ use crate::target::Target;
 
 /// Accepts every purge and does nothing (the seed's dummy backend): for environments without
 /// a cache where even logging is unwanted.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct DummyBackend {
-    name: String,
+    _private: (),
 }
 
 impl DummyBackend {
-    /// A dummy backend with this name.
-    pub fn new(name: impl Into<String>) -> Self {
-        Self { name: name.into() }
-    }
-}
-
-impl Default for DummyBackend {
-    fn default() -> Self {
-        Self::new("dummy")
+    /// A dummy backend.
+    pub fn new() -> Self {
+        Self::default()
     }
 }
 
 #[async_trait::async_trait]
 impl Backend for DummyBackend {
-    fn name(&self) -> &str {
-        &self.name
-    }
     fn capabilities(&self) -> Capabilities {
         Capabilities::ALL
     }

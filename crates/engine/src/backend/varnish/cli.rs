@@ -5,9 +5,9 @@
 //! the client answers `auth <sha256 hex of challenge \n secret challenge \n>`.
 //!
 //! ```no_run
-//! # async fn demo() -> Result<(), cache_purge_hooks_core::backend::varnish::CliError> {
+//! # async fn demo() -> Result<(), cache_purge_hooks_engine::backend::varnish::CliError> {
 //! use std::time::Duration;
-//! use cache_purge_hooks_core::backend::varnish::AdminClient;
+//! use cache_purge_hooks_engine::backend::varnish::AdminClient;
 //!
 //! let secret = std::fs::read("/etc/varnish/secret").unwrap_or_default();
 //! let mut cli = AdminClient::connect("127.0.0.1:6082", Some(&secret), Duration::from_secs(5)).await?;
@@ -19,6 +19,8 @@
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
+
+use crate::backend::Cause;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
@@ -60,7 +62,10 @@ pub struct Reply {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum CliError {
-    /// Could not connect, or the connection broke.
+    /// Could not connect.
+    #[error("{0}")]
+    Connect(#[source] std::io::Error),
+    /// The connection broke.
     #[error("{0}")]
     Io(#[from] std::io::Error),
     /// No answer in time.
@@ -85,13 +90,23 @@ pub enum CliError {
 }
 
 impl CliError {
+    /// What this failure is, as a purge failure's [`Cause`].
+    pub fn cause(&self) -> Cause {
+        match self {
+            CliError::Connect(_) => Cause::Unreachable,
+            CliError::Io(_) => Cause::ConnectionLost,
+            CliError::Timeout(_) => Cause::Timeout,
+            CliError::Protocol(_) => Cause::Protocol,
+            CliError::Auth(_) => Cause::Authentication,
+            // The manager could not reach the cache process: it may be restarting.
+            CliError::Refused { status, .. } if *status == status::COMMS => Cause::Unavailable,
+            CliError::Refused { .. } => Cause::Refused,
+        }
+    }
+
     /// Whether trying again (later, or on a new connection) might work.
     pub fn is_transient(&self) -> bool {
-        match self {
-            CliError::Io(_) | CliError::Timeout(_) | CliError::Protocol(_) => true,
-            CliError::Refused { status, .. } => *status == status::COMMS,
-            CliError::Auth(_) => false,
-        }
+        self.cause().is_transient()
     }
 }
 
@@ -113,7 +128,8 @@ impl AdminClient {
     ) -> Result<Self, CliError> {
         let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
             .await
-            .map_err(|_| CliError::Timeout(timeout))??;
+            .map_err(|_| CliError::Timeout(timeout))?
+            .map_err(CliError::Connect)?;
         // Strict request/reply: without this, Nagle holds each command back waiting for the
         // previous reply's delayed ACK (40 ms per command).
         stream.set_nodelay(true)?;

@@ -5,10 +5,9 @@ use futures::StreamExt;
 use reqwest::header::{HOST, HeaderValue};
 use reqwest::{Client, Method, StatusCode};
 
+use super::Ban;
 use super::ban::host_regex;
-use super::{Ban, ServerFailure};
-use crate::backend::PurgeError;
-use crate::backend::http_client;
+use crate::backend::{Cause, PurgeError, SetupError, http_client};
 use crate::settings::{VarnishHttpMethod, VarnishSettings, parse_server};
 use crate::target::Target;
 
@@ -26,14 +25,17 @@ pub(super) struct HttpTransport {
 }
 
 impl HttpTransport {
-    pub(super) fn new(settings: &VarnishSettings, servers: &[String]) -> Result<Self, String> {
+    pub(super) fn new(settings: &VarnishSettings, servers: &[String]) -> Result<Self, SetupError> {
         let servers = servers
             .iter()
             .map(|s| {
-                let (host, port) = parse_server(s)?;
+                let (host, port) = parse_server(s).map_err(|problem| SetupError::Invalid {
+                    setting: "servers",
+                    problem,
+                })?;
                 Ok((s.clone(), http_client::base_url(&host, port)))
             })
-            .collect::<Result<_, String>>()?;
+            .collect::<Result<_, SetupError>>()?;
         Ok(Self {
             client: http_client::client(settings.timeout, settings.concurrency)?,
             servers,
@@ -54,7 +56,7 @@ impl HttpTransport {
     }
 
     /// One `PURGE` per URL and server, `concurrency` at a time per server.
-    pub(super) async fn purge_urls(&self, batch: &[Target]) -> Vec<ServerFailure> {
+    pub(super) async fn purge_urls(&self, batch: &[Target]) -> Vec<PurgeError> {
         let purge = &self.method;
         let per_server = self.servers.iter().map(|(server, base)| {
             // Owned jobs: the stream's closures then borrow nothing from the batch.
@@ -77,7 +79,7 @@ impl HttpTransport {
                 futures::stream::iter(jobs)
                     .map(|(target, request)| async move {
                         let result = match request.send().await {
-                            Err(e) => Err(http_client::transport_error(server, &e)),
+                            Err(e) => Err(http_client::transport_error(server, e)),
                             // 404: the object was not in the cache, which is what we want.
                             Ok(r)
                                 if matches!(r.status(), StatusCode::OK | StatusCode::NOT_FOUND) =>
@@ -86,11 +88,7 @@ impl HttpTransport {
                             }
                             Ok(r) => Err(http_client::response_error(server, r).await),
                         };
-                        result.err().map(|error| ServerFailure {
-                            server: server.clone(),
-                            error,
-                            targets: vec![target],
-                        })
+                        result.err().map(|error| error.only(vec![target]))
                     })
                     .buffer_unordered(self.concurrency)
                     .filter_map(std::future::ready)
@@ -107,7 +105,7 @@ impl HttpTransport {
 
     /// One `BAN` request per ban and server: the URL regex in `ban_header`, the host regex
     /// (if any) in `ban_host_header`.
-    pub(super) async fn ban_all(&self, bans: &[Ban]) -> Vec<ServerFailure> {
+    pub(super) async fn ban_all(&self, bans: &[Ban]) -> Vec<PurgeError> {
         let method = &self.method;
         let per_server = self.servers.iter().map(|(server, base)| {
             let method = method.clone();
@@ -124,26 +122,24 @@ impl HttpTransport {
                         request = request.header(self.ban_host_header.as_str(), h);
                     }
                     let result = match request.send().await {
-                        Err(e) => Err(http_client::transport_error(server, &e)),
+                        Err(e) => Err(http_client::transport_error(server, e)),
                         Ok(r) if r.status() == StatusCode::OK => Ok(()),
                         Ok(r) => Err(http_client::response_error(server, r).await),
                     };
                     if let Err(error) = result {
-                        let unreachable = error.message.starts_with("cannot connect");
-                        failures.push(ServerFailure {
-                            server: server.clone(),
-                            error,
-                            targets: ban.targets.clone(),
-                        });
+                        let unreachable = error.cause() == &Cause::Unreachable;
+                        failures.push(error.only(ban.targets.clone()));
                         if unreachable {
                             // Do not wait out the rest of the batch on a server that is down.
                             for rest in bans.iter().skip_while(|b| !std::ptr::eq(*b, ban)).skip(1) {
-                                failures.push(ServerFailure {
-                                    server: server.clone(),
-                                    error: PurgeError::transient("not sent: server unreachable")
-                                        .on_server(server),
-                                    targets: rest.targets.clone(),
-                                });
+                                failures.push(
+                                    PurgeError::new(
+                                        Cause::Unreachable,
+                                        "not sent: server unreachable",
+                                    )
+                                    .on_server(server)
+                                    .only(rest.targets.clone()),
+                                );
                             }
                             break;
                         }

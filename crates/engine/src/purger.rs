@@ -9,10 +9,10 @@
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() {
 //! use std::time::Duration;
-//! use cache_purge_hooks_core::{backend::MemoryBackend, Purger, Target};
+//! use cache_purge_hooks_engine::{backend::MemoryBackend, Purger, Target};
 //!
-//! let memory = MemoryBackend::new("memory");
-//! let purger = Purger::builder().backend(memory.clone()).build().unwrap();
+//! let memory = MemoryBackend::new();
+//! let purger = Purger::builder().backend("memory", memory.clone()).build().unwrap();
 //! purger.purge(["/a", "/b", "/a"].map(|u| Target::url(u).unwrap()));
 //! purger.flush().await;
 //! assert_eq!(memory.urls(), ["/a", "/b"]); // deduplicated
@@ -51,7 +51,7 @@ struct Inner {
     when_full: QueueFull,
     /// Signalled by the workers as targets leave their queues.
     room: Arc<tokio::sync::Notify>,
-    backends: Vec<Arc<dyn Backend>>,
+    backends: Vec<(String, Arc<dyn Backend>)>,
     outbox_wake: Arc<tokio::sync::Notify>,
     workers: Vec<WorkerHandle>,
     joins: Mutex<Vec<tokio::task::JoinHandle<()>>>,
@@ -85,7 +85,7 @@ pub struct PurgerBuilder {
     retry: RetryPolicy,
     queue_capacity: Option<usize>,
     when_full: QueueFull,
-    backends: Vec<Arc<dyn Backend>>,
+    backends: Vec<(String, Arc<dyn Backend>)>,
     #[cfg(feature = "memory")]
     memory: std::collections::HashMap<String, crate::backend::MemoryBackend>,
 }
@@ -96,14 +96,14 @@ impl fmt::Debug for PurgerBuilder {
             .field("delivery", &self.delivery)
             .field(
                 "backends",
-                &self.backends.iter().map(|b| b.name()).collect::<Vec<_>>(),
+                &self.backends.iter().map(|(n, _)| n).collect::<Vec<_>>(),
             )
             .finish()
     }
 }
 
 /// A [`Purger`] could not be built.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum BuildError {
     /// `build` was called outside a tokio runtime, where the workers cannot run.
@@ -114,12 +114,13 @@ pub enum BuildError {
     DuplicateName(String),
     /// A backend could not be set up from its settings (a secret file that cannot be read,
     /// for example).
-    #[error("backend `{name}`: {message}")]
+    #[error("backend `{name}`: {error}")]
     Backend {
         /// The backend's name.
         name: String,
         /// What is wrong and what to do about it.
-        message: String,
+        #[source]
+        error: crate::backend::SetupError,
     },
     /// The settings name a backend kind this build cannot construct.
     #[error(
@@ -136,21 +137,24 @@ pub enum BuildError {
 }
 
 impl PurgerBuilder {
-    /// Adds a backend. Every purge goes to every backend that can purge its kind of target.
-    pub fn backend<B: Backend>(mut self, backend: B) -> Self {
+    /// Adds a backend under this name (used in logs, statistics, the outbox's rows and the
+    /// settings file's `[backends.NAME]`). Every purge goes to every backend that can purge its
+    /// kind of target.
+    pub fn backend<B: Backend>(mut self, name: impl Into<String>, backend: B) -> Self {
+        let name = name.into();
         #[cfg(feature = "memory")]
         if let Some(m) =
             (&backend as &dyn std::any::Any).downcast_ref::<crate::backend::MemoryBackend>()
         {
-            self.memory.insert(m.name().to_owned(), m.clone());
+            self.memory.insert(name.clone(), m.clone());
         }
-        self.backends.push(Arc::new(backend));
+        self.backends.push((name, Arc::new(backend)));
         self
     }
 
-    /// Adds an already shared backend.
-    pub fn shared_backend(mut self, backend: Arc<dyn Backend>) -> Self {
-        self.backends.push(backend);
+    /// Adds an already shared backend under this name.
+    pub fn shared_backend(mut self, name: impl Into<String>, backend: Arc<dyn Backend>) -> Self {
+        self.backends.push((name.into(), backend));
         self
     }
 
@@ -208,23 +212,30 @@ impl PurgerBuilder {
             feature = "nginx"
         ))]
         use crate::settings::BackendSettings;
+        #[cfg(any(feature = "varnish", feature = "nginx"))]
+        let named = |error| BuildError::Backend {
+            name: name.to_owned(),
+            error,
+        };
         match backend {
             #[cfg(feature = "log")]
-            BackendSettings::Log(_) => Ok(self.backend(crate::backend::LogBackend::new(name))),
+            BackendSettings::Log(_) => Ok(self.backend(name, crate::backend::LogBackend::new())),
             #[cfg(feature = "dummy")]
-            BackendSettings::Dummy(_) => Ok(self.backend(crate::backend::DummyBackend::new(name))),
-            #[cfg(feature = "memory")]
-            BackendSettings::Memory(m) => {
-                Ok(self
-                    .backend(crate::backend::MemoryBackend::new(name).with_max_batch(m.max_batch)))
+            BackendSettings::Dummy(_) => {
+                Ok(self.backend(name, crate::backend::DummyBackend::new()))
             }
+            #[cfg(feature = "memory")]
+            BackendSettings::Memory(m) => Ok(self.backend(
+                name,
+                crate::backend::MemoryBackend::new().with_max_batch(m.max_batch),
+            )),
             #[cfg(feature = "varnish")]
             BackendSettings::Varnish(v) => {
-                Ok(self.backend(crate::backend::VarnishBackend::new(name, v)?))
+                Ok(self.backend(name, crate::backend::VarnishBackend::new(v).map_err(named)?))
             }
             #[cfg(feature = "nginx")]
             BackendSettings::Nginx(n) => {
-                Ok(self.backend(crate::backend::NginxBackend::new(name, n)?))
+                Ok(self.backend(name, crate::backend::NginxBackend::new(n).map_err(named)?))
             }
             #[allow(unreachable_patterns)]
             other => Err(BuildError::Unavailable {
@@ -242,9 +253,9 @@ impl PurgerBuilder {
     pub fn build(self) -> Result<Purger, BuildError> {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| BuildError::NoRuntime)?;
         let mut names = std::collections::HashSet::new();
-        for b in &self.backends {
-            if !names.insert(b.name().to_owned()) {
-                return Err(BuildError::DuplicateName(b.name().to_owned()));
+        for (name, _) in &self.backends {
+            if !names.insert(name.as_str()) {
+                return Err(BuildError::DuplicateName(name.clone()));
             }
         }
         if self.backends.is_empty() {
@@ -254,8 +265,9 @@ impl PurgerBuilder {
         let mut joins = Vec::new();
         let backends = self.backends.clone();
         let room = Arc::new(tokio::sync::Notify::new());
-        for backend in self.backends {
-            let (handle, join) = spawn_worker(backend, self.retry.clone(), room.clone(), &runtime);
+        for (name, backend) in self.backends {
+            let (handle, join) =
+                spawn_worker(name, backend, self.retry.clone(), room.clone(), &runtime);
             workers.push(handle);
             joins.push(join);
         }
@@ -322,8 +334,8 @@ impl Purger {
         self.inner
             .backends
             .iter()
-            .find(|b| b.name() == name)
-            .cloned()
+            .find(|(n, _)| n == name)
+            .map(|(_, b)| b.clone())
     }
 
     /// The retry policy of this pipeline.
@@ -473,7 +485,7 @@ impl Purger {
             if queued + n > self.inner.queue_capacity {
                 // Full: never unbounded memory, never a silent drop. Widen to one "purge
                 // everything" where the backend can; otherwise drop, counted and logged.
-                if w.capabilities.everything {
+                if w.capabilities.supports(crate::TargetKind::Everything) {
                     w.counters.coalesced.fetch_add(n, Ordering::Relaxed);
                     tracing::warn!(
                         target: "cache_purge_hooks",
@@ -647,6 +659,11 @@ impl Purger {
                     unsupported: c.unsupported.load(Ordering::Relaxed),
                     deduplicated: c.deduplicated.load(Ordering::Relaxed),
                     busy,
+                    last_error: w
+                        .last_error
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .clone(),
                 }
             })
             .collect()
@@ -688,6 +705,9 @@ pub struct BackendStats {
     pub deduplicated: u64,
     /// Time spent in purge calls (summed over concurrent calls).
     pub busy: Duration,
+    /// The last failure of a purge call, if any failed: match its
+    /// [`cause`](crate::backend::PurgeError::cause) to tell why targets are still queued.
+    pub last_error: Option<crate::backend::PurgeError>,
 }
 
 /// Queues targets on [`Purger::current`]; with none installed, logs an error naming the

@@ -8,7 +8,7 @@
 //! ([`now_ms`]).
 //!
 //! ```
-//! use cache_purge_hooks_core::{Target, outbox};
+//! use cache_purge_hooks_engine::{Target, outbox};
 //!
 //! let targets = [Target::url("/posts/a").unwrap(), Target::Everything, Target::url("/posts/a").unwrap()];
 //! let rows = outbox::stored_targets(&targets);

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use md5::{Digest, Md5};
 
-use crate::backend::PurgeError;
+use crate::backend::{Cause, PurgeError, SetupError};
 use crate::settings::{KeyPart, NginxSettings, parse_key_template};
 use crate::target::PurgeUrl;
 
@@ -47,32 +47,42 @@ pub(crate) enum NoKey {
 
 impl KeyRenderer {
     /// Parses the template and checks that every variable it uses has a value.
-    pub(crate) fn new(settings: &NginxSettings) -> Result<Self, String> {
-        let template = settings.key_template.as_deref().ok_or(
-            "key_template is required with mode = \"files\": your proxy_cache_key, verbatim",
-        )?;
-        let parts = parse_key_template(template).map_err(|e| format!("key_template: {e}"))?;
+    pub(crate) fn new(settings: &NginxSettings) -> Result<Self, SetupError> {
+        let invalid =
+            |setting: &'static str, problem: String| SetupError::Invalid { setting, problem };
+        let template = settings.key_template.as_deref().ok_or_else(|| {
+            invalid(
+                "key_template",
+                "required with mode = \"files\": your proxy_cache_key, verbatim".to_owned(),
+            )
+        })?;
+        let parts = parse_key_template(template).map_err(|e| invalid("key_template", e))?;
         let uses = |names: &[&str]| {
             parts
                 .iter()
                 .any(|p| matches!(p, KeyPart::Variable(v) if names.contains(v)))
         };
         if settings.proxy_host.is_none() && uses(&["proxy_host"]) {
-            return Err(format!(
-                "proxy_host is required because key_template `{template}` uses $proxy_host: \
-                 the host of your proxy_pass (like `origin`)",
+            return Err(invalid(
+                "proxy_host",
+                format!(
+                    "required because key_template `{template}` uses $proxy_host: \
+                     the host of your proxy_pass (like `origin`)"
+                ),
             ));
         }
         if settings.host_header.is_none() && uses(&["host", "http_host"]) {
-            return Err(format!(
-                "host_header is required because key_template `{template}` uses $host: \
-                 the site's host name",
+            return Err(invalid(
+                "host_header",
+                format!(
+                    "required because key_template `{template}` uses $host: the site's host name"
+                ),
             ));
         }
         if !matches!(settings.scheme.as_str(), "http" | "https") {
-            return Err(format!(
-                "scheme: expected `http` or `https`, got `{}`",
-                settings.scheme
+            return Err(invalid(
+                "scheme",
+                format!("expected `http` or `https`, got `{}`", settings.scheme),
             ));
         }
         Ok(Self {
@@ -255,15 +265,20 @@ fn key_line(head: &[u8]) -> Option<(&[u8], bool)> {
 ///
 /// Permission denied is permanent and says what to do: nginx's cache files are mode 0600 in
 /// 0700 directories owned by the worker user.
-pub(crate) fn io_error(path: &Path, e: &io::Error) -> PurgeError {
+pub(crate) fn io_error(path: &Path, e: io::Error) -> PurgeError {
+    PurgeError::new(Cause::Io(e.kind()), io_message(path, &e)).with_source(e)
+}
+
+/// The message of [`io_error`].
+pub(crate) fn io_message(path: &Path, e: &io::Error) -> String {
     if e.kind() == io::ErrorKind::PermissionDenied {
-        PurgeError::permanent(format!(
+        format!(
             "{}: permission denied: nginx cache files are mode 0600 in 0700 directories owned \
              by the nginx worker user; run this process as that user (or root)",
             path.display()
-        ))
+        )
     } else {
-        PurgeError::transient(format!("{}: {e}", path.display()))
+        format!("{}: {e}", path.display())
     }
 }
 
@@ -351,17 +366,19 @@ mod tests {
             key_template: Some("$host$uri".into()),
             ..NginxSettings::default()
         };
-        assert!(KeyRenderer::new(&s).unwrap_err().contains("host_header"));
+        let setting = |e: SetupError| match e {
+            SetupError::Invalid { setting, problem } => (setting, problem),
+            other => panic!("{other}"),
+        };
+        assert_eq!(setting(KeyRenderer::new(&s).unwrap_err()).0, "host_header");
         let s = NginxSettings {
             key_template: Some("$scheme$proxy_host$request_uri".into()),
             ..NginxSettings::default()
         };
-        assert!(KeyRenderer::new(&s).unwrap_err().contains("proxy_host"));
-        assert!(
-            KeyRenderer::new(&NginxSettings::default())
-                .unwrap_err()
-                .contains("key_template is required")
-        );
+        assert_eq!(setting(KeyRenderer::new(&s).unwrap_err()).0, "proxy_host");
+        let (key, problem) = setting(KeyRenderer::new(&NginxSettings::default()).unwrap_err());
+        assert_eq!(key, "key_template");
+        assert!(problem.contains("required"), "{problem}");
     }
 
     #[test]
@@ -469,12 +486,14 @@ mod tests {
     fn permission_denied_is_permanent_and_explained() {
         let e = io_error(
             Path::new("/var/cache/nginx/5/bf/x"),
-            &io::Error::from(io::ErrorKind::PermissionDenied),
+            io::Error::from(io::ErrorKind::PermissionDenied),
         );
-        assert_eq!(e.kind, crate::backend::FailureKind::Permanent);
-        assert!(e.message.contains("/var/cache/nginx/5/bf/x"), "{e}");
-        assert!(e.message.contains("0600"), "{e}");
-        let e = io_error(Path::new("/x"), &io::Error::other("disk on fire"));
-        assert_eq!(e.kind, crate::backend::FailureKind::Transient);
+        assert_eq!(e.cause(), &Cause::Io(io::ErrorKind::PermissionDenied));
+        assert!(!e.is_transient());
+        assert!(e.message().contains("/var/cache/nginx/5/bf/x"), "{e}");
+        assert!(e.message().contains("0600"), "{e}");
+        let e = io_error(Path::new("/x"), io::Error::other("disk on fire"));
+        assert_eq!(e.cause(), &Cause::Io(io::ErrorKind::Other));
+        assert!(e.is_transient());
     }
 }

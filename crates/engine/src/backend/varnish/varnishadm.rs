@@ -5,23 +5,23 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use super::{Ban, ServerFailure};
-use crate::backend::{FailureKind, PurgeError};
+use super::Ban;
+use crate::backend::{Cause, PurgeError, SetupError};
 
 /// Checks at start-up that the binary exists and is executable.
-pub(super) fn check_binary(bin: &Path) -> Result<(), String> {
+pub(super) fn check_binary(bin: &Path) -> Result<(), SetupError> {
     use std::os::unix::fs::PermissionsExt;
-    match std::fs::metadata(bin) {
-        Ok(m) if m.is_file() && m.permissions().mode() & 0o111 != 0 => Ok(()),
-        Ok(_) => Err(format!(
-            "varnishadm_bin `{}` is not an executable file",
-            bin.display()
-        )),
-        Err(e) => Err(format!(
-            "varnishadm_bin `{}`: {e} (install varnish, or use mode = \"cli\", which needs no binary)",
-            bin.display()
-        )),
-    }
+    let problem = match std::fs::metadata(bin) {
+        Ok(m) if m.is_file() && m.permissions().mode() & 0o111 != 0 => return Ok(()),
+        Ok(_) => "not an executable file".to_owned(),
+        Err(e) => e.to_string(),
+    };
+    Err(SetupError::Program {
+        setting: "varnishadm_bin",
+        path: bin.to_path_buf(),
+        problem,
+        hint: "install varnish, or use mode = \"cli\", which needs no binary",
+    })
 }
 
 pub(super) struct Varnishadm {
@@ -32,15 +32,11 @@ pub(super) struct Varnishadm {
 }
 
 impl Varnishadm {
-    pub(super) async fn ban_all(&self, bans: &[Ban]) -> Vec<ServerFailure> {
+    pub(super) async fn ban_all(&self, bans: &[Ban]) -> Vec<PurgeError> {
         let mut failures = Vec::new();
         for ban in bans {
             if let Err(error) = self.run(ban).await {
-                failures.push(ServerFailure {
-                    server: self.server.clone(),
-                    error,
-                    targets: ban.targets.clone(),
-                });
+                failures.push(error.only(ban.targets.clone()));
             }
         }
         failures
@@ -65,15 +61,19 @@ impl Varnishadm {
         let output = tokio::time::timeout(self.timeout + Duration::from_secs(1), command.output())
             .await
             .map_err(|_| {
-                PurgeError::transient(format!(
-                    "varnishadm did not finish within {:?}",
-                    self.timeout
-                ))
+                PurgeError::new(
+                    Cause::Timeout,
+                    format!("varnishadm did not finish within {:?}", self.timeout),
+                )
                 .on_server(&self.server)
             })?
             .map_err(|e| {
-                PurgeError::permanent(format!("cannot run `{}`: {e}", self.bin.display()))
-                    .on_server(&self.server)
+                PurgeError::new(
+                    Cause::Misconfigured,
+                    format!("cannot run `{}`: {e}", self.bin.display()),
+                )
+                .on_server(&self.server)
+                .with_source(e)
             })?;
         let stdout = String::from_utf8_lossy(&output.stdout);
         let stderr = String::from_utf8_lossy(&output.stderr);
@@ -95,24 +95,26 @@ impl Varnishadm {
         // secret is wrong).
         // varnishadm prints "Rejected NNN" when varnishd refuses the secret.
         let auth_failed = said.contains("Authentication required") || said.contains("Rejected");
-        let kind = if auth_failed || output.status.code() == Some(1) {
-            FailureKind::Permanent
+        let cause = if auth_failed {
+            Cause::Authentication
+        } else if output.status.code() == Some(1) {
+            Cause::Refused
         } else {
-            FailureKind::Transient
+            Cause::Unreachable
         };
         let hint = if auth_failed {
             " (authentication failed: the secret file does not match varnishd's -S file)"
         } else {
             ""
         };
-        Err(PurgeError {
-            kind,
-            ..PurgeError::transient(format!(
+        Err(PurgeError::new(
+            cause,
+            format!(
                 "varnishadm exited with {} on `{}`: {said}{hint}",
                 output.status,
                 ban.expression()
-            ))
-            .on_server(&self.server)
-        })
+            ),
+        )
+        .on_server(&self.server))
     }
 }

@@ -26,10 +26,10 @@ struct State {
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() {
-/// use cache_purge_hooks_core::{backend::MemoryBackend, Purger, Target};
+/// use cache_purge_hooks_engine::{backend::MemoryBackend, Purger, Target};
 ///
-/// let memory = MemoryBackend::new("memory");
-/// let purger = Purger::builder().backend(memory.clone()).build().unwrap();
+/// let memory = MemoryBackend::new();
+/// let purger = Purger::builder().backend("memory", memory.clone()).build().unwrap();
 /// purger.purge([Target::url("/posts/a").unwrap()]);
 /// purger.flush().await;
 /// assert_eq!(memory.urls(), ["/posts/a"]);
@@ -38,16 +38,20 @@ struct State {
 /// ```
 #[derive(Clone, Debug)]
 pub struct MemoryBackend {
-    name: Arc<str>,
     max_batch: usize,
     state: Arc<Mutex<State>>,
 }
 
+impl Default for MemoryBackend {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl MemoryBackend {
-    /// An empty memory backend with this name.
-    pub fn new(name: impl Into<String>) -> Self {
+    /// An empty memory backend.
+    pub fn new() -> Self {
         Self {
-            name: Arc::from(name.into()),
             max_batch: 1000,
             state: Arc::default(),
         }
@@ -124,9 +128,6 @@ impl MemoryBackend {
 
 #[async_trait::async_trait]
 impl Backend for MemoryBackend {
-    fn name(&self) -> &str {
-        &self.name
-    }
     fn capabilities(&self) -> Capabilities {
         Capabilities::ALL
     }

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::*;
+use crate::backend::FailedTargets;
 
 /// One request the fake nginx received.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -139,7 +140,7 @@ fn http_settings(servers: &[&str], f: impl FnOnce(&mut NginxSettings)) -> NginxS
 }
 
 fn backend(settings: &NginxSettings) -> NginxBackend {
-    NginxBackend::new("ngx", settings).unwrap()
+    NginxBackend::new(settings).unwrap()
 }
 
 /// An address where nothing listens.
@@ -212,17 +213,21 @@ async fn partial_failures_list_the_failed_urls_and_the_first_failing_server() {
     let b = backend(&http_settings(&[&good.addr, &picky.addr], |_| {}));
     let batch = urls(&["/ok", "/bad", "/forbidden", "/missing"]);
     let e = b.purge(&batch).await.unwrap_err();
-    assert_eq!(e.failed, urls(&["/bad", "/forbidden"]));
-    assert_eq!(e.server.as_deref(), Some(picky.addr.as_str()));
-    assert_eq!(e.kind, FailureKind::Transient, "503 is transient: {e}");
+    assert_eq!(
+        e.failed(),
+        &FailedTargets::Only(urls(&["/bad", "/forbidden"]))
+    );
+    assert_eq!(e.server(), Some(picky.addr.as_str()));
+    assert_eq!(e.cause(), &Cause::Status(503), "{e}");
+    assert!(e.is_transient(), "503 is transient: {e}");
     assert!(
-        e.message.starts_with(&format!(
+        e.message().starts_with(&format!(
             "2 of 4 targets not purged (failed 2 on {})",
             picky.addr
         )),
         "{e}"
     );
-    assert!(e.message.contains("first: url /bad: answered 503"), "{e}");
+    assert!(e.message().contains("first: url /bad: answered 503"), "{e}");
     // Every server got every URL.
     assert_eq!(good.seen().len(), 4);
     assert_eq!(picky.seen().len(), 4);
@@ -236,22 +241,22 @@ async fn permanent_only_when_every_failure_is() {
         .purge(&urls(&["/forbidden", "/forbidden2", "/ok"]))
         .await
         .unwrap_err();
-    assert_eq!(e.kind, FailureKind::Permanent);
-    assert_eq!(e.failed.len(), 2);
-    assert!(e.message.contains("403"), "{e}");
+    assert!(!e.is_transient());
+    assert_eq!(e.failed().count(3), 2);
+    assert!(e.message().contains("403"), "{e}");
 
     let e = b
         .purge(&urls(&["/forbidden", "/slow-down"]))
         .await
         .unwrap_err();
     assert_eq!(
-        e.kind,
-        FailureKind::RateLimited {
+        e.cause(),
+        &Cause::RateLimited {
             retry_after: Some(Duration::from_secs(7))
         }
     );
     // The whole batch failed: `failed` is empty, meaning all of it.
-    assert!(e.failed.is_empty());
+    assert_eq!(*e.failed(), FailedTargets::All);
 }
 
 #[tokio::test]
@@ -264,13 +269,13 @@ async fn an_unreachable_server_fails_fast_without_stopping_the_others() {
         .collect();
     let e = b.purge(&batch).await.unwrap_err();
     assert!(
-        e.failed.is_empty(),
+        (*e.failed() == FailedTargets::All),
         "the whole batch failed on the dead server"
     );
-    assert_eq!(e.server.as_deref(), Some(dead.as_str()));
-    assert_eq!(e.kind, FailureKind::Transient);
-    assert!(e.message.contains("cannot connect"), "{e}");
-    assert!(e.message.contains(&format!("20 on {dead}")), "{e}");
+    assert_eq!(e.server(), Some(dead.as_str()));
+    assert_eq!(e.cause(), &Cause::Unreachable);
+    assert!(e.message().contains("cannot connect"), "{e}");
+    assert!(e.message().contains(&format!("20 on {dead}")), "{e}");
     assert_eq!(good.seen().len(), 20);
 }
 
@@ -289,11 +294,8 @@ async fn at_most_concurrency_requests_in_flight_per_server() {
 
 #[test]
 fn bad_settings_are_build_errors() {
-    let err = |s: NginxSettings| match NginxBackend::new("ngx", &s) {
-        Err(BuildError::Backend { name, message }) => {
-            assert_eq!(name, "ngx");
-            message
-        }
+    let err = |s: NginxSettings| match NginxBackend::new(&s) {
+        Err(e @ SetupError::Invalid { .. }) => e.to_string(),
         Err(other) => panic!("unexpected error {other}"),
         Ok(_) => panic!("accepted"),
     };
@@ -314,7 +316,7 @@ fn bad_settings_are_build_errors() {
         f(&mut s);
         s
     };
-    assert!(NginxBackend::new("ngx", &files(|_| {})).is_ok());
+    assert!(NginxBackend::new(&files(|_| {})).is_ok());
     assert!(err(files(|s| s.cache_dir = None)).contains("cache_dir is required"));
     assert!(err(files(|s| s.cache_dir = Some("cache".into()))).contains("absolute"));
     assert!(err(files(|s| s.cache_dir = Some("/".into()))).contains("absolute"));
@@ -360,10 +362,7 @@ async fn files_mode_unlinks_exactly_the_cached_urls() {
     let b = files_backend(tmp.path());
     assert_eq!(
         b.capabilities(),
-        Capabilities {
-            everything: true,
-            ..Capabilities::URL
-        }
+        Capabilities::URL | Capabilities::EVERYTHING
     );
     assert_eq!(b.max_batch(), 1000);
     assert_eq!(
@@ -398,8 +397,8 @@ async fn files_mode_errors() {
     let tmp = tempfile::tempdir().unwrap();
     let b = files_backend(&tmp.path().join("missing"));
     let e = b.purge(&urls(&["/a"])).await.unwrap_err();
-    assert_eq!(e.kind, FailureKind::Permanent);
-    assert!(e.message.contains("does not exist"), "{e}");
+    assert!(!e.is_transient());
+    assert!(e.message().contains("does not exist"), "{e}");
 
     // A level directory that is a file: an I/O error for that URL only.
     let b = files_backend(tmp.path());
@@ -408,9 +407,9 @@ async fn files_mode_errors() {
     std::fs::write(level, b"not a dir").unwrap();
     let ok = cache_file(&b, "/z", "/z");
     let e = b.purge(&urls(&["/z", "/a"])).await.unwrap_err();
-    assert_eq!(e.failed, urls(&["/a"]));
-    assert_eq!(e.kind, FailureKind::Transient);
-    assert!(e.message.contains(&blocked.display().to_string()), "{e}");
+    assert_eq!(e.failed(), &FailedTargets::Only(urls(&["/a"])));
+    assert!(e.is_transient());
+    assert!(e.message().contains(&blocked.display().to_string()), "{e}");
     assert!(!ok.exists());
 }
 
@@ -439,11 +438,7 @@ async fn wipe_mode_empties_the_directory_once_per_batch() {
     });
     assert_eq!(
         b.capabilities(),
-        Capabilities {
-            prefix: true,
-            everything: true,
-            ..Capabilities::URL
-        }
+        Capabilities::URL | Capabilities::PREFIX | Capabilities::EVERYTHING
     );
     assert_eq!(b.max_batch(), 100_000);
     let mut batch = urls(&["/a", "/b"]);
@@ -454,39 +449,5 @@ async fn wipe_mode_empties_the_directory_once_per_batch() {
 
     std::fs::remove_dir(&cache).unwrap();
     let e = b.purge(&urls(&["/a"])).await.unwrap_err();
-    assert_eq!(e.kind, FailureKind::Permanent);
-}
-
-// ----- summaries --------------------------------------------------------------------------
-
-#[test]
-fn summaries_pick_the_first_server_in_configured_order() {
-    let batch = urls(&["/a", "/b", "/c"]);
-    let failure = |index, server, error: PurgeError| Failure {
-        index,
-        server: Some(server),
-        error,
-    };
-    let e = summarize(
-        &batch,
-        vec![
-            failure(
-                0,
-                1,
-                PurgeError::permanent("answered 403").on_server("s1:80"),
-            ),
-            failure(2, 0, PurgeError::transient("timed out").on_server("s0:80")),
-            failure(1, 0, PurgeError::transient("timed out").on_server("s0:80")),
-        ],
-        &["s0:80", "s1:80"],
-    )
-    .unwrap_err();
-    assert_eq!(e.server.as_deref(), Some("s0:80"));
-    assert!(e.failed.is_empty(), "all three failed somewhere");
-    assert_eq!(e.kind, FailureKind::Transient);
-    assert_eq!(
-        e.message,
-        "3 of 3 targets not purged (failed 2 on s0:80, 1 on s1:80); first: url /b: timed out"
-    );
-    assert_eq!(summarize(&batch, Vec::new(), &["s0:80"]), Ok(()));
+    assert!(!e.is_transient());
 }

@@ -11,10 +11,10 @@
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() {
-//! use cache_purge_hooks_core::{backend::MemoryBackend, AfterCommit, Purger, Target};
+//! use cache_purge_hooks_engine::{backend::MemoryBackend, AfterCommit, Purger, Target};
 //!
-//! let memory = MemoryBackend::new("memory");
-//! let purger = Purger::builder().backend(memory.clone()).build().unwrap();
+//! let memory = MemoryBackend::new();
+//! let purger = Purger::builder().backend("memory", memory.clone()).build().unwrap();
 //!
 //! let (committed, pending) = AfterCommit::run(async {
 //!     purger.purge([Target::url("/posts/a").unwrap()]);

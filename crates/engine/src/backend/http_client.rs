@@ -1,19 +1,19 @@
 //! What the HTTP backends (Varnish `http` mode, nginx `http` mode) share: one keep-alive
 //! client per backend, and the translation of transport errors and status codes into
-//! [`PurgeError`]s that name the server.
+//! [`PurgeError`]s with their [`Cause`] and the server named.
 
 use std::time::Duration;
 
 use reqwest::{Client, Method, StatusCode};
 
-use super::{FailureKind, PurgeError};
+use super::{Cause, PurgeError, SetupError};
 
 /// The longest part of a response body quoted in an error message.
 const MAX_BODY_IN_ERROR: usize = 300;
 
 /// A client with keep-alive connections, `timeout` per request (connecting included), and
 /// room for `idle_per_host` idle connections per server.
-pub(crate) fn client(timeout: Duration, idle_per_host: usize) -> Result<Client, String> {
+pub(crate) fn client(timeout: Duration, idle_per_host: usize) -> Result<Client, SetupError> {
     Client::builder()
         .timeout(timeout)
         .connect_timeout(timeout)
@@ -23,12 +23,15 @@ pub(crate) fn client(timeout: Duration, idle_per_host: usize) -> Result<Client, 
         .redirect(reqwest::redirect::Policy::none())
         .no_proxy()
         .build()
-        .map_err(|e| format!("cannot create the HTTP client: {e}"))
+        .map_err(|e| SetupError::HttpClient(e.to_string()))
 }
 
 /// Parses an HTTP method name (already checked to be a token by the settings).
-pub(crate) fn method(name: &str) -> Result<Method, String> {
-    Method::from_bytes(name.as_bytes()).map_err(|_| format!("`{name}` is not an HTTP method"))
+pub(crate) fn method(name: &str) -> Result<Method, SetupError> {
+    Method::from_bytes(name.as_bytes()).map_err(|_| SetupError::Invalid {
+        setting: "method",
+        problem: format!("`{name}` is not an HTTP method"),
+    })
 }
 
 /// The base URL of a `host:port` server: `http://host:port` (IPv6 hosts in brackets).
@@ -41,23 +44,43 @@ pub(crate) fn base_url(host: &str, port: u16) -> String {
 }
 
 /// A request that got no response: refused, reset, timed out.
-pub(crate) fn transport_error(server: &str, e: &reqwest::Error) -> PurgeError {
-    let what = if e.is_timeout() {
-        "timed out".to_owned()
+pub(crate) fn transport_error(server: &str, e: reqwest::Error) -> PurgeError {
+    let (cause, what) = if e.is_timeout() {
+        (Cause::Timeout, "timed out".to_owned())
     } else if e.is_connect() {
-        format!("cannot connect: {}", root_cause(e))
+        (
+            Cause::Unreachable,
+            format!("cannot connect: {}", root_cause(&e)),
+        )
     } else {
-        format!("request failed: {}", root_cause(e))
+        // Sent, but no complete answer: the connection closed or broke (an nginx worker
+        // that crashed on the request closes it without a word).
+        (
+            Cause::ConnectionLost,
+            format!("request failed: {}", root_cause(&e)),
+        )
     };
-    PurgeError::transient(what).on_server(server)
+    PurgeError::new(cause, what)
+        .on_server(server)
+        .with_source(e)
+}
+
+/// The wait a `Retry-After` value asks for: delay-seconds, or an HTTP-date (RFC 9110 10.2.3;
+/// a date in the past means now).
+pub(crate) fn parse_retry_after(value: &str, now: std::time::SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
 /// A response with a status that is neither success nor "not cached".
 ///
-/// 429, and 503 with `Retry-After`, are rate limiting (honouring `Retry-After` in seconds);
-/// other 5xx (but 501) and 408 are
-/// transient, every other status is permanent: the purge endpoint refuses this request as
-/// configured.
+/// 429, and 503 with `Retry-After`, are [`Cause::RateLimited`] (with the wait it asks for, in
+/// seconds or as an HTTP-date); every other status is [`Cause::Status`], whose
+/// [`is_transient`](Cause::is_transient) tells 5xx and 408 (worth retrying) from the rest.
 pub(crate) fn status_error(
     server: &str,
     status: StatusCode,
@@ -74,27 +97,16 @@ pub(crate) fn status_error(
             message.push('…');
         }
     }
-    let retry_after = retry_after
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .map(Duration::from_secs);
-    let kind = if status == StatusCode::TOO_MANY_REQUESTS
+    let retry_after = retry_after.and_then(|v| parse_retry_after(v, std::time::SystemTime::now()));
+    let cause = if status == StatusCode::TOO_MANY_REQUESTS
         || (status == StatusCode::SERVICE_UNAVAILABLE && retry_after.is_some())
     {
         // A 503 with Retry-After says when to come back, like a 429.
-        FailureKind::RateLimited { retry_after }
-    } else if (status.is_server_error() && status != StatusCode::NOT_IMPLEMENTED)
-        || status == StatusCode::REQUEST_TIMEOUT
-    {
-        // 501 is what a purge sent to a location without the purge handler gets: a
-        // configuration problem, like 405, not a passing one.
-        FailureKind::Transient
+        Cause::RateLimited { retry_after }
     } else {
-        FailureKind::Permanent
+        Cause::Status(status.as_u16())
     };
-    PurgeError {
-        kind,
-        ..PurgeError::transient(message).on_server(server)
-    }
+    PurgeError::new(cause, message).on_server(server)
 }
 
 /// The innermost error's text: "Connection refused (os error 111)" rather than reqwest's
@@ -129,35 +141,61 @@ mod tests {
     fn statuses_map_to_failure_kinds() {
         let e = status_error("h:1", StatusCode::TOO_MANY_REQUESTS, Some("7"), "");
         assert_eq!(
-            e.kind,
-            FailureKind::RateLimited {
+            e.cause(),
+            &Cause::RateLimited {
                 retry_after: Some(Duration::from_secs(7))
             }
         );
+        let e = status_error("h:1", StatusCode::BAD_GATEWAY, None, "");
+        assert_eq!(e.cause(), &Cause::Status(502));
+        assert!(e.is_transient());
         assert_eq!(
-            status_error("h:1", StatusCode::BAD_GATEWAY, None, "").kind,
-            FailureKind::Transient
-        );
-        assert_eq!(
-            status_error("h:1", StatusCode::SERVICE_UNAVAILABLE, Some("3"), "").kind,
-            FailureKind::RateLimited {
+            status_error("h:1", StatusCode::SERVICE_UNAVAILABLE, Some("3"), "").cause(),
+            &Cause::RateLimited {
                 retry_after: Some(Duration::from_secs(3))
             }
         );
-        assert_eq!(
-            status_error("h:1", StatusCode::SERVICE_UNAVAILABLE, None, "").kind,
-            FailureKind::Transient
-        );
+        let e = status_error("h:1", StatusCode::SERVICE_UNAVAILABLE, None, "");
+        assert_eq!(e.cause(), &Cause::Status(503));
+        assert!(e.is_transient());
         let e = status_error(
             "h:1",
             StatusCode::FORBIDDEN,
             None,
             "<h1>403\nForbidden</h1>",
         );
-        assert_eq!(e.kind, FailureKind::Permanent);
+        assert_eq!(e.cause(), &Cause::Status(403));
+        assert!(!e.is_transient());
         assert_eq!(
             e.to_string(),
             "h:1: answered 403 Forbidden: <h1>403 Forbidden</h1> (permanent)"
+        );
+    }
+
+    #[test]
+    fn retry_after_is_seconds_or_an_http_date() {
+        let now = httpdate::parse_http_date("Tue, 01 Dec 2026 10:00:00 GMT").unwrap();
+        assert_eq!(
+            parse_retry_after(" 120 ", now),
+            Some(Duration::from_secs(120))
+        );
+        assert_eq!(
+            parse_retry_after("Tue, 01 Dec 2026 10:00:30 GMT", now),
+            Some(Duration::from_secs(30))
+        );
+        // A date already past: come back now.
+        assert_eq!(
+            parse_retry_after("Tue, 01 Dec 2026 09:00:00 GMT", now),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(parse_retry_after("soon", now), None);
+        // Through a response: a 429 whose Retry-After is a date.
+        let later = httpdate::fmt_http_date(std::time::SystemTime::now() + Duration::from_secs(60));
+        let e = status_error("h:1", StatusCode::TOO_MANY_REQUESTS, Some(&later), "");
+        let wait = e.retry_after().unwrap();
+        assert!(
+            wait > Duration::from_secs(50) && wait <= Duration::from_secs(60),
+            "{wait:?}"
         );
     }
 

@@ -23,7 +23,7 @@
 //! it came from and what was expected:
 //!
 //! ```
-//! use cache_purge_hooks_core::settings::Settings;
+//! use cache_purge_hooks_engine::settings::Settings;
 //!
 //! let err = Settings::from_toml_str("[backends.edge]\nkind = \"varnsh\"\n").unwrap_err();
 //! assert_eq!(err.key.as_deref(), Some("backends.edge.kind"));

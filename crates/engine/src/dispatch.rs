@@ -13,8 +13,8 @@ use futures::StreamExt;
 use indexmap::IndexSet;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::backend::{Backend, Capabilities, FailureKind, PurgeError};
-use crate::retry::{DeadLetter, RetryPolicy};
+use crate::backend::{Backend, Capabilities, PurgeError};
+use crate::retry::{DeadLetter, RetryPolicy, Verdict};
 use crate::target::Target;
 
 /// What a worker is asked to do.
@@ -85,10 +85,13 @@ pub(crate) struct WorkerHandle {
     pub(crate) tx: mpsc::UnboundedSender<Command>,
     pub(crate) counters: Arc<Counters>,
     pub(crate) dead: Arc<Mutex<VecDeque<DeadLetter>>>,
+    /// The last failure, for [`BackendStats::last_error`](crate::BackendStats::last_error).
+    pub(crate) last_error: Arc<Mutex<Option<PurgeError>>>,
 }
 
 /// Starts the worker of one backend on the current tokio runtime.
 pub(crate) fn spawn_worker(
+    name: String,
     backend: Arc<dyn Backend>,
     retry: RetryPolicy,
     room: Arc<tokio::sync::Notify>,
@@ -97,14 +100,19 @@ pub(crate) fn spawn_worker(
     let (tx, rx) = mpsc::unbounded_channel();
     let counters = Arc::new(Counters::default());
     let dead = Arc::new(Mutex::new(VecDeque::new()));
+    let last_error = Arc::new(Mutex::new(None));
+    let span = tracing::info_span!(target: "cache_purge_hooks", "cache_purge", backend = %name);
     let handle = WorkerHandle {
-        name: backend.name().to_owned(),
+        name: name.clone(),
         capabilities: backend.capabilities(),
         tx,
         counters: counters.clone(),
         dead: dead.clone(),
+        last_error: last_error.clone(),
     };
     let worker = Worker {
+        name,
+        last_error,
         capabilities: backend.capabilities(),
         max_batch: backend.max_batch().max(1),
         concurrency: backend.max_concurrency().max(1),
@@ -120,7 +128,7 @@ pub(crate) fn spawn_worker(
         schedule: BinaryHeap::new(),
         sequence: 0,
     };
-    let join = runtime.spawn(worker.run(rx));
+    let join = runtime.spawn(tracing::Instrument::instrument(worker.run(rx), span));
     (handle, join)
 }
 
@@ -133,10 +141,12 @@ struct Failing {
     attempts: u32,
     since: Instant,
     since_wall: SystemTime,
-    last_error: String,
 }
 
 struct Worker {
+    /// The name the backend was registered under.
+    name: String,
+    last_error: Arc<Mutex<Option<PurgeError>>>,
     backend: Arc<dyn Backend>,
     capabilities: Capabilities,
     max_batch: usize,
@@ -211,7 +221,7 @@ impl Worker {
                 self.counters.queued.fetch_sub(1, Ordering::Relaxed);
                 tracing::warn!(
                     target: "cache_purge_hooks",
-                    backend = self.backend.name(),
+                    backend = %self.name,
                     %t,
                     "backend cannot purge a target of this kind; skipped (never widened)"
                 );
@@ -290,7 +300,7 @@ impl Worker {
                 self.delivered(&batch);
                 tracing::debug!(
                     target: "cache_purge_hooks",
-                    backend = self.backend.name(),
+                    backend = %self.name,
                     targets = batch.len(),
                     micros = took.as_micros() as u64,
                     "batch purged"
@@ -299,11 +309,8 @@ impl Worker {
             }
             Err(e) => e,
         };
-        let (failed, succeeded): (Vec<Target>, Vec<Target>) = if error.failed.is_empty() {
-            (batch, Vec::new())
-        } else {
-            batch.into_iter().partition(|t| error.failed.contains(t))
-        };
+        let (failed, succeeded): (Vec<Target>, Vec<Target>) =
+            batch.into_iter().partition(|t| error.failed().contains(t));
         self.delivered(&succeeded);
         self.counters
             .failed
@@ -311,9 +318,11 @@ impl Worker {
         #[cfg(feature = "metrics")]
         self.meters.failed.increment(failed.len() as u64);
         let now = Instant::now();
-        let message = error.to_string();
+        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(error.clone());
         let mut buried = 0usize;
-        let mut retry: Vec<(Target, u32)> = Vec::with_capacity(failed.len());
+        // The failed targets to retry, and the wait of the most-tried one.
+        let mut retry: Vec<Target> = Vec::with_capacity(failed.len());
+        let mut retry_in: Option<(u32, std::time::Duration)> = None;
         for target in &failed {
             let state = self
                 .failures
@@ -322,34 +331,30 @@ impl Worker {
                     attempts: 0,
                     since: now,
                     since_wall: SystemTime::now(),
-                    last_error: String::new(),
                 });
             state.attempts += 1;
-            state.last_error.clone_from(&message);
-            let give_up = error.kind == FailureKind::Permanent
-                || state.attempts >= self.retry.max_attempts
-                || now.duration_since(state.since) >= self.retry.max_age;
-            if give_up {
-                buried += 1;
-                self.bury(target.clone());
-            } else {
-                retry.push((target.clone(), state.attempts));
+            let attempts = state.attempts;
+            match self
+                .retry
+                .decide(&error, attempts, now.duration_since(state.since))
+            {
+                Verdict::Retry { after } => {
+                    if retry_in.is_none_or(|(most, _)| attempts > most) {
+                        retry_in = Some((attempts, after));
+                    }
+                    retry.push(target.clone());
+                }
+                _ => {
+                    buried += 1;
+                    self.bury(target.clone(), &error);
+                }
             }
         }
-        // One wait for the whole failed part of the batch (from its most-tried target), so
-        // that it is retried as one batch again.
-        let retry_in = retry.iter().map(|(_, a)| *a).max().map(|attempts| {
-            let mut wait = self.retry.backoff(attempts);
-            if let FailureKind::RateLimited {
-                retry_after: Some(after),
-            } = error.kind
-            {
-                wait = wait.max(after);
-            }
-            wait
-        });
+        // One wait for the whole failed part of the batch (the most-tried target's), so that
+        // it is retried as one batch again.
+        let retry_in = retry_in.map(|(_, wait)| wait);
         if let Some(wait) = retry_in {
-            for (target, _) in retry {
+            for target in retry {
                 self.sequence += 1;
                 self.schedule
                     .push(Reverse((now + wait, self.sequence, target)));
@@ -360,7 +365,7 @@ impl Worker {
         if buried > 0 {
             tracing::error!(
                 target: "cache_purge_hooks",
-                backend = self.backend.name(),
+                backend = %self.name,
                 error = %error,
                 failed = failed.len(),
                 dead = buried,
@@ -370,7 +375,7 @@ impl Worker {
         } else {
             tracing::error!(
                 target: "cache_purge_hooks",
-                backend = self.backend.name(),
+                backend = %self.name,
                 error = %error,
                 failed = failed.len(),
                 first,
@@ -392,18 +397,19 @@ impl Worker {
     }
 
     /// Moves a target to the dead-letter list.
-    fn bury(&mut self, target: Target) {
+    fn bury(&mut self, target: Target, error: &PurgeError) {
         let state = self.failures.remove(&target);
         self.counters.queued.fetch_sub(1, Ordering::Relaxed);
         self.counters.dead.fetch_add(1, Ordering::Relaxed);
         #[cfg(feature = "metrics")]
         self.meters.dead.increment(1);
-        let (attempts, error, since) = match state {
-            Some(s) => (s.attempts, s.last_error, s.since_wall),
-            None => (1, String::new(), SystemTime::now()),
+        let (attempts, since) = match state {
+            Some(s) => (s.attempts, s.since_wall),
+            None => (1, SystemTime::now()),
         };
+        let error = error.clone();
         let letter = DeadLetter {
-            backend: self.backend.name().to_owned(),
+            backend: self.name.clone(),
             target,
             attempts,
             error,
@@ -417,7 +423,7 @@ impl Worker {
             self.counters.dead_evicted.fetch_add(1, Ordering::Relaxed);
             tracing::error!(
                 target: "cache_purge_hooks",
-                backend = self.backend.name(),
+                backend = %self.name,
                 target = %old.target,
                 "dead-letter list full; forgetting its oldest entry"
             );
@@ -450,10 +456,10 @@ mod tests {
                 .build()
                 .unwrap();
             runtime.block_on(async {
-                let memory = MemoryBackend::new("mem");
+                let memory = MemoryBackend::new();
                 let purger = Purger::builder()
                     .delivery(Delivery::Immediate)
-                    .backend(memory)
+                    .backend("mem", memory)
                     .build()
                     .unwrap();
                 purger.purge(["/a", "/b"].map(|u| Target::url(u).unwrap()));

@@ -23,6 +23,7 @@ use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
+use crate::backend::PurgeError;
 use crate::target::Target;
 
 /// When failed purges are tried again, and when they are given up on.
@@ -111,6 +112,70 @@ impl RetryPolicy {
         let half = base / 2;
         half + half.mul_f64(fastrand::f64())
     }
+
+    /// What to do with a target whose `attempts`-th attempt (the first is 1) failed with
+    /// `error`, failing since `failing_for`: the one place that decides to retry or to give up,
+    /// for the in-memory queue and the outbox alike.
+    ///
+    /// Given up on when the cause is permanent ([`Cause::is_transient`] is false), after
+    /// `max_attempts`, or once failing for `max_age`; else retried after the backoff, or after
+    /// the server's `Retry-After` when that is longer.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use cache_purge_hooks_engine::backend::{Cause, PurgeError};
+    /// use cache_purge_hooks_engine::retry::{GiveUp, RetryPolicy, Verdict};
+    ///
+    /// let policy = RetryPolicy::default();
+    /// let timeout = PurgeError::new(Cause::Timeout, "timed out");
+    /// assert!(matches!(policy.decide(&timeout, 1, Duration::ZERO), Verdict::Retry { .. }));
+    /// assert_eq!(policy.decide(&timeout, 8, Duration::ZERO), Verdict::GiveUp(GiveUp::Attempts));
+    /// let secret = PurgeError::new(Cause::Authentication, "wrong secret");
+    /// assert_eq!(policy.decide(&secret, 1, Duration::ZERO), Verdict::GiveUp(GiveUp::Permanent));
+    /// ```
+    ///
+    /// [`Cause::is_transient`]: crate::backend::Cause::is_transient
+    pub fn decide(&self, error: &PurgeError, attempts: u32, failing_for: Duration) -> Verdict {
+        if !error.is_transient() {
+            return Verdict::GiveUp(GiveUp::Permanent);
+        }
+        if attempts >= self.max_attempts {
+            return Verdict::GiveUp(GiveUp::Attempts);
+        }
+        if failing_for >= self.max_age {
+            return Verdict::GiveUp(GiveUp::Age);
+        }
+        let mut wait = self.backoff(attempts);
+        if let Some(after) = error.retry_after() {
+            wait = wait.max(after);
+        }
+        Verdict::Retry { after: wait }
+    }
+}
+
+/// What [`RetryPolicy::decide`] says of a failed target.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Verdict {
+    /// Try again after this long.
+    Retry {
+        /// The wait.
+        after: Duration,
+    },
+    /// Give up: the target goes to the dead-letter list.
+    GiveUp(GiveUp),
+}
+
+/// Why a target was given up on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum GiveUp {
+    /// The cause is permanent: retrying as it is would never work.
+    Permanent,
+    /// `max_attempts` attempts failed.
+    Attempts,
+    /// It has been failing for `max_age`.
+    Age,
 }
 
 /// A target given up on, kept for listing and retrying.
@@ -124,7 +189,7 @@ pub struct DeadLetter {
     /// Attempts made.
     pub attempts: u32,
     /// The last error.
-    pub error: String,
+    pub error: PurgeError,
     /// When its first attempt failed.
     pub first_failure: SystemTime,
     /// When it was given up on.

@@ -48,15 +48,15 @@ use futures::future::join_all;
 
 pub use self::ban::{Ban, BanBuilder};
 pub use self::cli::{AdminClient, CliError, Reply};
-use crate::backend::{Backend, Capabilities, FailureKind, PurgeError};
-use crate::purger::BuildError;
+use crate::backend::{Backend, Capabilities, Failures, PurgeError, SetupError};
 use crate::settings::{VarnishMode, VarnishSettings, parse_server};
 use crate::target::Target;
 
 /// Purges Varnish. Built from `kind = "varnish"` settings by [`VarnishBackend::new`].
 pub struct VarnishBackend {
-    name: String,
     bans: BanBuilder,
+    /// The servers in the settings' order, which orders the failures of a batch.
+    servers: Vec<String>,
     transport: Transport,
 }
 
@@ -70,27 +70,26 @@ impl VarnishBackend {
     /// A backend from its settings. Fails when a server address is invalid, or the secret
     /// file (for `cli` and `varnishadm`) or the `varnishadm` binary cannot be used: better at
     /// start-up than at the first save.
-    pub fn new(name: &str, settings: &VarnishSettings) -> Result<Self, BuildError> {
-        let fail = |message: String| BuildError::Backend {
-            name: name.to_owned(),
-            message,
-        };
+    pub fn new(settings: &VarnishSettings) -> Result<Self, SetupError> {
         let servers = settings.servers_or_default();
         for s in &servers {
-            parse_server(s).map_err(|e| fail(format!("servers: {e}")))?;
+            parse_server(s).map_err(|problem| SetupError::Invalid {
+                setting: "servers",
+                problem,
+            })?;
         }
         let read_secret = || {
-            std::fs::read(&settings.secret_file).map_err(|e| {
-                fail(format!(
-                    "cannot read secret_file `{}`: {e} (the file given to varnishd -S; this process needs read access)",
-                    settings.secret_file.display()
-                ))
+            std::fs::read(&settings.secret_file).map_err(|source| SetupError::File {
+                setting: "secret_file",
+                path: settings.secret_file.clone(),
+                source,
+                hint: "the file given to varnishd -S; this process needs read access",
             })
         };
         let transport = match settings.mode {
             VarnishMode::Varnishadm => {
                 read_secret()?;
-                varnishadm::check_binary(&settings.varnishadm_bin).map_err(fail)?;
+                varnishadm::check_binary(&settings.varnishadm_bin)?;
                 Transport::Varnishadm(
                     servers
                         .iter()
@@ -103,9 +102,7 @@ impl VarnishBackend {
                         .collect(),
                 )
             }
-            VarnishMode::Http => {
-                Transport::Http(http::HttpTransport::new(settings, &servers).map_err(fail)?)
-            }
+            VarnishMode::Http => Transport::Http(http::HttpTransport::new(settings, &servers)?),
             _ => {
                 let secret: Arc<[u8]> = read_secret()?.into();
                 Transport::Cli(
@@ -123,7 +120,6 @@ impl VarnishBackend {
             }
         };
         Ok(Self {
-            name: name.to_owned(),
             bans: BanBuilder {
                 style: settings.ban_style,
                 url_header: settings.lurker_url_header.clone(),
@@ -131,6 +127,7 @@ impl VarnishBackend {
                 site_domain: settings.site_domain.clone(),
                 max_length: settings.max_ban_length,
             },
+            servers,
             transport,
         })
     }
@@ -150,86 +147,18 @@ impl std::fmt::Debug for VarnishBackend {
             Transport::Http(_) => "http purge",
         };
         f.debug_struct("VarnishBackend")
-            .field("name", &self.name)
             .field("mode", &mode)
+            .field("servers", &self.servers)
             .finish_non_exhaustive()
     }
 }
 
-/// What went wrong on one server, for one ban or URL.
-pub(crate) struct ServerFailure {
-    pub(crate) server: String,
-    pub(crate) error: PurgeError,
-    pub(crate) targets: Vec<Target>,
-}
-
-/// One error for the batch out of every server's failures: the failed targets (on any
-/// server), the first server named, every server counted, and a kind that is permanent only
-/// when every failure is.
-pub(crate) fn combine(batch_len: usize, failures: Vec<ServerFailure>) -> Result<(), PurgeError> {
-    let Some(first) = failures.first() else {
-        return Ok(());
-    };
-    let mut servers: Vec<&str> = failures.iter().map(|f| f.server.as_str()).collect();
-    servers.dedup();
-    let mut failed: Vec<Target> = Vec::new();
-    for f in &failures {
-        for t in &f.targets {
-            if !failed.contains(t) {
-                failed.push(t.clone());
-            }
-        }
-    }
-    let kind = if failures
-        .iter()
-        .all(|f| f.error.kind == FailureKind::Permanent)
-    {
-        FailureKind::Permanent
-    } else {
-        failures
-            .iter()
-            .map(|f| f.error.kind)
-            .find(|k| *k != FailureKind::Permanent)
-            .unwrap_or(FailureKind::Transient)
-    };
-    let mut message = first.error.message.clone();
-    if failures.len() > 1 || servers.len() > 1 {
-        message.push_str(&format!(
-            " ({} failure(s) on {}; {} of {} target(s) not purged)",
-            failures.len(),
-            servers.join(", "),
-            failed.len(),
-            batch_len
-        ));
-    }
-    let failed = if failed.len() == batch_len {
-        Vec::new()
-    } else {
-        failed
-    };
-    Err(PurgeError {
-        kind,
-        server: Some(first.server.clone()),
-        message,
-        failed,
-    })
-}
-
 #[async_trait::async_trait]
 impl Backend for VarnishBackend {
-    fn name(&self) -> &str {
-        &self.name
-    }
-
     fn capabilities(&self) -> Capabilities {
         match &self.transport {
             Transport::Http(h) if !h.is_ban() => Capabilities::URL,
-            _ => Capabilities {
-                url: true,
-                prefix: true,
-                tag: false,
-                everything: true,
-            },
+            _ => Capabilities::URL | Capabilities::PREFIX | Capabilities::EVERYTHING,
         }
     }
 
@@ -241,26 +170,32 @@ impl Backend for VarnishBackend {
     }
 
     async fn purge(&self, batch: &[Target]) -> Result<(), PurgeError> {
-        if let Transport::Http(h) = &self.transport
-            && !h.is_ban()
-        {
-            return combine(batch.len(), h.purge_urls(batch).await);
-        }
-        let (bans, _) = self.bans.bans(batch);
-        let failures: Vec<ServerFailure> = match &self.transport {
-            Transport::Cli(servers) => join_all(servers.iter().map(|s| s.ban_all(&bans)))
-                .await
-                .into_iter()
-                .flatten()
-                .collect(),
-            Transport::Varnishadm(servers) => join_all(servers.iter().map(|s| s.ban_all(&bans)))
-                .await
-                .into_iter()
-                .flatten()
-                .collect(),
-            Transport::Http(h) => h.ban_all(&bans).await,
+        let errors: Vec<PurgeError> = match &self.transport {
+            Transport::Http(h) if !h.is_ban() => h.purge_urls(batch).await,
+            transport => {
+                let (bans, _) = self.bans.bans(batch);
+                match transport {
+                    Transport::Cli(servers) => join_all(servers.iter().map(|s| s.ban_all(&bans)))
+                        .await
+                        .into_iter()
+                        .flatten()
+                        .collect(),
+                    Transport::Varnishadm(servers) => {
+                        join_all(servers.iter().map(|s| s.ban_all(&bans)))
+                            .await
+                            .into_iter()
+                            .flatten()
+                            .collect()
+                    }
+                    Transport::Http(h) => h.ban_all(&bans).await,
+                }
+            }
         };
-        combine(batch.len(), failures)
+        let mut failures = Failures::new(batch).with_servers(self.servers.iter().cloned());
+        for e in errors {
+            failures.push(e);
+        }
+        failures.into_result()
     }
 }
 
@@ -268,6 +203,8 @@ impl Backend for VarnishBackend {
 mod cli_pool {
     use super::*;
     use tokio::sync::Mutex;
+
+    use crate::backend::PurgeError;
 
     pub(crate) struct CliServer {
         addr: String,
@@ -296,7 +233,7 @@ mod cli_pool {
 
         /// Sends every ban, in order, on the server's connection; reconnects once when a
         /// kept connection turns out to be broken (varnishd restarted, idle timeout).
-        pub(crate) async fn ban_all(&self, bans: &[Ban]) -> Vec<ServerFailure> {
+        pub(crate) async fn ban_all(&self, bans: &[Ban]) -> Vec<PurgeError> {
             let mut guard = self.conn.lock().await;
             let mut failures = Vec::new();
             for (i, ban) in bans.iter().enumerate() {
@@ -321,41 +258,31 @@ mod cli_pool {
                     other => other,
                 };
                 if let Err(e) = result {
-                    let kind = if e.is_transient() {
-                        FailureKind::Transient
-                    } else {
-                        FailureKind::Permanent
-                    };
                     if !matches!(e, CliError::Refused { .. }) {
                         // The connection is unusable (or unauthenticated): drop it, and do not
                         // hammer a server that is down with the rest of the batch.
                         *guard = None;
                         let message = match &e {
-                            CliError::Io(io) => format!("varnish admin: cannot reach: {io}"),
+                            CliError::Connect(io) => format!("varnish admin: cannot reach: {io}"),
                             other => format!("varnish admin: {other}"),
                         };
-                        failures.push(ServerFailure {
-                            server: self.addr.clone(),
-                            error: PurgeError {
-                                kind,
-                                ..PurgeError::transient(message).on_server(&self.addr)
-                            },
-                            targets: bans[i..].iter().flat_map(|b| b.targets.clone()).collect(),
-                        });
+                        failures.push(
+                            PurgeError::new(e.cause(), message)
+                                .on_server(&self.addr)
+                                .only(bans[i..].iter().flat_map(|b| b.targets.clone()).collect())
+                                .with_source(e),
+                        );
                         break;
                     }
-                    failures.push(ServerFailure {
-                        server: self.addr.clone(),
-                        error: PurgeError {
-                            kind,
-                            ..PurgeError::transient(format!(
-                                "varnish refused `{}`: {e}",
-                                ban.expression()
-                            ))
-                            .on_server(&self.addr)
-                        },
-                        targets: ban.targets.clone(),
-                    });
+                    failures.push(
+                        PurgeError::new(
+                            e.cause(),
+                            format!("varnish refused `{}`: {e}", ban.expression()),
+                        )
+                        .on_server(&self.addr)
+                        .only(ban.targets.clone())
+                        .with_source(e),
+                    );
                 }
             }
             failures

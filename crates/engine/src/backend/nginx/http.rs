@@ -15,8 +15,7 @@ use futures::StreamExt;
 use reqwest::header::{HOST, HeaderValue};
 use reqwest::{Client, Method, StatusCode, Url};
 
-use super::Failure;
-use crate::backend::{PurgeError, http_client};
+use crate::backend::{Cause, PurgeError, SetupError, http_client};
 use crate::settings::{NginxSettings, parse_server};
 use crate::target::{PurgeUrl, Target};
 
@@ -48,23 +47,25 @@ enum Sent {
 
 impl HttpPurger {
     /// Checks the settings and builds the client.
-    pub(crate) fn new(settings: &NginxSettings) -> Result<Self, String> {
+    pub(crate) fn new(settings: &NginxSettings) -> Result<Self, SetupError> {
+        let invalid =
+            |setting: &'static str, problem: String| SetupError::Invalid { setting, problem };
         let servers = settings
             .servers_or_default()
             .iter()
             .map(|s| {
-                let (host, port) = parse_server(s).map_err(|e| format!("servers: {e}"))?;
+                let (host, port) = parse_server(s).map_err(|e| invalid("servers", e))?;
                 Ok(Server {
                     label: s.clone(),
                     base: http_client::base_url(&host, port),
                 })
             })
-            .collect::<Result<Vec<_>, String>>()?;
+            .collect::<Result<Vec<_>, SetupError>>()?;
         if settings.concurrency == 0 {
-            return Err("concurrency: expected at least 1".into());
+            return Err(invalid("concurrency", "expected at least 1".into()));
         }
         if settings.timeout.is_zero() {
-            return Err("timeout: expected more than 0s".into());
+            return Err(invalid("timeout", "expected more than 0s".into()));
         }
         let prefix = settings.purge_prefix.clone().unwrap_or_default();
         if !prefix.is_empty()
@@ -72,15 +73,17 @@ impl HttpPurger {
                 || prefix.ends_with('/')
                 || prefix.contains(['?', '#', ' ']))
         {
-            return Err(format!(
-                "purge_prefix: `{prefix}` must start with `/`, not end with `/`, and hold no `?`, `#` or space"
+            return Err(invalid(
+                "purge_prefix",
+                format!(
+                    "`{prefix}` must start with `/`, not end with `/`, and hold no `?`, `#` or space"
+                ),
             ));
         }
         let host_header = match &settings.host_header {
-            Some(h) => Some(
-                HeaderValue::from_str(h)
-                    .map_err(|_| format!("host_header: `{h}` is not a valid header value"))?,
-            ),
+            Some(h) => Some(HeaderValue::from_str(h).map_err(|_| {
+                invalid("host_header", format!("`{h}` is not a valid header value"))
+            })?),
             None => None,
         };
         Ok(Self {
@@ -93,28 +96,29 @@ impl HttpPurger {
         })
     }
 
-    /// Sends every URL of the batch to every server; returns the failures (target index,
-    /// server index, error).
-    pub(crate) async fn purge(&self, backend: &str, batch: &[Target]) -> Vec<Failure> {
+    /// Sends every URL of the batch to every server; returns the failures, each of one
+    /// target on one server.
+    pub(crate) async fn purge(&self, batch: &[Target]) -> Vec<PurgeError> {
         let mut failures = Vec::new();
         let mut urls = Vec::with_capacity(batch.len());
-        for (index, target) in batch.iter().enumerate() {
+        for target in batch {
             match target {
-                Target::Url(url) => urls.push((index, url)),
-                other => failures.push(Failure {
-                    index,
-                    server: None,
-                    error: PurgeError::permanent(format!(
-                        "ngx_cache_purge cannot purge {other}: only exact URLs (use mode = \"wipe\" to clear everything)"
-                    )),
-                }),
+                Target::Url(url) => urls.push((target, url)),
+                other => failures.push(
+                    PurgeError::new(
+                        Cause::Misconfigured,
+                        format!(
+                            "ngx_cache_purge cannot purge {other}: only exact URLs (use mode = \"wipe\" to clear everything)"
+                        ),
+                    )
+                    .only(vec![other.clone()]),
+                ),
             }
         }
         let per_server = self
             .servers
             .iter()
-            .enumerate()
-            .map(|(si, server)| self.purge_on(backend, si, server, &urls));
+            .map(|server| self.purge_on(server, &urls));
         for server_failures in futures::future::join_all(per_server).await {
             failures.extend(server_failures);
         }
@@ -122,32 +126,21 @@ impl HttpPurger {
     }
 
     /// Sends the URLs to one server, `concurrency` at a time.
-    async fn purge_on(
-        &self,
-        backend: &str,
-        server_index: usize,
-        server: &Server,
-        urls: &[(usize, &PurgeUrl)],
-    ) -> Vec<Failure> {
+    async fn purge_on(&self, server: &Server, urls: &[(&Target, &PurgeUrl)]) -> Vec<PurgeError> {
         let unreachable: OnceLock<PurgeError> = OnceLock::new();
         let unreachable = &unreachable;
         // Indices rather than `(usize, &PurgeUrl)` items: a closure taking a borrowed
         // argument trips the compiler's `Send` check of the async-trait future.
         futures::stream::iter(0..urls.len())
             .map(move |k| async move {
-                let &(index, url) = urls.get(k)?;
+                let &(target, url) = urls.get(k)?;
                 if let Some(e) = unreachable.get() {
-                    return Some(Failure {
-                        index,
-                        server: Some(server_index),
-                        error: e.clone(),
-                    });
+                    return Some(e.clone().only(vec![target.clone()]));
                 }
                 match self.send(server, url).await {
                     Ok(Sent::Purged) => {
                         tracing::debug!(
                             target: "cache_purge_hooks",
-                            backend,
                             server = %server.label,
                             %url,
                             "purged"
@@ -157,7 +150,6 @@ impl HttpPurger {
                     Ok(Sent::NotCached(status)) => {
                         tracing::debug!(
                             target: "cache_purge_hooks",
-                            backend,
                             server = %server.label,
                             %url,
                             status = status.as_u16(),
@@ -168,7 +160,6 @@ impl HttpPurger {
                     Err((error, cannot_reach)) => {
                         tracing::debug!(
                             target: "cache_purge_hooks",
-                            backend,
                             server = %server.label,
                             %url,
                             %error,
@@ -177,11 +168,7 @@ impl HttpPurger {
                         if cannot_reach {
                             let _ = unreachable.set(error.clone());
                         }
-                        Some(Failure {
-                            index,
-                            server: Some(server_index),
-                            error,
-                        })
+                        Some(error.only(vec![target.clone()]))
                     }
                 }
             })
@@ -195,17 +182,22 @@ impl HttpPurger {
     async fn send(&self, server: &Server, url: &PurgeUrl) -> Result<Sent, (PurgeError, bool)> {
         let target = format!("{}{}{}", server.base, self.prefix, url.path_and_query());
         let request_url = Url::parse(&target).map_err(|e| {
-            let error =
-                PurgeError::permanent(format!("cannot make a request URL of {target}: {e}"))
-                    .on_server(&server.label);
+            let error = PurgeError::new(
+                Cause::Misconfigured,
+                format!("cannot make a request URL of {target}: {e}"),
+            )
+            .on_server(&server.label);
             (error, false)
         })?;
         let mut request = self.client.request(self.method.clone(), request_url);
         if let Some(host) = url.host() {
             // An absolute URL is purged under its own host.
             let host = HeaderValue::from_str(host).map_err(|_| {
-                let error = PurgeError::permanent(format!("`{host}` is not a valid Host header"))
-                    .on_server(&server.label);
+                let error = PurgeError::new(
+                    Cause::Misconfigured,
+                    format!("`{host}` is not a valid Host header"),
+                )
+                .on_server(&server.label);
                 (error, false)
             })?;
             request = request.header(HOST, host);
@@ -213,11 +205,9 @@ impl HttpPurger {
             request = request.header(HOST, host.clone());
         }
         let response = request.send().await.map_err(|e| {
-            let cannot_reach = e.is_connect() || e.is_timeout();
-            (
-                http_client::transport_error(&server.label, &e),
-                cannot_reach,
-            )
+            let error = http_client::transport_error(&server.label, e);
+            let cannot_reach = matches!(error.cause(), Cause::Unreachable | Cause::Timeout);
+            (error, cannot_reach)
         })?;
         let status = response.status();
         if status.is_success()

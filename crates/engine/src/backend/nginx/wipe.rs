@@ -15,7 +15,7 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use crate::backend::PurgeError;
+use crate::backend::{Cause, PurgeError};
 
 /// How many times a directory that keeps getting new files is tried again.
 const NOT_EMPTY_RETRIES: usize = 3;
@@ -32,27 +32,33 @@ pub(crate) struct WipeReport {
 impl WipeReport {
     /// The batch's error when some entries could not be removed: permanent if every failure
     /// was a permission problem, transient otherwise.
-    pub(crate) fn into_result(self, dir: &Path) -> Result<usize, PurgeError> {
-        let Some((path, first)) = self.errors.first() else {
+    pub(crate) fn into_result(mut self, dir: &Path) -> Result<usize, PurgeError> {
+        if self.errors.is_empty() {
             return Ok(self.removed);
-        };
-        let mut error = super::files::io_error(path, first);
-        if self
+        }
+        let count = self.errors.len();
+        // The cause: a permission problem only if every entry had one (then retrying is
+        // pointless), else the first other error's.
+        let decisive = self
             .errors
             .iter()
-            .any(|(_, e)| e.kind() != io::ErrorKind::PermissionDenied)
-        {
-            error.kind = crate::backend::FailureKind::Transient;
-        }
-        error.message = format!(
-            "wiping {} left {} entr{} behind ({} removed); first: {}",
-            dir.display(),
-            self.errors.len(),
-            if self.errors.len() == 1 { "y" } else { "ies" },
-            self.removed,
-            error.message
-        );
-        Err(error)
+            .position(|(_, e)| e.kind() != io::ErrorKind::PermissionDenied)
+            .unwrap_or(0);
+        let first_message = super::files::io_message(&self.errors[0].0, &self.errors[0].1);
+        let (path, source) = self.errors.swap_remove(decisive);
+        let error = super::files::io_error(&path, source);
+        Err(PurgeError::new(
+            error.cause().clone(),
+            format!(
+                "wiping {} left {} entr{} behind ({} removed); first: {}",
+                dir.display(),
+                count,
+                if count == 1 { "y" } else { "ies" },
+                self.removed,
+                first_message
+            ),
+        )
+        .with_source(error))
     }
 }
 
@@ -61,7 +67,7 @@ impl WipeReport {
 /// Fails as a whole only when `dir` cannot be listed (missing, not a directory, permission
 /// denied); failures on single entries are collected in the report and the rest goes on.
 pub(crate) fn wipe(dir: &Path) -> Result<WipeReport, PurgeError> {
-    let entries = fs::read_dir(dir).map_err(|e| dir_error(dir, &e))?;
+    let entries = fs::read_dir(dir).map_err(|e| dir_error(dir, e))?;
     let mut report = WipeReport::default();
     for entry in entries {
         let entry = match entry {
@@ -115,21 +121,27 @@ pub(crate) fn remove_entry(path: &Path, is_dir: bool) -> io::Result<bool> {
     }
 }
 
-/// The error for a cache directory that cannot be used at all: permanent, since it is a
-/// matter of settings (the path) or of permissions.
-pub(crate) fn dir_error(dir: &Path, e: &io::Error) -> PurgeError {
-    match e.kind() {
-        io::ErrorKind::NotFound => PurgeError::permanent(format!(
+/// The error for a cache directory that cannot be used at all: permanent when it is a matter
+/// of settings (a path that is missing or not a directory: [`Cause::Misconfigured`]) or of
+/// permissions.
+pub(crate) fn dir_error(dir: &Path, e: io::Error) -> PurgeError {
+    let cause = match e.kind() {
+        io::ErrorKind::NotFound | io::ErrorKind::NotADirectory => Cause::Misconfigured,
+        kind => Cause::Io(kind),
+    };
+    let message = match e.kind() {
+        io::ErrorKind::NotFound => format!(
             "cache_dir {} does not exist: it must be the directory of nginx's proxy_cache_path",
             dir.display()
-        )),
-        io::ErrorKind::NotADirectory => PurgeError::permanent(format!(
+        ),
+        io::ErrorKind::NotADirectory => format!(
             "cache_dir {} is not a directory: it must be the directory of nginx's proxy_cache_path",
             dir.display()
-        )),
-        io::ErrorKind::PermissionDenied => super::files::io_error(dir, e),
-        _ => PurgeError::transient(format!("cannot read cache_dir {}: {e}", dir.display())),
-    }
+        ),
+        io::ErrorKind::PermissionDenied => return super::files::io_error(dir, e),
+        _ => format!("cannot read cache_dir {}: {e}", dir.display()),
+    };
+    PurgeError::new(cause, message).with_source(e)
 }
 
 #[cfg(test)]
@@ -239,12 +251,14 @@ mod tests {
     fn a_missing_or_unusable_directory_is_a_permanent_error() {
         let tmp = tempfile::tempdir().unwrap();
         let e = wipe(&tmp.path().join("nope")).unwrap_err();
-        assert_eq!(e.kind, crate::backend::FailureKind::Permanent);
-        assert!(e.message.contains("does not exist"), "{e}");
+        assert_eq!(e.cause(), &Cause::Misconfigured);
+        assert!(!e.is_transient());
+        assert!(e.message().contains("does not exist"), "{e}");
         let file = tmp.path().join("file");
         fs::write(&file, b"").unwrap();
         let e = wipe(&file).unwrap_err();
-        assert!(e.message.contains("not a directory"), "{e}");
+        assert!(e.message().contains("not a directory"), "{e}");
+        assert!(!e.is_transient());
     }
 
     #[test]
@@ -260,8 +274,9 @@ mod tests {
             ],
         };
         let e = report.into_result(Path::new("/c")).unwrap_err();
-        assert_eq!(e.kind, crate::backend::FailureKind::Transient);
-        assert!(e.message.contains("/c/5"), "{e}");
-        assert!(e.message.contains("2 entries behind (2 removed)"), "{e}");
+        assert_eq!(e.cause(), &Cause::Io(io::ErrorKind::Other));
+        assert!(e.is_transient());
+        assert!(e.message().contains("/c/5"), "{e}");
+        assert!(e.message().contains("2 entries behind (2 removed)"), "{e}");
     }
 }

@@ -58,7 +58,7 @@
 //!
 //! When some URLs fail on some server, the batch's [`PurgeError`] lists exactly those URLs
 //! ([`PurgeError::failed`]) and names the first failing server (in the order of `servers`);
-//! it is permanent only when every failure was. A server that cannot be reached (connection
+//! it is permanent only when every failure was (see [`Failures`]). A server that cannot be reached (connection
 //! refused or timed out) fails the rest of the batch at once instead of one timeout per URL.
 //!
 //! # `mode = "files"`: unlink the cache files (no module needed)
@@ -142,8 +142,7 @@ mod wipe;
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 
-use crate::backend::{Backend, Capabilities, FailureKind, PurgeError};
-use crate::purger::BuildError;
+use crate::backend::{Backend, Capabilities, Cause, Failures, PurgeError, SetupError};
 use crate::settings::{NginxMode, NginxSettings, parse_levels};
 use crate::target::{PurgeUrl, Target};
 
@@ -161,21 +160,19 @@ const WIPE_MAX_BATCH: usize = 100_000;
 /// file, or by wiping the cache directory (see the [module documentation](self)).
 ///
 /// ```
-/// use cache_purge_hooks_core::backend::{Backend, NginxBackend};
-/// use cache_purge_hooks_core::settings::{BackendSettings, Settings};
+/// use cache_purge_hooks_engine::backend::{Backend, Capabilities, NginxBackend};
+/// use cache_purge_hooks_engine::settings::{BackendSettings, Settings};
 ///
 /// let settings = Settings::from_toml_str(
 ///     "[backends.ngx]\nkind = \"nginx\"\nservers = [\"127.0.0.1:8080\"]\npurge_prefix = \"/purge\"\n",
 /// )
 /// .unwrap();
 /// let BackendSettings::Nginx(nginx) = &settings.backends["ngx"] else { unreachable!() };
-/// let backend = NginxBackend::new("ngx", nginx).unwrap();
-/// assert_eq!(backend.name(), "ngx");
-/// assert!(backend.capabilities().url && !backend.capabilities().prefix);
+/// let backend = NginxBackend::new(nginx).unwrap();
+/// assert_eq!(backend.capabilities(), Capabilities::URL); // ngx_cache_purge 2.3: exact URLs
 /// ```
 #[derive(Debug)]
 pub struct NginxBackend {
-    name: String,
     mode: Mode,
 }
 
@@ -193,45 +190,28 @@ struct FilesMode {
     keys: KeyRenderer,
 }
 
-/// One target that failed, on one server (`http` mode) or locally.
-#[derive(Debug)]
-pub(crate) struct Failure {
-    /// Its index in the batch.
-    pub(crate) index: usize,
-    /// The server's index in `servers`, in `http` mode.
-    pub(crate) server: Option<usize>,
-    /// What went wrong.
-    pub(crate) error: PurgeError,
-}
-
 impl NginxBackend {
     /// A backend from its settings.
     ///
-    /// Fails with [`BuildError::Backend`] when the settings cannot work for the mode: a server
+    /// Fails with [`SetupError::Invalid`] when the settings cannot work for the mode: a server
     /// that is not `host:port`, a method that is not a token, a missing or relative
     /// `cache_dir`, a `key_template` using `$proxy_host` or `$host` without `proxy_host` or
     /// `host_header`... (settings loaded from a file were checked already; these checks are
     /// for settings built in code).
-    pub fn new(name: &str, settings: &NginxSettings) -> Result<Self, BuildError> {
-        let error = |message: String| BuildError::Backend {
-            name: name.to_owned(),
-            message,
-        };
+    pub fn new(settings: &NginxSettings) -> Result<Self, SetupError> {
+        let invalid =
+            |setting: &'static str| move |problem: String| SetupError::Invalid { setting, problem };
         let mode = match settings.mode {
-            NginxMode::Http => Mode::Http(HttpPurger::new(settings).map_err(error)?),
+            NginxMode::Http => Mode::Http(HttpPurger::new(settings)?),
             NginxMode::Files => {
-                let dir = cache_dir(settings).map_err(error)?;
-                let levels =
-                    parse_levels(&settings.levels).map_err(|e| error(format!("levels: {e}")))?;
-                let keys = KeyRenderer::new(settings).map_err(error)?;
+                let dir = cache_dir(settings).map_err(invalid("cache_dir"))?;
+                let levels = parse_levels(&settings.levels).map_err(invalid("levels"))?;
+                let keys = KeyRenderer::new(settings)?;
                 Mode::Files(Arc::new(FilesMode { dir, levels, keys }))
             }
-            NginxMode::Wipe => Mode::Wipe(cache_dir(settings).map_err(error)?),
+            NginxMode::Wipe => Mode::Wipe(cache_dir(settings).map_err(invalid("cache_dir"))?),
         };
-        Ok(Self {
-            name: name.to_owned(),
-            mode,
-        })
+        Ok(Self { mode })
     }
 
     /// In `files` mode, the cache key nginx gives this URL (bytes: `$uri` is decoded and need
@@ -278,22 +258,11 @@ fn cache_dir(settings: &NginxSettings) -> Result<PathBuf, String> {
 
 #[async_trait::async_trait]
 impl Backend for NginxBackend {
-    fn name(&self) -> &str {
-        &self.name
-    }
-
     fn capabilities(&self) -> Capabilities {
         match self.mode {
             Mode::Http(_) => Capabilities::URL,
-            Mode::Files(_) => Capabilities {
-                everything: true,
-                ..Capabilities::URL
-            },
-            Mode::Wipe(_) => Capabilities {
-                prefix: true,
-                everything: true,
-                ..Capabilities::URL
-            },
+            Mode::Files(_) => Capabilities::URL | Capabilities::EVERYTHING,
+            Mode::Wipe(_) => Capabilities::URL | Capabilities::PREFIX | Capabilities::EVERYTHING,
         }
     }
 
@@ -317,99 +286,102 @@ impl Backend for NginxBackend {
         }
         match &self.mode {
             Mode::Http(http) => {
-                let failures = http.purge(&self.name, batch).await;
-                let servers: Vec<&str> = http.servers.iter().map(|s| s.label.as_str()).collect();
-                summarize(batch, failures, &servers)
+                let mut failures =
+                    Failures::new(batch).with_servers(http.servers.iter().map(|s| s.label.clone()));
+                for e in http.purge(batch).await {
+                    failures.push(e);
+                }
+                failures.into_result()
             }
             Mode::Files(files) => {
                 if batch.iter().any(|t| matches!(t, Target::Everything)) {
-                    return wipe_blocking(&self.name, &files.dir, batch.len()).await;
+                    return wipe_blocking(&files.dir, batch.len()).await;
                 }
-                let failures = purge_files(&self.name, files, batch).await?;
-                summarize(batch, failures, &[])
+                let mut failures = Failures::new(batch);
+                for e in purge_files(files, batch).await? {
+                    failures.push(e);
+                }
+                failures.into_result()
             }
-            Mode::Wipe(dir) => wipe_blocking(&self.name, dir, batch.len()).await,
+            Mode::Wipe(dir) => wipe_blocking(dir, batch.len()).await,
         }
     }
 }
 
 /// `files` mode: unlinks each URL's cache file in one blocking task.
 async fn purge_files(
-    backend: &str,
     files: &Arc<FilesMode>,
     batch: &[Target],
-) -> Result<Vec<Failure>, PurgeError> {
+) -> Result<Vec<PurgeError>, PurgeError> {
     let mut failures = Vec::new();
     let mut jobs = Vec::with_capacity(batch.len());
-    for (index, target) in batch.iter().enumerate() {
+    for target in batch {
         let Target::Url(url) = target else {
-            failures.push(Failure {
-                index,
-                server: None,
-                error: PurgeError::permanent(format!(
-                    "mode = \"files\" cannot purge {target}: only URLs and everything"
-                )),
-            });
+            failures.push(
+                PurgeError::new(
+                    Cause::Misconfigured,
+                    format!("mode = \"files\" cannot purge {target}: only URLs and everything"),
+                )
+                .only(vec![target.clone()]),
+            );
             continue;
         };
         match files.keys.render(url) {
             Ok(key) => {
                 let path = files::cache_path(&files.dir, &files.levels, &key);
-                jobs.push((index, url.clone(), key, path));
+                jobs.push((target.clone(), url.clone(), key, path));
             }
             Err(NoKey::Rejected(why)) => tracing::debug!(
                 target: "cache_purge_hooks",
-                backend,
                 %url,
                 why,
                 "nginx refuses this URL (400), so it is never cached; nothing to purge"
             ),
-            Err(NoKey::Missing(what)) => failures.push(Failure {
-                index,
-                server: None,
-                error: PurgeError::permanent(format!(
-                    "cannot compute the cache key of {url}: {what} is not set"
-                )),
-            }),
+            Err(NoKey::Missing(what)) => failures.push(
+                PurgeError::new(
+                    Cause::Misconfigured,
+                    format!("cannot compute the cache key of {url}: {what} is not set"),
+                )
+                .only(vec![target.clone()]),
+            ),
         }
     }
     if jobs.is_empty() {
         return Ok(failures);
     }
     let files = Arc::clone(files);
-    let backend_name = backend.to_owned();
+    // The blocking pool's thread does not inherit the engine's span (which names the backend).
+    let span = tracing::Span::current();
     let done = tokio::task::spawn_blocking(move || {
+        let _entered = span.enter();
         // Tell a missing or unusable cache_dir from a URL that is not cached.
         match std::fs::metadata(&files.dir) {
             Ok(m) if m.is_dir() => {}
             Ok(_) => {
                 return Err(wipe::dir_error(
                     &files.dir,
-                    &std::io::Error::from(std::io::ErrorKind::NotADirectory),
+                    std::io::Error::from(std::io::ErrorKind::NotADirectory),
                 ));
             }
-            Err(e) => return Err(wipe::dir_error(&files.dir, &e)),
+            Err(e) => return Err(wipe::dir_error(&files.dir, e)),
         }
         let mut failed = Vec::new();
-        for (index, url, key, path) in jobs {
+        for (target, url, key, path) in jobs {
             match files::unlink_if_key(&path, &key) {
                 Ok(Unlinked::Removed) => tracing::debug!(
                     target: "cache_purge_hooks",
-                    backend = backend_name,
                     %url,
                     path = %path.display(),
                     "cache file removed"
                 ),
                 Ok(Unlinked::NotCached) => tracing::debug!(
                     target: "cache_purge_hooks",
-                    backend = backend_name,
                     %url,
                     path = %path.display(),
                     "not cached"
                 ),
                 Ok(Unlinked::OtherKey(found)) => tracing::warn!(
                     target: "cache_purge_hooks",
-                    backend = backend_name,
                     %url,
                     path = %path.display(),
                     expected = %files::show_key(&key),
@@ -418,123 +390,47 @@ async fn purge_files(
                 ),
                 Ok(Unlinked::NoKeyLine) => tracing::warn!(
                     target: "cache_purge_hooks",
-                    backend = backend_name,
                     %url,
                     path = %path.display(),
                     expected = %files::show_key(&key),
                     "no KEY line found at the start of the cache file; kept"
                 ),
-                Err(e) => failed.push(Failure {
-                    index,
-                    server: None,
-                    error: files::io_error(&path, &e),
-                }),
+                Err(e) => failed.push(files::io_error(&path, e).only(vec![target])),
             }
         }
         Ok(failed)
     })
     .await
-    .map_err(|e| PurgeError::transient(format!("the cache file task did not finish: {e}")))??;
+    .map_err(|e| {
+        PurgeError::new(
+            Cause::Internal,
+            format!("the cache file task did not finish: {e}"),
+        )
+    })??;
     failures.extend(done);
     Ok(failures)
 }
 
 /// Wipes a cache directory in a blocking task.
-async fn wipe_blocking(backend: &str, dir: &Path, targets: usize) -> Result<(), PurgeError> {
+async fn wipe_blocking(dir: &Path, targets: usize) -> Result<(), PurgeError> {
     let owned = dir.to_path_buf();
     let report = tokio::task::spawn_blocking(move || wipe::wipe(&owned))
         .await
-        .map_err(|e| PurgeError::transient(format!("the wipe task did not finish: {e}")))??;
+        .map_err(|e| {
+            PurgeError::new(
+                Cause::Internal,
+                format!("the wipe task did not finish: {e}"),
+            )
+        })??;
     let removed = report.into_result(dir)?;
     tracing::info!(
         target: "cache_purge_hooks",
-        backend,
         dir = %dir.display(),
         removed,
         targets,
         "nginx cache wiped"
     );
     Ok(())
-}
-
-/// Turns the failures of a batch into its result.
-///
-/// The error lists the targets that failed (on at least one server), names the first failing
-/// server in `servers` order, and quotes the first error there. It is permanent only if every
-/// failure is; rate limited if any failure is (with the longest `Retry-After`); else transient.
-fn summarize(batch: &[Target], failures: Vec<Failure>, servers: &[&str]) -> Result<(), PurgeError> {
-    if failures.is_empty() {
-        return Ok(());
-    }
-    let first = failures
-        .iter()
-        .min_by_key(|f| (f.server.unwrap_or(usize::MAX), f.index))
-        .map(|f| (f.server, f.index, f.error.clone()));
-    let Some((first_server, first_index, first_error)) = first else {
-        return Ok(());
-    };
-
-    let mut kind = FailureKind::Permanent;
-    for f in &failures {
-        kind = match (kind, f.error.kind) {
-            (
-                FailureKind::RateLimited { retry_after: a },
-                FailureKind::RateLimited { retry_after: b },
-            ) => FailureKind::RateLimited {
-                retry_after: a.max(b),
-            },
-            (r @ FailureKind::RateLimited { .. }, _) | (_, r @ FailureKind::RateLimited { .. }) => {
-                r
-            }
-            (FailureKind::Permanent, FailureKind::Permanent) => FailureKind::Permanent,
-            _ => FailureKind::Transient,
-        };
-    }
-
-    let mut failed_indices: Vec<usize> = failures.iter().map(|f| f.index).collect();
-    failed_indices.sort_unstable();
-    failed_indices.dedup();
-
-    let mut message = format!(
-        "{} of {} target{} not purged",
-        failed_indices.len(),
-        batch.len(),
-        if batch.len() == 1 { "" } else { "s" }
-    );
-    if !servers.is_empty() {
-        let per_server: Vec<String> = servers
-            .iter()
-            .enumerate()
-            .filter_map(|(si, label)| {
-                let n = failures.iter().filter(|f| f.server == Some(si)).count();
-                (n > 0).then(|| format!("{n} on {label}"))
-            })
-            .collect();
-        if !per_server.is_empty() {
-            message.push_str(&format!(" (failed {})", per_server.join(", ")));
-        }
-    }
-    if let Some(target) = batch.get(first_index) {
-        message.push_str(&format!("; first: {target}: {}", first_error.message));
-    }
-
-    let failed: Vec<Target> = if failed_indices.len() == batch.len() {
-        Vec::new() // the whole batch
-    } else {
-        failed_indices
-            .iter()
-            .filter_map(|&i| batch.get(i).cloned())
-            .collect()
-    };
-    Err(PurgeError {
-        kind,
-        server: first_server
-            .and_then(|si| servers.get(si))
-            .map(|s| (*s).to_owned())
-            .or(first_error.server),
-        message,
-        failed,
-    })
 }
 
 #[cfg(test)]

@@ -1,0 +1,43 @@
+//! The engine of [cache-purge-hooks](https://docs.rs/cache-purge-hooks): the [`Purger`], its
+//! delivery modes, the per-backend workers, retries, the settings file and the built-in
+//! backends. It builds on [`cache_purge_hooks_core`] (targets, resolvers, the `Backend`
+//! contract), whose items it re-exports under the same paths.
+//!
+//! The pipeline, one direction only:
+//!
+//! ```text
+//! entity change ─► resolve (PurgeTargets) ─► deliver (Purger, AfterCommit) ─► dispatch (one
+//! worker per backend: dedupe, batch, concurrency) ─► Backend ─► cache
+//! ```
+//!
+//! - [`target`]: what is purged ([`Target`], [`PurgeUrl`]) and how URLs are normalised.
+//! - [`resolve`]: [`PurgeTargets`], implemented by `#[derive(CachePurge)]`, and the runtime
+//!   [`registry`] of resolver functions.
+//! - [`purger`]: the non-blocking [`Purger`], its global installation and stats.
+//! - [`after_commit`]: holding purges back until a transaction commits.
+//! - [`retry`]: backoff, giving up, the dead-letter list.
+//! - [`backend`]: the [`Backend`](backend::Backend) trait and the built-in backends.
+//! - [`settings`]: the settings file and its validation.
+//! - [`outbox`]: the stored format of the outbox table, shared by the ORM integrations.
+#![warn(missing_docs)]
+
+pub mod after_commit;
+pub mod backend;
+mod dispatch;
+pub mod outbox;
+pub mod purger;
+pub mod retry;
+pub mod settings;
+
+pub use cache_purge_hooks_core::{resolve, target, template};
+
+pub use after_commit::AfterCommit;
+pub use cache_purge_hooks_core::async_trait;
+pub use cache_purge_hooks_core::{PurgeTargets, registry};
+pub use purger::{
+    BackendStats, BuildError, Purger, PurgerBuilder, ShutdownTimeout, purge_current,
+    purge_current_async,
+};
+pub use retry::{DeadLetter, RetryPolicy};
+pub use settings::{Delivery, QueueFull, Settings, SettingsError};
+pub use target::{IntoTarget, InvalidTarget, PurgeUrl, Tag, Target, TargetKind, Targets};
