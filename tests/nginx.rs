@@ -58,7 +58,9 @@ async fn purges_exactly_and_keeps_neighbours(settings: impl Fn(&Nginx) -> NginxS
         .build()
         .unwrap();
     // /never-cached was not in the cache: still a success (404 / no file).
-    purger.purge(urls(&["/foo", "/a?x=1", "/sp ace", "/never-cached"]));
+    purger
+        .purge(urls(&["/foo", "/a?x=1", "/sp ace", "/never-cached"]))
+        .await;
     purger.flush().await;
     let stats = &purger.stats()[0];
     assert_eq!((stats.purged, stats.failed), (4, 0), "{stats:?}");

@@ -172,6 +172,79 @@ async fn a_failing_backend_is_retried_alone() {
     }
 }
 
+/// The in-memory queue and the outbox decide retries with one function
+/// (`RetryPolicy::decide`): a permanent failure is dead at once in both, after exactly one
+/// attempt, and both keep the typed error.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_permanent_failure_is_dead_at_once_in_memory_and_in_outbox_mode() {
+    let wrong_secret =
+        || PurgeError::new(Cause::Authentication, "wrong secret").on_server("v:6082");
+
+    // In memory.
+    let memory = MemoryBackend::new();
+    memory.fail_with(Some(wrong_secret()));
+    let purger = Purger::builder()
+        .delivery(Delivery::Immediate)
+        .retry(quick_retries())
+        .backend("memory", memory.clone())
+        .build()
+        .unwrap();
+    purger.purge([Target::url("/posts/a").unwrap()]).await;
+    purger.flush().await;
+    let dead = purger.dead_letters();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].attempts, 1);
+    assert_eq!(dead[0].error.cause(), &Cause::Authentication);
+    assert_eq!(memory.records().len(), 1, "tried once");
+    assert_eq!(purger.stats()[0].queued, 0);
+
+    // In the outbox, on every database.
+    for db in outbox_dbs().await {
+        let label = db.label;
+        let memory = MemoryBackend::new();
+        memory.fail_with(Some(wrong_secret()));
+        let purger = outbox_purger(vec![("memory", Arc::new(memory.clone()))]);
+        purger
+            .scope(new_post("secret").insert(&db.db))
+            .await
+            .unwrap();
+        let worker = OutboxWorker::builder(db.db.clone(), purger.clone())
+            .poll_interval(Duration::from_millis(20))
+            .start()
+            .await
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let row = loop {
+            let rows = outbox::entity::Entity::find().all(&db.db).await.unwrap();
+            if let Some(row) = rows.iter().find(|r| r.dead_at.is_some()) {
+                break row.clone();
+            }
+            assert!(Instant::now() < deadline, "{label}: {rows:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let stats = worker.stop(Duration::from_secs(5)).await;
+        assert_eq!(row.attempts, 1, "{label}: dead after one attempt");
+        assert!(
+            row.last_error
+                .as_deref()
+                .is_some_and(|e| e.contains("wrong secret")),
+            "{label}: {row:?}"
+        );
+        assert_eq!((stats.dead, stats.delivered), (1, 0), "{label}");
+        assert_eq!(memory.records().len(), 1, "{label}: tried once");
+        // The engine counted it like any purge, and kept the typed error.
+        let backend = &purger.stats()[0];
+        let targets = memory.records()[0].targets.len() as u64;
+        assert_eq!((backend.failed, backend.purged), (targets, 0), "{label}");
+        assert_eq!(
+            backend.last_error.as_ref().map(|e| e.cause().clone()),
+            Some(Cause::Authentication),
+            "{label}"
+        );
+        db.close().await;
+    }
+}
+
 /// A backend whose purges take a while, and which says when one has begun.
 struct SlowBackend {
     started: Arc<tokio::sync::Notify>,

@@ -22,8 +22,8 @@ async fn batches_respect_the_backends_size_and_duplicates_are_dropped() {
         .unwrap();
     let many: Vec<String> = (0..10).map(|i| format!("/p/{i}")).collect();
     let refs: Vec<&str> = many.iter().map(String::as_str).collect();
-    purger.purge(urls(&refs));
-    purger.purge(urls(&refs[..4])); // queued while the first are waiting: deduplicated or re-sent, never lost
+    purger.purge(urls(&refs)).await;
+    purger.purge(urls(&refs[..4])).await; // queued while the first are waiting: deduplicated or re-sent, never lost
     purger.flush().await;
     let records = memory.records();
     assert!(records.iter().all(|r| r.targets.len() <= 3), "{records:?}");
@@ -57,11 +57,13 @@ async fn a_target_a_backend_cannot_purge_is_skipped_and_counted_never_widened() 
         .backend("all", all.clone())
         .build()
         .unwrap();
-    purger.purge([
-        Target::url("/a").unwrap(),
-        Target::tag("post-1").unwrap(),
-        Target::Everything,
-    ]);
+    purger
+        .purge([
+            Target::url("/a").unwrap(),
+            Target::tag("post-1").unwrap(),
+            Target::Everything,
+        ])
+        .await;
     purger.flush().await;
     assert_eq!(inner.purged(), [Target::url("/a").unwrap()]);
     assert_eq!(all.purged().len(), 3);
@@ -103,7 +105,7 @@ async fn purging_never_blocks_and_a_slow_backend_does_not_hold_back_another() {
         .backend("fast", fast.clone())
         .build()
         .unwrap();
-    purger.purge(urls(&["/a"]));
+    purger.purge(urls(&["/a"])).await;
     // The fast backend gets it while the slow one is still busy.
     for _ in 0..200 {
         if fast.was_purged("/a") {
@@ -124,7 +126,7 @@ async fn purging_never_blocks_and_a_slow_backend_does_not_hold_back_another() {
     assert_eq!(err.undelivered, 1);
     assert!(started.elapsed() < Duration::from_secs(10));
     // After shutdown, purges are refused (and logged), not queued.
-    purger.purge(urls(&["/late"]));
+    purger.purge(urls(&["/late"])).await;
     purger.flush().await;
     assert!(!fast.was_purged("/late"));
 }
@@ -137,10 +139,11 @@ async fn after_commit_scopes_hold_purges_until_commit_and_nest() {
         .build()
         .unwrap();
     let (_, outer) = AfterCommit::run(async {
-        purger.purge(urls(&["/outer"]));
-        let (_, inner) = AfterCommit::run(async { purger.purge(urls(&["/inner"])) }).await;
+        purger.purge(urls(&["/outer"])).await;
+        let (_, inner) = AfterCommit::run(async { purger.purge(urls(&["/inner"])).await }).await;
         inner.commit(); // into the outer scope, not out
-        let (_, dropped) = AfterCommit::run(async { purger.purge(urls(&["/rolled-back"])) }).await;
+        let (_, dropped) =
+            AfterCommit::run(async { purger.purge(urls(&["/rolled-back"])).await }).await;
         assert_eq!(dropped.discard(), 1);
     })
     .await;
@@ -152,7 +155,8 @@ async fn after_commit_scopes_hold_purges_until_commit_and_nest() {
     assert_eq!(memory.url_set(), ["/inner", "/outer"]);
 
     // Dropping a scope without a decision discards.
-    let (_, forgotten) = AfterCommit::run(async { purger.purge(urls(&["/forgotten"])) }).await;
+    let (_, forgotten) =
+        AfterCommit::run(async { purger.purge(urls(&["/forgotten"])).await }).await;
     drop(forgotten);
     purger.flush().await;
     assert!(!memory.was_purged("/forgotten"));
@@ -164,7 +168,7 @@ async fn after_commit_scopes_hold_purges_until_commit_and_nest() {
         .backend("now", now.clone())
         .build()
         .unwrap();
-    let (_, scope) = AfterCommit::run(async { immediate.purge(urls(&["/now"])) }).await;
+    let (_, scope) = AfterCommit::run(async { immediate.purge(urls(&["/now"])).await }).await;
     assert!(scope.is_empty());
     immediate.flush().await;
     assert!(now.was_purged("/now"));
@@ -193,7 +197,7 @@ async fn the_default_log_backend_writes_one_event_per_target() {
     let settings = cache_purge_hooks::Settings::from_toml_str("").unwrap();
     let purger = Purger::from_settings(&settings).unwrap();
     assert_eq!(purger.backend_names(), ["log"]);
-    purger.purge(urls(&["/posts/a", "/"]));
+    purger.purge(urls(&["/posts/a", "/"])).await;
     purger.flush().await;
 
     let text = captured.text();

@@ -83,7 +83,7 @@ async fn transient_failures_are_retried_until_delivered() {
         Err(PurgeError::new(Cause::Unreachable, "connection refused").on_server("cache:80")),
     ]);
     let purger = pipeline(&backend, quick_retries());
-    purger.purge(urls(&["/a", "/b"]));
+    purger.purge(urls(&["/a", "/b"])).await;
     purger.flush().await;
     // The first attempt failed; the targets wait for a retry, still counted as queued.
     let stats = &purger.stats()[0];
@@ -120,7 +120,7 @@ async fn only_the_failed_part_of_a_batch_is_retried() {
         .on_server("cache:80")
         .only(urls(&["/b"])))]);
     let purger = pipeline(&backend, quick_retries());
-    purger.purge(urls(&["/a", "/b", "/c"]));
+    purger.purge(urls(&["/a", "/b", "/c"])).await;
     purger.shutdown(Duration::from_secs(5)).await.unwrap();
     let calls = backend.calls();
     assert_eq!(calls.len(), 2);
@@ -139,7 +139,7 @@ async fn retry_after_is_honoured() {
     )
     .on_server("cdn"))]);
     let purger = pipeline(&backend, quick_retries());
-    purger.purge(urls(&["/a"]));
+    purger.purge(urls(&["/a"])).await;
     purger.shutdown(Duration::from_secs(5)).await.unwrap();
     let calls = backend.calls();
     assert_eq!(calls.len(), 2);
@@ -164,10 +164,10 @@ async fn permanent_failures_and_exhausted_attempts_go_to_the_dead_letter_list() 
     ]);
     let purger = pipeline(&backend, quick_retries().with_max_attempts(3));
     // A permanent failure is not retried at all.
-    purger.purge(urls(&["/auth"]));
+    purger.purge(urls(&["/auth"])).await;
     purger.flush().await;
     // Three attempts, then given up.
-    purger.purge(urls(&["/timeout"]));
+    purger.purge(urls(&["/timeout"])).await;
     for _ in 0..200 {
         if purger.stats()[0].dead == 2 {
             break;
@@ -209,7 +209,7 @@ async fn shutdown_reports_what_retries_could_not_deliver_in_time() {
             .collect(),
     );
     let purger = pipeline(&backend, quick_retries());
-    purger.purge(urls(&["/a"]));
+    purger.purge(urls(&["/a"])).await;
     let err = purger
         .shutdown(Duration::from_millis(200))
         .await
@@ -228,9 +228,9 @@ async fn a_full_queue_coalesces_into_one_purge_of_everything() {
         .backend("scripted", backend.clone())
         .build()
         .unwrap();
-    purger.purge(urls(&["/1", "/2", "/3"]));
-    purger.purge(urls(&["/4", "/5"]));
-    purger.purge(urls(&["/6"]));
+    purger.purge(urls(&["/1", "/2", "/3"])).await;
+    purger.purge(urls(&["/4", "/5"])).await;
+    purger.purge(urls(&["/6"])).await;
     let stats = &purger.stats()[0];
     // Bounded: 3 targets and one "everything", whatever more comes.
     assert_eq!(
@@ -255,8 +255,8 @@ async fn a_full_queue_for_a_backend_that_cannot_widen_drops_counted() {
         .backend("scripted", backend.clone())
         .build()
         .unwrap();
-    purger.purge(urls(&["/1", "/2"]));
-    purger.purge(urls(&["/3"]));
+    purger.purge(urls(&["/1", "/2"])).await;
+    purger.purge(urls(&["/3"])).await;
     let stats = &purger.stats()[0];
     assert_eq!((stats.dropped, stats.queued), (1, 2), "{stats:?}");
     drop(all);
@@ -301,10 +301,10 @@ async fn with_the_wait_policy_hooks_wait_for_room_instead_of_widening() {
         .backend("scripted", backend.clone())
         .build()
         .unwrap();
-    purger.purge_async(urls(&["/1", "/2", "/3"])).await;
+    purger.purge(urls(&["/1", "/2", "/3"])).await;
     let waiting = tokio::spawn({
         let purger = purger.clone();
-        async move { purger.purge_async(urls(&["/4", "/5"])).await }
+        async move { purger.purge(urls(&["/4", "/5"])).await }
     });
     // The cache is stuck, so the second call waits (the queue stays bounded).
     tokio::task::yield_now().await;

@@ -51,7 +51,7 @@ async fn purges_exactly_and_keeps_neighbours(
         .backend("edge", backend)
         .build()
         .unwrap();
-    purger.purge(urls(&["/foo", "/a?x=1"]));
+    purger.purge(urls(&["/foo", "/a?x=1"])).await;
     purger.flush().await;
     let stats = &purger.stats()[0];
     assert_eq!((stats.purged, stats.failed), (2, 0), "{stats:?}");
@@ -570,7 +570,7 @@ async fn a_failed_purge_is_logged_with_backend_server_and_reason() {
     ))
     .unwrap();
     let purger = Purger::from_settings(&settings).unwrap();
-    purger.purge(urls(&["/posts/a"]));
+    purger.purge(urls(&["/posts/a"])).await;
     purger.flush().await;
 
     let text = captured.text();
@@ -599,7 +599,7 @@ async fn a_settings_file_selects_varnish_end_to_end() {
     ))
     .unwrap();
     let purger = Purger::from_settings(&settings).unwrap();
-    purger.purge(urls(&["/from-settings"]));
+    purger.purge(urls(&["/from-settings"])).await;
     purger.flush().await;
     assert_purged(&varnish, &origin, "/from-settings").await;
     assert_cached(&varnish, "/from-settings-not").await;

@@ -475,7 +475,7 @@ pub(crate) async fn through_purger<B: cache_purge_hooks::backend::Backend>(
         .context("building the Purger")?;
     let started = std::time::Instant::now();
     for t in targets {
-        purger.purge([t]);
+        purger.try_purge([t]);
     }
     purger.flush().await;
     let seconds = started.elapsed().as_secs_f64();

@@ -108,7 +108,7 @@ impl Method {
         let statuses = match &mut self.way {
             Way::Purger(purger) => {
                 for t in crate::targets(&chunk)? {
-                    purger.purge([t]);
+                    purger.try_purge([t]);
                 }
                 purger.flush().await;
                 BTreeMap::new()

@@ -62,19 +62,14 @@ pub(crate) fn run(global: &GlobalArgs, args: PurgeArgs, out: &Output) -> Result<
             .delivery(Delivery::Immediate)
             .retry(retry)
             .build()?;
-        purger.purge(targets.iter().cloned());
+        purger.try_purge(targets.iter().cloned());
         let timed_out = wait(&purger, targets.len(), deadline).await;
         Ok::<_, CliError>(Outcome {
             stats: purger.stats(),
             dead: purger.dead_letters(),
             capabilities: infos
                 .iter()
-                .map(|(info, _)| {
-                    purger
-                        .backend(&info.name)
-                        .map(|b| b.capabilities())
-                        .unwrap_or_default()
-                })
+                .map(|(info, _)| purger.capabilities(&info.name).unwrap_or_default())
                 .collect(),
             timed_out,
         })

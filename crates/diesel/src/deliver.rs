@@ -1,7 +1,7 @@
 //! Handing a write's targets to the pipeline: outbox rows inside the write's transaction, or
 //! the [`Purger`] once the write has committed.
 
-use cache_purge_hooks_engine::{Delivery, PurgeTargets, Purger, Target, Targets};
+use cache_purge_hooks_engine::{PurgeTargets, Purger, Route, Target, Targets};
 
 /// Where a write's targets go, decided once per write from [`Purger::current`].
 pub(crate) struct Plan {
@@ -27,16 +27,13 @@ impl Plan {
         }
     }
 
-    /// The purger's backends, when purges go to the outbox.
+    /// The backends to write outbox rows for, when [`Purger::route`] says the write's purges
+    /// go to the outbox.
     pub(crate) fn outbox_backends(&self) -> Option<Vec<String>> {
-        let purger = self.purger.as_ref()?;
-        (purger.delivery() == Delivery::Outbox).then(|| {
-            purger
-                .backend_names()
-                .into_iter()
-                .map(str::to_owned)
-                .collect()
-        })
+        match self.purger.as_ref()?.route() {
+            Route::Outbox { backends } => Some(backends),
+            _ => None,
+        }
     }
 
     /// After COMMIT (or RELEASE of the write's savepoint): hands the targets over. Inside
@@ -46,13 +43,16 @@ impl Plan {
             Staged::Nothing => {}
             Staged::Outbox => {
                 if let Some(p) = &self.purger {
-                    p.outbox_wake().notify_waiters();
+                    p.outbox_written();
                 }
             }
-            Staged::Send(targets) => match &self.purger {
-                Some(p) => p.purge_resolved(self.source, targets),
-                None => cache_purge_hooks_engine::purge_current(self.source, targets),
-            },
+            Staged::Send(targets) => {
+                let targets = targets.into_valid(self.source);
+                match &self.purger {
+                    Some(p) => p.try_purge(targets),
+                    None => Purger::log_missing(self.source, &targets),
+                }
+            }
         }
     }
 
@@ -60,10 +60,13 @@ impl Plan {
     #[cfg(feature = "async")]
     pub(crate) async fn finish_async(self, staged: Staged) {
         match staged {
-            Staged::Send(targets) => match &self.purger {
-                Some(p) => p.purge_resolved_async(self.source, targets).await,
-                None => cache_purge_hooks_engine::purge_current_async(self.source, targets).await,
-            },
+            Staged::Send(targets) => {
+                let targets = targets.into_valid(self.source);
+                match &self.purger {
+                    Some(p) => p.purge(targets).await,
+                    None => Purger::log_missing(self.source, &targets),
+                }
+            }
             other => self.finish(other),
         }
     }

@@ -17,7 +17,7 @@
 //! let purger = Purger::builder().backend("memory", memory.clone()).build().unwrap();
 //!
 //! let (committed, pending) = AfterCommit::run(async {
-//!     purger.purge([Target::url("/posts/a").unwrap()]);
+//!     purger.purge([Target::url("/posts/a").unwrap()]).await;
 //!     true // pretend the transaction committed
 //! })
 //! .await;
@@ -36,12 +36,12 @@
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 
-use crate::purger::Purger;
+use crate::queue::Queue;
 use crate::target::Target;
 
 #[derive(Default)]
 struct Buffer {
-    entries: Vec<(Purger, Vec<Target>)>,
+    entries: Vec<(Arc<Queue>, Vec<Target>)>,
 }
 
 type Shared = Arc<Mutex<Buffer>>;
@@ -51,11 +51,11 @@ tokio::task_local! {
 }
 
 /// Puts targets into the running task's scope. Gives them back when there is no scope.
-pub(crate) fn buffer(purger: &Purger, targets: Vec<Target>) -> Option<Vec<Target>> {
+pub(crate) fn buffer(queue: &Arc<Queue>, targets: Vec<Target>) -> Option<Vec<Target>> {
     let mut targets = Some(targets);
     let _ = SCOPE.try_with(|scope| {
         if let Some(t) = targets.take() {
-            lock(scope).entries.push((purger.clone(), t));
+            lock(scope).entries.push((Arc::clone(queue), t));
         }
     });
     targets
@@ -128,8 +128,8 @@ impl AfterCommit {
         match &self.parent {
             Some(parent) => lock(parent).entries.extend(entries),
             None => {
-                for (purger, targets) in entries {
-                    purger.send(targets);
+                for (queue, targets) in entries {
+                    queue.send(targets);
                 }
             }
         }

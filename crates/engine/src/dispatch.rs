@@ -1,7 +1,16 @@
-//! The dispatcher: one worker task per backend, so a slow or failing backend never delays
+//! The engine: one worker task per backend, so a slow or failing backend never delays
 //! another. Each worker deduplicates what is waiting, cuts it into batches of the backend's
-//! size, sends them with the backend's concurrency, and schedules what failed for a retry
-//! (see [`crate::retry`]) or, once given up on, moves it to the backend's dead-letter list.
+//! size, sends them with the backend's concurrency, and settles every target of every batch in
+//! one place ([`Worker::settle`]), with one retry decision ([`RetryPolicy::decide`]):
+//!
+//! - targets of the in-memory queue ([`Command::Purge`]) are scheduled for a retry or, once
+//!   given up on, moved to the backend's dead-letter list;
+//! - targets of an attempt ([`Command::Attempt`], what the outbox worker and other delivery
+//!   agents send) are tried once, and the agent learns per target whether it was delivered,
+//!   and if not, the error and the policy's verdict: it keeps its own retry schedule (the
+//!   outbox's `available_at`), decided by the same function.
+//!
+//! A target both queued and attempted is sent once and settles both.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
@@ -10,9 +19,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
 
 use futures::StreamExt;
-use indexmap::IndexSet;
+use indexmap::{IndexMap, IndexSet};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::attempt::{AttemptReport, FailedAttempt, History};
 use crate::backend::{Backend, Capabilities, PurgeError};
 use crate::retry::{DeadLetter, RetryPolicy, Verdict};
 use crate::target::Target;
@@ -21,6 +31,8 @@ use crate::target::Target;
 pub(crate) enum Command {
     /// Purge these targets (shared between the workers of all backends).
     Purge(Arc<[Target]>),
+    /// Try these targets once and report each one's outcome.
+    Attempt(Arc<AttemptState>, Vec<Target>),
     /// Answer once everything received before this has been attempted at least once
     /// (delivered, or failed and waiting for a retry, or dead).
     Flush(oneshot::Sender<()>),
@@ -123,7 +135,7 @@ pub(crate) fn spawn_worker(
         meters: Meters::new(&handle.name),
         counters,
         dead,
-        pending: IndexSet::new(),
+        pending: IndexMap::new(),
         failures: HashMap::new(),
         schedule: BinaryHeap::new(),
         sequence: 0,
@@ -135,6 +147,73 @@ pub(crate) fn spawn_worker(
 /// How many targets a worker takes off its queue before it starts sending: bounds the work
 /// done between two flush acknowledgements and the size of one dedupe set.
 const MAX_DRAIN: usize = 100_000;
+
+/// An attempt in progress: the targets not settled yet, and what became of the others.
+pub(crate) struct AttemptState {
+    history: History,
+    inner: Mutex<AttemptInner>,
+}
+
+struct AttemptInner {
+    remaining: usize,
+    report: AttemptReport,
+    reply: Option<oneshot::Sender<AttemptReport>>,
+}
+
+/// What became of one target of an attempt.
+enum Settled {
+    Delivered,
+    Failed(PurgeError, Verdict),
+}
+
+impl AttemptState {
+    pub(crate) fn new(history: History, reply: oneshot::Sender<AttemptReport>) -> Arc<Self> {
+        Arc::new(Self {
+            history,
+            inner: Mutex::new(AttemptInner {
+                remaining: 0,
+                report: AttemptReport::default(),
+                reply: Some(reply),
+            }),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, AttemptInner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Sends the report once nothing is left to settle.
+    fn finish_if_done(inner: &mut AttemptInner) {
+        if inner.remaining == 0
+            && let Some(reply) = inner.reply.take()
+        {
+            // The agent may have stopped waiting; nothing to do then.
+            let _ = reply.send(std::mem::take(&mut inner.report));
+        }
+    }
+
+    fn settle(&self, target: Target, settled: Settled) {
+        let mut inner = self.lock();
+        match settled {
+            Settled::Delivered => inner.report.delivered.push(target),
+            Settled::Failed(error, verdict) => inner.report.failed.push(FailedAttempt {
+                target,
+                error,
+                verdict,
+            }),
+        }
+        inner.remaining = inner.remaining.saturating_sub(1);
+        Self::finish_if_done(&mut inner);
+    }
+}
+
+/// A target waiting to be sent: whether the in-memory queue owns it (counted in `queued`,
+/// retried and buried by this worker), and the attempts waiting for its outcome.
+#[derive(Default)]
+struct Waiting {
+    queued: bool,
+    attempts: Vec<Arc<AttemptState>>,
+}
 
 /// What is known of a target that has failed at least once.
 struct Failing {
@@ -158,7 +237,7 @@ struct Worker {
     meters: Meters,
     counters: Arc<Counters>,
     dead: Arc<Mutex<VecDeque<DeadLetter>>>,
-    pending: IndexSet<Target>,
+    pending: IndexMap<Target, Waiting>,
     /// Targets whose last attempt failed, until they are delivered or dead.
     failures: HashMap<Target, Failing>,
     /// Retries by due time (the sequence number keeps equal times in order).
@@ -182,6 +261,7 @@ impl Worker {
             while let Some(cmd) = next.take() {
                 match cmd {
                     Command::Purge(targets) => self.accept(&targets),
+                    Command::Attempt(state, targets) => self.accept_attempt(state, targets),
                     Command::Flush(ack) => waiters.push(ack),
                 }
                 if self.pending.len() < MAX_DRAIN {
@@ -193,11 +273,12 @@ impl Worker {
                 let mut batches = Vec::with_capacity(self.pending.len().div_ceil(self.max_batch));
                 let mut drain = self.pending.drain(..);
                 loop {
-                    let batch: Vec<Target> = drain.by_ref().take(self.max_batch).collect();
+                    let (batch, waiting): (Vec<Target>, Vec<Waiting>) =
+                        drain.by_ref().take(self.max_batch).unzip();
                     if batch.is_empty() {
                         break;
                     }
-                    batches.push(batch);
+                    batches.push((batch, waiting));
                 }
                 drop(drain);
                 self.deliver(batches).await;
@@ -217,19 +298,53 @@ impl Worker {
     fn accept(&mut self, targets: &[Target]) {
         for t in targets {
             if !self.capabilities.supports(t.kind()) {
-                self.counters.unsupported.fetch_add(1, Ordering::Relaxed);
+                self.unsupported(t);
                 self.counters.queued.fetch_sub(1, Ordering::Relaxed);
-                tracing::warn!(
-                    target: "cache_purge_hooks",
-                    backend = %self.name,
-                    %t,
-                    "backend cannot purge a target of this kind; skipped (never widened)"
-                );
-            } else if !self.pending.insert(t.clone()) {
-                self.counters.deduplicated.fetch_add(1, Ordering::Relaxed);
-                self.counters.queued.fetch_sub(1, Ordering::Relaxed);
+            } else {
+                self.queue(t.clone());
             }
         }
+    }
+
+    /// Puts a target of the in-memory queue (already counted in `queued`) in `pending`, or
+    /// counts it as a duplicate.
+    fn queue(&mut self, target: Target) {
+        let waiting = self.pending.entry(target).or_default();
+        if waiting.queued {
+            self.counters.deduplicated.fetch_add(1, Ordering::Relaxed);
+            self.counters.queued.fetch_sub(1, Ordering::Relaxed);
+        } else {
+            waiting.queued = true;
+        }
+    }
+
+    fn unsupported(&self, t: &Target) {
+        self.counters.unsupported.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(
+            target: "cache_purge_hooks",
+            backend = %self.name,
+            %t,
+            "backend cannot purge a target of this kind; skipped (never widened)"
+        );
+    }
+
+    fn accept_attempt(&mut self, state: Arc<AttemptState>, targets: Vec<Target>) {
+        let distinct: IndexSet<Target> = targets.into_iter().collect();
+        let mut inner = state.lock();
+        for t in distinct {
+            if !self.capabilities.supports(t.kind()) {
+                self.unsupported(&t);
+                inner.report.unsupported.push(t);
+            } else {
+                inner.remaining += 1;
+                self.pending
+                    .entry(t)
+                    .or_default()
+                    .attempts
+                    .push(Arc::clone(&state));
+            }
+        }
+        AttemptState::finish_if_done(&mut inner);
     }
 
     /// Moves the retries that are due into `pending`.
@@ -245,26 +360,35 @@ impl Worker {
             self.counters.retrying.fetch_sub(1, Ordering::Relaxed);
             // Delivered meanwhile (purged again and succeeded), or already waiting: one
             // attempt is enough.
-            if !self.failures.contains_key(&target) || !self.pending.insert(target) {
-                self.counters.deduplicated.fetch_add(1, Ordering::Relaxed);
-                self.counters.queued.fetch_sub(1, Ordering::Relaxed);
+            let waiting = if self.failures.contains_key(&target) {
+                Some(self.pending.entry(target).or_default())
             } else {
-                self.counters.retried.fetch_add(1, Ordering::Relaxed);
-                #[cfg(feature = "metrics")]
-                self.meters.retried.increment(1);
+                None
+            };
+            match waiting {
+                Some(w) if !w.queued => {
+                    w.queued = true;
+                    self.counters.retried.fetch_add(1, Ordering::Relaxed);
+                    #[cfg(feature = "metrics")]
+                    self.meters.retried.increment(1);
+                }
+                _ => {
+                    self.counters.deduplicated.fetch_add(1, Ordering::Relaxed);
+                    self.counters.queued.fetch_sub(1, Ordering::Relaxed);
+                }
             }
         }
     }
 
-    async fn deliver(&mut self, batches: Vec<Vec<Target>>) {
+    async fn deliver(&mut self, batches: Vec<(Vec<Target>, Vec<Waiting>)>) {
         let backend = Arc::clone(&self.backend);
         let mut results = futures::stream::iter(batches)
-            .map(|batch| {
+            .map(|(batch, waiting)| {
                 let backend = Arc::clone(&backend);
                 async move {
                     let started = Instant::now();
                     let result = backend.purge(&batch).await;
-                    (batch, result, started.elapsed())
+                    ((batch, waiting), result, started.elapsed())
                 }
             })
             .buffer_unordered(self.concurrency);
@@ -288,16 +412,18 @@ impl Worker {
         }
     }
 
-    /// Counts a batch's outcome; schedules or buries what failed.
+    /// Settles every target of a batch: the one place where a purge's outcome is counted and
+    /// decided. Delivered targets leave the queue and tell their attempts; failed ones get the
+    /// policy's verdict, which schedules or buries the queued ones and is reported to the
+    /// attempts.
     fn settle(
         &mut self,
-        batch: Vec<Target>,
+        (batch, waiting): (Vec<Target>, Vec<Waiting>),
         result: Result<(), PurgeError>,
         took: std::time::Duration,
     ) {
         let error = match result {
             Ok(()) => {
-                self.delivered(&batch);
                 tracing::debug!(
                     target: "cache_purge_hooks",
                     backend = %self.name,
@@ -305,32 +431,49 @@ impl Worker {
                     micros = took.as_micros() as u64,
                     "batch purged"
                 );
+                for (target, waiting) in batch.into_iter().zip(waiting) {
+                    self.delivered(target, waiting);
+                }
                 return;
             }
             Err(e) => e,
         };
-        let (failed, succeeded): (Vec<Target>, Vec<Target>) =
-            batch.into_iter().partition(|t| error.failed().contains(t));
-        self.delivered(&succeeded);
-        self.counters
-            .failed
-            .fetch_add(failed.len() as u64, Ordering::Relaxed);
-        #[cfg(feature = "metrics")]
-        self.meters.failed.increment(failed.len() as u64);
-        let now = Instant::now();
         *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(error.clone());
+        let now = Instant::now();
+        let wall_now = SystemTime::now();
+        let mut failed = 0usize;
         let mut buried = 0usize;
-        // The failed targets to retry, and the wait of the most-tried one.
-        let mut retry: Vec<Target> = Vec::with_capacity(failed.len());
+        let mut reported = 0usize;
+        let mut first: Option<Target> = None;
+        // The queued targets to retry, and the wait of the most-tried one.
+        let mut retry: Vec<Target> = Vec::new();
         let mut retry_in: Option<(u32, std::time::Duration)> = None;
-        for target in &failed {
+        for (target, waiting) in batch.into_iter().zip(waiting) {
+            if !error.failed().contains(&target) {
+                self.delivered(target, waiting);
+                continue;
+            }
+            failed += 1;
+            first.get_or_insert_with(|| target.clone());
+            for attempt in waiting.attempts {
+                let tried = attempt.history.attempts.saturating_add(1);
+                let failing_for = wall_now
+                    .duration_since(attempt.history.since)
+                    .unwrap_or_default();
+                let verdict = self.retry.decide(&error, tried, failing_for);
+                attempt.settle(target.clone(), Settled::Failed(error.clone(), verdict));
+                reported += 1;
+            }
+            if !waiting.queued {
+                continue;
+            }
             let state = self
                 .failures
                 .entry(target.clone())
                 .or_insert_with(|| Failing {
                     attempts: 0,
                     since: now,
-                    since_wall: SystemTime::now(),
+                    since_wall: wall_now,
                 });
             state.attempts += 1;
             let attempts = state.attempts;
@@ -342,14 +485,19 @@ impl Worker {
                     if retry_in.is_none_or(|(most, _)| attempts > most) {
                         retry_in = Some((attempts, after));
                     }
-                    retry.push(target.clone());
+                    retry.push(target);
                 }
                 _ => {
                     buried += 1;
-                    self.bury(target.clone(), &error);
+                    self.bury(target, &error);
                 }
             }
         }
+        self.counters
+            .failed
+            .fetch_add(failed as u64, Ordering::Relaxed);
+        #[cfg(feature = "metrics")]
+        self.meters.failed.increment(failed as u64);
         // One wait for the whole failed part of the batch (the most-tried target's), so that
         // it is retried as one batch again.
         let retry_in = retry_in.map(|(_, wait)| wait);
@@ -361,39 +509,52 @@ impl Worker {
                 self.counters.retrying.fetch_add(1, Ordering::Relaxed);
             }
         }
-        let first = failed.first().map(tracing::field::display);
+        let first = first.as_ref().map(tracing::field::display);
         if buried > 0 {
             tracing::error!(
                 target: "cache_purge_hooks",
                 backend = %self.name,
                 error = %error,
-                failed = failed.len(),
+                failed,
                 dead = buried,
                 first,
                 "purge failed; given up (see Purger::dead_letters)"
+            );
+        } else if retry_in.is_some() {
+            tracing::error!(
+                target: "cache_purge_hooks",
+                backend = %self.name,
+                error = %error,
+                failed,
+                first,
+                retry_in_ms = retry_in.map(|d| d.as_millis() as u64),
+                "purge failed; will retry"
             );
         } else {
             tracing::error!(
                 target: "cache_purge_hooks",
                 backend = %self.name,
                 error = %error,
-                failed = failed.len(),
+                failed,
+                reported,
                 first,
-                retry_in_ms = retry_in.map(|d| d.as_millis() as u64),
-                "purge failed; will retry"
+                "purge failed; reported to its delivery agent (the outbox retries it)"
             );
         }
     }
 
-    fn delivered(&mut self, targets: &[Target]) {
-        for t in targets {
-            self.failures.remove(t);
+    /// A target was purged: it leaves the queue (if queued) and its attempts hear of it.
+    fn delivered(&mut self, target: Target, waiting: Waiting) {
+        if waiting.queued {
+            self.failures.remove(&target);
+            self.counters.queued.fetch_sub(1, Ordering::Relaxed);
         }
-        let n = targets.len() as u64;
-        self.counters.queued.fetch_sub(n, Ordering::Relaxed);
-        self.counters.purged.fetch_add(n, Ordering::Relaxed);
+        self.counters.purged.fetch_add(1, Ordering::Relaxed);
         #[cfg(feature = "metrics")]
-        self.meters.purged.increment(n);
+        self.meters.purged.increment(1);
+        for attempt in waiting.attempts {
+            attempt.settle(target.clone(), Settled::Delivered);
+        }
     }
 
     /// Moves a target to the dead-letter list.
@@ -462,7 +623,9 @@ mod tests {
                     .backend("mem", memory)
                     .build()
                     .unwrap();
-                purger.purge(["/a", "/b"].map(|u| Target::url(u).unwrap()));
+                purger
+                    .purge(["/a", "/b"].map(|u| Target::url(u).unwrap()))
+                    .await;
                 purger.flush().await;
             });
         });

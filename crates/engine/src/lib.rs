@@ -15,17 +15,21 @@
 //!   [`registry`] of resolver functions.
 //! - [`purger`]: the non-blocking [`Purger`], its global installation and stats.
 //! - [`after_commit`]: holding purges back until a transaction commits.
-//! - [`retry`]: backoff, giving up, the dead-letter list.
+//! - [`retry`]: backoff, giving up ([`RetryPolicy::decide`]), the dead-letter list.
+//! - [`attempt`]: one attempt of a purge for agents with a durable schedule of their own (the
+//!   outbox worker), with the engine's verdict per target.
 //! - [`backend`]: the [`Backend`](backend::Backend) trait and the built-in backends.
 //! - [`settings`]: the settings file and its validation.
 //! - [`outbox`]: the stored format of the outbox table, shared by the ORM integrations.
 #![warn(missing_docs)]
 
 pub mod after_commit;
+pub mod attempt;
 pub mod backend;
 mod dispatch;
 pub mod outbox;
 pub mod purger;
+mod queue;
 pub mod retry;
 pub mod settings;
 
@@ -34,10 +38,7 @@ pub use cache_purge_hooks_core::{resolve, target, template};
 pub use after_commit::AfterCommit;
 pub use cache_purge_hooks_core::async_trait;
 pub use cache_purge_hooks_core::{PurgeTargets, registry};
-pub use purger::{
-    BackendStats, BuildError, Purger, PurgerBuilder, ShutdownTimeout, purge_current,
-    purge_current_async,
-};
+pub use purger::{BackendStats, BuildError, Purger, PurgerBuilder, Route, ShutdownTimeout};
 pub use retry::{DeadLetter, RetryPolicy};
 pub use settings::{Delivery, QueueFull, Settings, SettingsError};
 pub use target::{IntoTarget, InvalidTarget, PurgeUrl, Tag, Target, TargetKind, Targets};

@@ -13,7 +13,7 @@
 //!
 //! let memory = MemoryBackend::new();
 //! let purger = Purger::builder().backend("memory", memory.clone()).build().unwrap();
-//! purger.purge(["/a", "/b", "/a"].map(|u| Target::url(u).unwrap()));
+//! purger.purge(["/a", "/b", "/a"].map(|u| Target::url(u).unwrap())).await;
 //! purger.flush().await;
 //! assert_eq!(memory.urls(), ["/a", "/b"]); // deduplicated
 //! purger.shutdown(Duration::from_secs(5)).await.unwrap();
@@ -32,11 +32,13 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 
 use crate::after_commit;
-use crate::backend::Backend;
-use crate::dispatch::{Command, WorkerHandle, spawn_worker};
+use crate::attempt::{AttemptError, AttemptReport, History};
+use crate::backend::{Backend, Capabilities};
+use crate::dispatch::{AttemptState, Command, spawn_worker};
+use crate::queue::Queue;
 use crate::retry::{DeadLetter, RetryPolicy};
 use crate::settings::{Delivery, QueueFull};
-use crate::target::{Target, Targets};
+use crate::target::Target;
 
 /// A handle on a purge pipeline. Cheap to clone; every clone feeds the same workers.
 #[derive(Clone)]
@@ -46,16 +48,10 @@ pub struct Purger {
 
 struct Inner {
     delivery: Delivery,
-    queue_capacity: u64,
     retry: RetryPolicy,
-    when_full: QueueFull,
-    /// Signalled by the workers as targets leave their queues.
-    room: Arc<tokio::sync::Notify>,
-    backends: Vec<(String, Arc<dyn Backend>)>,
+    queue: Arc<Queue>,
     outbox_wake: Arc<tokio::sync::Notify>,
-    workers: Vec<WorkerHandle>,
     joins: Mutex<Vec<tokio::task::JoinHandle<()>>>,
-    closed: AtomicBool,
     #[cfg(feature = "memory")]
     memory: std::collections::HashMap<String, crate::backend::MemoryBackend>,
 }
@@ -68,6 +64,7 @@ impl fmt::Debug for Purger {
                 "backends",
                 &self
                     .inner
+                    .queue
                     .workers
                     .iter()
                     .map(|w| w.name.as_str())
@@ -263,7 +260,6 @@ impl PurgerBuilder {
         }
         let mut workers = Vec::new();
         let mut joins = Vec::new();
-        let backends = self.backends.clone();
         let room = Arc::new(tokio::sync::Notify::new());
         for (name, backend) in self.backends {
             let (handle, join) =
@@ -274,15 +270,16 @@ impl PurgerBuilder {
         Ok(Purger {
             inner: Arc::new(Inner {
                 delivery: self.delivery,
-                queue_capacity: self.queue_capacity.unwrap_or(100_000) as u64,
                 retry: self.retry,
-                when_full: self.when_full,
-                room,
-                backends,
+                queue: Arc::new(Queue {
+                    workers,
+                    capacity: self.queue_capacity.unwrap_or(100_000) as u64,
+                    when_full: self.when_full,
+                    room,
+                    closed: AtomicBool::new(false),
+                }),
                 outbox_wake: Arc::new(tokio::sync::Notify::new()),
-                workers,
                 joins: Mutex::new(joins),
-                closed: AtomicBool::new(false),
                 #[cfg(feature = "memory")]
                 memory: self.memory,
             }),
@@ -329,13 +326,44 @@ impl Purger {
         self.inner.delivery
     }
 
-    /// The backend of this name, to call directly (what an outbox worker does).
-    pub fn backend(&self, name: &str) -> Option<Arc<dyn Backend>> {
+    /// What the backend of this name can purge.
+    pub fn capabilities(&self, backend: &str) -> Option<Capabilities> {
         self.inner
-            .backends
+            .queue
+            .workers
             .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, b)| b.clone())
+            .find(|w| w.name == backend)
+            .map(|w| w.capabilities)
+    }
+
+    /// One attempt of these targets on one backend, through the engine (batched and
+    /// deduplicated with everything else queued for it, counted in its statistics), for an
+    /// agent that keeps its own durable retry schedule: the outbox worker, a fleet agent. The
+    /// report says per target whether it was purged and, if not, the error and the retry
+    /// policy's verdict, given the purge's `history` (see [`crate::attempt`]).
+    ///
+    /// The targets are handed to the engine when this is called; the future waits for the
+    /// report.
+    pub fn attempt(
+        &self,
+        backend: &str,
+        targets: Vec<Target>,
+        history: History,
+    ) -> impl Future<Output = Result<AttemptReport, AttemptError>> + Send + 'static {
+        let sent = match self.inner.queue.workers.iter().find(|w| w.name == backend) {
+            None => Err(AttemptError::UnknownBackend(backend.to_owned())),
+            Some(_) if self.inner.queue.closed.load(Ordering::Acquire) => {
+                Err(AttemptError::Stopped)
+            }
+            Some(w) => {
+                let (tx, rx) = oneshot::channel();
+                let state = AttemptState::new(history, tx);
+                w.tx.send(Command::Attempt(state, targets))
+                    .map(|()| rx)
+                    .map_err(|_| AttemptError::Stopped)
+            }
+        };
+        async move { sent?.await.map_err(|_| AttemptError::Stopped) }
     }
 
     /// The retry policy of this pipeline.
@@ -351,7 +379,12 @@ impl Purger {
 
     /// The backends' names, in the order they were added.
     pub fn backend_names(&self) -> Vec<&str> {
-        self.inner.workers.iter().map(|w| w.name.as_str()).collect()
+        self.inner
+            .queue
+            .workers
+            .iter()
+            .map(|w| w.name.as_str())
+            .collect()
     }
 
     /// The [`MemoryBackend`](crate::backend::MemoryBackend) of this name, if the purger has one
@@ -386,21 +419,35 @@ impl Purger {
         CURRENT.scope(self.clone(), fut).await
     }
 
-    /// Queues targets for purging. Never blocks.
+    /// Purges these targets: queues them for every backend that can purge their kind, and
+    /// returns once they are queued (the purge itself happens in the background; [`flush`](
+    /// Self::flush) waits for it). Never fails.
     ///
-    /// Each backend holds at most `queue_capacity` undelivered targets (settings key
-    /// `queue_capacity`, [`PurgerBuilder::queue_capacity`]). Past that, targets for a backend
-    /// that can purge everything are coalesced into one purge of everything (wider, never
-    /// lost); for one that cannot, they are dropped. Both are counted in
-    /// [`BackendStats`] (`coalesced`, `dropped`) and logged. With `when_full = "wait"`,
-    /// [`Purger::purge_async`] (which the ORM hooks use) waits for room instead.
+    /// Inside an after-commit scope (a transaction of `cache_purge_hooks::sea_orm::transaction`
+    /// or the Diesel crate's, with [`Delivery::AfterCommit`]), the targets wait for the COMMIT
+    /// and are dropped on rollback.
     ///
-    /// With [`Delivery::AfterCommit`] inside an [`AfterCommit`](crate::AfterCommit) scope (a
-    /// transaction), the targets wait for the scope to be committed and are dropped if it is
-    /// not.
-    pub fn purge(&self, targets: impl IntoIterator<Item = Target>) {
+    /// Each backend holds at most `queue_capacity` undelivered targets
+    /// ([`PurgerBuilder::queue_capacity`]). With `when_full = "wait"` this waits until there is
+    /// room (never while a queue is empty, so a purge larger than the capacity still goes
+    /// through); otherwise, and in [`try_purge`](Self::try_purge), the `when_full` policy
+    /// applies at once (see [`QueueFull`]).
+    pub async fn purge(&self, targets: impl IntoIterator<Item = Target>) {
+        let Some(targets) = self.not_held_back(targets) else {
+            return;
+        };
+        if self.inner.queue.when_full == QueueFull::Wait {
+            self.inner.queue.wait_for_room(targets.len() as u64).await;
+        }
+        self.inner.queue.send(targets);
+    }
+
+    /// [`purge`](Self::purge) for code that cannot wait (outside async code, or where a save
+    /// must never slow down): a full queue applies the `when_full` policy at once instead of
+    /// waiting for room. Never blocks, never fails.
+    pub fn try_purge(&self, targets: impl IntoIterator<Item = Target>) {
         if let Some(targets) = self.not_held_back(targets) {
-            self.send(targets);
+            self.inner.queue.send(targets);
         }
     }
 
@@ -411,119 +458,56 @@ impl Purger {
             return None;
         }
         match self.inner.delivery {
-            Delivery::AfterCommit => after_commit::buffer(self, targets),
-            // The ORM crate writes outbox rows itself, through the save's connection; a
-            // purge reaching the Purger directly (by hand, or from code that has no
-            // connection) is sent at once.
+            Delivery::AfterCommit => after_commit::buffer(&self.inner.queue, targets),
+            // A purge reaching the Purger directly (by hand, or from code that has no
+            // connection to write outbox rows through) is sent at once; the ORM integrations
+            // ask [`Purger::route`] first.
             Delivery::Immediate | Delivery::Outbox => Some(targets),
         }
     }
 
-    /// [`Purger::purge`], but with `when_full = "wait"` it first waits until every backend's
-    /// queue has room for the targets (never while it is empty, so a batch larger than the
-    /// capacity still goes through). What the ORM hooks call.
-    pub async fn purge_async(&self, targets: impl IntoIterator<Item = Target>) {
-        let Some(targets) = self.not_held_back(targets) else {
-            return;
-        };
-        if self.inner.when_full == QueueFull::Wait {
-            self.wait_for_room(targets.len() as u64).await;
-        }
-        self.send(targets);
-    }
-
-    async fn wait_for_room(&self, n: u64) {
-        let capacity = self.inner.queue_capacity;
-        let mut waited = false;
-        loop {
-            let notified = self.inner.room.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            let full = self.inner.workers.iter().any(|w| {
-                let queued = w.counters.queued.load(Ordering::Relaxed);
-                queued > 0 && queued + n > capacity
-            });
-            if !full || self.inner.closed.load(Ordering::Acquire) {
-                return;
-            }
-            if !waited {
-                waited = true;
-                tracing::debug!(target: "cache_purge_hooks", targets = n, "purge queue full; waiting for room");
-            }
-            // A periodic re-check as well: room also frees when targets are deduplicated.
-            let _ = tokio::time::timeout(Duration::from_millis(100), notified).await;
+    /// Where the targets of a database write go, for the ORM integrations: decided here,
+    /// once, for SeaORM and Diesel alike (ask before the write's transaction ends).
+    ///
+    /// - [`Route::Outbox`]: write them as outbox rows (one per backend, see
+    ///   [`crate::outbox`]) through the write's own connection, in its transaction, then call
+    ///   [`Purger::outbox_written`] once the rows are committed; if the rows cannot be
+    ///   written, hand the targets to [`purge`](Self::purge) rather than lose them.
+    /// - [`Route::Queue`]: hand them to [`purge`](Self::purge) / [`try_purge`](Self::try_purge)
+    ///   once the write has committed (inside an after-commit scope, the scope holds them until
+    ///   its COMMIT).
+    pub fn route(&self) -> Route {
+        match self.inner.delivery {
+            Delivery::Outbox => Route::Outbox {
+                backends: self
+                    .backend_names()
+                    .into_iter()
+                    .map(str::to_owned)
+                    .collect(),
+            },
+            Delivery::Immediate | Delivery::AfterCommit => Route::Queue,
         }
     }
 
-    /// [`Purger::purge_resolved`] through [`Purger::purge_async`].
-    pub async fn purge_resolved_async(&self, source: &str, targets: Targets) {
-        self.purge_async(targets.into_valid(source)).await;
+    /// Outbox rows of this process were committed: wakes its outbox worker, which then
+    /// delivers them at once instead of at its next poll.
+    pub fn outbox_written(&self) {
+        self.inner.outbox_wake.notify_waiters();
     }
 
-    /// Queues what a resolver produced, logging (with `source`, for example the entity's type
-    /// name) every target it rejected.
-    pub fn purge_resolved(&self, source: &str, targets: Targets) {
-        self.purge(targets.into_valid(source));
-    }
-
-    /// Sends to the workers now, bypassing any after-commit scope.
-    pub(crate) fn send(&self, targets: Vec<Target>) {
-        if self.inner.closed.load(Ordering::Acquire) {
+    /// Logs (at ERROR, naming `source` and the targets) a write's purge that no purger was
+    /// installed to receive, so that the loss is visible: what the ORM integrations do when
+    /// [`Purger::current`] is `None`.
+    pub fn log_missing(source: &str, targets: &[Target]) {
+        if !targets.is_empty() {
+            let shown: Vec<String> = targets.iter().take(20).map(ToString::to_string).collect();
             tracing::error!(
                 target: "cache_purge_hooks",
-                targets = targets.len(),
-                "purge requested after Purger::shutdown; not sent"
+                source,
+                targets = ?shown,
+                count = targets.len(),
+                "no Purger installed: call cache_purge_hooks::init() (or Purger::install) at start-up; purge dropped"
             );
-            return;
-        }
-        let n = targets.len() as u64;
-        let shared: Arc<[Target]> = targets.into();
-        let mut everything: Option<Arc<[Target]>> = None;
-        for w in &self.inner.workers {
-            let queued = w.counters.queued.load(Ordering::Relaxed);
-            let mut batch = shared.clone();
-            if queued + n > self.inner.queue_capacity {
-                // Full: never unbounded memory, never a silent drop. Widen to one "purge
-                // everything" where the backend can; otherwise drop, counted and logged.
-                if w.capabilities.supports(crate::TargetKind::Everything) {
-                    w.counters.coalesced.fetch_add(n, Ordering::Relaxed);
-                    tracing::warn!(
-                        target: "cache_purge_hooks",
-                        backend = %w.name,
-                        queued,
-                        targets = n,
-                        "purge queue full; coalesced into one purge of everything"
-                    );
-                    batch = everything
-                        .get_or_insert_with(|| Arc::from(vec![Target::Everything]))
-                        .clone();
-                } else {
-                    w.counters.dropped.fetch_add(n, Ordering::Relaxed);
-                    tracing::error!(
-                        target: "cache_purge_hooks",
-                        backend = %w.name,
-                        queued,
-                        targets = n,
-                        first = %shared[0],
-                        "purge queue full and the backend cannot purge everything; targets dropped"
-                    );
-                    continue;
-                }
-            }
-            w.counters
-                .queued
-                .fetch_add(batch.len() as u64, Ordering::Relaxed);
-            if w.tx.send(Command::Purge(batch.clone())).is_err() {
-                w.counters
-                    .queued
-                    .fetch_sub(batch.len() as u64, Ordering::Relaxed);
-                tracing::error!(
-                    target: "cache_purge_hooks",
-                    backend = %w.name,
-                    targets = batch.len(),
-                    "backend worker has stopped; purge not sent"
-                );
-            }
         }
     }
 
@@ -531,8 +515,8 @@ impl Purger {
     /// failed (and then waiting for a retry, or dead). Use [`Purger::shutdown`] to wait for
     /// retries too.
     pub async fn flush(&self) {
-        let mut acks = Vec::with_capacity(self.inner.workers.len());
-        for w in &self.inner.workers {
+        let mut acks = Vec::with_capacity(self.inner.queue.workers.len());
+        for w in &self.inner.queue.workers {
             let (tx, rx) = oneshot::channel();
             if w.tx.send(Command::Flush(tx)).is_ok() {
                 acks.push(rx);
@@ -558,9 +542,10 @@ impl Purger {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        self.inner.closed.store(true, Ordering::Release);
+        self.inner.queue.closed.store(true, Ordering::Release);
         let undelivered: u64 = self
             .inner
+            .queue
             .workers
             .iter()
             .map(|w| w.counters.queued.load(Ordering::Relaxed))
@@ -581,6 +566,7 @@ impl Purger {
     /// Targets not yet delivered nor given up on, over all backends.
     pub fn undelivered(&self) -> u64 {
         self.inner
+            .queue
             .workers
             .iter()
             .map(|w| w.counters.queued.load(Ordering::Relaxed))
@@ -591,7 +577,7 @@ impl Purger {
     /// `retry.dead_letter_capacity`).
     pub fn dead_letters(&self) -> Vec<DeadLetter> {
         let mut all = Vec::new();
-        for w in &self.inner.workers {
+        for w in &self.inner.queue.workers {
             all.extend(
                 w.dead
                     .lock()
@@ -608,7 +594,7 @@ impl Purger {
     /// empties the list. Returns how many were queued.
     pub fn retry_dead(&self) -> usize {
         let mut total = 0;
-        for w in &self.inner.workers {
+        for w in &self.inner.queue.workers {
             let letters: Vec<Target> = w
                 .dead
                 .lock()
@@ -633,6 +619,7 @@ impl Purger {
     /// A snapshot of every backend's counters.
     pub fn stats(&self) -> Vec<BackendStats> {
         self.inner
+            .queue
             .workers
             .iter()
             .map(|w| {
@@ -710,31 +697,15 @@ pub struct BackendStats {
     pub last_error: Option<crate::backend::PurgeError>,
 }
 
-/// Queues targets on [`Purger::current`]; with none installed, logs an error naming the
-/// targets (so the loss is visible) and drops them.
-pub fn purge_current(source: &str, targets: Targets) {
-    match Purger::current() {
-        Some(p) => p.purge_resolved(source, targets),
-        None => no_purger(source, &targets),
-    }
-}
-
-/// [`purge_current`] through [`Purger::purge_async`] (waits for room with
-/// `when_full = "wait"`): what the ORM hooks call.
-pub async fn purge_current_async(source: &str, targets: Targets) {
-    match Purger::current() {
-        Some(p) => p.purge_resolved_async(source, targets).await,
-        None => no_purger(source, &targets),
-    }
-}
-
-fn no_purger(source: &str, targets: &Targets) {
-    if !targets.is_empty() || !targets.rejected().is_empty() {
-        tracing::error!(
-            target: "cache_purge_hooks",
-            source,
-            targets = ?targets.urls(),
-            "no Purger installed: call cache_purge_hooks::init() (or Purger::install) at start-up; purge dropped"
-        );
-    }
+/// Where a write's targets go: see [`Purger::route`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Route {
+    /// Hand them to [`Purger::purge`] once the write has committed.
+    Queue,
+    /// Write them as outbox rows, one per backend, through the write's own connection.
+    Outbox {
+        /// The backends to write a row for, by name.
+        backends: Vec<String>,
+    },
 }

@@ -88,9 +88,9 @@ pub enum QueueFull {
     /// lost); where it cannot, they are dropped. Both counted and logged.
     #[default]
     Coalesce,
-    /// The ORM hooks (and [`Purger::purge_async`](crate::Purger::purge_async)) wait for room:
-    /// saves slow down instead of purges widening. [`Purger::purge`](crate::Purger::purge),
-    /// which cannot wait, coalesces.
+    /// The ORM hooks (and [`Purger::purge`](crate::Purger::purge)) wait for room: saves slow
+    /// down instead of purges widening. [`Purger::try_purge`](crate::Purger::try_purge), which
+    /// never waits, coalesces.
     Wait,
 }
 

@@ -79,9 +79,7 @@ use std::str::FromStr;
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use cache_purge_hooks_engine::{
-    AfterCommit, Delivery, PurgeTargets, Purger, Targets, purge_current_async,
-};
+use cache_purge_hooks_engine::{AfterCommit, PurgeTargets, Purger, Route, Targets};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, IntoActiveModel, Iterable,
     ModelTrait, PrimaryKeyToColumn, QueryFilter, TransactionError, TransactionTrait, TryIntoModel,
@@ -96,34 +94,40 @@ pub mod __private {
     pub use sea_orm;
 }
 
-/// Hands a write's targets to the pipeline: with `delivery = "outbox"`, as outbox rows
+/// Hands a write's targets to the pipeline, where [`Purger::route`] says: as outbox rows
 /// written through `db`, the connection (or transaction) of the write itself, so that they
-/// commit or roll back with it; otherwise to [`Purger::current`].
+/// commit or roll back with it; or to [`Purger::purge`].
 pub(crate) async fn deliver<C: ConnectionTrait>(db: &C, source: &str, targets: Targets) {
-    let purger = match Purger::current() {
-        Some(p) if p.delivery() == Delivery::Outbox => p,
-        _ => return purge_current_async(source, targets).await,
-    };
     let targets = targets.into_valid(source);
     if targets.is_empty() {
         return;
     }
-    match outbox::enqueue(db, &purger.backend_names(), &targets, outbox::now_ms()).await {
-        // Outside a transaction the rows are committed already; inside one the worker
-        // finds nothing yet and picks them up at its next poll or wake-up after COMMIT.
-        Ok(()) => purger.outbox_wake().notify_waiters(),
-        Err(e) => {
-            // Not recorded: send now rather than lose the purge (it may then precede the
-            // COMMIT, the risk the outbox is there to avoid).
-            tracing::error!(
-                target: "cache_purge_hooks",
-                source,
-                error = %e,
-                targets = targets.len(),
-                "could not write the purge to the outbox (is its migration applied?); sent directly"
-            );
-            purger.purge(targets);
+    let Some(purger) = Purger::current() else {
+        return Purger::log_missing(source, &targets);
+    };
+    match purger.route() {
+        Route::Outbox { backends } => {
+            let backends: Vec<&str> = backends.iter().map(String::as_str).collect();
+            match outbox::enqueue(db, &backends, &targets, outbox::now_ms()).await {
+                // Outside a transaction the rows are committed already; inside one the worker
+                // finds nothing yet and picks them up at its next poll, or at the wake-up of
+                // `transaction` after COMMIT.
+                Ok(()) => purger.outbox_written(),
+                Err(e) => {
+                    // Not recorded: send now rather than lose the purge (it may then precede
+                    // the COMMIT, the risk the outbox is there to avoid).
+                    tracing::error!(
+                        target: "cache_purge_hooks",
+                        source,
+                        error = %e,
+                        targets = targets.len(),
+                        "could not write the purge to the outbox (is its migration applied?); sent directly"
+                    );
+                    purger.purge(targets).await;
+                }
+            }
         }
+        _ => purger.purge(targets).await,
     }
 }
 
@@ -420,10 +424,8 @@ where
             pending.commit();
             // Outbox rows written inside are visible now: deliver them without waiting for
             // the worker's next poll.
-            if let Some(p) = Purger::current()
-                && p.delivery() == Delivery::Outbox
-            {
-                p.outbox_wake().notify_waiters();
+            if let Some(p) = Purger::current() {
+                p.outbox_written();
             }
         }
         Err(_) => {

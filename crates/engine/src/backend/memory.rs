@@ -30,7 +30,7 @@ struct State {
 ///
 /// let memory = MemoryBackend::new();
 /// let purger = Purger::builder().backend("memory", memory.clone()).build().unwrap();
-/// purger.purge([Target::url("/posts/a").unwrap()]);
+/// purger.purge([Target::url("/posts/a").unwrap()]).await;
 /// purger.flush().await;
 /// assert_eq!(memory.urls(), ["/posts/a"]);
 /// assert!(memory.was_purged("/posts/a"));

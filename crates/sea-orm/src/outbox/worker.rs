@@ -1,19 +1,20 @@
-//! The outbox worker: claims the rows of each backend, delivers them through the
-//! [`Purger`]'s backends, and settles them (deleted when delivered, retried with backoff,
-//! dead-lettered when given up on).
+//! The outbox worker: claims the rows of each backend, hands each row to the [`Purger`]'s
+//! engine for one attempt ([`Purger::attempt`]), and settles it by the engine's report
+//! (deleted when delivered; retried after the retry policy's wait, or dead-lettered when the
+//! policy gives up). The worker never talks to a backend itself: batching, concurrency,
+//! statistics and the retry decision are the engine's, as for the in-memory queue.
 //!
 //! One task per backend, so a slow or failing backend never holds back another. Each task is
 //! woken at once by saves of this process ([`Purger::outbox_wake`]) and polls for rows written
 //! by other processes.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use cache_purge_hooks_engine::backend::{Backend, FailedTargets, PurgeError};
+use cache_purge_hooks_engine::Purger;
+use cache_purge_hooks_engine::attempt::{AttemptError, History};
 use cache_purge_hooks_engine::retry::Verdict;
-use cache_purge_hooks_engine::{Purger, Target};
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbErr, EntityTrait, PaginatorTrait};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -73,13 +74,9 @@ impl OutboxWorkerBuilder {
         let counters = Arc::new(WorkerCounters::default());
         let mut tasks = Vec::new();
         for name in self.purger.backend_names() {
-            let Some(backend) = self.purger.backend(name) else {
-                continue;
-            };
             let task = BackendTask {
                 db: self.db.clone(),
                 name: name.to_owned(),
-                backend,
                 purger: self.purger.clone(),
                 worker_id: self.worker_id.clone(),
                 poll_interval: self.poll_interval,
@@ -211,7 +208,6 @@ impl OutboxWorker {
 struct BackendTask {
     db: DatabaseConnection,
     name: String,
-    backend: Arc<dyn Backend>,
     purger: Purger,
     worker_id: String,
     poll_interval: Duration,
@@ -269,50 +265,63 @@ impl BackendTask {
         }
     }
 
-    /// Sends the rows' targets in batches of the backend's size, then settles every row:
-    /// delivered if all its targets were purged, else failed (retry or dead).
+    /// Hands every row to the engine for one attempt, then settles each row by its report:
+    /// delivered (deleted), retried at the verdict's time, or dead.
     async fn deliver(&self, rows: Vec<OutboxRow>) {
-        let mut all: Vec<Target> = Vec::new();
-        let mut seen = HashSet::new();
-        for row in &rows {
-            for t in &row.targets {
-                if self.backend.capabilities().supports(t.kind()) && seen.insert(t.clone()) {
-                    all.push(t.clone());
-                }
-            }
-        }
-        let mut failed: HashSet<Target> = HashSet::new();
-        let mut first_error: Option<PurgeError> = None;
-        for batch in all.chunks(self.backend.max_batch().max(1)) {
-            if let Err(e) = self.backend.purge(batch).await {
-                match e.failed() {
-                    FailedTargets::All => failed.extend(batch.iter().cloned()),
-                    FailedTargets::Only(ts) => failed.extend(ts.iter().cloned()),
-                }
-                // A transient failure decides over a permanent one: the rows are kept.
-                if first_error
-                    .as_ref()
-                    .is_none_or(|f| !f.is_transient() && e.is_transient())
-                {
-                    first_error = Some(e);
-                }
-            }
-        }
-        let now = now_ms();
-        let (bad, good): (Vec<&OutboxRow>, Vec<&OutboxRow>) = rows
+        let attempts: Vec<_> = rows
             .iter()
-            .partition(|r| r.targets.iter().any(|t| failed.contains(t)));
+            .map(|row| {
+                let since =
+                    UNIX_EPOCH + Duration::from_millis(u64::try_from(row.created_at).unwrap_or(0));
+                self.purger.attempt(
+                    &self.name,
+                    row.targets.clone(),
+                    History::after(row.attempts, since.min(SystemTime::now())),
+                )
+            })
+            .collect();
+        let reports = futures::future::join_all(attempts).await;
+        let now = now_ms();
+        let mut good = Vec::new();
+        let mut dead: Vec<(i64, String)> = Vec::new();
+        let mut retry: Vec<(i64, i64, String)> = Vec::new();
+        let mut untouched = Vec::new();
+        for (row, report) in rows.iter().zip(reports) {
+            let report = match report {
+                Ok(report) => report,
+                // The engine stopped under the worker (shutdown): the row goes back as it was.
+                Err(AttemptError::Stopped) | Err(_) => {
+                    untouched.push(row.id);
+                    continue;
+                }
+            };
+            let (Some(verdict), Some(error)) = (report.verdict(), report.error()) else {
+                good.push(row.id);
+                continue;
+            };
+            let message = error.to_string();
+            match verdict {
+                Verdict::Retry { after } => retry.push((
+                    row.id,
+                    now + i64::try_from(after.as_millis()).unwrap_or(i64::MAX),
+                    message,
+                )),
+                _ => dead.push((row.id, message)),
+            }
+        }
+        if !untouched.is_empty() {
+            let _ = release(&self.db, &self.worker_id, &untouched).await;
+        }
         if !good.is_empty() {
-            let ids: Vec<i64> = good.iter().map(|r| r.id).collect();
-            match complete(&self.db, &self.worker_id, &ids).await {
+            match complete(&self.db, &self.worker_id, &good).await {
                 Ok(n) => {
                     self.counters.delivered.fetch_add(n, Ordering::Relaxed);
-                    let lost = ids.len() as u64 - n.min(ids.len() as u64);
+                    let lost = good.len() as u64 - n.min(good.len() as u64);
                     if lost > 0 {
                         self.counters.lease_lost.fetch_add(lost, Ordering::Relaxed);
                         tracing::warn!(
                             target: "cache_purge_hooks",
-                            backend = &self.name,
+                            backend = %self.name,
                             rows = lost,
                             "outbox lease ran out during delivery; another worker sends these purges again"
                         );
@@ -320,49 +329,43 @@ impl BackendTask {
                 }
                 Err(e) => tracing::error!(
                     target: "cache_purge_hooks",
-                    backend = &self.name,
+                    backend = %self.name,
                     error = %e,
                     "delivered outbox rows could not be deleted; they will be sent again"
                 ),
             }
         }
-        let Some(error) = first_error else {
+        if dead.is_empty() && retry.is_empty() {
             return;
-        };
-        let policy = self.purger.retry_policy();
-        let message = error.to_string();
-        let (mut dead_ids, mut retry) = (Vec::new(), Vec::new());
-        for row in bad {
-            let attempts = row.attempts + 1;
-            let age = Duration::from_millis(u64::try_from(now - row.created_at).unwrap_or(0));
-            match policy.decide(&error, attempts, age) {
-                Verdict::Retry { after } => retry.push((
-                    row.id,
-                    now + i64::try_from(after.as_millis()).unwrap_or(i64::MAX),
-                )),
-                _ => dead_ids.push(row.id),
-            }
         }
         self.counters
             .failed
-            .fetch_add((dead_ids.len() + retry.len()) as u64, Ordering::Relaxed);
+            .fetch_add((dead.len() + retry.len()) as u64, Ordering::Relaxed);
         tracing::error!(
             target: "cache_purge_hooks",
-            backend = &self.name,
-            error = %message,
+            backend = %self.name,
+            error = %dead.first().map(|d| d.1.as_str()).or(retry.first().map(|r| r.2.as_str())).unwrap_or_default(),
             retry = retry.len(),
-            dead = dead_ids.len(),
+            dead = dead.len(),
             "outbox delivery failed"
         );
-        if !dead_ids.is_empty() {
-            match fail(&self.db, &self.worker_id, &dead_ids, &message, None, now).await {
+        // One statement per distinct error.
+        let mut by_error: Vec<(String, Vec<i64>)> = Vec::new();
+        for (id, message) in dead {
+            match by_error.iter_mut().find(|(m, _)| *m == message) {
+                Some((_, ids)) => ids.push(id),
+                None => by_error.push((message, vec![id])),
+            }
+        }
+        for (message, ids) in by_error {
+            match fail(&self.db, &self.worker_id, &ids, &message, None, now).await {
                 Ok(n) => {
                     self.counters.dead.fetch_add(n, Ordering::Relaxed);
                 }
                 Err(e) => log_settle_error(&self.name, &e),
             }
         }
-        for (id, at) in retry {
+        for (id, at, message) in retry {
             if let Err(e) = fail(&self.db, &self.worker_id, &[id], &message, Some(at), now).await {
                 log_settle_error(&self.name, &e);
             }
