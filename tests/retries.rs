@@ -218,13 +218,14 @@ async fn shutdown_reports_what_retries_could_not_deliver_in_time() {
 }
 
 #[tokio::test]
-async fn a_full_queue_coalesces_into_one_purge_of_everything() {
+async fn a_full_queue_coalesces_into_one_purge_of_everything_when_opted_in() {
     let backend = Scripted::new(vec![]);
     let held = backend.gate.clone();
     let _all = held.acquire_many(GATE).await.unwrap();
     let purger = Purger::builder()
         .delivery(Delivery::Immediate)
         .queue_capacity(3)
+        .when_full(QueueFull::Coalesce)
         .backend("scripted", backend.clone())
         .build()
         .unwrap();
@@ -245,22 +246,60 @@ async fn a_full_queue_coalesces_into_one_purge_of_everything() {
 }
 
 #[tokio::test]
-async fn a_full_queue_for_a_backend_that_cannot_widen_drops_counted() {
+async fn a_full_queue_spills_to_disk_and_delivers_everything_in_order() {
     let mut backend = Scripted::new(vec![]);
     backend.capabilities = Capabilities::URL;
     let held = backend.gate.clone();
     let all = held.acquire_many(GATE).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
     let purger = Purger::builder()
         .queue_capacity(2)
+        .spill_dir(dir.path())
         .backend("scripted", backend.clone())
         .build()
         .unwrap();
-    purger.purge(urls(&["/1", "/2"])).await;
-    purger.purge(urls(&["/3"])).await;
+    let sent: Vec<Target> = (0..50)
+        .map(|i| Target::url(&format!("/p/{i}")).unwrap())
+        .collect();
+    for chunk in sent.chunks(7) {
+        // Never waits, never widens, never drops: what does not fit goes to the spill file.
+        purger.try_purge(chunk.to_vec());
+    }
     let stats = &purger.stats()[0];
-    assert_eq!((stats.dropped, stats.queued), (1, 2), "{stats:?}");
+    assert_eq!((stats.dropped, stats.coalesced), (0, 0), "{stats:?}");
+    assert_eq!(stats.queued, 50, "{stats:?}");
+    assert!(stats.in_spill >= 48 && stats.spilled >= 48, "{stats:?}");
+    let files: Vec<_> = walk(dir.path());
+    assert_eq!(files.len(), 1, "one spill file: {files:?}");
+    // The cache answers again: every target is delivered, once, in the order it was sent.
     drop(all);
-    purger.shutdown(Duration::from_secs(5)).await.unwrap();
+    purger.shutdown(Duration::from_secs(10)).await.unwrap();
+    let delivered: Vec<Target> = backend.calls().into_iter().flat_map(|(_, b)| b).collect();
+    assert_eq!(delivered, sent);
+    let stats = &purger.stats()[0];
+    assert_eq!(
+        (stats.purged, stats.queued, stats.in_spill, stats.dropped),
+        (50, 0, 0, 0),
+        "{stats:?}"
+    );
+    assert!(
+        walk(dir.path()).is_empty(),
+        "the spill file is removed at shutdown"
+    );
+}
+
+/// The files under `dir`, recursively.
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
 }
 
 #[test]
@@ -285,7 +324,7 @@ fn retry_and_queue_settings_are_read_and_checked() {
     assert!(err("[retry]\nmax_attempt = 3\n").contains("unknown key `max_attempt`"));
     assert_eq!(
         err("when_full = \"block\"\n"),
-        "invalid cache purge setting `when_full` (from settings text): unknown queue policy `block`; expected one of `coalesce`, `wait`"
+        "invalid cache purge setting `when_full` (from settings text): unknown queue policy `block`; expected one of `spill`, `wait`, `coalesce`"
     );
 }
 

@@ -1,13 +1,21 @@
 //! `cache-purge purge`: reads and checks every target, sends them to every backend of the
 //! settings at once, waits, and reports per backend what was purged and what was not.
+//!
+//! Any number of targets, in bounded memory: every target is checked and deduplicated as it is
+//! read (by a 128-bit fingerprint, 16 bytes a target), and written to a spool file; only when
+//! all of them are valid (an invalid one stops everything before anything is sent) are they
+//! read back and sent in chunks, each waiting for room in the queue. Nothing is widened into
+//! "purge everything" and nothing is dropped: exactly the listed targets are purged.
 
 use std::collections::HashSet;
-use std::io::{BufRead as _, IsTerminal as _};
+use std::hash::BuildHasher;
+use std::io::{BufRead as _, BufReader, BufWriter, IsTerminal as _, Seek as _, Write as _};
 use std::time::Duration;
 
 use cache_purge_hooks_engine::backend::{Capabilities, PurgeError};
 use cache_purge_hooks_engine::{
-    BackendStats, DeadLetter, Delivery, InvalidTarget, Purger, PurgerBuilder, Target, TargetKind,
+    BackendStats, DeadLetter, Delivery, InvalidTarget, Purger, PurgerBuilder, QueueFull, Target,
+    TargetKind,
 };
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
@@ -20,15 +28,20 @@ use crate::output::{self, Output, plural, some_of};
 use crate::settings::{self, Source};
 
 /// More targets than this get a progress bar (when stderr is a terminal).
-const PROGRESS_THRESHOLD: usize = 100;
+const PROGRESS_THRESHOLD: u64 = 100;
+/// Targets read back from the spool and handed to the purger at a time.
+const CHUNK: usize = 10_000;
+/// The most targets the purger holds in memory per backend (the settings' `queue_capacity`
+/// if lower): the command waits for room rather than spill or widen.
+const CLI_QUEUE_CAPACITY: usize = 50_000;
 /// Invalid inputs listed before "and N more".
 const MAX_LISTED_ERRORS: usize = 20;
 
 /// Runs `cache-purge purge`.
 pub(crate) fn run(global: &GlobalArgs, args: PurgeArgs, out: &Output) -> Result<u8, CliError> {
     let loaded = settings::load(global)?;
-    let targets = collect_targets(&args)?;
-    if targets.is_empty() {
+    let mut targets = spool_targets(&args)?;
+    if targets.count == 0 {
         output::note("nothing to purge (no target given, none on standard input)");
         if out.json {
             out.json(&json!({ "ok": true, "targets": 0, "backends": [] }));
@@ -61,9 +74,10 @@ pub(crate) fn run(global: &GlobalArgs, args: PurgeArgs, out: &Output) -> Result<
         let purger = PurgerBuilder::from_settings(settings)?
             .delivery(Delivery::Immediate)
             .retry(retry)
+            .queue_capacity(settings.queue_capacity.min(CLI_QUEUE_CAPACITY))
+            .when_full(QueueFull::Wait)
             .build()?;
-        purger.try_purge(targets.iter().cloned());
-        let timed_out = wait(&purger, targets.len(), deadline).await;
+        let timed_out = send_and_wait(&purger, &mut targets, deadline).await?;
         Ok::<_, CliError>(Outcome {
             stats: purger.stats(),
             dead: purger.dead_letters(),
@@ -87,14 +101,14 @@ pub(crate) fn run(global: &GlobalArgs, args: PurgeArgs, out: &Output) -> Result<
     if out.json {
         out.json(&json!({
             "ok": ok,
-            "targets": targets.len(),
+            "targets": targets.count,
             "backends": reports.iter().map(BackendReport::json).collect::<Vec<_>>(),
         }));
     } else {
         print_human(
             out,
             &reports,
-            targets.len(),
+            targets.count,
             ok,
             outcome.timed_out,
             deadline,
@@ -112,27 +126,90 @@ struct Outcome {
     timed_out: bool,
 }
 
-/// Every target of the command line (and stdin), checked and deduplicated, in order. Any
-/// invalid one is a usage error listing all of them: nothing is sent.
-fn collect_targets(args: &PurgeArgs) -> Result<Vec<Target>, CliError> {
-    let mut targets = Vec::new();
+/// The targets to purge, checked, deduplicated and spooled to a file, in order.
+#[derive(Debug)]
+struct Spooled {
+    file: std::fs::File,
+    /// Distinct targets.
+    count: u64,
+    /// How many of each kind.
+    kinds: Vec<(TargetKind, u64)>,
+}
+
+/// Tells targets apart by a 128-bit fingerprint (two keyed SipHash values): 16 bytes a target
+/// whatever its length, and a collision (which would skip a target) as likely as
+/// 1 in 10^26 for a million targets.
+struct Seen {
+    keys: (std::hash::RandomState, std::hash::RandomState),
+    set: HashSet<(u64, u64)>,
+}
+
+impl Seen {
+    fn new() -> Self {
+        Self {
+            keys: (std::hash::RandomState::new(), std::hash::RandomState::new()),
+            set: HashSet::new(),
+        }
+    }
+
+    /// Whether this target is new.
+    fn insert(&mut self, target: &Target) -> bool {
+        self.set
+            .insert((self.keys.0.hash_one(target), self.keys.1.hash_one(target)))
+    }
+}
+
+/// Every target of the command line (and stdin), checked and deduplicated, in order, written
+/// to a spool file. Any invalid one is a usage error listing them (the first ones): nothing is
+/// sent.
+fn spool_targets(args: &PurgeArgs) -> Result<Spooled, CliError> {
+    let io_error = |e: std::io::Error| {
+        CliError::failed(format!(
+            "cannot write the list of targets to a temporary file: {e}"
+        ))
+    };
+    let file = tempfile::tempfile().map_err(io_error)?;
+    let mut writer = BufWriter::new(file);
+    let mut seen = Seen::new();
+    let mut count = 0u64;
+    let mut kinds: Vec<(TargetKind, u64)> = Vec::new();
     let mut invalid: Vec<String> = Vec::new();
-    let mut push = |result: Result<Target, InvalidTarget>, origin: String| match result {
-        Ok(t) => targets.push(t),
-        Err(e) => invalid.push(format!("{origin}: {:?}: {}", e.input, e.reason)),
+    let mut invalid_count = 0usize;
+    let mut push = |result: Result<Target, InvalidTarget>,
+                    origin: &dyn Fn() -> String|
+     -> std::io::Result<()> {
+        match result {
+            Ok(t) => {
+                if seen.insert(&t) {
+                    count += 1;
+                    match kinds.iter_mut().find(|(k, _)| *k == t.kind()) {
+                        Some((_, n)) => *n += 1,
+                        None => kinds.push((t.kind(), 1)),
+                    }
+                    writeln!(writer, "{t}")?;
+                }
+            }
+            Err(e) => {
+                invalid_count += 1;
+                if invalid.len() < MAX_LISTED_ERRORS {
+                    invalid.push(format!("{}: {:?}: {}", origin(), e.input, e.reason));
+                }
+            }
+        }
+        Ok(())
     };
     let mut read_stdin = args.urls.iter().any(|u| u == "-");
     for url in args.urls.iter().filter(|u| *u != "-") {
-        push(Target::url(url), "URL".to_owned());
+        push(Target::url(url), &|| "URL".to_owned()).map_err(io_error)?;
     }
     for prefix in &args.prefix {
-        push(Target::prefix(prefix), "--prefix".to_owned());
+        push(Target::prefix(prefix), &|| "--prefix".to_owned()).map_err(io_error)?;
     }
     for tag in &args.tag {
-        push(Target::tag(tag), "--tag".to_owned());
+        push(Target::tag(tag), &|| "--tag".to_owned()).map_err(io_error)?;
     }
     if args.all {
-        push(Ok(Target::Everything), "--all".to_owned());
+        push(Ok(Target::Everything), &|| "--all".to_owned()).map_err(io_error)?;
     }
     if args.urls.is_empty() && args.prefix.is_empty() && args.tag.is_empty() && !args.all {
         read_stdin = true;
@@ -150,34 +227,44 @@ fn collect_targets(args: &PurgeArgs) -> Result<Vec<Target>, CliError> {
             if url.is_empty() || url.starts_with('#') {
                 continue;
             }
-            push(Target::url(url), format!("standard input, line {}", i + 1));
+            push(Target::url(url), &|| {
+                format!("standard input, line {}", i + 1)
+            })
+            .map_err(io_error)?;
         }
     }
-    if !invalid.is_empty() {
-        let count = invalid.len();
-        let mut details: Vec<String> = invalid.into_iter().take(MAX_LISTED_ERRORS).collect();
-        if count > MAX_LISTED_ERRORS {
-            details.push(format!("... and {} more", count - MAX_LISTED_ERRORS));
+    if invalid_count > 0 {
+        let mut details = invalid;
+        if invalid_count > MAX_LISTED_ERRORS {
+            details.push(format!(
+                "... and {} more",
+                invalid_count - MAX_LISTED_ERRORS
+            ));
         }
         return Err(CliError::usage(format!(
             "{}; nothing was purged",
-            plural(count as u64, "invalid target", "invalid targets")
+            plural(invalid_count as u64, "invalid target", "invalid targets")
         ))
         .with_details(details));
     }
-    let mut seen = HashSet::with_capacity(targets.len());
-    targets.retain(|t| seen.insert(t.clone()));
-    Ok(targets)
+    let mut file = writer.into_inner().map_err(|e| io_error(e.into_error()))?;
+    file.rewind().map_err(io_error)?;
+    Ok(Spooled { file, count, kinds })
 }
 
-/// Waits for every target to be purged, given up on or skipped, at most `deadline`, then
-/// stops the purger. Shows a progress bar on a terminal for many targets. Returns whether the
-/// deadline passed first.
-async fn wait(purger: &Purger, targets: usize, deadline: Duration) -> bool {
+/// Reads the spooled targets back and hands them to the purger a chunk at a time (each
+/// waiting for room, so memory stays bounded), then waits for every target to be purged,
+/// given up on or skipped, at most `deadline`, and stops the purger. Shows a progress bar on a
+/// terminal for many targets. Returns whether the deadline passed first.
+async fn send_and_wait(
+    purger: &Purger,
+    targets: &mut Spooled,
+    deadline: Duration,
+) -> Result<bool, CliError> {
     let backends = purger.backend_names().len() as u64;
-    let bar = (targets > PROGRESS_THRESHOLD && std::io::stderr().is_terminal()).then(|| {
+    let bar = (targets.count > PROGRESS_THRESHOLD && std::io::stderr().is_terminal()).then(|| {
         let bar = ProgressBar::with_draw_target(
-            Some(targets as u64 * backends),
+            Some(targets.count * backends),
             ProgressDrawTarget::stderr(),
         );
         if let Ok(style) = ProgressStyle::with_template(
@@ -187,29 +274,49 @@ async fn wait(purger: &Purger, targets: usize, deadline: Duration) -> bool {
         }
         bar
     });
+    let show = |bar: &Option<ProgressBar>| {
+        if let Some(bar) = bar {
+            let stats = purger.stats();
+            let done: u64 = stats.iter().map(settled).sum();
+            let dead: u64 = stats.iter().map(|s| s.dead).sum();
+            bar.set_position(done);
+            if dead > 0 {
+                bar.set_message(format!("{dead} failed"));
+            }
+        }
+    };
+    let mut lines = BufReader::new(&targets.file).lines();
+    let mut chunk: Vec<Target> = Vec::with_capacity(CHUNK);
+    loop {
+        chunk.clear();
+        for line in lines.by_ref().take(CHUNK) {
+            let line = line.map_err(|e| {
+                CliError::failed(format!("cannot read back the list of targets: {e}"))
+            })?;
+            // Written by spool_targets from valid targets: it parses.
+            if let Ok(t) = line.parse::<Target>() {
+                chunk.push(t);
+            }
+        }
+        if chunk.is_empty() {
+            break;
+        }
+        purger.purge(std::mem::take(&mut chunk)).await;
+        show(&bar);
+    }
     let shutdown = purger.shutdown(deadline);
     tokio::pin!(shutdown);
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     let result = loop {
         tokio::select! {
             result = &mut shutdown => break result,
-            _ = tick.tick() => {
-                if let Some(bar) = &bar {
-                    let stats = purger.stats();
-                    let done: u64 = stats.iter().map(settled).sum();
-                    let dead: u64 = stats.iter().map(|s| s.dead).sum();
-                    bar.set_position(done);
-                    if dead > 0 {
-                        bar.set_message(format!("{dead} failed"));
-                    }
-                }
-            }
+            _ = tick.tick() => show(&bar),
         }
     };
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
-    result.is_err()
+    Ok(result.is_err())
 }
 
 /// Targets a backend is done with, one way or another.
@@ -238,21 +345,20 @@ impl BackendReport {
         info: &BackendInfo,
         settings: &cache_purge_hooks_engine::settings::BackendSettings,
         caps: Capabilities,
-        targets: &[Target],
+        targets: &Spooled,
         outcome: &Outcome,
     ) -> Self {
         let stats = outcome.stats.iter().find(|s| s.backend == info.name);
         let get = |f: fn(&BackendStats) -> u64| stats.map(f).unwrap_or(0);
-        let mut unsupported: Vec<(TargetKind, u64)> = Vec::new();
-        for t in targets.iter().filter(|t| !caps.supports(t.kind())) {
-            match unsupported.iter_mut().find(|(k, _)| *k == t.kind()) {
-                Some((_, n)) => *n += 1,
-                None => unsupported.push((t.kind(), 1)),
-            }
-        }
+        let unsupported: Vec<(TargetKind, u64)> = targets
+            .kinds
+            .iter()
+            .filter(|(k, _)| !caps.supports(*k))
+            .copied()
+            .collect();
         Self {
             info: info.clone(),
-            requested: targets.len() as u64,
+            requested: targets.count,
             purged: get(|s| s.purged),
             dead: get(|s| s.dead),
             undelivered: get(|s| s.queued),
@@ -334,7 +440,7 @@ impl BackendReport {
 fn print_human(
     out: &Output,
     reports: &[BackendReport],
-    targets: usize,
+    targets: u64,
     ok: bool,
     timed_out: bool,
     deadline: Duration,
@@ -405,7 +511,7 @@ fn print_human(
     if ok {
         out.line(format!(
             "{} purged on {}",
-            plural(targets as u64, "target", "targets"),
+            plural(targets, "target", "targets"),
             plural(reports.len() as u64, "backend", "backends")
         ));
     } else {
@@ -436,17 +542,22 @@ mod tests {
 
     #[test]
     fn targets_are_checked_and_deduplicated() {
-        let t = collect_targets(&args(&["/a", "/a#top", "https://x.example/b"])).unwrap();
-        let shown: Vec<String> = t.iter().map(ToString::to_string).collect();
+        let t = spool_targets(&args(&["/a", "/a#top", "https://x.example/b"])).unwrap();
+        let shown: Vec<String> = BufReader::new(&t.file)
+            .lines()
+            .map(Result::unwrap)
+            .collect();
         assert_eq!(
             shown,
             ["url /a", "url https://x.example/b", "prefix /blog/"]
         );
+        assert_eq!(t.count, 3);
+        assert_eq!(t.kinds, [(TargetKind::Url, 2), (TargetKind::Prefix, 1)]);
     }
 
     #[test]
     fn invalid_targets_are_named() {
-        let e = collect_targets(&args(&["/ok", "posts/1", "ftp://x/"])).unwrap_err();
+        let e = spool_targets(&args(&["/ok", "posts/1", "ftp://x/"])).unwrap_err();
         assert_eq!(e.code, exit::USAGE);
         assert_eq!(e.message, "2 invalid targets; nothing was purged");
         assert!(

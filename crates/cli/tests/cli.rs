@@ -565,3 +565,79 @@ async fn settings_shows_the_effective_settings_with_overrides() {
         .unwrap();
     assert_eq!(reparsed, original);
 }
+
+/// A million URLs on standard input are purged, exactly those (each once), in bounded memory:
+/// the command reads, checks and sends them in chunks instead of holding them all.
+#[test]
+#[allow(
+    clippy::zombie_processes,
+    reason = "the child is reaped by libc::wait4, which also reports its peak memory"
+)]
+fn a_million_urls_are_purged_in_under_100_mb() {
+    use std::io::Read as _;
+
+    const URLS: usize = 1_000_000;
+    let dir = tempfile::tempdir().unwrap();
+    write_settings(dir.path(), "[backends.sink]\nkind = \"dummy\"\n");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_cache-purge"))
+        .args(["--json", "purge"])
+        .current_dir(dir.path())
+        .env_remove("RUST_LOG")
+        .env_remove("CACHE_PURGE_CONFIG")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the cache-purge binary starts");
+    let mut stdin = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || {
+        let mut w = std::io::BufWriter::new(&mut stdin);
+        for i in 0..URLS {
+            writeln!(
+                w,
+                "/posts/{i}/a-longer-slug-like-real-sites-have?page={}",
+                i % 7
+            )
+            .unwrap();
+        }
+        // Duplicates are purged once.
+        for i in 0..1000 {
+            writeln!(
+                w,
+                "/posts/{i}/a-longer-slug-like-real-sites-have?page={}",
+                i % 7
+            )
+            .unwrap();
+        }
+    });
+    let mut stdout = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        stdout.read_to_string(&mut s).unwrap();
+        s
+    });
+    let mut stderr = child.stderr.take().unwrap();
+    let errors = std::thread::spawn(move || {
+        let mut s = String::new();
+        stderr.read_to_string(&mut s).unwrap();
+        s
+    });
+    writer.join().unwrap();
+    // wait4 gives this child's own peak resident set (ru_maxrss, in KiB on Linux).
+    let mut status = 0;
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let pid = child.id() as libc::pid_t;
+    let waited = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    assert_eq!(waited, pid);
+    let stdout = reader.join().unwrap();
+    let stderr = errors.join().unwrap();
+    assert!(libc::WIFEXITED(status), "{stderr}");
+    assert_eq!(libc::WEXITSTATUS(status), 0, "{stdout}\n{stderr}");
+    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(report["targets"], URLS, "{report}");
+    assert_eq!(report["backends"][0]["purged"], URLS, "{report}");
+    assert_eq!(report["backends"][0]["dropped"], 0, "{report}");
+    let peak_mib = usage.ru_maxrss as f64 / 1024.0;
+    eprintln!("peak RSS of `cache-purge purge` with {URLS} URLs: {peak_mib:.1} MiB");
+    assert!(peak_mib < 100.0, "peak RSS {peak_mib:.1} MiB");
+}

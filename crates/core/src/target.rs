@@ -21,6 +21,7 @@
 //! ```
 
 use std::borrow::Cow;
+use std::collections::HashSet;
 use std::fmt;
 
 /// An error for a target that cannot be purged as given.
@@ -509,11 +510,26 @@ impl<T: IntoTarget> IntoTarget for Result<T, InvalidTarget> {
 ///
 /// Filled by [`PurgeTargets::purge_targets`](crate::PurgeTargets::purge_targets); duplicates
 /// are removed as they are pushed, keeping the first occurrence's order.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default)]
 pub struct Targets {
     targets: Vec<Target>,
+    /// An index of `targets` once there are many: deduplicating a bulk write's 200,000
+    /// targets must not cost a scan per push.
+    index: Option<HashSet<Target>>,
     rejected: Vec<InvalidTarget>,
 }
+
+/// Below this many targets, a scan is cheaper than an index.
+const INDEX_FROM: usize = 32;
+
+impl PartialEq for Targets {
+    /// The same targets in the same order, and the same rejections.
+    fn eq(&self, other: &Self) -> bool {
+        self.targets.iter().eq(other.targets.iter()) && self.rejected == other.rejected
+    }
+}
+
+impl Eq for Targets {}
 
 impl Targets {
     /// An empty set.
@@ -523,8 +539,20 @@ impl Targets {
 
     /// Adds a target unless it is already present.
     pub fn push(&mut self, target: Target) {
-        if !self.targets.contains(&target) {
-            self.targets.push(target);
+        match &mut self.index {
+            Some(index) => {
+                if index.insert(target.clone()) {
+                    self.targets.push(target);
+                }
+            }
+            None => {
+                if !self.targets.contains(&target) {
+                    self.targets.push(target);
+                    if self.targets.len() >= INDEX_FROM {
+                        self.index = Some(self.targets.iter().cloned().collect());
+                    }
+                }
+            }
         }
     }
 
@@ -700,6 +728,24 @@ mod tests {
         assert_eq!(t.urls(), ["/a", "/b"]);
         assert_eq!(t.rejected().len(), 1);
         assert_eq!(t.rejected()[0].input, "nope");
+    }
+
+    #[test]
+    fn many_targets_keep_their_order_and_dedupe_past_the_index_threshold() {
+        let mut t = Targets::new();
+        for round in 0..2 {
+            for i in 0..1000 {
+                t.push_any(format!("/p/{i}"));
+            }
+            assert_eq!(t.len(), 1000, "round {round}");
+        }
+        assert_eq!(t.urls()[0], "/p/0");
+        assert_eq!(t.urls()[999], "/p/999");
+        let mut small = Targets::new();
+        small.extend_any(["/a", "/b"]);
+        let mut other = Targets::new();
+        other.extend_any(["/a", "/b", "/a"]);
+        assert_eq!(small, other);
     }
 
     #[test]

@@ -25,6 +25,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::attempt::{AttemptReport, FailedAttempt, History};
 use crate::backend::{Backend, Capabilities, PurgeError};
 use crate::retry::{DeadLetter, RetryPolicy, Verdict};
+use crate::spill::Spill;
 use crate::target::Target;
 
 /// What a worker is asked to do.
@@ -33,6 +34,8 @@ pub(crate) enum Command {
     Purge(Arc<[Target]>),
     /// Try these targets once and report each one's outcome.
     Attempt(Arc<AttemptState>, Vec<Target>),
+    /// Targets were spilled: read them back when there is room.
+    Spilled,
     /// Answer once everything received before this has been attempted at least once
     /// (delivered, or failed and waiting for a retry, or dead).
     Flush(oneshot::Sender<()>),
@@ -53,30 +56,52 @@ pub(crate) struct Counters {
     pub(crate) dead_evicted: AtomicU64,
     pub(crate) coalesced: AtomicU64,
     pub(crate) dropped: AtomicU64,
+    /// Targets written to the spill file (since the start).
+    pub(crate) spilled: AtomicU64,
+    /// The most targets held in memory at once (queued and not in the spill file).
+    pub(crate) peak_in_memory: AtomicU64,
     pub(crate) batches: AtomicU64,
     pub(crate) unsupported: AtomicU64,
     pub(crate) deduplicated: AtomicU64,
     pub(crate) busy_micros: AtomicU64,
 }
 
+impl Counters {
+    /// Records the targets now in memory (queued, less `in_spill`) for the high-water mark.
+    pub(crate) fn note_in_memory(&self, in_spill: u64) {
+        let in_memory = self.queued.load(Ordering::Relaxed).saturating_sub(in_spill);
+        self.peak_in_memory.fetch_max(in_memory, Ordering::Relaxed);
+    }
+}
+
 /// The backend's `metrics` instruments (feature `metrics`), labelled `backend = NAME`:
 /// counters `cache_purge_purged_total`, `cache_purge_failed_total`,
-/// `cache_purge_retried_total`, `cache_purge_dead_total`, `cache_purge_batches_total`, the gauge
-/// `cache_purge_queued` and the histogram `cache_purge_batch_seconds`.
+/// `cache_purge_retried_total`, `cache_purge_dead_total`, `cache_purge_batches_total`, and the
+/// ones that count work lost, widened or set aside: `cache_purge_dropped_total`,
+/// `cache_purge_coalesced_total`, `cache_purge_spilled_total`,
+/// `cache_purge_dead_evicted_total`, `cache_purge_unsupported_total`; the gauges
+/// `cache_purge_queued` and `cache_purge_in_spill`, and the histogram
+/// `cache_purge_batch_seconds`.
 #[cfg(feature = "metrics")]
-struct Meters {
+pub(crate) struct Meters {
     purged: metrics::Counter,
     failed: metrics::Counter,
     retried: metrics::Counter,
     dead: metrics::Counter,
     batches: metrics::Counter,
+    pub(crate) dropped: metrics::Counter,
+    pub(crate) coalesced: metrics::Counter,
+    pub(crate) spilled: metrics::Counter,
+    dead_evicted: metrics::Counter,
+    unsupported: metrics::Counter,
     queued: metrics::Gauge,
+    in_spill: metrics::Gauge,
     latency: metrics::Histogram,
 }
 
 #[cfg(feature = "metrics")]
 impl Meters {
-    fn new(backend: &str) -> Self {
+    pub(crate) fn new(backend: &str) -> Self {
         let label = [("backend", backend.to_owned())];
         Self {
             purged: metrics::counter!("cache_purge_purged_total", &label),
@@ -84,7 +109,13 @@ impl Meters {
             retried: metrics::counter!("cache_purge_retried_total", &label),
             dead: metrics::counter!("cache_purge_dead_total", &label),
             batches: metrics::counter!("cache_purge_batches_total", &label),
+            dropped: metrics::counter!("cache_purge_dropped_total", &label),
+            coalesced: metrics::counter!("cache_purge_coalesced_total", &label),
+            spilled: metrics::counter!("cache_purge_spilled_total", &label),
+            dead_evicted: metrics::counter!("cache_purge_dead_evicted_total", &label),
+            unsupported: metrics::counter!("cache_purge_unsupported_total", &label),
             queued: metrics::gauge!("cache_purge_queued", &label),
+            in_spill: metrics::gauge!("cache_purge_in_spill", &label),
             latency: metrics::histogram!("cache_purge_batch_seconds", &label),
         }
     }
@@ -99,6 +130,31 @@ pub(crate) struct WorkerHandle {
     pub(crate) dead: Arc<Mutex<VecDeque<DeadLetter>>>,
     /// The last failure, for [`BackendStats::last_error`](crate::BackendStats::last_error).
     pub(crate) last_error: Arc<Mutex<Option<PurgeError>>>,
+    /// Where targets go when the queue is full.
+    pub(crate) spill: Arc<Spill>,
+    #[cfg(feature = "metrics")]
+    pub(crate) meters: Arc<Meters>,
+}
+
+/// How a worker refills its queue from its spill file.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Refill {
+    /// Refill when fewer targets than this are in memory.
+    pub(crate) below: u64,
+    /// Targets read back at a time.
+    pub(crate) chunk: usize,
+}
+
+impl Refill {
+    /// For a queue of `capacity` targets: refill below half of it, half of it at a time (at
+    /// most 50,000), so that memory never holds more than `capacity`.
+    pub(crate) fn for_capacity(capacity: u64) -> Self {
+        let half = (capacity / 2).max(1);
+        Self {
+            below: half,
+            chunk: half.min(50_000) as usize,
+        }
+    }
 }
 
 /// Starts the worker of one backend on the current tokio runtime.
@@ -107,6 +163,8 @@ pub(crate) fn spawn_worker(
     backend: Arc<dyn Backend>,
     retry: RetryPolicy,
     room: Arc<tokio::sync::Notify>,
+    spill: Spill,
+    refill: Refill,
     runtime: &tokio::runtime::Handle,
 ) -> (WorkerHandle, tokio::task::JoinHandle<()>) {
     let (tx, rx) = mpsc::unbounded_channel();
@@ -114,6 +172,9 @@ pub(crate) fn spawn_worker(
     let dead = Arc::new(Mutex::new(VecDeque::new()));
     let last_error = Arc::new(Mutex::new(None));
     let span = tracing::info_span!(target: "cache_purge_hooks", "cache_purge", backend = %name);
+    let spill = Arc::new(spill);
+    #[cfg(feature = "metrics")]
+    let meters = Arc::new(Meters::new(&name));
     let handle = WorkerHandle {
         name: name.clone(),
         capabilities: backend.capabilities(),
@@ -121,10 +182,16 @@ pub(crate) fn spawn_worker(
         counters: counters.clone(),
         dead: dead.clone(),
         last_error: last_error.clone(),
+        spill: spill.clone(),
+        #[cfg(feature = "metrics")]
+        meters: meters.clone(),
     };
     let worker = Worker {
         name,
         last_error,
+        spill,
+        refill,
+        spill_backoff: None,
         capabilities: backend.capabilities(),
         max_batch: backend.max_batch().max(1),
         concurrency: backend.max_concurrency().max(1),
@@ -132,7 +199,7 @@ pub(crate) fn spawn_worker(
         retry,
         room,
         #[cfg(feature = "metrics")]
-        meters: Meters::new(&handle.name),
+        meters,
         counters,
         dead,
         pending: IndexMap::new(),
@@ -226,6 +293,10 @@ struct Worker {
     /// The name the backend was registered under.
     name: String,
     last_error: Arc<Mutex<Option<PurgeError>>>,
+    spill: Arc<Spill>,
+    refill: Refill,
+    /// Set when reading the spill file failed: not again before then.
+    spill_backoff: Option<Instant>,
     backend: Arc<dyn Backend>,
     capabilities: Capabilities,
     max_batch: usize,
@@ -234,7 +305,7 @@ struct Worker {
     /// Told when targets leave the queue, for senders waiting for room.
     room: Arc<tokio::sync::Notify>,
     #[cfg(feature = "metrics")]
-    meters: Meters,
+    meters: Arc<Meters>,
     counters: Arc<Counters>,
     dead: Arc<Mutex<VecDeque<DeadLetter>>>,
     pending: IndexMap<Target, Waiting>,
@@ -250,18 +321,34 @@ impl Worker {
         let mut waiters: Vec<oneshot::Sender<()>> = Vec::new();
         loop {
             let next_due = self.schedule.peek().map(|Reverse((due, _, _))| *due);
-            let first = tokio::select! {
-                cmd = rx.recv() => match cmd {
-                    Some(cmd) => Some(cmd),
-                    None => break,
-                },
-                () = sleep_until(next_due), if next_due.is_some() => None,
+            // With targets in the spill file, there is work without a command (unless reading
+            // it failed a moment ago).
+            let spill_due = self.spill_backoff.filter(|at| *at > Instant::now());
+            let first = if self.spilled() > 0 && spill_due.is_none() {
+                match rx.try_recv() {
+                    Ok(cmd) => Some(cmd),
+                    Err(mpsc::error::TryRecvError::Empty) => None,
+                    Err(mpsc::error::TryRecvError::Disconnected) => break,
+                }
+            } else {
+                let wake = match (next_due, spill_due) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+                tokio::select! {
+                    cmd = rx.recv() => match cmd {
+                        Some(cmd) => Some(cmd),
+                        None => break,
+                    },
+                    () = sleep_until(wake), if wake.is_some() => None,
+                }
             };
             let mut next = first;
             while let Some(cmd) = next.take() {
                 match cmd {
                     Command::Purge(targets) => self.accept(&targets),
                     Command::Attempt(state, targets) => self.accept_attempt(state, targets),
+                    Command::Spilled => {}
                     Command::Flush(ack) => waiters.push(ack),
                 }
                 if self.pending.len() < MAX_DRAIN {
@@ -269,6 +356,7 @@ impl Worker {
                 }
             }
             self.take_due_retries();
+            self.take_spilled();
             if !self.pending.is_empty() {
                 let mut batches = Vec::with_capacity(self.pending.len().div_ceil(self.max_batch));
                 let mut drain = self.pending.drain(..);
@@ -285,12 +373,18 @@ impl Worker {
             }
             self.room.notify_waiters();
             #[cfg(feature = "metrics")]
-            self.meters
-                .queued
-                .set(self.counters.queued.load(Ordering::Relaxed) as f64);
-            for ack in waiters.drain(..) {
-                // The flusher may have given up waiting (a deadline); nothing to do then.
-                let _ = ack.send(());
+            {
+                self.meters
+                    .queued
+                    .set(self.counters.queued.load(Ordering::Relaxed) as f64);
+                self.meters.in_spill.set(self.spilled() as f64);
+            }
+            // A flush waits for what was spilled before it too.
+            if self.spilled() == 0 {
+                for ack in waiters.drain(..) {
+                    // The flusher may have given up waiting (a deadline); nothing to do then.
+                    let _ = ack.send(());
+                }
             }
         }
     }
@@ -318,8 +412,61 @@ impl Worker {
         }
     }
 
+    /// Targets in the spill file now.
+    fn spilled(&self) -> u64 {
+        self.spill.count()
+    }
+
+    /// Reads spilled targets back into the queue while it has room, oldest first.
+    fn take_spilled(&mut self) {
+        if self.spilled() == 0
+            || self.pending.len() as u64 >= self.refill.below
+            || self.spill_backoff.is_some_and(|at| at > Instant::now())
+        {
+            return;
+        }
+        match self.spill.take(self.refill.chunk) {
+            Ok(taken) => {
+                if taken.lost > 0 {
+                    // Counted as queued when spilled; they will never be delivered.
+                    let _ = self.counters.queued.fetch_update(
+                        Ordering::AcqRel,
+                        Ordering::Acquire,
+                        |q| Some(q.saturating_sub(taken.lost)),
+                    );
+                    self.counters
+                        .dropped
+                        .fetch_add(taken.lost, Ordering::Relaxed);
+                    #[cfg(feature = "metrics")]
+                    self.meters.dropped.increment(taken.lost);
+                    tracing::error!(
+                        target: "cache_purge_hooks",
+                        backend = %self.name,
+                        file = %self.spill.path().display(),
+                        targets = taken.lost,
+                        "spilled targets could not be read back (a damaged spill file); dropped"
+                    );
+                }
+                self.accept(&taken.targets);
+                self.counters.note_in_memory(self.spill.count());
+            }
+            Err(e) => {
+                self.spill_backoff = Some(Instant::now() + std::time::Duration::from_secs(1));
+                tracing::error!(
+                    target: "cache_purge_hooks",
+                    backend = %self.name,
+                    file = %self.spill.path().display(),
+                    error = %e,
+                    "cannot read the spill file; trying again in 1s"
+                );
+            }
+        }
+    }
+
     fn unsupported(&self, t: &Target) {
         self.counters.unsupported.fetch_add(1, Ordering::Relaxed);
+        #[cfg(feature = "metrics")]
+        self.meters.unsupported.increment(1);
         tracing::warn!(
             target: "cache_purge_hooks",
             backend = %self.name,
@@ -582,6 +729,8 @@ impl Worker {
             && let Some(old) = dead.pop_front()
         {
             self.counters.dead_evicted.fetch_add(1, Ordering::Relaxed);
+            #[cfg(feature = "metrics")]
+            self.meters.dead_evicted.increment(1);
             tracing::error!(
                 target: "cache_purge_hooks",
                 backend = %self.name,

@@ -32,6 +32,7 @@ pub mod purger;
 mod queue;
 pub mod retry;
 pub mod settings;
+pub(crate) mod spill;
 
 pub use cache_purge_hooks_core::{resolve, target, template};
 

@@ -82,6 +82,7 @@ pub struct PurgerBuilder {
     retry: RetryPolicy,
     queue_capacity: Option<usize>,
     when_full: QueueFull,
+    spill_dir: Option<std::path::PathBuf>,
     backends: Vec<(String, Arc<dyn Backend>)>,
     #[cfg(feature = "memory")]
     memory: std::collections::HashMap<String, crate::backend::MemoryBackend>,
@@ -175,9 +176,17 @@ impl PurgerBuilder {
         self
     }
 
-    /// Sets what a full queue does (default [`QueueFull::Coalesce`]).
+    /// Sets what a full queue does (default [`QueueFull::Spill`]).
     pub fn when_full(mut self, policy: QueueFull) -> Self {
         self.when_full = policy;
+        self
+    }
+
+    /// Sets the directory for spill files (default: `cache-purge-spill` in the system's
+    /// temporary directory). Each pipeline uses a subdirectory of its own, removed at
+    /// [`Purger::shutdown`]; see [`QueueFull::Spill`].
+    pub fn spill_dir(mut self, dir: impl Into<std::path::PathBuf>) -> Self {
+        self.spill_dir = Some(dir.into());
         self
     }
 
@@ -261,9 +270,21 @@ impl PurgerBuilder {
         let mut workers = Vec::new();
         let mut joins = Vec::new();
         let room = Arc::new(tokio::sync::Notify::new());
-        for (name, backend) in self.backends {
-            let (handle, join) =
-                spawn_worker(name, backend, self.retry.clone(), room.clone(), &runtime);
+        let capacity = self.queue_capacity.unwrap_or(100_000) as u64;
+        let spill_dir =
+            crate::spill::pipeline_dir(&self.spill_dir.unwrap_or_else(crate::spill::default_dir));
+        for (index, (name, backend)) in self.backends.into_iter().enumerate() {
+            // Files are named by position: backend names built in code may hold any character.
+            let spill = crate::spill::Spill::new(&spill_dir, &format!("{index}.targets"));
+            let (handle, join) = spawn_worker(
+                name,
+                backend,
+                self.retry.clone(),
+                room.clone(),
+                spill,
+                crate::dispatch::Refill::for_capacity(capacity),
+                &runtime,
+            );
             workers.push(handle);
             joins.push(join);
         }
@@ -273,10 +294,11 @@ impl PurgerBuilder {
                 retry: self.retry,
                 queue: Arc::new(Queue {
                     workers,
-                    capacity: self.queue_capacity.unwrap_or(100_000) as u64,
+                    capacity,
                     when_full: self.when_full,
                     room,
                     closed: AtomicBool::new(false),
+                    spill_dir,
                 }),
                 outbox_wake: Arc::new(tokio::sync::Notify::new()),
                 joins: Mutex::new(joins),
@@ -555,6 +577,10 @@ impl Purger {
         for j in joins {
             j.abort();
         }
+        for w in &self.inner.queue.workers {
+            w.spill.remove();
+        }
+        let _ = std::fs::remove_dir(&self.inner.queue.spill_dir);
         if flushed && undelivered == 0 {
             Ok(())
         } else {
@@ -637,6 +663,9 @@ impl Purger {
                     dead_evicted: c.dead_evicted.load(Ordering::Relaxed),
                     coalesced: c.coalesced.load(Ordering::Relaxed),
                     dropped: c.dropped.load(Ordering::Relaxed),
+                    spilled: c.spilled.load(Ordering::Relaxed),
+                    in_spill: w.spill.count(),
+                    peak_in_memory: c.peak_in_memory.load(Ordering::Relaxed),
                     mean_latency: if batches == 0 {
                         Duration::ZERO
                     } else {
@@ -678,10 +707,19 @@ pub struct BackendStats {
     pub dead: u64,
     /// Dead letters forgotten because the list was full.
     pub dead_evicted: u64,
-    /// Targets replaced by one "purge everything" because the queue was full.
+    /// Targets replaced by one "purge everything" because the queue was full and
+    /// `when_full = "coalesce"`.
     pub coalesced: u64,
-    /// Targets dropped because the queue was full and the backend cannot purge everything.
+    /// Targets that will never be delivered: purged after [`Purger::shutdown`], or lost from
+    /// a damaged spill file. A full queue never drops.
     pub dropped: u64,
+    /// Targets written to the spill file because the queue was full (since the start).
+    pub spilled: u64,
+    /// Of `queued`, the targets in the spill file now.
+    pub in_spill: u64,
+    /// The most targets this backend held in memory at once: at most about `queue_capacity`
+    /// (the rest spills), whatever the size of the purges.
+    pub peak_in_memory: u64,
     /// Mean time of one purge call.
     pub mean_latency: Duration,
     /// Purge calls made.

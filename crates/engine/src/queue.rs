@@ -1,5 +1,5 @@
 //! The sending side of the engine: the queues of the backends' workers, their capacity and
-//! what a full queue does. Both the [`Purger`](crate::Purger) and the after-commit buffer
+//! what a full queue does (spill to disk, wait, or, opted in, coalesce; see [`crate::spill`]). Both the [`Purger`](crate::Purger) and the after-commit buffer
 //! hand their targets here, so neither needs the other.
 
 use std::sync::Arc;
@@ -18,16 +18,32 @@ pub(crate) struct Queue {
     /// Signalled by the workers as targets leave their queues.
     pub(crate) room: Arc<tokio::sync::Notify>,
     pub(crate) closed: AtomicBool,
+    /// The directory of this pipeline's spill files.
+    pub(crate) spill_dir: std::path::PathBuf,
 }
 
 impl Queue {
     /// Sends to the workers now, bypassing any after-commit scope.
+    ///
+    /// A backend whose in-memory queue has no room for the targets (or is still reading back
+    /// what it spilled: order is kept) gets them in its spill file instead, unless the policy
+    /// is `coalesce` and it can purge everything (the opt-in widening). Nothing is dropped:
+    /// if the spill file cannot be written, the targets stay in memory, beyond the capacity,
+    /// with an error logged.
     pub(crate) fn send(&self, targets: Vec<Target>) {
         if self.closed.load(Ordering::Acquire) {
+            for w in &self.workers {
+                w.counters
+                    .dropped
+                    .fetch_add(targets.len() as u64, Ordering::Relaxed);
+                #[cfg(feature = "metrics")]
+                w.meters.dropped.increment(targets.len() as u64);
+            }
             tracing::error!(
                 target: "cache_purge_hooks",
                 targets = targets.len(),
-                "purge requested after Purger::shutdown; not sent"
+                first = targets.first().map(tracing::field::display),
+                "purge requested after Purger::shutdown; not sent (counted as dropped)"
             );
             return;
         }
@@ -36,38 +52,35 @@ impl Queue {
         let mut everything: Option<Arc<[Target]>> = None;
         for w in &self.workers {
             let queued = w.counters.queued.load(Ordering::Relaxed);
+            let in_spill = w.spill.count();
+            let in_memory = queued.saturating_sub(in_spill);
             let mut batch = shared.clone();
-            if queued + n > self.capacity {
-                // Full: never unbounded memory, never a silent drop. Widen to one "purge
-                // everything" where the backend can; otherwise drop, counted and logged.
-                if w.capabilities.supports(crate::TargetKind::Everything) {
+            if in_spill > 0 || in_memory + n > self.capacity {
+                if self.when_full == QueueFull::Coalesce
+                    && w.capabilities.supports(crate::TargetKind::Everything)
+                {
+                    // Widening, as the user opted in to: bounded, never lost, but wider.
                     w.counters.coalesced.fetch_add(n, Ordering::Relaxed);
+                    #[cfg(feature = "metrics")]
+                    w.meters.coalesced.increment(n);
                     tracing::warn!(
                         target: "cache_purge_hooks",
                         backend = %w.name,
                         queued,
                         targets = n,
-                        "purge queue full; coalesced into one purge of everything"
+                        "purge queue full; coalesced into one purge of everything (when_full = \"coalesce\")"
                     );
                     batch = everything
                         .get_or_insert_with(|| Arc::from(vec![Target::Everything]))
                         .clone();
-                } else {
-                    w.counters.dropped.fetch_add(n, Ordering::Relaxed);
-                    tracing::error!(
-                        target: "cache_purge_hooks",
-                        backend = %w.name,
-                        queued,
-                        targets = n,
-                        first = %shared[0],
-                        "purge queue full and the backend cannot purge everything; targets dropped"
-                    );
+                } else if self.spill(w, &shared, in_spill) {
                     continue;
                 }
             }
             w.counters
                 .queued
                 .fetch_add(batch.len() as u64, Ordering::Relaxed);
+            w.counters.note_in_memory(in_spill);
             if w.tx.send(Command::Purge(batch.clone())).is_err() {
                 w.counters
                     .queued
@@ -82,6 +95,47 @@ impl Queue {
         }
     }
 
+    /// Writes targets to a backend's spill file and tells its worker. False when the file
+    /// cannot be written (the caller then keeps them in memory).
+    fn spill(&self, w: &WorkerHandle, targets: &[Target], in_spill: u64) -> bool {
+        let n = targets.len() as u64;
+        // Counted before the file holds them, so that the worker never reads more than is
+        // counted as queued.
+        w.counters.queued.fetch_add(n, Ordering::Relaxed);
+        match w.spill.append(targets) {
+            Ok(()) => {
+                w.counters.spilled.fetch_add(n, Ordering::Relaxed);
+                #[cfg(feature = "metrics")]
+                w.meters.spilled.increment(n);
+                if in_spill == 0 {
+                    tracing::warn!(
+                        target: "cache_purge_hooks",
+                        backend = %w.name,
+                        targets = n,
+                        capacity = self.capacity,
+                        file = %w.spill.path().display(),
+                        "purge queue full; spilling to disk (delivered in order, nothing widened or dropped)"
+                    );
+                }
+                // The worker may be idle with nothing in memory: wake it.
+                let _ = w.tx.send(Command::Spilled);
+                true
+            }
+            Err(e) => {
+                w.counters.queued.fetch_sub(n, Ordering::Relaxed);
+                tracing::error!(
+                    target: "cache_purge_hooks",
+                    backend = %w.name,
+                    targets = n,
+                    file = %w.spill.path().display(),
+                    error = %e,
+                    "purge queue full and the spill file cannot be written; kept in memory beyond queue_capacity (set spill_dir to a writable directory)"
+                );
+                false
+            }
+        }
+    }
+
     pub(crate) async fn wait_for_room(&self, n: u64) {
         let capacity = self.capacity;
         let mut waited = false;
@@ -90,8 +144,13 @@ impl Queue {
             tokio::pin!(notified);
             notified.as_mut().enable();
             let full = self.workers.iter().any(|w| {
-                let queued = w.counters.queued.load(Ordering::Relaxed);
-                queued > 0 && queued + n > capacity
+                let in_spill = w.spill.count();
+                let in_memory = w
+                    .counters
+                    .queued
+                    .load(Ordering::Relaxed)
+                    .saturating_sub(in_spill);
+                in_spill > 0 || (in_memory > 0 && in_memory + n > capacity)
             });
             if !full || self.closed.load(Ordering::Acquire) {
                 return;
@@ -103,5 +162,16 @@ impl Queue {
             // A periodic re-check as well: room also frees when targets are deduplicated.
             let _ = tokio::time::timeout(Duration::from_millis(100), notified).await;
         }
+    }
+}
+
+impl Drop for Queue {
+    /// A pipeline dropped without [`Purger::shutdown`](crate::Purger::shutdown) leaves no spill
+    /// file behind either.
+    fn drop(&mut self) {
+        for w in &self.workers {
+            w.spill.remove();
+        }
+        let _ = std::fs::remove_dir(&self.spill_dir);
     }
 }

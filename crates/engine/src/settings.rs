@@ -78,20 +78,25 @@ named_enum!(VarnishMode, "varnish mode", { Cli = "cli", Varnishadm = "varnishadm
 named_enum!(BanStyle, "ban style", { ReqUrl = "req_url", Lurker = "lurker" });
 named_enum!(VarnishHttpMethod, "varnish http method", { Purge = "purge", Ban = "ban" });
 named_enum!(NginxMode, "nginx mode", { Http = "http", Files = "files", Wipe = "wipe" });
-named_enum!(QueueFull, "queue policy", { Coalesce = "coalesce", Wait = "wait" });
+named_enum!(QueueFull, "queue policy", { Spill = "spill", Wait = "wait", Coalesce = "coalesce" });
 
 /// What happens when a backend's queue holds `queue_capacity` targets.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum QueueFull {
-    /// New targets become one purge of everything where the backend can (wider, never
-    /// lost); where it cannot, they are dropped. Both counted and logged.
+    /// What does not fit goes to the backend's spill file on disk and is delivered in order
+    /// when there is room: memory stays bounded, no save waits, nothing is widened or
+    /// dropped. Counted (`spilled`) and logged.
     #[default]
-    Coalesce,
+    Spill,
     /// The ORM hooks (and [`Purger::purge`](crate::Purger::purge)) wait for room: saves slow
-    /// down instead of purges widening. [`Purger::try_purge`](crate::Purger::try_purge), which
-    /// never waits, coalesces.
+    /// down instead. [`Purger::try_purge`](crate::Purger::try_purge), which never waits,
+    /// spills.
     Wait,
+    /// Opt-in widening: what does not fit becomes one purge of everything where the backend
+    /// can (wider, never lost; an origin stampede on a big cache), and is spilled where it
+    /// cannot. Counted (`coalesced`) and logged.
+    Coalesce,
 }
 
 /// When purges are sent.
