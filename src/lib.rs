@@ -70,6 +70,13 @@ pub mod diesel {
     pub use cache_purge_hooks_diesel::*;
 }
 
+/// The tower and axum integration: [`ReadYourWritesLayer`](tower::ReadYourWritesLayer) holds an
+/// edit's response until its purges were attempted (feature `tower`).
+#[cfg(feature = "tower")]
+pub mod tower {
+    pub use cache_purge_hooks_tower::*;
+}
+
 /// Start-up failed: the settings are invalid, or the purger could not be built from them.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

@@ -245,6 +245,91 @@ async fn a_permanent_failure_is_dead_at_once_in_memory_and_in_outbox_mode() {
     }
 }
 
+/// Read-your-writes in outbox mode: a watched save returns from `attempted` only once this
+/// process's outbox worker has delivered the rows the save wrote (in its transaction, too).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_watched_save_waits_for_the_outbox_worker_to_deliver_its_rows() {
+    use cache_purge_hooks::watch::Watch;
+
+    for db in outbox_dbs().await {
+        let label = db.label;
+        let memory = MemoryBackend::new();
+        let purger = outbox_purger(vec![("memory", Arc::new(Slow(memory.clone())))]);
+        let worker = OutboxWorker::builder(db.db.clone(), purger.clone())
+            .poll_interval(Duration::from_secs(30))
+            .start()
+            .await
+            .unwrap();
+        // A plain save, and one in an after-commit transaction.
+        let (saved, watch) = Watch::run(purger.scope(new_post("watched").insert(&db.db))).await;
+        saved.unwrap();
+        let watched = watch.attempted(Duration::from_secs(10)).await;
+        assert!(watched.in_time(), "{label}: {watched:?}");
+        assert!(memory.was_purged("/posts/watched"), "{label}");
+        let (saved, watch) = Watch::run(
+            purger.scope(cache_purge_hooks::sea_orm::transaction(&db.db, |txn| {
+                Box::pin(async move { new_post("in-a-transaction").insert(txn).await })
+            })),
+        )
+        .await;
+        saved.unwrap();
+        let watched = watch.attempted(Duration::from_secs(10)).await;
+        assert!(watched.in_time(), "{label}: {watched:?}");
+        assert!(memory.was_purged("/posts/in-a-transaction"), "{label}");
+        // Unwatched, the save returns before the worker has delivered.
+        purger
+            .scope(new_post("unwatched").insert(&db.db))
+            .await
+            .unwrap();
+        assert!(!memory.was_purged("/posts/unwatched"), "{label}");
+        assert!(drained(&db.db, Duration::from_secs(10)).await, "{label}");
+        worker.stop(Duration::from_secs(5)).await;
+        db.close().await;
+    }
+}
+
+/// With `repurge_after`, a save writes its rows twice, the second set due later: the delayed
+/// second purge survives a restart, and the worker delivers it when it is due.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_delayed_second_purge_is_a_second_row_due_later() {
+    for db in outbox_dbs().await {
+        let label = db.label;
+        let memory = MemoryBackend::new();
+        let purger = Purger::builder()
+            .delivery(Delivery::Outbox)
+            .retry(quick_retries())
+            .repurge_after(Duration::from_millis(700))
+            .backend("memory", memory.clone())
+            .build()
+            .unwrap();
+        let before = outbox::now_ms();
+        purger
+            .scope(new_post("twice").insert(&db.db))
+            .await
+            .unwrap();
+        let rows = outbox::entity::Entity::find().all(&db.db).await.unwrap();
+        assert_eq!(rows.len(), 2, "{label}: {rows:?}");
+        assert!(rows[0].available_at < before + 700, "{label}: {rows:?}");
+        assert!(rows[1].available_at >= before + 700, "{label}: {rows:?}");
+        assert_eq!(rows[0].targets, rows[1].targets, "{label}");
+        let worker = OutboxWorker::builder(db.db.clone(), purger.clone())
+            .poll_interval(Duration::from_millis(50))
+            .start()
+            .await
+            .unwrap();
+        assert!(drained(&db.db, Duration::from_secs(10)).await, "{label}");
+        let stats = worker.stop(Duration::from_secs(5)).await;
+        assert_eq!(stats.delivered, 2, "{label}");
+        let count = memory
+            .urls()
+            .iter()
+            .filter(|u| *u == "/posts/twice")
+            .count();
+        assert_eq!(count, 2, "{label}: {:?}", memory.urls());
+        db.close().await;
+    }
+}
+
 /// A backend whose purges take a while, and which says when one has begun.
 struct SlowBackend {
     started: Arc<tokio::sync::Notify>,

@@ -27,8 +27,8 @@ use axum::extract::{Form, Path, Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use cache_purge_hooks::PurgeTargets;
 use cache_purge_hooks::template::push_path_segment;
-use cache_purge_hooks::{PurgeTargets, Purger};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder,
     QuerySelect, Set,
@@ -47,8 +47,8 @@ pub const PAGE_CACHE_CONTROL: &str = "public, max-age=300";
 /// The `Cache-Control` of forms, write responses and errors: never stored anywhere.
 const PRIVATE_CACHE_CONTROL: &str = "no-store";
 
-/// How long a write waits for its purges to be attempted before answering (see
-/// [`wait_for_purges`]).
+/// How long a write's answer waits for its purges to be attempted (the library's
+/// read-your-writes layer; see [`router`]).
 const PURGE_WAIT: Duration = Duration::from_secs(5);
 
 /// Longest accepted title, author and body, in characters.
@@ -56,8 +56,17 @@ const MAX_TITLE: usize = 200;
 const MAX_AUTHOR: usize = 100;
 const MAX_BODY: usize = 20_000;
 
-/// The site's routes over this database.
+/// The site over this database, with read-your-writes: an edit's `303` goes out once the
+/// edit's purges were attempted, so the page the browser then asks the cache for is fresh
+/// (cache-purge-hooks' `ReadYourWritesLayer`; nothing else in the site deals with it).
 pub fn router(db: DatabaseConnection) -> Router {
+    routes(db).layer(cache_purge_hooks::tower::ReadYourWritesLayer::new().timeout(PURGE_WAIT))
+}
+
+/// The site's routes alone, without read-your-writes: an edit is answered as soon as it is
+/// saved, and the page it redirects to may still be the cached old one for a moment (what the
+/// tests compare [`router`] with).
+pub fn routes(db: DatabaseConnection) -> Router {
     Router::new()
         .route("/", get(home))
         .route("/posts/{slug}", get(show_post))
@@ -86,6 +95,12 @@ impl BlogServer {
         listener: tokio::net::TcpListener,
         db: DatabaseConnection,
     ) -> std::io::Result<BlogServer> {
+        Self::serve(listener, router(db))
+    }
+
+    /// Serves `app` (the blog's [`router`] or [`routes`]) on `listener` in a new task; refuses
+    /// a listener that is not on a loopback address, as [`BlogServer::start`] does.
+    pub fn serve(listener: tokio::net::TcpListener, app: Router) -> std::io::Result<BlogServer> {
         let addr = listener.local_addr()?;
         if !addr.ip().is_loopback() {
             return Err(std::io::Error::new(
@@ -97,7 +112,6 @@ impl BlogServer {
             ));
         }
         let (shutdown, stopped) = oneshot::channel::<()>();
-        let app = router(db);
         let task = tokio::spawn(async move {
             axum::serve(listener, app)
                 .with_graceful_shutdown(async move {
@@ -417,10 +431,9 @@ async fn save_post(
     Ok(saved(&format!("post {}", post.slug), &post, &page).await)
 }
 
-/// The answer to a write: `303 See Other` to the page, saying what the save asked to purge,
-/// once those purges have been attempted.
+/// The answer to a write: `303 See Other` to the page, saying what the save asked to purge.
+/// (The read-your-writes layer holds it until those purges were attempted.)
 async fn saved(what: &str, model: &impl PurgeTargets, page: &str) -> Response {
-    wait_for_purges().await;
     let urls = model.resolve_targets();
     let body = format!("saved {what}; purged {}\n", urls.urls().join(", "));
     let mut response = respond(
@@ -433,16 +446,6 @@ async fn saved(what: &str, model: &impl PurgeTargets, page: &str) -> Response {
         response.headers_mut().insert(header::LOCATION, location);
     }
     response
-}
-
-/// Waits (at most [`PURGE_WAIT`]) until the purges queued so far have been attempted, so
-/// that an editor who reloads the page right after saving gets the new version, not the
-/// cached one. The save itself never waits for a cache: a cache that is down costs this
-/// answer at most the wait, and the purge is retried in the background.
-async fn wait_for_purges() {
-    if let Some(purger) = Purger::current() {
-        let _ = tokio::time::timeout(PURGE_WAIT, purger.flush()).await;
-    }
 }
 
 // ---------------------------------------------------------------------------------------

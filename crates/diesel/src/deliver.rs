@@ -9,6 +9,26 @@ pub(crate) struct Plan {
     pub(crate) source: &'static str,
 }
 
+/// Where [`Purger::route`] sends a write's purges in outbox mode.
+pub(crate) struct OutboxRoute {
+    /// The backends to write a row for.
+    pub(crate) backends: Vec<String>,
+    /// When set, the rows are written a second time, due this much later (the delayed second
+    /// purge).
+    pub(crate) repurge_after_ms: Option<i64>,
+}
+
+impl OutboxRoute {
+    /// When each set of rows is due: now, and (with a delayed second purge) later.
+    pub(crate) fn due_times(&self, now_ms: i64) -> Vec<i64> {
+        let mut due = vec![now_ms];
+        if let Some(after) = self.repurge_after_ms {
+            due.push(now_ms.saturating_add(after));
+        }
+        due
+    }
+}
+
 /// What became of the targets inside the transaction.
 pub(crate) enum Staged {
     /// Nothing to purge.
@@ -27,11 +47,18 @@ impl Plan {
         }
     }
 
-    /// The backends to write outbox rows for, when [`Purger::route`] says the write's purges
-    /// go to the outbox.
-    pub(crate) fn outbox_backends(&self) -> Option<Vec<String>> {
+    /// The outbox rows to write, when [`Purger::route`] says the write's purges go to the
+    /// outbox.
+    pub(crate) fn outbox_backends(&self) -> Option<OutboxRoute> {
         match self.purger.as_ref()?.route() {
-            Route::Outbox { backends } => Some(backends),
+            Route::Outbox {
+                backends,
+                repurge_after,
+            } => Some(OutboxRoute {
+                backends,
+                repurge_after_ms: repurge_after
+                    .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
+            }),
             _ => None,
         }
     }

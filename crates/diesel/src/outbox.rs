@@ -81,7 +81,12 @@ pub type NewRow = (
     diesel::dsl::Eq<cache_purge_outbox::attempts, i32>,
 );
 
-fn new_rows<B: AsRef<str>>(backends: &[B], chunks: &[String], now_ms: i64) -> Vec<NewRow> {
+fn new_rows<B: AsRef<str>>(
+    backends: &[B],
+    chunks: &[String],
+    now_ms: i64,
+    available_at_ms: i64,
+) -> Vec<NewRow> {
     use cache_purge_outbox as o;
     use diesel::ExpressionMethods;
     backends
@@ -92,7 +97,7 @@ fn new_rows<B: AsRef<str>>(backends: &[B], chunks: &[String], now_ms: i64) -> Ve
                     o::backend.eq(b.as_ref().to_owned()),
                     o::targets.eq(c.clone()),
                     o::created_at.eq(now_ms),
-                    o::available_at.eq(now_ms),
+                    o::available_at.eq(available_at_ms),
                     o::attempts.eq(0),
                 )
             })
@@ -117,11 +122,28 @@ where
     diesel::dsl::Values<diesel::dsl::insert_into<cache_purge_outbox::table>, NewRow>:
         diesel::query_dsl::methods::ExecuteDsl<C>,
 {
+    enqueue_due(conn, backends, targets, now_ms, now_ms)
+}
+
+/// [`enqueue`] with rows not due before `available_at_ms` (a delayed second purge).
+pub fn enqueue_due<C, B>(
+    conn: &mut C,
+    backends: &[B],
+    targets: &[Target],
+    now_ms: i64,
+    available_at_ms: i64,
+) -> diesel::QueryResult<()>
+where
+    C: diesel::Connection,
+    B: AsRef<str>,
+    diesel::dsl::Values<diesel::dsl::insert_into<cache_purge_outbox::table>, NewRow>:
+        diesel::query_dsl::methods::ExecuteDsl<C>,
+{
     if backends.is_empty() || targets.is_empty() {
         return Ok(());
     }
     let chunks = stored_targets(targets);
-    let rows = new_rows(backends, &chunks, now_ms);
+    let rows = new_rows(backends, &chunks, now_ms, available_at_ms);
     // One row per statement: a purge is one row per backend (more only past
     // MAX_TARGET_BYTES_PER_ROW), and every backend can insert single rows (async SQLite cannot
     // batch).
@@ -146,11 +168,29 @@ where
     diesel::dsl::Values<diesel::dsl::insert_into<cache_purge_outbox::table>, NewRow>:
         diesel_async::methods::ExecuteDsl<C>,
 {
+    async_enqueue_due(conn, backends, targets, now_ms, now_ms).await
+}
+
+/// [`async_enqueue`] with rows not due before `available_at_ms` (a delayed second purge).
+#[cfg(feature = "async")]
+pub async fn async_enqueue_due<C, B>(
+    conn: &mut C,
+    backends: &[B],
+    targets: &[Target],
+    now_ms: i64,
+    available_at_ms: i64,
+) -> diesel::QueryResult<()>
+where
+    C: diesel_async::AsyncConnection,
+    B: AsRef<str> + Sync,
+    diesel::dsl::Values<diesel::dsl::insert_into<cache_purge_outbox::table>, NewRow>:
+        diesel_async::methods::ExecuteDsl<C>,
+{
     if backends.is_empty() || targets.is_empty() {
         return Ok(());
     }
     let chunks = stored_targets(targets);
-    let rows = new_rows(backends, &chunks, now_ms);
+    let rows = new_rows(backends, &chunks, now_ms, available_at_ms);
     for row in rows {
         let insert = diesel::insert_into(cache_purge_outbox::table).values(row);
         diesel_async::RunQueryDsl::execute(insert, conn).await?;

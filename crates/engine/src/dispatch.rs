@@ -32,6 +32,8 @@ use crate::target::Target;
 pub(crate) enum Command {
     /// Purge these targets (shared between the workers of all backends).
     Purge(Arc<[Target]>),
+    /// Purge these targets, and tell the attempt once each was attempted (read-your-writes).
+    PurgeWatched(Arc<[Target]>, Arc<AttemptState>),
     /// Try these targets once and report each one's outcome.
     Attempt(Arc<AttemptState>, Vec<Target>),
     /// Targets were spilled: read them back when there is room.
@@ -60,6 +62,10 @@ pub(crate) struct Counters {
     pub(crate) spilled: AtomicU64,
     /// The most targets held in memory at once (queued and not in the spill file).
     pub(crate) peak_in_memory: AtomicU64,
+    /// Of `queued`, the delayed second purges not due yet.
+    pub(crate) repurging: AtomicU64,
+    /// Delayed second purges sent.
+    pub(crate) repurged: AtomicU64,
     pub(crate) batches: AtomicU64,
     pub(crate) unsupported: AtomicU64,
     pub(crate) deduplicated: AtomicU64,
@@ -157,16 +163,30 @@ impl Refill {
     }
 }
 
+/// How a worker runs, apart from its backend.
+pub(crate) struct WorkerConfig {
+    pub(crate) retry: RetryPolicy,
+    /// Told when targets leave the queue, for senders waiting for room.
+    pub(crate) room: Arc<tokio::sync::Notify>,
+    pub(crate) spill: Spill,
+    pub(crate) refill: Refill,
+    pub(crate) repurge_after: Option<std::time::Duration>,
+}
+
 /// Starts the worker of one backend on the current tokio runtime.
 pub(crate) fn spawn_worker(
     name: String,
     backend: Arc<dyn Backend>,
-    retry: RetryPolicy,
-    room: Arc<tokio::sync::Notify>,
-    spill: Spill,
-    refill: Refill,
+    config: WorkerConfig,
     runtime: &tokio::runtime::Handle,
 ) -> (WorkerHandle, tokio::task::JoinHandle<()>) {
+    let WorkerConfig {
+        retry,
+        room,
+        spill,
+        refill,
+        repurge_after,
+    } = config;
     let (tx, rx) = mpsc::unbounded_channel();
     let counters = Arc::new(Counters::default());
     let dead = Arc::new(Mutex::new(VecDeque::new()));
@@ -192,6 +212,9 @@ pub(crate) fn spawn_worker(
         spill,
         refill,
         spill_backoff: None,
+        repurge_after,
+        repurges: HashMap::new(),
+        repurge_schedule: BinaryHeap::new(),
         capabilities: backend.capabilities(),
         max_batch: backend.max_batch().max(1),
         concurrency: backend.max_concurrency().max(1),
@@ -279,6 +302,8 @@ impl AttemptState {
 #[derive(Default)]
 struct Waiting {
     queued: bool,
+    /// A delayed second purge (`repurge_after`): its delivery schedules no other.
+    repurge: bool,
     attempts: Vec<Arc<AttemptState>>,
 }
 
@@ -297,6 +322,12 @@ struct Worker {
     refill: Refill,
     /// Set when reading the spill file failed: not again before then.
     spill_backoff: Option<Instant>,
+    /// Delay of the second purge of every delivered target, when set.
+    repurge_after: Option<std::time::Duration>,
+    /// Targets waiting for their second purge, with its due time (the latest asked for).
+    repurges: HashMap<Target, Instant>,
+    /// The same by due time (an entry whose target was pushed back is moved when due).
+    repurge_schedule: BinaryHeap<Reverse<(Instant, u64, Target)>>,
     backend: Arc<dyn Backend>,
     capabilities: Capabilities,
     max_batch: usize,
@@ -320,7 +351,15 @@ impl Worker {
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Command>) {
         let mut waiters: Vec<oneshot::Sender<()>> = Vec::new();
         loop {
-            let next_due = self.schedule.peek().map(|Reverse((due, _, _))| *due);
+            let next_retry = self.schedule.peek().map(|Reverse((due, _, _))| *due);
+            let next_repurge = self
+                .repurge_schedule
+                .peek()
+                .map(|Reverse((due, _, _))| *due);
+            let next_due = match (next_retry, next_repurge) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
             // With targets in the spill file, there is work without a command (unless reading
             // it failed a moment ago).
             let spill_due = self.spill_backoff.filter(|at| *at > Instant::now());
@@ -347,6 +386,7 @@ impl Worker {
             while let Some(cmd) = next.take() {
                 match cmd {
                     Command::Purge(targets) => self.accept(&targets),
+                    Command::PurgeWatched(targets, state) => self.accept_watched(&targets, state),
                     Command::Attempt(state, targets) => self.accept_attempt(state, targets),
                     Command::Spilled => {}
                     Command::Flush(ack) => waiters.push(ack),
@@ -356,6 +396,7 @@ impl Worker {
                 }
             }
             self.take_due_retries();
+            self.take_due_repurges();
             self.take_spilled();
             if !self.pending.is_empty() {
                 let mut batches = Vec::with_capacity(self.pending.len().div_ceil(self.max_batch));
@@ -475,6 +516,26 @@ impl Worker {
         );
     }
 
+    /// Queued targets (counted in `queued`) that an attempt waits for as well.
+    fn accept_watched(&mut self, targets: &[Target], state: Arc<AttemptState>) {
+        let mut inner = state.lock();
+        for t in targets {
+            if !self.capabilities.supports(t.kind()) {
+                self.unsupported(t);
+                self.counters.queued.fetch_sub(1, Ordering::Relaxed);
+                inner.report.unsupported.push(t.clone());
+                continue;
+            }
+            self.queue(t.clone());
+            let waiting = self.pending.entry(t.clone()).or_default();
+            if !waiting.attempts.iter().any(|a| Arc::ptr_eq(a, &state)) {
+                inner.remaining += 1;
+                waiting.attempts.push(Arc::clone(&state));
+            }
+        }
+        AttemptState::finish_if_done(&mut inner);
+    }
+
     fn accept_attempt(&mut self, state: Arc<AttemptState>, targets: Vec<Target>) {
         let distinct: IndexSet<Target> = targets.into_iter().collect();
         let mut inner = state.lock();
@@ -525,6 +586,63 @@ impl Worker {
                 }
             }
         }
+    }
+
+    /// Moves the second purges that are due into `pending`.
+    fn take_due_repurges(&mut self) {
+        let now = Instant::now();
+        while let Some(Reverse((due, _, _))) = self.repurge_schedule.peek() {
+            if *due > now {
+                break;
+            }
+            let Some(Reverse((_, _, target))) = self.repurge_schedule.pop() else {
+                break;
+            };
+            match self.repurges.get(&target) {
+                // Purged again since: its second purge was pushed back.
+                Some(later) if *later > now => {
+                    let later = *later;
+                    self.sequence += 1;
+                    self.repurge_schedule
+                        .push(Reverse((later, self.sequence, target)));
+                    continue;
+                }
+                Some(_) => {
+                    self.repurges.remove(&target);
+                }
+                None => continue,
+            }
+            self.counters.repurging.fetch_sub(1, Ordering::Relaxed);
+            let waiting = self.pending.entry(target).or_default();
+            if waiting.queued {
+                // A purge of it is waiting anyway (and will have a second purge of its own).
+                self.counters.deduplicated.fetch_add(1, Ordering::Relaxed);
+                self.counters.queued.fetch_sub(1, Ordering::Relaxed);
+            } else {
+                waiting.queued = true;
+                waiting.repurge = true;
+                self.counters.repurged.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Schedules the second purge of a target just delivered (see `repurge_after`).
+    fn schedule_repurge(&mut self, target: Target) {
+        let Some(after) = self.repurge_after else {
+            return;
+        };
+        let due = Instant::now() + after;
+        if let Some(scheduled) = self.repurges.get_mut(&target) {
+            // Already waiting for one: push it back, so it comes after this purge too.
+            *scheduled = due;
+            return;
+        }
+        self.repurges.insert(target.clone(), due);
+        self.counters.queued.fetch_add(1, Ordering::Relaxed);
+        self.counters.repurging.fetch_add(1, Ordering::Relaxed);
+        self.sequence += 1;
+        self.repurge_schedule
+            .push(Reverse((due, self.sequence, target)));
     }
 
     async fn deliver(&mut self, batches: Vec<(Vec<Target>, Vec<Waiting>)>) {
@@ -695,6 +813,9 @@ impl Worker {
         if waiting.queued {
             self.failures.remove(&target);
             self.counters.queued.fetch_sub(1, Ordering::Relaxed);
+            if !waiting.repurge {
+                self.schedule_repurge(target.clone());
+            }
         }
         self.counters.purged.fetch_add(1, Ordering::Relaxed);
         #[cfg(feature = "metrics")]

@@ -16,6 +16,7 @@
 //! - [`purger`]: the non-blocking [`Purger`], its global installation and stats.
 //! - [`after_commit`]: holding purges back until a transaction commits.
 //! - [`retry`]: backoff, giving up ([`RetryPolicy::decide`]), the dead-letter list.
+//! - [`watch`]: read-your-writes, waiting until the purges of one request were attempted.
 //! - [`attempt`]: one attempt of a purge for agents with a durable schedule of their own (the
 //!   outbox worker), with the engine's verdict per target.
 //! - [`backend`]: the [`Backend`](backend::Backend) trait and the built-in backends.
@@ -33,13 +34,16 @@ mod queue;
 pub mod retry;
 pub mod settings;
 pub(crate) mod spill;
+pub mod watch;
 
 pub use cache_purge_hooks_core::{resolve, target, template};
 
 pub use after_commit::AfterCommit;
 pub use cache_purge_hooks_core::async_trait;
 pub use cache_purge_hooks_core::{PurgeTargets, registry};
-pub use purger::{BackendStats, BuildError, Purger, PurgerBuilder, Route, ShutdownTimeout};
+pub use purger::{
+    BackendStats, BuildError, OutboxRounds, Purger, PurgerBuilder, Route, ShutdownTimeout,
+};
 pub use retry::{DeadLetter, RetryPolicy};
 pub use settings::{Delivery, QueueFull, Settings, SettingsError};
 pub use target::{IntoTarget, InvalidTarget, PurgeUrl, Tag, Target, TargetKind, Targets};

@@ -49,8 +49,11 @@ pub struct Purger {
 struct Inner {
     delivery: Delivery,
     retry: RetryPolicy,
+    repurge_after: Option<Duration>,
     queue: Arc<Queue>,
     outbox_wake: Arc<tokio::sync::Notify>,
+    /// The claim-cycle counters of this process's outbox workers.
+    outbox_rounds: Mutex<Vec<std::sync::Weak<tokio::sync::watch::Sender<u64>>>>,
     joins: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     #[cfg(feature = "memory")]
     memory: std::collections::HashMap<String, crate::backend::MemoryBackend>,
@@ -83,6 +86,7 @@ pub struct PurgerBuilder {
     queue_capacity: Option<usize>,
     when_full: QueueFull,
     spill_dir: Option<std::path::PathBuf>,
+    repurge_after: Option<Duration>,
     backends: Vec<(String, Arc<dyn Backend>)>,
     #[cfg(feature = "memory")]
     memory: std::collections::HashMap<String, crate::backend::MemoryBackend>,
@@ -182,6 +186,18 @@ impl PurgerBuilder {
         self
     }
 
+    /// Purges every target a second time, this long after its purge was delivered (default:
+    /// never): against the in-flight race, where a request that read the row before the
+    /// COMMIT answers after the purge and puts the old page back in the cache. Choose it
+    /// longer than your slowest page takes to render. Deduplicated (a target purged again
+    /// meanwhile gets one second purge, after the last), counted (`repurging`, `repurged`),
+    /// and, with `delivery = "outbox"`, written as a second row due then, so it survives a
+    /// restart. It doubles the purges sent: mind a CDN's rate limits.
+    pub fn repurge_after(mut self, delay: Duration) -> Self {
+        self.repurge_after = Some(delay);
+        self
+    }
+
     /// Sets the directory for spill files (default: `cache-purge-spill` in the system's
     /// temporary directory). Each pipeline uses a subdirectory of its own, removed at
     /// [`Purger::shutdown`]; see [`QueueFull::Spill`].
@@ -276,15 +292,14 @@ impl PurgerBuilder {
         for (index, (name, backend)) in self.backends.into_iter().enumerate() {
             // Files are named by position: backend names built in code may hold any character.
             let spill = crate::spill::Spill::new(&spill_dir, &format!("{index}.targets"));
-            let (handle, join) = spawn_worker(
-                name,
-                backend,
-                self.retry.clone(),
-                room.clone(),
+            let config = crate::dispatch::WorkerConfig {
+                retry: self.retry.clone(),
+                room: room.clone(),
                 spill,
-                crate::dispatch::Refill::for_capacity(capacity),
-                &runtime,
-            );
+                refill: crate::dispatch::Refill::for_capacity(capacity),
+                repurge_after: self.repurge_after,
+            };
+            let (handle, join) = spawn_worker(name, backend, config, &runtime);
             workers.push(handle);
             joins.push(join);
         }
@@ -292,6 +307,7 @@ impl PurgerBuilder {
             inner: Arc::new(Inner {
                 delivery: self.delivery,
                 retry: self.retry,
+                repurge_after: self.repurge_after,
                 queue: Arc::new(Queue {
                     workers,
                     capacity,
@@ -301,6 +317,7 @@ impl PurgerBuilder {
                     spill_dir,
                 }),
                 outbox_wake: Arc::new(tokio::sync::Notify::new()),
+                outbox_rounds: Mutex::new(Vec::new()),
                 joins: Mutex::new(joins),
                 #[cfg(feature = "memory")]
                 memory: self.memory,
@@ -506,15 +523,45 @@ impl Purger {
                     .into_iter()
                     .map(str::to_owned)
                     .collect(),
+                repurge_after: self.inner.repurge_after,
             },
             Delivery::Immediate | Delivery::AfterCommit => Route::Queue,
         }
     }
 
     /// Outbox rows of this process were committed: wakes its outbox worker, which then
-    /// delivers them at once instead of at its next poll.
+    /// delivers them at once instead of at its next poll. In a [`Watch`](crate::watch::Watch)
+    /// (read-your-writes), notes them so that the watch waits for the worker to have
+    /// delivered them.
     pub fn outbox_written(&self) {
+        if crate::watch::is_watched() {
+            let mut rounds = self
+                .inner
+                .outbox_rounds
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            rounds.retain(|r| r.strong_count() > 0);
+            for round in rounds.iter().filter_map(std::sync::Weak::upgrade) {
+                let rx = round.subscribe();
+                // The cycle running now may have claimed before these rows committed; the
+                // next one claims them.
+                let until = *rx.borrow() + 2;
+                crate::watch::note_outbox(rx, until);
+            }
+        }
         self.inner.outbox_wake.notify_waiters();
+    }
+
+    /// For an outbox worker of this process: a counter of its claim cycles, which
+    /// read-your-writes waits on (see [`OutboxRounds`]).
+    pub fn outbox_rounds(&self) -> OutboxRounds {
+        let round = Arc::new(tokio::sync::watch::Sender::new(0));
+        self.inner
+            .outbox_rounds
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(Arc::downgrade(&round));
+        OutboxRounds { round }
     }
 
     /// Logs (at ERROR, naming `source` and the targets) a write's purge that no purger was
@@ -666,6 +713,8 @@ impl Purger {
                     spilled: c.spilled.load(Ordering::Relaxed),
                     in_spill: w.spill.count(),
                     peak_in_memory: c.peak_in_memory.load(Ordering::Relaxed),
+                    repurging: c.repurging.load(Ordering::Relaxed),
+                    repurged: c.repurged.load(Ordering::Relaxed),
                     mean_latency: if batches == 0 {
                         Duration::ZERO
                     } else {
@@ -720,6 +769,10 @@ pub struct BackendStats {
     /// The most targets this backend held in memory at once: at most about `queue_capacity`
     /// (the rest spills), whatever the size of the purges.
     pub peak_in_memory: u64,
+    /// Of `queued`, the second purges (`repurge_after`) not due yet.
+    pub repurging: u64,
+    /// Second purges sent.
+    pub repurged: u64,
     /// Mean time of one purge call.
     pub mean_latency: Duration,
     /// Purge calls made.
@@ -735,6 +788,21 @@ pub struct BackendStats {
     pub last_error: Option<crate::backend::PurgeError>,
 }
 
+/// One outbox worker task's claim cycles, counted for read-your-writes: call
+/// [`completed`](Self::completed) after each cycle (a claim, and the delivery of what it
+/// claimed, if anything). Dropping it tells the watches waiting on it that no more cycles come.
+#[derive(Debug)]
+pub struct OutboxRounds {
+    round: Arc<tokio::sync::watch::Sender<u64>>,
+}
+
+impl OutboxRounds {
+    /// One more cycle done.
+    pub fn completed(&self) {
+        self.round.send_modify(|r| *r += 1);
+    }
+}
+
 /// Where a write's targets go: see [`Purger::route`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -745,5 +813,8 @@ pub enum Route {
     Outbox {
         /// The backends to write a row for, by name.
         backends: Vec<String>,
+        /// When set, write the rows a second time, due this much later (the delayed second
+        /// purge, [`PurgerBuilder::repurge_after`]).
+        repurge_after: Option<Duration>,
     },
 }

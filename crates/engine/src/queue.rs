@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use crate::dispatch::{Command, WorkerHandle};
+use crate::attempt::History;
+use crate::dispatch::{AttemptState, Command, WorkerHandle};
 use crate::settings::QueueFull;
 use crate::target::Target;
 
@@ -48,9 +49,26 @@ impl Queue {
             return;
         }
         let n = targets.len() as u64;
+        // A request's own purges, waited for by read-your-writes: small, so kept in memory.
+        let watched = crate::watch::is_watched() && targets.len() <= crate::watch::MAX_WATCHED;
         let shared: Arc<[Target]> = targets.into();
         let mut everything: Option<Arc<[Target]>> = None;
         for w in &self.workers {
+            if watched {
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                let state = AttemptState::new(History::new(), tx);
+                w.counters.queued.fetch_add(n, Ordering::Relaxed);
+                w.counters.note_in_memory(w.spill.count());
+                if w.tx
+                    .send(Command::PurgeWatched(shared.clone(), state))
+                    .is_err()
+                {
+                    w.counters.queued.fetch_sub(n, Ordering::Relaxed);
+                } else {
+                    crate::watch::note_attempt(shared.len(), rx);
+                }
+                continue;
+            }
             let queued = w.counters.queued.load(Ordering::Relaxed);
             let in_spill = w.spill.count();
             let in_memory = queued.saturating_sub(in_spill);

@@ -106,9 +106,20 @@ pub(crate) async fn deliver<C: ConnectionTrait>(db: &C, source: &str, targets: T
         return Purger::log_missing(source, &targets);
     };
     match purger.route() {
-        Route::Outbox { backends } => {
+        Route::Outbox {
+            backends,
+            repurge_after,
+        } => {
             let backends: Vec<&str> = backends.iter().map(String::as_str).collect();
-            match outbox::enqueue(db, &backends, &targets, outbox::now_ms()).await {
+            let now = outbox::now_ms();
+            let mut written = outbox::enqueue(db, &backends, &targets, now).await;
+            if let (Ok(()), Some(after)) = (&written, repurge_after) {
+                // The delayed second purge, as rows due then: it survives a restart.
+                let later =
+                    now.saturating_add(i64::try_from(after.as_millis()).unwrap_or(i64::MAX));
+                written = outbox::enqueue_due(db, &backends, &targets, now, later).await;
+            }
+            match written {
                 // Outside a transaction the rows are committed already; inside one the worker
                 // finds nothing yet and picks them up at its next poll, or at the wake-up of
                 // `transaction` after COMMIT.

@@ -11,7 +11,7 @@ use diesel_async::AsyncConnection;
 use diesel_async::methods::ExecuteDsl;
 
 use crate::backend::PurgeBackend;
-use crate::deliver::{Staged, outbox_failed, outbox_targets};
+use crate::deliver::{OutboxRoute, Staged, outbox_failed, outbox_targets};
 use crate::outbox::{self, NewRow, cache_purge_outbox};
 use crate::sync::settle;
 use crate::write::{Delete, Update};
@@ -127,6 +127,7 @@ pub trait AsyncOutboxConnection: AsyncConnection {
         backends: &[String],
         targets: &[Target],
         now_ms: i64,
+        available_at_ms: i64,
     ) -> impl Future<Output = QueryResult<()>> + Send;
 }
 
@@ -140,8 +141,9 @@ where
         backends: &[String],
         targets: &[Target],
         now_ms: i64,
+        available_at_ms: i64,
     ) -> impl Future<Output = QueryResult<()>> + Send {
-        outbox::async_enqueue(self, backends, targets, now_ms)
+        outbox::async_enqueue_due(self, backends, targets, now_ms, available_at_ms)
     }
 }
 
@@ -150,13 +152,13 @@ where
 pub(crate) async fn stage<C: AsyncOutboxConnection>(
     conn: &mut C,
     source: &'static str,
-    outbox_backends: Option<&[String]>,
+    outbox_backends: Option<&OutboxRoute>,
     targets: Targets,
 ) -> Staged {
     if targets.is_empty() && targets.rejected().is_empty() {
         return Staged::Nothing;
     }
-    let Some(backends) = outbox_backends else {
+    let Some(route) = outbox_backends else {
         return Staged::Send(targets);
     };
     let valid = outbox_targets(source, targets);
@@ -164,9 +166,13 @@ pub(crate) async fn stage<C: AsyncOutboxConnection>(
         return Staged::Nothing;
     }
     let rows = &valid;
+    let now = outbox::now_ms();
     let written = conn
         .transaction(async move |c: &mut C| {
-            c.enqueue_outbox(backends, rows, outbox::now_ms()).await
+            for due in route.due_times(now) {
+                c.enqueue_outbox(&route.backends, rows, now, due).await?;
+            }
+            Ok::<_, diesel::result::Error>(())
         })
         .await;
     match written {

@@ -38,7 +38,7 @@ where
     async fn write(self, conn: &mut C, _rows: bool) -> QueryResult<(usize, Vec<M>)> {
         let plan = Plan::current::<M>();
         let backends = plan.outbox_backends();
-        let (source, backends_ref) = (plan.source, backends.as_deref());
+        let (source, backends_ref) = (plan.source, backends.as_ref());
         let (rows, staged) = conn
             .transaction(async move |conn: &mut C| {
                 let rows: Vec<M> = self.returning(M::as_returning()).get_results(conn).await?;
@@ -83,7 +83,7 @@ where
         async move {
             let plan = Plan::current::<M>();
             let backends = plan.outbox_backends();
-            let (source, backends_ref) = (plan.source, backends.as_deref());
+            let (source, backends_ref) = (plan.source, backends.as_ref());
             let (rows, staged) = conn
                 .transaction(async move |conn: &mut C| {
                     let parts = Parts::of(target);
@@ -137,7 +137,7 @@ where
         async move {
             let plan = Plan::current::<M>();
             let backends = plan.outbox_backends();
-            let (source, backends_ref) = (plan.source, backends.as_deref());
+            let (source, backends_ref) = (plan.source, backends.as_ref());
             let (rows, staged) = conn
                 .transaction(async move |conn: &mut C| {
                     let rows: Vec<M> = diesel::delete(target)

@@ -45,7 +45,7 @@ where
         check_single_key::<C::Backend, T>(&table)?;
         let plan = Plan::current::<M>();
         let backends = plan.outbox_backends();
-        let (source, backends_ref) = (plan.source, backends.as_deref());
+        let (source, backends_ref) = (plan.source, backends.as_ref());
         let ((n, rows), staged) = conn
             .transaction(async move |conn: &mut C| {
                 diesel::sql_query(RESET_LAST_INSERT_ID)
@@ -107,7 +107,7 @@ where
         async move {
             let plan = Plan::current::<M>();
             let backends = plan.outbox_backends();
-            let (source, backends_ref) = (plan.source, backends.as_deref());
+            let (source, backends_ref) = (plan.source, backends.as_ref());
             let ((n, new), staged) = conn
                 .transaction(async move |conn: &mut C| {
                     let parts = Parts::of(target);
@@ -189,7 +189,7 @@ where
         async move {
             let plan = Plan::current::<M>();
             let backends = plan.outbox_backends();
-            let (source, backends_ref) = (plan.source, backends.as_deref());
+            let (source, backends_ref) = (plan.source, backends.as_ref());
             let ((n, old), staged) = conn
                 .transaction(async move |conn: &mut C| {
                     let parts = Parts::of(target);

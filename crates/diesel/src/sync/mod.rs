@@ -8,7 +8,7 @@ use diesel::query_dsl::methods::ExecuteDsl;
 use diesel::result::{Error, QueryResult};
 
 use crate::backend::PurgeBackend;
-use crate::deliver::{Plan, Staged, outbox_failed, outbox_targets};
+use crate::deliver::{OutboxRoute, Plan, Staged, outbox_failed, outbox_targets};
 use crate::outbox::{self, NewRow, cache_purge_outbox};
 use crate::write::{Delete, Update};
 
@@ -89,6 +89,7 @@ pub trait OutboxConnection: Connection {
         backends: &[String],
         targets: &[Target],
         now_ms: i64,
+        available_at_ms: i64,
     ) -> QueryResult<()>;
 }
 
@@ -102,8 +103,9 @@ where
         backends: &[String],
         targets: &[Target],
         now_ms: i64,
+        available_at_ms: i64,
     ) -> QueryResult<()> {
-        outbox::enqueue(self, backends, targets, now_ms)
+        outbox::enqueue_due(self, backends, targets, now_ms, available_at_ms)
     }
 }
 
@@ -112,20 +114,27 @@ where
 pub(crate) fn stage<C: OutboxConnection>(
     conn: &mut C,
     plan: &Plan,
-    outbox_backends: Option<&[String]>,
+    outbox_backends: Option<&OutboxRoute>,
     targets: Targets,
 ) -> Staged {
     if targets.is_empty() && targets.rejected().is_empty() {
         return Staged::Nothing;
     }
-    let Some(backends) = outbox_backends else {
+    let Some(route) = outbox_backends else {
         return Staged::Send(targets);
     };
     let valid = outbox_targets(plan.source, targets);
     if valid.is_empty() {
         return Staged::Nothing;
     }
-    match conn.transaction(|c| c.enqueue_outbox(backends, &valid, outbox::now_ms())) {
+    let now = outbox::now_ms();
+    let written = conn.transaction(|c| {
+        for due in route.due_times(now) {
+            c.enqueue_outbox(&route.backends, &valid, now, due)?;
+        }
+        Ok::<_, diesel::result::Error>(())
+    });
+    match written {
         Ok(()) => Staged::Outbox,
         Err(e) => {
             outbox_failed(plan.source, &e, valid.len());
@@ -148,7 +157,7 @@ where
     let backends = plan.outbox_backends();
     let (out, staged) = conn.transaction(|conn| {
         let (out, targets) = body(conn)?;
-        let staged = stage(conn, &plan, backends.as_deref(), targets);
+        let staged = stage(conn, &plan, backends.as_ref(), targets);
         Ok::<_, Error>((out, staged))
     })?;
     plan.finish(staged);

@@ -96,7 +96,7 @@ mod worker;
 pub use migration::{Migration, create_table, drop_table};
 pub use store::{
     BackendOutboxStatus, DeadRows, MAX_ERROR_CHARS, MAX_TARGET_BYTES_PER_ROW, OutboxRow, claim,
-    complete, dead, delete_dead, enqueue, fail, now_ms, release, retry_dead, status,
+    complete, dead, delete_dead, enqueue, enqueue_due, fail, now_ms, release, retry_dead, status,
 };
 
 pub use worker::{OutboxWorker, OutboxWorkerBuilder, OutboxWorkerStats, table_exists};

@@ -114,6 +114,21 @@ where
     C: ConnectionTrait,
     B: AsRef<str>,
 {
+    enqueue_due(conn, backends, targets, now_ms, now_ms).await
+}
+
+/// [`enqueue`] with rows not claimable before `available_at_ms` (a delayed second purge).
+pub async fn enqueue_due<C, B>(
+    conn: &C,
+    backends: &[B],
+    targets: &[Target],
+    now_ms: i64,
+    available_at_ms: i64,
+) -> Result<(), DbErr>
+where
+    C: ConnectionTrait,
+    B: AsRef<str>,
+{
     if backends.is_empty() || targets.is_empty() {
         return Ok(());
     }
@@ -137,7 +152,7 @@ where
                     Expr::val(*backend),
                     Expr::val(*text),
                     Expr::val(now_ms),
-                    Expr::val(now_ms),
+                    Expr::val(available_at_ms),
                     Expr::val(0i32),
                 ])
                 .map_err(|e| DbErr::Custom(format!("cache purge outbox: enqueue: {e}")))?;

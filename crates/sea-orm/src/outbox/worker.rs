@@ -219,6 +219,8 @@ struct BackendTask {
 impl BackendTask {
     async fn run(self, mut stop: watch::Receiver<bool>) {
         let wake = self.purger.outbox_wake();
+        // Read-your-writes waits for the cycles after a write.
+        let rounds = self.purger.outbox_rounds();
         loop {
             if *stop.borrow() {
                 break;
@@ -249,6 +251,7 @@ impl BackendTask {
                 }
             };
             if rows.is_empty() {
+                rounds.completed();
                 tokio::select! {
                     () = &mut woken => {}
                     () = tokio::time::sleep(self.poll_interval) => {}
@@ -262,6 +265,7 @@ impl BackendTask {
                 break;
             }
             self.deliver(rows).await;
+            rounds.completed();
         }
     }
 
