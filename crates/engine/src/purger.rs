@@ -224,7 +224,7 @@ impl PurgerBuilder {
             #[cfg(feature = "memory")]
             BackendSettings::Memory(m) => Ok(self.backend(
                 name,
-                crate::backend::MemoryBackend::new().with_max_batch(m.max_batch),
+                crate::backend::MemoryBackend::new().with_max_batch(m.max_batch.get()),
             )),
             #[cfg(feature = "varnish")]
             BackendSettings::Varnish(v) => {

@@ -2,8 +2,8 @@
 
 use std::io::Write;
 
-use cache_purge_hooks::settings::{BackendSettings, NginxMode, SettingsLoader, VarnishMode};
-use cache_purge_hooks::{Delivery, Purger, Settings};
+use cache_purge_hooks_engine::settings::{BackendSettings, NginxMode, SettingsLoader, VarnishMode};
+use cache_purge_hooks_engine::{Delivery, Purger, Settings};
 
 fn file(text: &str) -> tempfile::NamedTempFile {
     let mut f = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
@@ -68,7 +68,13 @@ fn a_file_selects_several_backends() {
         panic!()
     };
     assert_eq!(v.mode, VarnishMode::Cli);
-    assert_eq!(v.servers, ["127.0.0.1:6082", "127.0.0.2:6082"]);
+    assert_eq!(
+        v.servers,
+        [
+            "127.0.0.1:6082".parse().unwrap(),
+            "127.0.0.2:6082".parse().unwrap()
+        ]
+    );
     let BackendSettings::Nginx(n) = &s.backends["local"] else {
         panic!()
     };
@@ -90,7 +96,7 @@ fn environment_variables_override_the_file_and_are_named_in_errors() {
     let BackendSettings::Memory(m) = &s.backends["record"] else {
         panic!()
     };
-    assert_eq!(m.max_batch, 7);
+    assert_eq!(m.max_batch.get(), 7);
 
     let err = SettingsLoader::default()
         .file(f.path())
