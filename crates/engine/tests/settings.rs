@@ -239,3 +239,426 @@ fn a_purger_needs_a_tokio_runtime() {
     let err = Purger::builder().build().unwrap_err();
     assert!(err.to_string().contains("tokio runtime"), "{err}");
 }
+
+#[test]
+fn an_override_of_a_capitalised_backend_reaches_it_and_names_its_variable() {
+    let f = file("[backends.Edge]\nkind = \"varnish\"\nservers = [\"127.0.0.1:6082\"]\n");
+    let s = SettingsLoader::default()
+        .file(f.path())
+        .env_vars([(
+            "CACHE_PURGE__BACKENDS__EDGE__SERVERS",
+            "10.0.0.1:6082,10.0.0.2:6082",
+        )])
+        .load()
+        .unwrap();
+    // The override lands on `Edge`, not on a lower-cased twin `edge`.
+    assert_eq!(s.backends.keys().collect::<Vec<_>>(), ["Edge"]);
+    let BackendSettings::Varnish(v) = &s.backends["Edge"] else {
+        panic!()
+    };
+    let servers: Vec<String> = v.servers.iter().map(ToString::to_string).collect();
+    assert_eq!(servers, ["10.0.0.1:6082", "10.0.0.2:6082"]);
+
+    let err = SettingsLoader::default()
+        .file(f.path())
+        .env_vars([(
+            "CACHE_PURGE__BACKENDS__EDGE__SERVERS",
+            "10.0.0.1:6082,nohost",
+        )])
+        .load()
+        .unwrap_err();
+    assert_eq!(err.key.as_deref(), Some("backends.Edge.servers"));
+    assert_eq!(
+        err.origin.as_deref(),
+        Some("environment variable CACHE_PURGE__BACKENDS__EDGE__SERVERS")
+    );
+    assert_eq!(err.message, "`nohost` is not `host:port`");
+    // A key of the file next to it still names the file.
+    let err = SettingsLoader::default()
+        .file(f.path())
+        .env_vars([("CACHE_PURGE__BACKENDS__EDGE__MODE", "http")])
+        .load()
+        .unwrap();
+    let BackendSettings::Varnish(v) = &err.backends["Edge"] else {
+        panic!()
+    };
+    assert_eq!(v.mode, VarnishMode::Http);
+    let err = SettingsLoader::default()
+        .file(f.path())
+        .env_vars([("CACHE_PURGE__BACKENDS__EDGE__TIMEOUT", "soon")])
+        .load()
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "invalid cache purge setting `backends.Edge.timeout` (from environment variable CACHE_PURGE__BACKENDS__EDGE__TIMEOUT): invalid value: string \"soon\", expected a duration like \"5s\" or \"250ms\""
+    );
+    let err = SettingsLoader::default()
+        .file(f.path())
+        .env_vars([("CACHE_PURGE__BACKENDS__EDGE__SECRETT", "/x")])
+        .load()
+        .unwrap_err();
+    assert_eq!(err.key.as_deref(), Some("backends.Edge.secrett"));
+    assert_eq!(
+        err.origin.as_deref(),
+        Some("environment variable CACHE_PURGE__BACKENDS__EDGE__SECRETT")
+    );
+    assert!(
+        err.message
+            .starts_with("unknown key `secrett`; expected one of `mode`")
+    );
+}
+
+#[test]
+fn a_backend_given_only_by_the_environment_is_named_by_its_variables() {
+    let err = SettingsLoader::default()
+        .toml("")
+        .env_vars([
+            ("CACHE_PURGE__BACKENDS__N__KIND", "nginx"),
+            ("CACHE_PURGE__BACKENDS__N__MODE", "files"),
+        ])
+        .load()
+        .unwrap_err();
+    assert_eq!(err.key.as_deref(), Some("backends.n.cache_dir"));
+    // The key is absent: the origin is where its backend's table came from.
+    assert_eq!(
+        err.origin.as_deref(),
+        Some("environment variable CACHE_PURGE__BACKENDS__N__KIND")
+    );
+}
+
+/// An application's own configuration, with the settings nested in it.
+#[derive(Debug, serde::Deserialize)]
+struct AppConfig {
+    port: u16,
+    #[serde(default)]
+    cache_purge: Settings,
+}
+
+#[test]
+fn settings_nest_in_an_applications_own_configuration() {
+    let app: AppConfig = toml::from_str(
+        r#"
+        port = 8080
+        [cache_purge]
+        delivery = "immediate"
+        [cache_purge.backends.edge]
+        kind = "varnish"
+        servers = ["127.0.0.1:6082", "[::1]:6083"]
+        [cache_purge.backends.local]
+        kind = "nginx"
+        mode = "wipe"
+        cache_dir = "/var/cache/nginx"
+        "#,
+    )
+    .unwrap();
+    assert_eq!(app.port, 8080);
+    let s = &app.cache_purge;
+    assert_eq!(s.delivery, Delivery::Immediate);
+    // Defaults for what is not given, as the loader's.
+    assert_eq!(s.shutdown_timeout, Settings::default().shutdown_timeout);
+    assert_eq!(s.queue_capacity, Settings::default().queue_capacity);
+    let BackendSettings::Varnish(v) = &s.backends["edge"] else {
+        panic!()
+    };
+    assert_eq!(v.servers[1].host(), "::1");
+    assert_eq!(v.timeout, std::time::Duration::from_secs(5));
+    assert_eq!(
+        v.secret_file,
+        cache_purge_hooks_engine::settings::VarnishSettings::default().secret_file
+    );
+    let BackendSettings::Nginx(n) = &s.backends["local"] else {
+        panic!()
+    };
+    assert_eq!(n.mode, NginxMode::Wipe);
+
+    // No table at all: the defaults, one `log` backend.
+    let app: AppConfig = toml::from_str("port = 1\n").unwrap();
+    assert_eq!(app.cache_purge, Settings::default());
+    let app: AppConfig = toml::from_str("port = 1\n[cache_purge]\n").unwrap();
+    assert_eq!(app.cache_purge, Settings::default());
+
+    // Bad values: the same errors as from the loader, keyed inside the settings.
+    for (text, want) in [
+        (
+            "port = 1\n[cache_purge.backends.edge]\nkind = \"varnish\"\nservers = [\"nohost\"]\n",
+            "invalid cache purge setting `backends.edge.servers[0]`: `nohost` is not `host:port`",
+        ),
+        (
+            "port = 1\n[cache_purge.backends.n]\nkind = \"nginx\"\nmode = \"files\"\ncache_dir = \"/c\"\n",
+            "invalid cache purge setting `backends.n.key_template`: required with mode = \"files\"",
+        ),
+        (
+            "port = 1\n[cache_purge]\nspeed = 3\n",
+            "invalid cache purge setting `speed`: unknown key `speed`; expected one of `delivery`",
+        ),
+        (
+            "port = 1\n[cache_purge.backends.edge]\nkind = \"varnsh\"\n",
+            "invalid cache purge setting `backends.edge.kind`: unknown backend kind `varnsh`",
+        ),
+    ] {
+        let err = toml::from_str::<AppConfig>(text).unwrap_err().to_string();
+        assert!(err.contains(want), "{text:?}: {err}");
+    }
+}
+
+#[test]
+fn one_backend_deserializes_on_its_own() {
+    let b: BackendSettings = toml::from_str("kind = \"memory\"\nmax_batch = 3\n").unwrap();
+    let BackendSettings::Memory(m) = b else {
+        panic!()
+    };
+    assert_eq!(m.max_batch.get(), 3);
+    let err = toml::from_str::<BackendSettings>("kind = \"memory\"\nmax_batch = 0\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("invalid cache purge setting `max_batch`: expected at least 1"),
+        "{err}"
+    );
+}
+
+#[test]
+fn every_validated_type_parses_from_code_and_from_the_file() {
+    use cache_purge_hooks_engine::settings::{
+        CacheDir, HeaderName, HostName, HttpMethod, KeyTemplate, Levels, MaxBanLength, PurgePrefix,
+        Scheme, ServerAddr,
+    };
+    // FromStr, for code.
+    assert_eq!(
+        "127.0.0.1:6082".parse::<ServerAddr>().unwrap().to_string(),
+        "127.0.0.1:6082"
+    );
+    assert_eq!(
+        "nohost".parse::<ServerAddr>().unwrap_err().message,
+        "`nohost` is not `host:port`"
+    );
+    assert!("example.com".parse::<HostName>().is_ok());
+    assert!("exa_mple com".parse::<HostName>().is_err());
+    assert!("X-Ban-Url".parse::<HeaderName>().is_ok());
+    assert!("X Ban".parse::<HeaderName>().is_err());
+    assert!("PURGE".parse::<HttpMethod>().is_ok());
+    assert!("PU RGE".parse::<HttpMethod>().is_err());
+    assert!("/purge".parse::<PurgePrefix>().is_ok());
+    assert!("/purge/".parse::<PurgePrefix>().is_err());
+    assert!("$uri$is_args$args".parse::<KeyTemplate>().is_ok());
+    assert!("$uri$foo".parse::<KeyTemplate>().is_err());
+    assert!("1:2".parse::<Levels>().is_ok());
+    assert!("3:3".parse::<Levels>().is_err());
+    assert!("/var/cache/nginx".parse::<CacheDir>().is_ok());
+    assert!("/var/../etc".parse::<CacheDir>().is_err());
+    assert!("300".parse::<MaxBanLength>().is_ok());
+    assert!("100".parse::<MaxBanLength>().is_err());
+    assert!("https".parse::<Scheme>().is_ok());
+    assert!("ftp".parse::<Scheme>().is_err());
+
+    // The file: the key, the file as origin, the expectation.
+    let varnish = "[backends.v]\nkind = \"varnish\"\n";
+    let nginx = "[backends.n]\nkind = \"nginx\"\n";
+    let cases = [
+        (
+            format!("{varnish}servers = \"a:1, b\"\n"),
+            "backends.v.servers",
+            "`b` is not `host:port`",
+        ),
+        (
+            format!("{varnish}servers = [\"a:1\", \"b:0\"]\n"),
+            "backends.v.servers[1]",
+            "port 0 in `b:0`",
+        ),
+        (
+            format!("{varnish}site_domain = \"a b\"\n"),
+            "backends.v.site_domain",
+            "`a b` is not a host name (letters, digits, `-`, `.`, port)",
+        ),
+        (
+            format!("{varnish}ban_header = \"X Ban\"\n"),
+            "backends.v.ban_header",
+            "`X Ban` is not a valid header name",
+        ),
+        (
+            format!("{varnish}lurker_url_header = \"\"\n"),
+            "backends.v.lurker_url_header",
+            "`` is not a valid header name",
+        ),
+        (
+            format!("{varnish}max_ban_length = 100\n"),
+            "backends.v.max_ban_length",
+            "expected at least 256 bytes, got 100",
+        ),
+        (
+            format!("{varnish}concurrency = 0\n"),
+            "backends.v.concurrency",
+            "expected at least 1",
+        ),
+        (
+            format!("{varnish}http_method = \"get\"\n"),
+            "backends.v.http_method",
+            "unknown varnish http method `get`; expected one of `purge`, `ban`",
+        ),
+        (
+            format!("{varnish}ban_style = \"url\"\n"),
+            "backends.v.ban_style",
+            "unknown ban style `url`; expected one of `req_url`, `lurker`",
+        ),
+        (
+            format!("{nginx}method = \"PU RGE\"\n"),
+            "backends.n.method",
+            "`PU RGE` is not an HTTP method",
+        ),
+        (
+            format!("{nginx}host_header = \"a b\"\n"),
+            "backends.n.host_header",
+            "`a b` is not a host name",
+        ),
+        (
+            format!("{nginx}purge_prefix = \"/purge/\"\n"),
+            "backends.n.purge_prefix",
+            "`/purge/` must start with `/`, not end with `/`, and hold no `?`, `#` or space",
+        ),
+        (
+            format!("{nginx}key_template = \"$uri$foo\"\n"),
+            "backends.n.key_template",
+            "unknown variable `$foo` in `$uri$foo`",
+        ),
+        (
+            format!("{nginx}levels = \"1:2:1:2\"\n"),
+            "backends.n.levels",
+            "`1:2:1:2` has more than three levels",
+        ),
+        (
+            format!("{nginx}cache_dir = \"/var/../etc\"\n"),
+            "backends.n.cache_dir",
+            "`/var/../etc` must be an absolute path below `/` without `..`, like /var/cache/nginx",
+        ),
+        (
+            format!("{nginx}scheme = \"ftp\"\n"),
+            "backends.n.scheme",
+            "expected `http` or `https`, got `ftp`",
+        ),
+        (
+            format!("{nginx}timeout = \"0s\"\n"),
+            "backends.n.timeout",
+            "expected more than 0s",
+        ),
+        (
+            "[backends.m]\nkind = \"memory\"\nmax_batch = 0\n".to_owned(),
+            "backends.m.max_batch",
+            "expected at least 1",
+        ),
+        (
+            "[retry]\nmax_age = \"soon\"\n".to_owned(),
+            "retry.max_age",
+            "invalid value: string \"soon\", expected a duration like \"5s\" or \"250ms\"",
+        ),
+    ];
+    for (text, key, expected) in cases {
+        let want = format!("invalid cache purge setting `{key}` (from FILE): {expected}");
+        let got = error(&text);
+        assert!(
+            got.starts_with(&want),
+            "for {text:?}:\n got {got}\nwant {want}"
+        );
+    }
+}
+
+#[test]
+fn rules_across_keys_are_keyed_to_the_key_they_need() {
+    let files =
+        "[backends.n]\nkind = \"nginx\"\nmode = \"files\"\ncache_dir = \"/var/cache/nginx\"\n";
+    assert_eq!(
+        error(files),
+        "invalid cache purge setting `backends.n.key_template` (from FILE): required with mode = \"files\": your proxy_cache_key, verbatim (without one, nginx uses \"http://$proxy_host$request_uri\" for proxy_pass http://...)"
+    );
+    assert_eq!(
+        error(&format!(
+            "{files}key_template = \"$scheme$proxy_host$request_uri\"\n"
+        )),
+        "invalid cache purge setting `backends.n.proxy_host` (from FILE): required because key_template `$scheme$proxy_host$request_uri` uses $proxy_host: the host of your proxy_pass (like `origin`)"
+    );
+    assert_eq!(
+        error(&format!("{files}key_template = \"$http_host$uri\"\n")),
+        "invalid cache purge setting `backends.n.host_header` (from FILE): required because key_template `$http_host$uri` uses $host: the site's host name"
+    );
+    assert_eq!(
+        error("[backends.n]\nkind = \"nginx\"\nmode = \"wipe\"\n"),
+        "invalid cache purge setting `backends.n.cache_dir` (from FILE): required with mode = \"files\" or \"wipe\": the proxy_cache_path directory"
+    );
+    // Satisfied, it loads; and `http` mode needs none of them.
+    assert!(
+        Settings::from_toml_str(&format!(
+            "{files}key_template = \"$host$uri\"\nhost_header = \"example.com\"\n"
+        ))
+        .is_ok()
+    );
+    assert!(
+        Settings::from_toml_str(
+            "[backends.n]\nkind = \"nginx\"\nkey_template = \"$proxy_host$uri\"\n"
+        )
+        .is_ok()
+    );
+}
+
+#[test]
+fn settings_round_trip_through_toml() {
+    let original = Settings::from_toml_str(
+        r#"
+        delivery = "outbox"
+        shutdown_timeout = "1m 30s"
+        queue_capacity = 7
+        when_full = "wait"
+        [retry]
+        max_attempts = 3
+        initial_backoff = "250ms"
+        [backends.Edge]
+        kind = "varnish"
+        mode = "http"
+        servers = ["127.0.0.1:6081", "[::1]:6082"]
+        site_domain = "www.example.com"
+        ban_style = "lurker"
+        http_method = "ban"
+        ban_header = "X-Ban"
+        max_ban_length = 4096
+        timeout = "2s"
+        concurrency = 3
+        [backends.files]
+        kind = "nginx"
+        mode = "files"
+        cache_dir = "/var/cache/nginx"
+        levels = "2"
+        key_template = "${scheme}://$proxy_host$request_uri"
+        proxy_host = "origin"
+        scheme = "https"
+        host_header = "example.com:8443"
+        [backends.http]
+        kind = "nginx"
+        servers = "10.0.0.1:80, 10.0.0.2:8080"
+        purge_prefix = "/purge"
+        method = "GET"
+        [backends.record]
+        kind = "memory"
+        max_batch = 5
+        [backends.quiet]
+        kind = "dummy"
+        [backends.log]
+        kind = "log"
+        "#,
+    )
+    .unwrap();
+    let text = toml::to_string(&original).unwrap();
+    let again = Settings::from_toml_str(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    assert_eq!(again, original, "{text}");
+    assert_eq!(
+        toml::to_string(&Settings::default())
+            .map(|t| Settings::from_toml_str(&t).unwrap())
+            .unwrap(),
+        Settings::default()
+    );
+    // And through an application's own file.
+    let app: AppConfig = toml::from_str(&format!(
+        "port = 1\n[cache_purge]\n{}",
+        text.replace("[backends", "[cache_purge.backends")
+            .replace("[retry]", "[cache_purge.retry]")
+    ))
+    .unwrap();
+    assert_eq!(app.cache_purge, original);
+}

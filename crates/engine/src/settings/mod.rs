@@ -663,6 +663,32 @@ impl Source for TomlSource {
             .map(|(k, v)| (k, stamped(v, &self.origin)))
             .collect())
     }
+
+    /// Merged with [`merge`], which keeps the origin of tables (config's own merge rebuilds
+    /// every table without one).
+    fn collect_to(&self, cache: &mut Value) -> Result<(), ConfigError> {
+        merge(cache, Value::new(None, ValueKind::Table(self.collect()?)));
+        Ok(())
+    }
+}
+
+/// Deep-merges `from` into `into`: tables key by key (a table keeps the origin of the source
+/// that made it first), anything else replaced with its origin.
+fn merge(into: &mut Value, from: Value) {
+    let origin = from.origin().map(str::to_owned);
+    match (&mut into.kind, from.kind) {
+        (ValueKind::Table(old), ValueKind::Table(new)) => {
+            for (k, v) in new {
+                match old.get_mut(&k) {
+                    Some(existing) => merge(existing, v),
+                    None => {
+                        old.insert(k, v);
+                    }
+                }
+            }
+        }
+        (_, kind) => *into = Value::new(origin.as_ref(), kind),
+    }
 }
 
 fn from_config_error(e: ConfigError, file: Option<&str>) -> SettingsError {
@@ -737,14 +763,17 @@ impl SettingsLoader {
 
     /// Reads, merges and checks the settings.
     pub fn load(self) -> Result<Settings, SettingsError> {
-        let mut builder = config::Config::builder();
+        // The sources are merged here, one after the other, rather than by config's
+        // `ConfigBuilder`: its merge rebuilds every table without an origin, and the origin of
+        // a table is what an error about a key missing from it names.
+        let mut sources: Vec<Box<dyn Source + Send + Sync>> = Vec::new();
         let mut label = None;
         if let Some(text) = self.toml {
             let origin = "settings text".to_owned();
-            builder = builder.add_source(TomlSource {
+            sources.push(Box::new(TomlSource {
                 text,
                 origin: origin.clone(),
-            });
+            }));
             label = Some(origin);
         } else if let Some(path) = &self.file {
             let shown = path.display().to_string();
@@ -762,19 +791,24 @@ impl SettingsLoader {
                 })?;
                 // As config's own file source: skip a UTF-8 byte order mark.
                 let bytes = bytes.strip_prefix(b"\xef\xbb\xbf").unwrap_or(&bytes);
-                builder = builder.add_source(TomlSource {
+                sources.push(Box::new(TomlSource {
                     text: String::from_utf8_lossy(bytes).into_owned(),
                     origin: shown.clone(),
-                });
+                }));
                 label = Some(shown);
             }
         }
         if !self.skip_env {
-            builder = builder.add_source(env::EnvSource::new(self.env));
+            sources.push(Box::new(env::EnvSource::new(self.env)));
         }
-        let top = builder
-            .build()
-            .and_then(|config| config.collect())
+        let mut tree = Value::new(None, ValueKind::Table(Map::new()));
+        for source in &sources {
+            source
+                .collect_to(&mut tree)
+                .map_err(|e| from_config_error(e, label.as_deref()))?;
+        }
+        let top = tree
+            .into_table()
             .map_err(|e| from_config_error(e, label.as_deref()))?;
         settings_from_table(top, label.as_deref())
     }
