@@ -230,8 +230,8 @@ fn setup_failure(e: &SetupError) -> Finding {
 }
 
 async fn check_varnish(_name: &str, settings: &VarnishSettings) -> Vec<Finding> {
-    // The constructor checks what can be checked locally: addresses, the secret file, the
-    // varnishadm binary.
+    // The settings' values were checked when they were loaded; the constructor checks what
+    // needs the local machine: the secret file, the varnishadm binary.
     if let Err(e) = VarnishBackend::new(settings) {
         return vec![setup_failure(&e)];
     }

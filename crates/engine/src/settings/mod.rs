@@ -259,7 +259,6 @@ const BACKEND_KINDS: &str = "`log`, `dummy`, `memory`, `varnish`, `nginx`";
 
 /// A setting is invalid. Says which key, where it came from and what was expected.
 #[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
 pub struct SettingsError {
     /// The key, dotted (`backends.edge.timeout`), when the error concerns one.
     pub key: Option<String>,

@@ -245,7 +245,6 @@ pub const NGINX_KEY_VARIABLES: &[&str] = &[
 
 /// One piece of a parsed nginx key template.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-#[non_exhaustive]
 pub enum KeyPart {
     /// Text copied as is.
     Literal(String),
