@@ -662,3 +662,57 @@ fn settings_round_trip_through_toml() {
     .unwrap();
     assert_eq!(app.cache_purge, original);
 }
+
+/// What `NginxBackend::new` refused before values had types is refused where the file is read.
+#[test]
+fn nginx_values_are_refused_where_the_file_is_read() {
+    for (options, key, expected) in [
+        (
+            "servers = [\"nohost\"]\n",
+            "servers[0]",
+            "`nohost` is not `host:port`",
+        ),
+        ("concurrency = 0\n", "concurrency", "expected at least 1"),
+        ("timeout = \"0s\"\n", "timeout", "expected more than 0s"),
+        (
+            "purge_prefix = \"purge\"\n",
+            "purge_prefix",
+            "`purge` must start with `/`",
+        ),
+        (
+            "method = \"PU RGE\"\n",
+            "method",
+            "`PU RGE` is not an HTTP method",
+        ),
+        (
+            "host_header = \"a b\"\n",
+            "host_header",
+            "`a b` is not a host name",
+        ),
+        (
+            "mode = \"wipe\"\ncache_dir = \"/\"\n",
+            "cache_dir",
+            "`/` must be an absolute path below `/`",
+        ),
+        (
+            "mode = \"wipe\"\ncache_dir = \"cache\"\n",
+            "cache_dir",
+            "`cache` must be an absolute path",
+        ),
+        (
+            "levels = \"3\"\n",
+            "levels",
+            "`3` is not an nginx levels value",
+        ),
+        (
+            "scheme = \"ftp\"\n",
+            "scheme",
+            "expected `http` or `https`, got `ftp`",
+        ),
+    ] {
+        let got = error(&format!("[backends.n]\nkind = \"nginx\"\n{options}"));
+        let want =
+            format!("invalid cache purge setting `backends.n.{key}` (from FILE): {expected}");
+        assert!(got.starts_with(&want), "{options:?}: {got}");
+    }
+}

@@ -62,7 +62,7 @@ pub enum SetupError {
     },
     /// Settings built in code break a rule across keys (`mode = "files"` without a
     /// `key_template`...): the error of the same check the loader makes
-    /// ([`NginxSettings::check`](crate::settings::NginxSettings::check)). Each value on its own
+    /// ([`NginxSettings::check`](nginx::settings::NginxSettings::check)). Each value on its own
     /// is valid by its type, so there is nothing else to refuse here.
     #[error("{setting}: {problem}")]
     Invalid {

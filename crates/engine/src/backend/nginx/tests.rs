@@ -11,7 +11,6 @@ use std::time::Duration;
 use super::settings::{CacheDir, KeyTemplate, Levels, PurgePrefix};
 use super::*;
 use crate::backend::FailedTargets;
-use crate::settings::Settings;
 use crate::settings::types::{HttpMethod, ServerAddr};
 
 /// One request the fake nginx received.
@@ -305,7 +304,7 @@ async fn at_most_concurrency_requests_in_flight_per_server() {
 /// left to the constructor, as the loader's own check.
 #[test]
 fn bad_settings_are_parse_errors() {
-    let parse_err = |e: crate::settings::InvalidValue| e.to_string();
+    let parse_err = |e: crate::settings::types::InvalidValue| e.to_string();
     assert!(parse_err("nohost".parse::<ServerAddr>().unwrap_err()).contains("host:port"));
     assert!(parse_err("purge".parse::<PurgePrefix>().unwrap_err()).contains("must start with `/`"));
     assert!(parse_err("PU RGE".parse::<HttpMethod>().unwrap_err()).contains("HTTP method"));
@@ -315,62 +314,8 @@ fn bad_settings_are_parse_errors() {
     assert!(parse_err("3".parse::<Levels>().unwrap_err()).contains("levels"));
     assert!(parse_err("$args".parse::<KeyTemplate>().unwrap_err()).contains("$uri"));
 
-    // The same values in a file: keyed, with the origin and the expectation.
-    let file_err = |options: &str| {
-        Settings::from_toml_str(&format!("[backends.n]\nkind = \"nginx\"\n{options}"))
-            .unwrap_err()
-            .to_string()
-    };
-    for (options, key, expected) in [
-        (
-            "servers = [\"nohost\"]\n",
-            "servers[0]",
-            "`nohost` is not `host:port`",
-        ),
-        ("concurrency = 0\n", "concurrency", "expected at least 1"),
-        ("timeout = \"0s\"\n", "timeout", "expected more than 0s"),
-        (
-            "purge_prefix = \"purge\"\n",
-            "purge_prefix",
-            "`purge` must start with `/`",
-        ),
-        (
-            "method = \"PU RGE\"\n",
-            "method",
-            "`PU RGE` is not an HTTP method",
-        ),
-        (
-            "host_header = \"a b\"\n",
-            "host_header",
-            "`a b` is not a host name",
-        ),
-        (
-            "mode = \"wipe\"\ncache_dir = \"/\"\n",
-            "cache_dir",
-            "`/` must be an absolute path below `/`",
-        ),
-        (
-            "mode = \"wipe\"\ncache_dir = \"cache\"\n",
-            "cache_dir",
-            "`cache` must be an absolute path",
-        ),
-        (
-            "levels = \"3\"\n",
-            "levels",
-            "`3` is not an nginx levels value",
-        ),
-        (
-            "scheme = \"ftp\"\n",
-            "scheme",
-            "expected `http` or `https`, got `ftp`",
-        ),
-    ] {
-        let err = file_err(options);
-        let want = format!(
-            "invalid cache purge setting `backends.n.{key}` (from settings text): {expected}"
-        );
-        assert!(err.starts_with(&want), "{options:?}: {err}");
-    }
+    // The same values in a file are refused by the loader, with key, origin and expectation:
+    // crates/engine/tests/settings.rs (`nginx_values_are_refused_where_the_file_is_read`).
 
     // Rules across keys, for settings built in code: the loader's check, as a build error.
     let err = |s: NginxSettings| match NginxBackend::new(&s) {
