@@ -7,7 +7,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use cache_purge_hooks::backend::{Backend, Cause, NginxBackend};
-use cache_purge_hooks::settings::{NginxMode, NginxSettings};
+use cache_purge_hooks::settings::{CacheDir, NginxMode, NginxSettings};
 use cache_purge_hooks::{Delivery, Purger, RetryPolicy, Target, TargetKind};
 use cache_purge_hooks_testing::{
     Nginx, NginxConfig, Origin, PurgeLocation, SilentServer, StatusServer, assert_cached,
@@ -18,8 +18,8 @@ use sea_orm::{ActiveModelTrait, Set};
 
 fn http_settings(nginx: &Nginx) -> NginxSettings {
     let mut s = NginxSettings::default();
-    s.servers = vec![nginx.addr()];
-    s.purge_prefix = Some("/purge".into());
+    s.servers = vec![nginx.addr().parse().unwrap()];
+    s.purge_prefix = Some("/purge".parse().unwrap());
     s.timeout = Duration::from_secs(2);
     s
 }
@@ -27,10 +27,10 @@ fn http_settings(nginx: &Nginx) -> NginxSettings {
 fn files_settings(nginx: &Nginx) -> NginxSettings {
     let mut s = NginxSettings::default();
     s.mode = NginxMode::Files;
-    s.cache_dir = Some(nginx.cache_dir().to_path_buf());
+    s.cache_dir = Some(CacheDir::new(nginx.cache_dir()).unwrap());
     // What the harness's nginx.conf says: proxy_cache_key "$uri$is_args$args", levels=1:2.
-    s.key_template = Some("$uri$is_args$args".into());
-    s.levels = "1:2".into();
+    s.key_template = Some("$uri$is_args$args".parse().unwrap());
+    s.levels = "1:2".parse().unwrap();
     s
 }
 
@@ -91,7 +91,7 @@ async fn files_mode_keeps_a_file_whose_key_differs() {
     // A template that does not match nginx's key computes another file name: nothing is
     // found, nothing is deleted, and the page stays cached (no guessing).
     let mut settings = files_settings(&nginx);
-    settings.key_template = Some("other$uri$is_args$args".into());
+    settings.key_template = Some("other$uri$is_args$args".parse().unwrap());
     let backend = NginxBackend::new(&settings).unwrap();
     backend.purge(&urls(&["/k"])).await.unwrap();
     assert_cached(&nginx, "/k").await;
@@ -118,7 +118,7 @@ async fn wipe_mode_empties_the_cache_once_but_keeps_the_directory() {
     warm(&nginx, &["/one", "/two", "/three"]).await;
     let mut settings = NginxSettings::default();
     settings.mode = NginxMode::Wipe;
-    settings.cache_dir = Some(nginx.cache_dir().to_path_buf());
+    settings.cache_dir = Some(CacheDir::new(nginx.cache_dir()).unwrap());
     let backend = NginxBackend::new(&settings).unwrap();
     backend.purge(&urls(&["/one"])).await.unwrap();
     assert!(
@@ -178,8 +178,8 @@ async fn broken_servers_give_clear_errors_in_time() {
     ];
     for (server, kind, expected) in cases {
         let mut settings = NginxSettings::default();
-        settings.servers = vec![server.clone()];
-        settings.purge_prefix = Some("/purge".into());
+        settings.servers = vec![server.parse().unwrap()];
+        settings.purge_prefix = Some("/purge".parse().unwrap());
         settings.timeout = timeout;
         let backend = NginxBackend::new(&settings).unwrap();
         let started = Instant::now();
@@ -200,8 +200,8 @@ async fn broken_servers_give_clear_errors_in_time() {
     // 503 with Retry-After: come back then, like 429.
     let busy = StatusServer::start_with_headers(503, "busy", &[("Retry-After", "7")]).unwrap();
     let mut settings = NginxSettings::default();
-    settings.servers = vec![busy.addr()];
-    settings.purge_prefix = Some("/purge".into());
+    settings.servers = vec![busy.addr().parse().unwrap()];
+    settings.purge_prefix = Some("/purge".parse().unwrap());
     let err = NginxBackend::new(&settings)
         .unwrap()
         .purge(&urls(&["/x"]))
@@ -227,7 +227,7 @@ async fn the_purge_goes_to_every_server() {
     warm(&one, &["/x", "/y"]).await;
     warm(&two, &["/x", "/y"]).await;
     let mut settings = http_settings(&one);
-    settings.servers = vec![one.addr(), two.addr()];
+    settings.servers = vec![one.addr().parse().unwrap(), two.addr().parse().unwrap()];
     NginxBackend::new(&settings)
         .unwrap()
         .purge(&urls(&["/x"]))
@@ -297,7 +297,7 @@ async fn absolute_urls_purge_under_their_own_host() {
     }
     let mut settings = http_settings(&nginx);
     // Paths go with host_header; an absolute URL with its own host.
-    settings.host_header = Some("a.example".into());
+    settings.host_header = Some("a.example".parse().unwrap());
     let backend = NginxBackend::new(&settings).unwrap();
     backend
         .purge(&urls(&["/p", "http://b.example/q"]))

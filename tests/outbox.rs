@@ -433,8 +433,8 @@ async fn outbox_child() {
 /// Saves posts in a stream, every fourth in a transaction that rolls back, until killed.
 async fn saver(db: DatabaseConnection) {
     let mut settings = NginxSettings::default();
-    settings.servers = vec![std::env::var("CPH_NGINX").unwrap()];
-    settings.purge_prefix = Some("/purge".into());
+    settings.servers = vec![std::env::var("CPH_NGINX").unwrap().parse().unwrap()];
+    settings.purge_prefix = Some("/purge".parse().unwrap());
     let nginx: Arc<dyn Backend> = Arc::new(NginxBackend::new(&settings).unwrap());
     let purger = outbox_purger(vec![("nginx", nginx)]);
     purger.install();
@@ -556,8 +556,8 @@ async fn an_app_killed_mid_stream_loses_no_committed_purge() {
 
         // The app restarts: a new worker delivers what the killed one had not.
         let mut settings = NginxSettings::default();
-        settings.servers = vec![nginx.addr()];
-        settings.purge_prefix = Some("/purge".into());
+        settings.servers = vec![nginx.addr().parse().unwrap()];
+        settings.purge_prefix = Some("/purge".parse().unwrap());
         let purger = outbox_purger(vec![(
             "nginx",
             Arc::new(NginxBackend::new(&settings).unwrap()) as Arc<dyn Backend>,

@@ -19,7 +19,7 @@ use sea_orm::{ActiveModelTrait, Set};
 
 fn cli_settings(varnish: &Varnish) -> VarnishSettings {
     let mut s = VarnishSettings::default();
-    s.servers = vec![varnish.admin_addr()];
+    s.servers = vec![varnish.admin_addr().parse().unwrap()];
     s.secret_file = varnish.secret_file().to_path_buf();
     s.timeout = Duration::from_secs(2);
     s
@@ -28,7 +28,7 @@ fn cli_settings(varnish: &Varnish) -> VarnishSettings {
 fn http_settings(varnish: &Varnish, method: VarnishHttpMethod) -> VarnishSettings {
     let mut s = cli_settings(varnish);
     s.mode = VarnishMode::Http;
-    s.servers = vec![varnish.http_addr()];
+    s.servers = vec![varnish.http_addr().parse().unwrap()];
     s.http_method = method;
     s
 }
@@ -130,7 +130,7 @@ async fn site_domain_and_absolute_urls_limit_bans_to_their_host() {
         }
     }
     let mut settings = cli_settings(&varnish);
-    settings.site_domain = Some("a.example".into());
+    settings.site_domain = Some("a.example".parse().unwrap());
     let backend = VarnishBackend::new(&settings).unwrap();
     // A path goes to the site domain; an absolute URL to its own host.
     backend
@@ -205,7 +205,10 @@ async fn several_servers_are_all_purged() {
     warm(&one, &["/x", "/y"]).await;
     warm(&two, &["/x", "/y"]).await;
     let mut settings = cli_settings(&one);
-    settings.servers = vec![one.admin_addr(), two.admin_addr()];
+    settings.servers = vec![
+        one.admin_addr().parse().unwrap(),
+        two.admin_addr().parse().unwrap(),
+    ];
     // One secret for both, as in a real cluster: varnishd reads its -S file at every
     // authentication, so the second instance accepts the first one's secret once copied.
     std::fs::copy(one.secret_file(), two.secret_file()).unwrap();
@@ -224,7 +227,7 @@ async fn one_server_down_does_not_stop_the_others() {
     warm(&varnish, &["/x"]).await;
     let down = refused_addr();
     let mut settings = cli_settings(&varnish);
-    settings.servers = vec![down.clone(), varnish.admin_addr()];
+    settings.servers = vec![down.parse().unwrap(), varnish.admin_addr().parse().unwrap()];
     let backend = VarnishBackend::new(&settings).unwrap();
     let err = backend.purge(&urls(&["/x"])).await.unwrap_err();
     assert_eq!(err.server(), Some(down.as_str()));
@@ -420,18 +423,18 @@ async fn silent_and_failing_servers_give_clear_errors_in_time() {
         s.mode = mode;
         s.secret_file = secret.clone();
         s.timeout = timeout;
-        s.servers = vec![silent.addr()];
+        s.servers = vec![silent.addr().parse().unwrap()];
         cases.push((
             format!("{mode:?} silent"),
             s.clone(),
             "timed out|no answer within",
         ));
-        s.servers = vec![refused_addr()];
+        s.servers = vec![refused_addr().parse().unwrap()];
         cases.push((format!("{mode:?} refused"), s.clone(), "Connection refused"));
     }
     let mut s = VarnishSettings::default();
     s.mode = VarnishMode::Http;
-    s.servers = vec![broken.addr()];
+    s.servers = vec![broken.addr().parse().unwrap()];
     cases.push((
         "http 503".into(),
         s,
@@ -447,7 +450,11 @@ async fn silent_and_failing_servers_give_clear_errors_in_time() {
             "{label}: took {:?}",
             started.elapsed()
         );
-        assert_eq!(err.server(), Some(settings.servers[0].as_str()), "{label}");
+        assert_eq!(
+            err.server(),
+            Some(settings.servers[0].to_string().as_str()),
+            "{label}"
+        );
         assert!(err.is_transient(), "{label}: {err}");
         assert!(
             expected.split('|').any(|e| err.message().contains(e)),
@@ -502,7 +509,7 @@ async fn a_save_succeeds_at_once_when_varnish_is_down() {
     let secret = dir.path().join("secret");
     std::fs::write(&secret, "s\n").unwrap();
     let mut settings = VarnishSettings::default();
-    settings.servers = vec![silent.addr()];
+    settings.servers = vec![silent.addr().parse().unwrap()];
     settings.secret_file = secret;
     settings.timeout = Duration::from_secs(2);
     let memory = MemoryBackend::new();

@@ -28,7 +28,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cache_purge_hooks::backend::{Backend, NginxBackend};
-use cache_purge_hooks::settings::{NginxMode, NginxSettings};
+use cache_purge_hooks::settings::{CacheDir, NginxMode, NginxSettings};
 use cache_purge_hooks::{BackendStats, Delivery, Purger};
 use cache_purge_hooks_testing::{Nginx, Origin};
 
@@ -271,10 +271,11 @@ pub(crate) async fn run(
     let n = config.urls;
 
     let mut settings = NginxSettings::default();
-    settings.servers = vec![nginx.addr()];
-    settings.purge_prefix = Some(PURGE_PREFIX.into());
+    settings.servers = vec![nginx.addr().parse().context("nginx's address")?];
+    settings.purge_prefix = Some(PURGE_PREFIX.parse().context("the purge prefix")?);
     if let Some(c) = config.nginx_concurrency {
-        settings.concurrency = c;
+        settings.concurrency =
+            std::num::NonZeroUsize::new(c).ok_or("--nginx-concurrency must be at least 1")?;
     }
     let concurrency = settings.concurrency;
     let purger = |backend: NginxBackend| {
@@ -568,9 +569,9 @@ pub(crate) async fn run(
 fn files_backend(nginx: &Nginx) -> Result<NginxBackend> {
     let mut s = NginxSettings::default();
     s.mode = NginxMode::Files;
-    s.cache_dir = Some(nginx.cache_dir().to_path_buf());
-    s.key_template = Some("$uri$is_args$args".into());
-    s.levels = "1:2".into();
+    s.cache_dir = Some(CacheDir::new(nginx.cache_dir()).context("the cache directory")?);
+    s.key_template = Some("$uri$is_args$args".parse().context("the key template")?);
+    s.levels = "1:2".parse().context("the levels")?;
     s.timeout = Duration::from_secs(5);
     NginxBackend::new(&s).map_err(|e| e.to_string().into())
 }

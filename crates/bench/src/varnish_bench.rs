@@ -68,7 +68,12 @@ pub(crate) async fn run(config: &Config, origin: &Origin, varnish: &Varnish) -> 
     // (a) ours.
     progress!("varnishd: ours, {} URLs", grouped(ours.len() as u64));
     let mut settings = VarnishSettings::default();
-    settings.servers = vec![varnish.admin_addr()];
+    settings.servers = vec![
+        varnish
+            .admin_addr()
+            .parse()
+            .context("varnishd's admin address")?,
+    ];
     settings.secret_file = varnish.secret_file().to_path_buf();
     settings.timeout = Duration::from_secs(2);
     let backend = VarnishBackend::new(&settings).context("VarnishBackend::new")?;

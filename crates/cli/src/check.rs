@@ -14,7 +14,7 @@ use cache_purge_hooks_engine::Target;
 use cache_purge_hooks_engine::backend::varnish::{AdminClient, CliError as AdminError};
 use cache_purge_hooks_engine::backend::{Backend, Cause, NginxBackend, SetupError, VarnishBackend};
 use cache_purge_hooks_engine::settings::{
-    BackendSettings, NginxMode, NginxSettings, VarnishMode, VarnishSettings,
+    BackendSettings, NginxMode, NginxSettings, ServerAddr, VarnishMode, VarnishSettings,
 };
 use futures::future::join_all;
 use serde_json::json;
@@ -230,23 +230,36 @@ fn setup_failure(e: &SetupError) -> Finding {
 }
 
 async fn check_varnish(_name: &str, settings: &VarnishSettings) -> Vec<Finding> {
-    // The constructor checks what can be checked locally: addresses, the secret file, the
-    // varnishadm binary.
+    // The settings' values were checked when they were loaded; the constructor checks what
+    // needs the local machine: the secret file, the varnishadm binary.
     if let Err(e) = VarnishBackend::new(settings) {
         return vec![setup_failure(&e)];
     }
-    let servers = settings.servers_or_default();
+    // Each address with its text, which the probes name in their findings.
+    let servers: Vec<(ServerAddr, String)> = settings
+        .servers_or_default()
+        .into_iter()
+        .map(|s| {
+            let shown = s.to_string();
+            (s, shown)
+        })
+        .collect();
     match settings.mode {
         VarnishMode::Http => {
-            join_all(servers.iter().map(|s| {
+            join_all(servers.iter().map(|(addr, shown)| {
                 let mut one = settings.clone();
-                one.servers = vec![s.clone()];
-                probe_varnish_http(one, s)
+                one.servers = vec![addr.clone()];
+                probe_varnish_http(one, shown)
             }))
             .await
         }
         VarnishMode::Varnishadm => {
-            join_all(servers.iter().map(|s| probe_varnishadm(settings, s))).await
+            join_all(
+                servers
+                    .iter()
+                    .map(|(_, shown)| probe_varnishadm(settings, shown)),
+            )
+            .await
         }
         _ => {
             let secret = match std::fs::read(&settings.secret_file) {
@@ -261,7 +274,7 @@ async fn check_varnish(_name: &str, settings: &VarnishSettings) -> Vec<Finding> 
             join_all(
                 servers
                     .iter()
-                    .map(|s| probe_admin(s, &secret, settings.timeout)),
+                    .map(|(_, shown)| probe_admin(shown, &secret, settings.timeout)),
             )
             .await
         }
@@ -405,10 +418,18 @@ async fn check_nginx(_name: &str, settings: &NginxSettings) -> Vec<Finding> {
     match settings.mode {
         NginxMode::Files | NginxMode::Wipe => check_cache_dir(settings),
         _ => {
-            join_all(settings.servers_or_default().iter().map(|s| {
+            let servers: Vec<(ServerAddr, String)> = settings
+                .servers_or_default()
+                .into_iter()
+                .map(|s| {
+                    let shown = s.to_string();
+                    (s, shown)
+                })
+                .collect();
+            join_all(servers.iter().map(|(addr, shown)| {
                 let mut one = settings.clone();
-                one.servers = vec![s.clone()];
-                probe_nginx_http(one, s)
+                one.servers = vec![addr.clone()];
+                probe_nginx_http(one, shown)
             }))
             .await
         }
@@ -424,7 +445,11 @@ async fn probe_nginx_http(settings: NginxSettings, server: &str) -> Finding {
     let request = format!(
         "{} {}{}",
         settings.method,
-        settings.purge_prefix.as_deref().unwrap_or(""),
+        settings
+            .purge_prefix
+            .as_ref()
+            .map(|p| p.as_str())
+            .unwrap_or(""),
         target.as_url().map(|u| u.as_str()).unwrap_or(PROBE_PATH)
     );
     match backend.purge(std::slice::from_ref(&target)).await {
@@ -494,6 +519,7 @@ fn check_cache_dir(settings: &NginxSettings) -> Vec<Finding> {
     let Some(dir) = &settings.cache_dir else {
         return vec![Finding::fail("cache_dir", "not set; this mode needs it")];
     };
+    let dir = dir.as_path();
     let shown = dir.display().to_string();
     let subject = format!("cache_dir {shown}");
     let meta = match std::fs::metadata(dir) {

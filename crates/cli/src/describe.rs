@@ -4,7 +4,7 @@
 use cache_purge_hooks_engine::TargetKind;
 use cache_purge_hooks_engine::backend::Capabilities;
 use cache_purge_hooks_engine::settings::{
-    BackendSettings, NginxMode, VarnishHttpMethod, VarnishMode,
+    BackendSettings, NginxMode, ServerAddr, VarnishHttpMethod, VarnishMode,
 };
 
 /// A backend of the settings, described.
@@ -44,15 +44,12 @@ impl BackendInfo {
 /// Describes one backend of the settings.
 pub(crate) fn info(name: &str, settings: &BackendSettings) -> BackendInfo {
     let (mode, servers) = match settings {
-        BackendSettings::Varnish(v) => (Some(varnish_mode(v.mode)), v.servers_or_default()),
+        BackendSettings::Varnish(v) => (Some(varnish_mode(v.mode)), shown(v.servers_or_default())),
         BackendSettings::Nginx(n) => match n.mode {
-            NginxMode::Http => (Some("http"), n.servers_or_default()),
+            NginxMode::Http => (Some("http"), shown(n.servers_or_default())),
             other => (
                 Some(nginx_mode(other)),
-                n.cache_dir
-                    .iter()
-                    .map(|d| d.display().to_string())
-                    .collect(),
+                n.cache_dir.iter().map(ToString::to_string).collect(),
             ),
         },
         _ => (None, Vec::new()),
@@ -63,6 +60,11 @@ pub(crate) fn info(name: &str, settings: &BackendSettings) -> BackendInfo {
         mode,
         servers,
     }
+}
+
+/// Addresses as written in settings files.
+fn shown(servers: Vec<ServerAddr>) -> Vec<String> {
+    servers.iter().map(ToString::to_string).collect()
 }
 
 pub(crate) fn varnish_mode(mode: VarnishMode) -> &'static str {

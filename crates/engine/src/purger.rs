@@ -214,6 +214,12 @@ impl PurgerBuilder {
             .retry(settings.retry.clone())
             .queue_capacity(settings.queue_capacity)
             .when_full(settings.when_full);
+        if let Some(dir) = &settings.spill_dir {
+            builder = builder.spill_dir(dir.clone());
+        }
+        if let Some(after) = settings.repurge_after {
+            builder = builder.repurge_after(after);
+        }
         for (name, backend) in &settings.backends {
             builder = builder.settings_backend(name, backend)?;
         }
@@ -249,7 +255,7 @@ impl PurgerBuilder {
             #[cfg(feature = "memory")]
             BackendSettings::Memory(m) => Ok(self.backend(
                 name,
-                crate::backend::MemoryBackend::new().with_max_batch(m.max_batch),
+                crate::backend::MemoryBackend::new().with_max_batch(m.max_batch.get()),
             )),
             #[cfg(feature = "varnish")]
             BackendSettings::Varnish(v) => {

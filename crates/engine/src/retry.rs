@@ -36,13 +36,19 @@ pub struct RetryPolicy {
     #[serde(default = "default_max_attempts")]
     pub max_attempts: u32,
     /// The wait before the first retry (default `200ms`); it doubles with every attempt.
-    #[serde(default = "default_initial_backoff", with = "humantime_serde")]
+    #[serde(
+        default = "default_initial_backoff",
+        with = "crate::settings::types::duration"
+    )]
     pub initial_backoff: Duration,
     /// The longest wait between two attempts (default `30s`).
-    #[serde(default = "default_max_backoff", with = "humantime_serde")]
+    #[serde(
+        default = "default_max_backoff",
+        with = "crate::settings::types::duration"
+    )]
     pub max_backoff: Duration,
     /// A target failing for longer than this is dead, whatever its attempts (default `1h`).
-    #[serde(default = "default_max_age", with = "humantime_serde")]
+    #[serde(default = "default_max_age", with = "crate::settings::types::duration")]
     pub max_age: Duration,
     /// Dead targets kept per backend (default 10000); beyond it the oldest are forgotten,
     /// counted and logged.

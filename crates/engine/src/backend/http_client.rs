@@ -26,12 +26,12 @@ pub(crate) fn client(timeout: Duration, idle_per_host: usize) -> Result<Client, 
         .map_err(|e| SetupError::HttpClient(e.to_string()))
 }
 
-/// Parses an HTTP method name (already checked to be a token by the settings).
+/// The reqwest method of a name that is a token (an `HttpMethod` of the settings, or a
+/// constant): reqwest takes every token, so this fails only if it ever stops doing so, and
+/// then as a client that cannot be built.
 pub(crate) fn method(name: &str) -> Result<Method, SetupError> {
-    Method::from_bytes(name.as_bytes()).map_err(|_| SetupError::Invalid {
-        setting: "method",
-        problem: format!("`{name}` is not an HTTP method"),
-    })
+    Method::from_bytes(name.as_bytes())
+        .map_err(|e| SetupError::HttpClient(format!("method `{name}`: {e}")))
 }
 
 /// The base URL of a `host:port` server: `http://host:port` (IPv6 hosts in brackets).

@@ -1,8 +1,37 @@
+//! The `memory` backend, which records every purge for tests, and its settings
+//! ([`MemorySettings`], always compiled: settings name every kind, whatever the features).
+
+use std::num::NonZeroUsize;
+
+use serde::{Deserialize, Serialize};
+
+/// Options of `kind = "memory"`.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct MemorySettings {
+    /// Targets per batch (`max_batch`, default 1000, at least 1).
+    #[serde(deserialize_with = "crate::settings::types::at_least_one")]
+    pub max_batch: NonZeroUsize,
+}
+
+impl Default for MemorySettings {
+    /// The settings of an empty `[backends.NAME]` table with `kind = "memory"`.
+    fn default() -> Self {
+        const DEFAULT: NonZeroUsize = NonZeroUsize::new(1000).unwrap();
+        Self { max_batch: DEFAULT }
+    }
+}
+
+#[cfg(feature = "memory")]
 use std::sync::{Arc, Mutex, MutexGuard};
 
+#[cfg(feature = "memory")]
 use super::{Backend, Capabilities, PurgeError};
+#[cfg(feature = "memory")]
 use crate::target::{PurgeUrl, Target};
 
+#[cfg(feature = "memory")]
 /// One purge call as the [`MemoryBackend`] received it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PurgeRecord {
@@ -12,12 +41,14 @@ pub struct PurgeRecord {
     pub failed: bool,
 }
 
+#[cfg(feature = "memory")]
 #[derive(Debug, Default)]
 struct State {
     records: Vec<PurgeRecord>,
     failure: Option<PurgeError>,
 }
 
+#[cfg(feature = "memory")]
 /// Records every purge in memory, for assertions in your own tests.
 ///
 /// Cloning gives another handle on the same record, so keep one clone and give the other to
@@ -42,12 +73,14 @@ pub struct MemoryBackend {
     state: Arc<Mutex<State>>,
 }
 
+#[cfg(feature = "memory")]
 impl Default for MemoryBackend {
     fn default() -> Self {
         Self::new()
     }
 }
 
+#[cfg(feature = "memory")]
 impl MemoryBackend {
     /// An empty memory backend.
     pub fn new() -> Self {
@@ -126,6 +159,7 @@ impl MemoryBackend {
     }
 }
 
+#[cfg(feature = "memory")]
 #[async_trait::async_trait]
 impl Backend for MemoryBackend {
     fn capabilities(&self) -> Capabilities {

@@ -10,17 +10,14 @@
 
 pub use cache_purge_hooks_core::backend::*;
 
-#[cfg(feature = "dummy")]
-mod dummy;
+// Every backend's module is compiled whatever the features, for its settings (a settings
+// file may name any kind); the backend itself is behind the feature of its name.
+pub(crate) mod dummy;
 #[cfg(any(feature = "varnish", feature = "nginx"))]
 mod http_client;
-#[cfg(feature = "log")]
-mod log;
-#[cfg(feature = "memory")]
-mod memory;
-#[cfg(feature = "nginx")]
+pub(crate) mod log;
+pub(crate) mod memory;
 pub mod nginx;
-#[cfg(feature = "varnish")]
 pub mod varnish;
 
 #[cfg(feature = "dummy")]
@@ -63,8 +60,10 @@ pub enum SetupError {
         /// What to do about it.
         hint: &'static str,
     },
-    /// A setting (built in code, not loaded from a file, where every value is checked) cannot
-    /// work.
+    /// Settings built in code break a rule across keys (`mode = "files"` without a
+    /// `key_template`...): the error of the same check the loader makes
+    /// ([`NginxSettings::check`](nginx::settings::NginxSettings::check)). Each value on its own
+    /// is valid by its type, so there is nothing else to refuse here.
     #[error("{setting}: {problem}")]
     Invalid {
         /// The setting.
@@ -75,4 +74,13 @@ pub enum SetupError {
     /// The HTTP client could not be created (no TLS backend, for one).
     #[error("cannot create the HTTP client: {0}")]
     HttpClient(String),
+}
+
+impl From<crate::settings::types::FieldError> for SetupError {
+    fn from(e: crate::settings::types::FieldError) -> Self {
+        Self::Invalid {
+            setting: e.key,
+            problem: e.message,
+        }
+    }
 }

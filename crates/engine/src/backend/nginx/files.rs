@@ -14,8 +14,9 @@ use std::path::{Path, PathBuf};
 
 use md5::{Digest, Md5};
 
-use crate::backend::{Cause, PurgeError, SetupError};
-use crate::settings::{KeyPart, NginxSettings, parse_key_template};
+use super::settings::{KeyPart, NginxSettings, Scheme};
+use crate::backend::{Cause, PurgeError};
+use crate::settings::types::FieldError;
 use crate::target::PurgeUrl;
 
 /// How far into a cache file the `KEY:` line is looked for, on top of the key's own length.
@@ -31,7 +32,7 @@ pub(crate) struct KeyRenderer {
     parts: Vec<KeyPart>,
     proxy_host: Option<String>,
     host_header: Option<String>,
-    scheme: String,
+    scheme: Scheme,
 }
 
 /// Why a URL has no cache key.
@@ -46,50 +47,15 @@ pub(crate) enum NoKey {
 }
 
 impl KeyRenderer {
-    /// Parses the template and checks that every variable it uses has a value.
-    pub(crate) fn new(settings: &NginxSettings) -> Result<Self, SetupError> {
-        let invalid =
-            |setting: &'static str, problem: String| SetupError::Invalid { setting, problem };
-        let template = settings.key_template.as_deref().ok_or_else(|| {
-            invalid(
-                "key_template",
-                "required with mode = \"files\": your proxy_cache_key, verbatim".to_owned(),
-            )
-        })?;
-        let parts = parse_key_template(template).map_err(|e| invalid("key_template", e))?;
-        let uses = |names: &[&str]| {
-            parts
-                .iter()
-                .any(|p| matches!(p, KeyPart::Variable(v) if names.contains(v)))
-        };
-        if settings.proxy_host.is_none() && uses(&["proxy_host"]) {
-            return Err(invalid(
-                "proxy_host",
-                format!(
-                    "required because key_template `{template}` uses $proxy_host: \
-                     the host of your proxy_pass (like `origin`)"
-                ),
-            ));
-        }
-        if settings.host_header.is_none() && uses(&["host", "http_host"]) {
-            return Err(invalid(
-                "host_header",
-                format!(
-                    "required because key_template `{template}` uses $host: the site's host name"
-                ),
-            ));
-        }
-        if !matches!(settings.scheme.as_str(), "http" | "https") {
-            return Err(invalid(
-                "scheme",
-                format!("expected `http` or `https`, got `{}`", settings.scheme),
-            ));
-        }
+    /// A renderer of the settings' key template, which must give a value to every variable it
+    /// uses ([`NginxSettings::check`]'s rule, whose error this returns otherwise).
+    pub(crate) fn new(settings: &NginxSettings) -> Result<Self, FieldError> {
+        let template = settings.key_options()?;
         Ok(Self {
-            parts,
+            parts: template.parts().to_vec(),
             proxy_host: settings.proxy_host.clone(),
-            host_header: settings.host_header.clone(),
-            scheme: settings.scheme.clone(),
+            host_header: settings.host_header.as_ref().map(ToString::to_string),
+            scheme: settings.scheme,
         })
     }
 
@@ -112,9 +78,8 @@ impl KeyRenderer {
             match part {
                 KeyPart::Literal(text) => key.extend_from_slice(text.as_bytes()),
                 KeyPart::Variable(var) => match *var {
-                    "scheme" => {
-                        key.extend_from_slice(url.scheme().unwrap_or(&self.scheme).as_bytes())
-                    }
+                    "scheme" => key
+                        .extend_from_slice(url.scheme().unwrap_or(self.scheme.as_str()).as_bytes()),
                     "proxy_host" => key.extend_from_slice(
                         self.proxy_host
                             .as_deref()
@@ -135,7 +100,7 @@ impl KeyRenderer {
                         }
                     }
                     "args" | "query_string" => key.extend_from_slice(query.as_bytes()),
-                    // parse_key_template only yields the variables matched above.
+                    // A KeyTemplate only holds the variables matched above.
                     _ => return Err(NoKey::Missing("a variable this backend does not know")),
                 },
             }
@@ -301,7 +266,7 @@ mod tests {
 
     fn renderer(template: &str, f: impl FnOnce(&mut NginxSettings)) -> KeyRenderer {
         let mut s = NginxSettings {
-            key_template: Some(template.to_owned()),
+            key_template: Some(template.parse().unwrap()),
             ..NginxSettings::default()
         };
         f(&mut s);
@@ -347,14 +312,14 @@ mod tests {
     #[test]
     fn host_keys() {
         let r = renderer("${host}$request_uri", |s| {
-            s.host_header = Some("Example.COM".into())
+            s.host_header = Some("Example.COM".parse().unwrap())
         });
         assert_eq!(key(&r, "/a?x=1"), "example.com/a?x=1");
         assert_eq!(key(&r, "http://other.org:8080/b"), "other.org/b");
         assert_eq!(key(&r, "http://[::1]:8080/b"), "[::1]/b");
         let r = renderer("$scheme://$http_host$uri", |s| {
-            s.host_header = Some("example.com:8080".into());
-            s.scheme = "https".into();
+            s.host_header = Some("example.com:8080".parse().unwrap());
+            s.scheme = Scheme::Https;
         });
         assert_eq!(key(&r, "/x"), "https://example.com:8080/x");
         assert_eq!(key(&r, "http://a.org/x"), "http://a.org/x");
@@ -363,22 +328,25 @@ mod tests {
     #[test]
     fn missing_values_are_refused_up_front() {
         let s = NginxSettings {
-            key_template: Some("$host$uri".into()),
+            key_template: Some("$host$uri".parse().unwrap()),
             ..NginxSettings::default()
         };
-        let setting = |e: SetupError| match e {
-            SetupError::Invalid { setting, problem } => (setting, problem),
-            other => panic!("{other}"),
-        };
-        assert_eq!(setting(KeyRenderer::new(&s).unwrap_err()).0, "host_header");
+        assert_eq!(KeyRenderer::new(&s).unwrap_err().key, "host_header");
         let s = NginxSettings {
-            key_template: Some("$scheme$proxy_host$request_uri".into()),
+            key_template: Some("$scheme$proxy_host$request_uri".parse().unwrap()),
             ..NginxSettings::default()
         };
-        assert_eq!(setting(KeyRenderer::new(&s).unwrap_err()).0, "proxy_host");
-        let (key, problem) = setting(KeyRenderer::new(&NginxSettings::default()).unwrap_err());
-        assert_eq!(key, "key_template");
-        assert!(problem.contains("required"), "{problem}");
+        assert_eq!(KeyRenderer::new(&s).unwrap_err().key, "proxy_host");
+        let e = KeyRenderer::new(&NginxSettings::default()).unwrap_err();
+        assert_eq!(e.key, "key_template");
+        assert!(e.message.contains("required"), "{e}");
+        // The very error of the loader's check, not a second wording of it.
+        let s = NginxSettings {
+            mode: super::super::NginxMode::Files,
+            cache_dir: Some("/var/cache/nginx".parse().unwrap()),
+            ..NginxSettings::default()
+        };
+        assert_eq!(s.check().unwrap_err(), e);
     }
 
     #[test]

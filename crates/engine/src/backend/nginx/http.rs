@@ -15,8 +15,8 @@ use futures::StreamExt;
 use reqwest::header::{HOST, HeaderValue};
 use reqwest::{Client, Method, StatusCode, Url};
 
+use super::settings::NginxSettings;
 use crate::backend::{Cause, PurgeError, SetupError, http_client};
-use crate::settings::{NginxSettings, parse_server};
 use crate::target::{PurgeUrl, Target};
 
 /// One nginx to purge.
@@ -46,53 +46,36 @@ enum Sent {
 }
 
 impl HttpPurger {
-    /// Checks the settings and builds the client.
+    /// Builds the client; the settings are valid by their types.
     pub(crate) fn new(settings: &NginxSettings) -> Result<Self, SetupError> {
-        let invalid =
-            |setting: &'static str, problem: String| SetupError::Invalid { setting, problem };
         let servers = settings
             .servers_or_default()
             .iter()
-            .map(|s| {
-                let (host, port) = parse_server(s).map_err(|e| invalid("servers", e))?;
-                Ok(Server {
-                    label: s.clone(),
-                    base: http_client::base_url(&host, port),
-                })
+            .map(|s| Server {
+                label: s.to_string(),
+                base: http_client::base_url(s.host(), s.port()),
             })
-            .collect::<Result<Vec<_>, SetupError>>()?;
-        if settings.concurrency == 0 {
-            return Err(invalid("concurrency", "expected at least 1".into()));
-        }
-        if settings.timeout.is_zero() {
-            return Err(invalid("timeout", "expected more than 0s".into()));
-        }
-        let prefix = settings.purge_prefix.clone().unwrap_or_default();
-        if !prefix.is_empty()
-            && (!prefix.starts_with('/')
-                || prefix.ends_with('/')
-                || prefix.contains(['?', '#', ' ']))
-        {
-            return Err(invalid(
-                "purge_prefix",
-                format!(
-                    "`{prefix}` must start with `/`, not end with `/`, and hold no `?`, `#` or space"
-                ),
-            ));
-        }
+            .collect();
         let host_header = match &settings.host_header {
-            Some(h) => Some(HeaderValue::from_str(h).map_err(|_| {
-                invalid("host_header", format!("`{h}` is not a valid header value"))
+            // A HostName is visible ASCII, which every header value may hold: this fails only
+            // if reqwest ever disagrees, and then as a client that cannot be built.
+            Some(h) => Some(HeaderValue::from_str(h.as_str()).map_err(|e| {
+                SetupError::HttpClient(format!("host_header `{h}` as a header value: {e}"))
             })?),
             None => None,
         };
+        let concurrency = settings.concurrency.get();
         Ok(Self {
-            client: http_client::client(settings.timeout, settings.concurrency)?,
-            method: http_client::method(&settings.method)?,
+            client: http_client::client(settings.timeout, concurrency)?,
+            method: http_client::method(settings.method.as_str())?,
             servers,
-            prefix,
+            prefix: settings
+                .purge_prefix
+                .as_ref()
+                .map(|p| p.as_str().to_owned())
+                .unwrap_or_default(),
             host_header,
-            concurrency: settings.concurrency,
+            concurrency,
         })
     }
 

@@ -135,27 +135,42 @@
 //! `cache_dir` must be an absolute path with no `..`, and not `/`, in both `files` and
 //! `wipe` modes; a `cache_dir` that does not exist when purging is a permanent error.
 
+#[cfg(feature = "nginx")]
 mod files;
+#[cfg(feature = "nginx")]
 mod http;
+pub mod settings;
+#[cfg(feature = "nginx")]
 mod wipe;
 
-use std::path::{Component, Path, PathBuf};
+#[cfg(feature = "nginx")]
+use std::path::{Path, PathBuf};
+#[cfg(feature = "nginx")]
 use std::sync::Arc;
 
+#[cfg(feature = "nginx")]
+use self::settings::{NginxMode, NginxSettings};
+#[cfg(feature = "nginx")]
 use crate::backend::{Backend, Capabilities, Cause, Failures, PurgeError, SetupError};
-use crate::settings::{NginxMode, NginxSettings, parse_levels};
+#[cfg(feature = "nginx")]
 use crate::target::{PurgeUrl, Target};
 
+#[cfg(feature = "nginx")]
 use files::{KeyRenderer, NoKey, Unlinked};
+#[cfg(feature = "nginx")]
 use http::HttpPurger;
 
+#[cfg(feature = "nginx")]
 /// Targets per batch in `http` mode.
 const HTTP_MAX_BATCH: usize = 256;
+#[cfg(feature = "nginx")]
 /// Targets per batch in `files` mode.
 const FILES_MAX_BATCH: usize = 1000;
+#[cfg(feature = "nginx")]
 /// Targets per batch in `wipe` mode: one wipe covers any number of them.
 const WIPE_MAX_BATCH: usize = 100_000;
 
+#[cfg(feature = "nginx")]
 /// Purges nginx's proxy cache: over HTTP with ngx_cache_purge, by unlinking each URL's cache
 /// file, or by wiping the cache directory (see the [module documentation](self)).
 ///
@@ -176,6 +191,7 @@ pub struct NginxBackend {
     mode: Mode,
 }
 
+#[cfg(feature = "nginx")]
 #[derive(Debug)]
 enum Mode {
     Http(HttpPurger),
@@ -183,6 +199,7 @@ enum Mode {
     Wipe(PathBuf),
 }
 
+#[cfg(feature = "nginx")]
 #[derive(Debug)]
 struct FilesMode {
     dir: PathBuf,
@@ -190,26 +207,28 @@ struct FilesMode {
     keys: KeyRenderer,
 }
 
+#[cfg(feature = "nginx")]
 impl NginxBackend {
-    /// A backend from its settings.
+    /// A backend from its settings, which are valid by their types.
     ///
-    /// Fails with [`SetupError::Invalid`] when the settings cannot work for the mode: a server
-    /// that is not `host:port`, a method that is not a token, a missing or relative
-    /// `cache_dir`, a `key_template` using `$proxy_host` or `$host` without `proxy_host` or
-    /// `host_header`... (settings loaded from a file were checked already; these checks are
-    /// for settings built in code).
+    /// Fails with [`SetupError::Invalid`] when settings built in code break a rule across keys
+    /// (`files` and `wipe` without `cache_dir`, `files` without `key_template`, a template
+    /// using `$proxy_host` or `$host` without `proxy_host` or `host_header`): the error of
+    /// [`NginxSettings::check`], which the loader already ran on settings from a file. Fails
+    /// with [`SetupError::HttpClient`] when the HTTP client cannot be built.
     pub fn new(settings: &NginxSettings) -> Result<Self, SetupError> {
-        let invalid =
-            |setting: &'static str| move |problem: String| SetupError::Invalid { setting, problem };
         let mode = match settings.mode {
-            NginxMode::Http => Mode::Http(HttpPurger::new(settings)?),
             NginxMode::Files => {
-                let dir = cache_dir(settings).map_err(invalid("cache_dir"))?;
-                let levels = parse_levels(&settings.levels).map_err(invalid("levels"))?;
+                let (dir, _) = settings.files_options()?;
                 let keys = KeyRenderer::new(settings)?;
-                Mode::Files(Arc::new(FilesMode { dir, levels, keys }))
+                Mode::Files(Arc::new(FilesMode {
+                    dir: dir.as_path().to_path_buf(),
+                    levels: settings.levels.as_slice().to_vec(),
+                    keys,
+                }))
             }
-            NginxMode::Wipe => Mode::Wipe(cache_dir(settings).map_err(invalid("cache_dir"))?),
+            NginxMode::Wipe => Mode::Wipe(settings.required_cache_dir()?.as_path().to_path_buf()),
+            _ => Mode::Http(HttpPurger::new(settings)?),
         };
         Ok(Self { mode })
     }
@@ -237,25 +256,7 @@ impl NginxBackend {
     }
 }
 
-/// The `cache_dir` setting, checked: present, absolute, not `/`, no `..`.
-fn cache_dir(settings: &NginxSettings) -> Result<PathBuf, String> {
-    let dir = settings.cache_dir.as_deref().ok_or_else(|| {
-        "cache_dir is required with mode = \"files\" or \"wipe\": the proxy_cache_path directory"
-            .to_owned()
-    })?;
-    let components: Vec<Component<'_>> = dir.components().collect();
-    if !dir.is_absolute()
-        || components.iter().any(|c| matches!(c, Component::ParentDir))
-        || !components.iter().any(|c| matches!(c, Component::Normal(_)))
-    {
-        return Err(format!(
-            "cache_dir `{}` must be an absolute path below `/` without `..`, like /var/cache/nginx",
-            dir.display()
-        ));
-    }
-    Ok(dir.to_path_buf())
-}
-
+#[cfg(feature = "nginx")]
 #[async_trait::async_trait]
 impl Backend for NginxBackend {
     fn capabilities(&self) -> Capabilities {
@@ -308,6 +309,7 @@ impl Backend for NginxBackend {
     }
 }
 
+#[cfg(feature = "nginx")]
 /// `files` mode: unlinks each URL's cache file in one blocking task.
 async fn purge_files(
     files: &Arc<FilesMode>,
@@ -411,6 +413,7 @@ async fn purge_files(
     Ok(failures)
 }
 
+#[cfg(feature = "nginx")]
 /// Wipes a cache directory in a blocking task.
 async fn wipe_blocking(dir: &Path, targets: usize) -> Result<(), PurgeError> {
     let owned = dir.to_path_buf();
@@ -433,5 +436,5 @@ async fn wipe_blocking(dir: &Path, targets: usize) -> Result<(), PurgeError> {
     Ok(())
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "nginx"))]
 mod tests;

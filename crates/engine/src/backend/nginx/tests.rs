@@ -3,12 +3,15 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
+use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use super::settings::{CacheDir, KeyTemplate, Levels, PurgePrefix};
 use super::*;
 use crate::backend::FailedTargets;
+use crate::settings::types::{HttpMethod, ServerAddr};
 
 /// One request the fake nginx received.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -131,7 +134,7 @@ fn urls(list: &[&str]) -> Vec<Target> {
 
 fn http_settings(servers: &[&str], f: impl FnOnce(&mut NginxSettings)) -> NginxSettings {
     let mut s = NginxSettings {
-        servers: servers.iter().map(|s| (*s).to_owned()).collect(),
+        servers: servers.iter().map(|s| s.parse().unwrap()).collect(),
         timeout: Duration::from_secs(5),
         ..NginxSettings::default()
     };
@@ -153,7 +156,7 @@ fn dead_address() -> String {
 async fn separate_location_style_with_hosts() {
     let nginx = FakeNginx::start(purge_2_3, Duration::ZERO);
     let b = backend(&http_settings(&[&nginx.addr], |s| {
-        s.purge_prefix = Some("/purge".into())
+        s.purge_prefix = Some("/purge".parse().unwrap())
     }));
     assert_eq!(b.capabilities(), Capabilities::URL);
     assert_eq!(b.max_batch(), 256);
@@ -185,8 +188,8 @@ async fn separate_location_style_with_hosts() {
 async fn same_location_style_with_a_host_header_and_method() {
     let nginx = FakeNginx::start(purge_2_3, Duration::ZERO);
     let b = backend(&http_settings(&[&nginx.addr], |s| {
-        s.host_header = Some("site.test".into());
-        s.method = "GET".into();
+        s.host_header = Some("site.test".parse().unwrap());
+        s.method = "GET".parse().unwrap();
     }));
     b.purge(&urls(&["/a%20b?q", "/"])).await.unwrap();
     assert_eq!(
@@ -263,7 +266,9 @@ async fn permanent_only_when_every_failure_is() {
 async fn an_unreachable_server_fails_fast_without_stopping_the_others() {
     let good = FakeNginx::start(|_| (200, ""), Duration::ZERO);
     let dead = dead_address();
-    let b = backend(&http_settings(&[&good.addr, &dead], |s| s.concurrency = 2));
+    let b = backend(&http_settings(&[&good.addr, &dead], |s| {
+        s.concurrency = NonZeroUsize::new(2).unwrap()
+    }));
     let batch: Vec<Target> = (0..20)
         .map(|i| Target::url(&format!("/p/{i}")).unwrap())
         .collect();
@@ -282,7 +287,9 @@ async fn an_unreachable_server_fails_fast_without_stopping_the_others() {
 #[tokio::test]
 async fn at_most_concurrency_requests_in_flight_per_server() {
     let nginx = FakeNginx::start(|_| (200, ""), Duration::from_millis(20));
-    let b = backend(&http_settings(&[&nginx.addr], |s| s.concurrency = 3));
+    let b = backend(&http_settings(&[&nginx.addr], |s| {
+        s.concurrency = NonZeroUsize::new(3).unwrap()
+    }));
     let batch: Vec<Target> = (0..15)
         .map(|i| Target::url(&format!("/c/{i}")).unwrap())
         .collect();
@@ -292,46 +299,68 @@ async fn at_most_concurrency_requests_in_flight_per_server() {
     assert!((2..=3).contains(&max), "max in flight {max}");
 }
 
+/// What a constructor used to refuse is now refused where the value is read: by `FromStr` in
+/// code, and by the loader (with key and origin) in a file. Only the rules across keys are
+/// left to the constructor, as the loader's own check.
 #[test]
-fn bad_settings_are_build_errors() {
+fn bad_settings_are_parse_errors() {
+    let parse_err = |e: crate::settings::types::InvalidValue| e.to_string();
+    assert!(parse_err("nohost".parse::<ServerAddr>().unwrap_err()).contains("host:port"));
+    assert!(parse_err("purge".parse::<PurgePrefix>().unwrap_err()).contains("must start with `/`"));
+    assert!(parse_err("PU RGE".parse::<HttpMethod>().unwrap_err()).contains("HTTP method"));
+    assert!(parse_err("cache".parse::<CacheDir>().unwrap_err()).contains("absolute"));
+    assert!(parse_err("/".parse::<CacheDir>().unwrap_err()).contains("absolute"));
+    assert!(parse_err("/var/../etc".parse::<CacheDir>().unwrap_err()).contains("absolute"));
+    assert!(parse_err("3".parse::<Levels>().unwrap_err()).contains("levels"));
+    assert!(parse_err("$args".parse::<KeyTemplate>().unwrap_err()).contains("$uri"));
+
+    // The same values in a file are refused by the loader, with key, origin and expectation:
+    // crates/engine/tests/settings.rs (`nginx_values_are_refused_where_the_file_is_read`).
+
+    // Rules across keys, for settings built in code: the loader's check, as a build error.
     let err = |s: NginxSettings| match NginxBackend::new(&s) {
         Err(e @ SetupError::Invalid { .. }) => e.to_string(),
         Err(other) => panic!("unexpected error {other}"),
         Ok(_) => panic!("accepted"),
     };
-    assert!(err(http_settings(&["nohost"], |_| {})).contains("host:port"));
-    assert!(err(http_settings(&["h:1"], |s| s.concurrency = 0)).contains("concurrency"));
-    assert!(
-        err(http_settings(&["h:1"], |s| s.purge_prefix = Some("purge".into())))
-            .contains("purge_prefix")
-    );
-    assert!(err(http_settings(&["h:1"], |s| s.method = "PU RGE".into())).contains("method"));
     let files = |f: fn(&mut NginxSettings)| {
         let mut s = NginxSettings {
             mode: NginxMode::Files,
-            cache_dir: Some("/var/cache/nginx".into()),
-            key_template: Some("$uri$is_args$args".into()),
+            cache_dir: Some("/var/cache/nginx".parse().unwrap()),
+            key_template: Some("$uri$is_args$args".parse().unwrap()),
             ..NginxSettings::default()
         };
         f(&mut s);
         s
     };
     assert!(NginxBackend::new(&files(|_| {})).is_ok());
-    assert!(err(files(|s| s.cache_dir = None)).contains("cache_dir is required"));
-    assert!(err(files(|s| s.cache_dir = Some("cache".into()))).contains("absolute"));
-    assert!(err(files(|s| s.cache_dir = Some("/".into()))).contains("absolute"));
-    assert!(err(files(|s| s.cache_dir = Some("/var/../etc".into()))).contains("absolute"));
-    assert!(err(files(|s| s.levels = "3".into())).contains("levels"));
+    assert!(
+        err(files(|s| s.cache_dir = None))
+            .starts_with("cache_dir: required with mode = \"files\" or \"wipe\"")
+    );
+    assert!(
+        err(files(|s| s.key_template = None))
+            .starts_with("key_template: required with mode = \"files\"")
+    );
     assert!(
         err(files(
-            |s| s.key_template = Some("$scheme$proxy_host$request_uri".into())
+            |s| s.key_template = Some("$scheme$proxy_host$request_uri".parse().unwrap())
         ))
-        .contains("proxy_host")
+        .starts_with("proxy_host: required because key_template")
+    );
+    assert!(
+        err(files(
+            |s| s.key_template = Some("$host$uri".parse().unwrap())
+        ))
+        .starts_with("host_header: required because key_template `$host$uri` uses $host")
     );
     let mut wipe = files(|_| {});
     wipe.mode = NginxMode::Wipe;
-    wipe.cache_dir = Some("/".into());
-    assert!(err(wipe).contains("absolute"));
+    wipe.cache_dir = None;
+    assert_eq!(
+        err(wipe.clone()),
+        format!("cache_dir: {}", wipe.check().unwrap_err().message)
+    );
 }
 
 // ----- files mode -------------------------------------------------------------------------
@@ -339,8 +368,8 @@ fn bad_settings_are_build_errors() {
 fn files_backend(dir: &Path) -> NginxBackend {
     backend(&NginxSettings {
         mode: NginxMode::Files,
-        cache_dir: Some(dir.to_path_buf()),
-        key_template: Some("$uri$is_args$args".into()),
+        cache_dir: Some(CacheDir::new(dir).unwrap()),
+        key_template: Some("$uri$is_args$args".parse().unwrap()),
         ..NginxSettings::default()
     })
 }
@@ -433,7 +462,7 @@ async fn wipe_mode_empties_the_directory_once_per_batch() {
     std::fs::write(cache.join("5/bf/0639767f3e9eaad729b54037a7e2abf5"), b"x").unwrap();
     let b = backend(&NginxSettings {
         mode: NginxMode::Wipe,
-        cache_dir: Some(cache.clone()),
+        cache_dir: Some(CacheDir::new(&cache).unwrap()),
         ..NginxSettings::default()
     });
     assert_eq!(

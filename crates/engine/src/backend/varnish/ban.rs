@@ -16,7 +16,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use crate::settings::BanStyle;
+use super::settings::BanStyle;
 use crate::target::{PurgeUrl, Target};
 
 /// One ban condition: `field operator argument`.

@@ -7,8 +7,9 @@ use reqwest::{Client, Method, StatusCode};
 
 use super::Ban;
 use super::ban::host_regex;
+use super::settings::{VarnishHttpMethod, VarnishSettings};
 use crate::backend::{Cause, PurgeError, SetupError, http_client};
-use crate::settings::{VarnishHttpMethod, VarnishSettings, parse_server};
+use crate::settings::types::ServerAddr;
 use crate::target::Target;
 
 pub(super) struct HttpTransport {
@@ -25,29 +26,27 @@ pub(super) struct HttpTransport {
 }
 
 impl HttpTransport {
-    pub(super) fn new(settings: &VarnishSettings, servers: &[String]) -> Result<Self, SetupError> {
+    pub(super) fn new(
+        settings: &VarnishSettings,
+        servers: &[ServerAddr],
+    ) -> Result<Self, SetupError> {
         let servers = servers
             .iter()
-            .map(|s| {
-                let (host, port) = parse_server(s).map_err(|problem| SetupError::Invalid {
-                    setting: "servers",
-                    problem,
-                })?;
-                Ok((s.clone(), http_client::base_url(&host, port)))
-            })
-            .collect::<Result<_, SetupError>>()?;
+            .map(|s| (s.to_string(), http_client::base_url(s.host(), s.port())))
+            .collect();
+        let concurrency = settings.concurrency.get();
         Ok(Self {
-            client: http_client::client(settings.timeout, settings.concurrency)?,
+            client: http_client::client(settings.timeout, concurrency)?,
             servers,
             ban: settings.http_method == VarnishHttpMethod::Ban,
-            method: http_client::method(match settings.http_method {
-                VarnishHttpMethod::Ban => "BAN",
-                _ => "PURGE",
-            })?,
-            ban_header: settings.ban_header.clone(),
-            ban_host_header: settings.ban_host_header.clone(),
-            concurrency: settings.concurrency,
-            site_domain: settings.site_domain.clone(),
+            method: match settings.http_method {
+                VarnishHttpMethod::Ban => http_client::method("BAN")?,
+                _ => http_client::method("PURGE")?,
+            },
+            ban_header: settings.ban_header.to_string(),
+            ban_host_header: settings.ban_host_header.to_string(),
+            concurrency,
+            site_domain: settings.site_domain.as_ref().map(ToString::to_string),
         })
     }
 

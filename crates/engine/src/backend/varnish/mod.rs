@@ -36,22 +36,36 @@
 //! for bans, `BAN` with the regex in `X-Ban-Url` (and the host regex in `X-Ban-Host`):
 //! `std.ban("obj.http.x-url ~ " + req.http.X-Ban-Url)`. deploy/varnish/cache-purge.vcl is a complete VCL (docs/varnish.md).
 
+#[cfg(feature = "varnish")]
 pub mod ban;
+#[cfg(feature = "varnish")]
 pub mod cli;
+#[cfg(feature = "varnish")]
 mod http;
+pub mod settings;
+#[cfg(feature = "varnish")]
 mod varnishadm;
 
+#[cfg(feature = "varnish")]
 use std::sync::Arc;
+#[cfg(feature = "varnish")]
 use std::time::Duration;
 
+#[cfg(feature = "varnish")]
 use futures::future::join_all;
 
+#[cfg(feature = "varnish")]
 pub use self::ban::{Ban, BanBuilder};
+#[cfg(feature = "varnish")]
 pub use self::cli::{AdminClient, CliError, Reply};
+#[cfg(feature = "varnish")]
+use self::settings::{VarnishMode, VarnishSettings};
+#[cfg(feature = "varnish")]
 use crate::backend::{Backend, Capabilities, Failures, PurgeError, SetupError};
-use crate::settings::{VarnishMode, VarnishSettings, parse_server};
+#[cfg(feature = "varnish")]
 use crate::target::Target;
 
+#[cfg(feature = "varnish")]
 /// Purges Varnish. Built from `kind = "varnish"` settings by [`VarnishBackend::new`].
 pub struct VarnishBackend {
     bans: BanBuilder,
@@ -60,24 +74,21 @@ pub struct VarnishBackend {
     transport: Transport,
 }
 
+#[cfg(feature = "varnish")]
 enum Transport {
     Cli(Vec<Arc<cli_pool::CliServer>>),
     Varnishadm(Vec<varnishadm::Varnishadm>),
     Http(http::HttpTransport),
 }
 
+#[cfg(feature = "varnish")]
 impl VarnishBackend {
-    /// A backend from its settings. Fails when a server address is invalid, or the secret
-    /// file (for `cli` and `varnishadm`) or the `varnishadm` binary cannot be used: better at
-    /// start-up than at the first save.
+    /// A backend from its settings, which are valid by their types. Fails only on what needs
+    /// I/O: the secret file (for `cli` and `varnishadm`) cannot be read, the `varnishadm`
+    /// binary cannot be used, the HTTP client cannot be built. Better at start-up than at the
+    /// first save.
     pub fn new(settings: &VarnishSettings) -> Result<Self, SetupError> {
         let servers = settings.servers_or_default();
-        for s in &servers {
-            parse_server(s).map_err(|problem| SetupError::Invalid {
-                setting: "servers",
-                problem,
-            })?;
-        }
         let read_secret = || {
             std::fs::read(&settings.secret_file).map_err(|source| SetupError::File {
                 setting: "secret_file",
@@ -96,7 +107,7 @@ impl VarnishBackend {
                         .map(|s| varnishadm::Varnishadm {
                             bin: settings.varnishadm_bin.clone(),
                             secret_file: settings.secret_file.clone(),
-                            server: s.clone(),
+                            server: s.to_string(),
                             timeout: settings.timeout,
                         })
                         .collect(),
@@ -110,7 +121,7 @@ impl VarnishBackend {
                         .iter()
                         .map(|s| {
                             Arc::new(cli_pool::CliServer::new(
-                                s.clone(),
+                                s.to_string(),
                                 secret.clone(),
                                 settings.timeout,
                             ))
@@ -122,12 +133,12 @@ impl VarnishBackend {
         Ok(Self {
             bans: BanBuilder {
                 style: settings.ban_style,
-                url_header: settings.lurker_url_header.clone(),
-                host_header: settings.lurker_host_header.clone(),
-                site_domain: settings.site_domain.clone(),
-                max_length: settings.max_ban_length,
+                url_header: settings.lurker_url_header.to_string(),
+                host_header: settings.lurker_host_header.to_string(),
+                site_domain: settings.site_domain.as_ref().map(ToString::to_string),
+                max_length: settings.max_ban_length.get(),
             },
-            servers,
+            servers: servers.iter().map(ToString::to_string).collect(),
             transport,
         })
     }
@@ -138,6 +149,7 @@ impl VarnishBackend {
     }
 }
 
+#[cfg(feature = "varnish")]
 impl std::fmt::Debug for VarnishBackend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let mode = match &self.transport {
@@ -153,6 +165,7 @@ impl std::fmt::Debug for VarnishBackend {
     }
 }
 
+#[cfg(feature = "varnish")]
 #[async_trait::async_trait]
 impl Backend for VarnishBackend {
     fn capabilities(&self) -> Capabilities {
@@ -199,6 +212,7 @@ impl Backend for VarnishBackend {
     }
 }
 
+#[cfg(feature = "varnish")]
 /// Keeps one authenticated admin connection per server.
 mod cli_pool {
     use super::*;

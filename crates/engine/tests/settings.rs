@@ -1,0 +1,744 @@
+//! Settings files and environment overrides: what loads, and the error for what does not.
+
+use std::io::Write;
+
+use cache_purge_hooks_engine::settings::{BackendSettings, NginxMode, SettingsLoader, VarnishMode};
+use cache_purge_hooks_engine::{Delivery, Purger, Settings};
+
+fn file(text: &str) -> tempfile::NamedTempFile {
+    let mut f = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
+    f.write_all(text.as_bytes()).unwrap();
+    f
+}
+
+fn error(text: &str) -> String {
+    let f = file(text);
+    let err = SettingsLoader::default()
+        .file(f.path())
+        .without_env()
+        .load()
+        .unwrap_err();
+    let path = f.path().display().to_string();
+    let msg = err.to_string();
+    assert!(msg.contains(&path), "error does not name the file: {msg}");
+    msg.replace(&path, "FILE")
+}
+
+#[test]
+fn a_missing_default_file_means_the_log_backend() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = SettingsLoader::default()
+        .toml("")
+        .env_vars(Vec::<(String, String)>::new())
+        .load()
+        .unwrap();
+    assert_eq!(s, Settings::default());
+    assert!(matches!(s.backends["log"], BackendSettings::Log(_)));
+    // An explicitly named file must exist.
+    let err = SettingsLoader::default()
+        .file(dir.path().join("nope.toml"))
+        .without_env()
+        .load()
+        .unwrap_err();
+    assert!(err.to_string().contains("does not exist"), "{err}");
+    assert!(err.to_string().contains("nope.toml"), "{err}");
+}
+
+#[test]
+fn a_file_selects_several_backends() {
+    let f = file(
+        r#"
+        delivery = "immediate"
+        [backends.edge]
+        kind = "varnish"
+        servers = ["127.0.0.1:6082", "127.0.0.2:6082"]
+        secret_file = "/run/varnish/secret"
+        [backends.local]
+        kind = "nginx"
+        mode = "wipe"
+        cache_dir = "/var/cache/nginx"
+        [backends.record]
+        kind = "memory"
+        "#,
+    );
+    let s = Settings::from_file(f.path()).unwrap();
+    assert_eq!(s.delivery, Delivery::Immediate);
+    assert_eq!(s.backends.len(), 3);
+    let BackendSettings::Varnish(v) = &s.backends["edge"] else {
+        panic!()
+    };
+    assert_eq!(v.mode, VarnishMode::Cli);
+    assert_eq!(
+        v.servers,
+        [
+            "127.0.0.1:6082".parse().unwrap(),
+            "127.0.0.2:6082".parse().unwrap()
+        ]
+    );
+    let BackendSettings::Nginx(n) = &s.backends["local"] else {
+        panic!()
+    };
+    assert_eq!(n.mode, NginxMode::Wipe);
+}
+
+#[test]
+fn environment_variables_override_the_file_and_are_named_in_errors() {
+    let f = file("[backends.record]\nkind = \"memory\"\n");
+    let s = SettingsLoader::default()
+        .file(f.path())
+        .env_vars([
+            ("CACHE_PURGE__DELIVERY", "immediate"),
+            ("CACHE_PURGE__BACKENDS__RECORD__MAX_BATCH", "7"),
+        ])
+        .load()
+        .unwrap();
+    assert_eq!(s.delivery, Delivery::Immediate);
+    let BackendSettings::Memory(m) = &s.backends["record"] else {
+        panic!()
+    };
+    assert_eq!(m.max_batch.get(), 7);
+
+    let err = SettingsLoader::default()
+        .file(f.path())
+        .env_vars([("CACHE_PURGE__BACKENDS__RECORD__MAX_BATCH", "lots")])
+        .load()
+        .unwrap_err();
+    assert_eq!(err.key.as_deref(), Some("backends.record.max_batch"));
+    assert_eq!(
+        err.origin.as_deref(),
+        Some("environment variable CACHE_PURGE__BACKENDS__RECORD__MAX_BATCH")
+    );
+}
+
+#[test]
+fn every_kind_of_invalid_setting_names_key_file_and_expectation() {
+    let cases = [
+        (
+            "[backends.edge]\nkind = \"varnsh\"\n",
+            "invalid cache purge setting `backends.edge.kind` (from FILE): unknown backend kind `varnsh`; expected one of `log`, `dummy`, `memory`, `varnish`, `nginx`",
+        ),
+        (
+            "[backends.edge]\nservers = \"a:1\"\n",
+            "invalid cache purge setting `backends.edge.kind` (from FILE): missing `kind`; expected one of `log`, `dummy`, `memory`, `varnish`, `nginx`",
+        ),
+        (
+            "[backends.edge]\nkind = \"varnish\"\nsecrett = \"/x\"\n",
+            "invalid cache purge setting `backends.edge.secrett` (from FILE): unknown key `secrett`; expected one of `mode`, `servers`, `secret_file`, `site_domain`, `varnishadm_bin`, `ban_style`, `lurker_url_header`, `lurker_host_header`, `http_method`, `ban_header`, `ban_host_header`, `max_ban_length`, `timeout`, `concurrency`",
+        ),
+        (
+            "delivery = \"later\"\n",
+            "invalid cache purge setting `delivery` (from FILE): unknown delivery mode `later`; expected one of `immediate`, `after_commit`, `outbox`",
+        ),
+        (
+            "[backends.n]\nkind = \"nginx\"\nconcurrency = \"many\"\n",
+            "invalid cache purge setting `backends.n.concurrency` (from FILE): expected an integer, found string \"many\"",
+        ),
+        (
+            "[backends.n]\nkind = \"nginx\"\ntimeout = \"soon\"\n",
+            "invalid cache purge setting `backends.n.timeout` (from FILE): invalid value: string \"soon\", expected a duration like \"5s\" or \"250ms\"",
+        ),
+        (
+            "[backends.n]\nkind = \"nginx\"\nmode = \"files\"\n",
+            "invalid cache purge setting `backends.n.cache_dir` (from FILE): required with mode = \"files\" or \"wipe\": the proxy_cache_path directory",
+        ),
+        (
+            "[backends.n]\nkind = \"nginx\"\nservers = [\"localhost\"]\n",
+            "invalid cache purge setting `backends.n.servers[0]` (from FILE): `localhost` is not `host:port`",
+        ),
+        (
+            "[backends.v]\nkind = \"varnish\"\nmode = \"ssh\"\n",
+            "invalid cache purge setting `backends.v.mode` (from FILE): unknown varnish mode `ssh`; expected one of `cli`, `varnishadm`, `http`",
+        ),
+        (
+            "[backends.n]\nkind = \"nginx\"\nlevels = \"3:3\"\n",
+            "invalid cache purge setting `backends.n.levels` (from FILE): `3:3` is not an nginx levels value: up to three levels of 1 or 2, like `1:2`",
+        ),
+        (
+            "[backends.l]\nkind = \"log\"\nlevel = \"debug\"\n",
+            "invalid cache purge setting `backends.l.level` (from FILE): unknown key `level`; this backend has no options",
+        ),
+        (
+            "speed = 3\n",
+            "invalid cache purge setting `speed` (from FILE): unknown key `speed`; expected one of `delivery`, `shutdown_timeout`, `backends`, `retry`, `queue_capacity`, `when_full`",
+        ),
+        (
+            "[backends]\n",
+            "invalid cache purge setting `backends` (from FILE): no backend configured; add one (kind = \"dummy\" to purge nothing on purpose)",
+        ),
+        (
+            "[backends.\"a b\"]\nkind = \"log\"\n",
+            "invalid cache purge setting `backends.a b` (from FILE): a backend name may only hold letters, digits, `-` and `_`",
+        ),
+    ];
+    for (text, want) in cases {
+        assert_eq!(error(text), want, "for {text:?}");
+    }
+    assert!(error("x = [").starts_with("invalid cache purge setting (from FILE): not valid TOML"));
+}
+
+#[tokio::test]
+async fn building_a_purger_from_settings() {
+    let s = Settings::from_toml_str("[backends.a]\nkind = \"memory\"\n[backends.b]\nkind = \"dummy\"\n[backends.c]\nkind = \"log\"\n").unwrap();
+    let purger = Purger::from_settings(&s).unwrap();
+    assert_eq!(purger.backend_names(), ["a", "b", "c"]);
+    assert!(purger.memory_backend("a").is_some());
+
+    // What cannot work is refused at start-up, not at the first save: a missing secret
+    // file, a missing varnishadm binary.
+    let s = Settings::from_toml_str(
+        "[backends.edge]\nkind = \"varnish\"\nsecret_file = \"/nonexistent/secret\"\n",
+    )
+    .unwrap();
+    let err = Purger::from_settings(&s).unwrap_err().to_string();
+    assert!(
+        err.starts_with("backend `edge`: cannot read secret_file `/nonexistent/secret`: No such file or directory"),
+        "{err}"
+    );
+    let s = Settings::from_toml_str(
+        "[backends.edge]\nkind = \"varnish\"\nmode = \"varnishadm\"\nsecret_file = \"Cargo.toml\"\nvarnishadm_bin = \"/nonexistent/varnishadm\"\n",
+    )
+    .unwrap();
+    let err = Purger::from_settings(&s).unwrap_err().to_string();
+    assert!(
+        err.starts_with("backend `edge`: varnishadm_bin `/nonexistent/varnishadm`: No such file"),
+        "{err}"
+    );
+}
+
+#[test]
+fn nginx_key_templates_are_checked_at_load() {
+    let error = |toml: &str| Settings::from_toml_str(toml).unwrap_err().to_string();
+    let files = "[backends.n]\nkind = \"nginx\"\nmode = \"files\"\ncache_dir = \"/tmp/c\"\n";
+    assert_eq!(
+        error(&format!("{files}key_template = \"$uri$foo\"\n")),
+        "invalid cache purge setting `backends.n.key_template` (from settings text): unknown variable `$foo` in `$uri$foo`; understood: $scheme, $proxy_host, $host, $http_host, $request_uri, $uri, $is_args, $args, $query_string"
+    );
+    assert_eq!(
+        error(&format!("{files}key_template = \"$host\"\n")),
+        "invalid cache purge setting `backends.n.key_template` (from settings text): `$host` uses neither $request_uri nor $uri: every URL would share one key"
+    );
+    // No guessed default: a wrong key would silently purge nothing.
+    assert_eq!(
+        error(files),
+        "invalid cache purge setting `backends.n.key_template` (from settings text): required with mode = \"files\": your proxy_cache_key, verbatim (without one, nginx uses \"http://$proxy_host$request_uri\" for proxy_pass http://...)"
+    );
+    let keyed = format!("{files}key_template = \"http://$proxy_host$request_uri\"\n");
+    assert_eq!(
+        error(&keyed),
+        "invalid cache purge setting `backends.n.proxy_host` (from settings text): required because key_template `http://$proxy_host$request_uri` uses $proxy_host: the host of your proxy_pass (like `origin`)"
+    );
+    assert!(Settings::from_toml_str(&format!("{keyed}proxy_host = \"origin\"\n")).is_ok());
+    assert_eq!(
+        error("[backends.v]\nkind = \"varnish\"\nconcurrency = 0\n"),
+        "invalid cache purge setting `backends.v.concurrency` (from settings text): expected at least 1"
+    );
+}
+
+#[test]
+fn a_purger_needs_a_tokio_runtime() {
+    let err = Purger::builder().build().unwrap_err();
+    assert!(err.to_string().contains("tokio runtime"), "{err}");
+}
+
+#[test]
+fn an_override_of_a_capitalised_backend_reaches_it_and_names_its_variable() {
+    let f = file("[backends.Edge]\nkind = \"varnish\"\nservers = [\"127.0.0.1:6082\"]\n");
+    let s = SettingsLoader::default()
+        .file(f.path())
+        .env_vars([(
+            "CACHE_PURGE__BACKENDS__EDGE__SERVERS",
+            "10.0.0.1:6082,10.0.0.2:6082",
+        )])
+        .load()
+        .unwrap();
+    // The override lands on `Edge`, not on a lower-cased twin `edge`.
+    assert_eq!(s.backends.keys().collect::<Vec<_>>(), ["Edge"]);
+    let BackendSettings::Varnish(v) = &s.backends["Edge"] else {
+        panic!()
+    };
+    let servers: Vec<String> = v.servers.iter().map(ToString::to_string).collect();
+    assert_eq!(servers, ["10.0.0.1:6082", "10.0.0.2:6082"]);
+
+    let err = SettingsLoader::default()
+        .file(f.path())
+        .env_vars([(
+            "CACHE_PURGE__BACKENDS__EDGE__SERVERS",
+            "10.0.0.1:6082,nohost",
+        )])
+        .load()
+        .unwrap_err();
+    assert_eq!(err.key.as_deref(), Some("backends.Edge.servers"));
+    assert_eq!(
+        err.origin.as_deref(),
+        Some("environment variable CACHE_PURGE__BACKENDS__EDGE__SERVERS")
+    );
+    assert_eq!(err.message, "`nohost` is not `host:port`");
+    // A key of the file next to it still names the file.
+    let err = SettingsLoader::default()
+        .file(f.path())
+        .env_vars([("CACHE_PURGE__BACKENDS__EDGE__MODE", "http")])
+        .load()
+        .unwrap();
+    let BackendSettings::Varnish(v) = &err.backends["Edge"] else {
+        panic!()
+    };
+    assert_eq!(v.mode, VarnishMode::Http);
+    let err = SettingsLoader::default()
+        .file(f.path())
+        .env_vars([("CACHE_PURGE__BACKENDS__EDGE__TIMEOUT", "soon")])
+        .load()
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "invalid cache purge setting `backends.Edge.timeout` (from environment variable CACHE_PURGE__BACKENDS__EDGE__TIMEOUT): invalid value: string \"soon\", expected a duration like \"5s\" or \"250ms\""
+    );
+    let err = SettingsLoader::default()
+        .file(f.path())
+        .env_vars([("CACHE_PURGE__BACKENDS__EDGE__SECRETT", "/x")])
+        .load()
+        .unwrap_err();
+    assert_eq!(err.key.as_deref(), Some("backends.Edge.secrett"));
+    assert_eq!(
+        err.origin.as_deref(),
+        Some("environment variable CACHE_PURGE__BACKENDS__EDGE__SECRETT")
+    );
+    assert!(
+        err.message
+            .starts_with("unknown key `secrett`; expected one of `mode`")
+    );
+}
+
+#[test]
+fn a_backend_given_only_by_the_environment_is_named_by_its_variables() {
+    let err = SettingsLoader::default()
+        .toml("")
+        .env_vars([
+            ("CACHE_PURGE__BACKENDS__N__KIND", "nginx"),
+            ("CACHE_PURGE__BACKENDS__N__MODE", "files"),
+        ])
+        .load()
+        .unwrap_err();
+    assert_eq!(err.key.as_deref(), Some("backends.n.cache_dir"));
+    // The key is absent: the origin is where its backend's table came from.
+    assert_eq!(
+        err.origin.as_deref(),
+        Some("environment variable CACHE_PURGE__BACKENDS__N__KIND")
+    );
+}
+
+/// An application's own configuration, with the settings nested in it.
+#[derive(Debug, serde::Deserialize)]
+struct AppConfig {
+    port: u16,
+    #[serde(default)]
+    cache_purge: Settings,
+}
+
+#[test]
+fn settings_nest_in_an_applications_own_configuration() {
+    let app: AppConfig = toml::from_str(
+        r#"
+        port = 8080
+        [cache_purge]
+        delivery = "immediate"
+        [cache_purge.backends.edge]
+        kind = "varnish"
+        servers = ["127.0.0.1:6082", "[::1]:6083"]
+        [cache_purge.backends.local]
+        kind = "nginx"
+        mode = "wipe"
+        cache_dir = "/var/cache/nginx"
+        "#,
+    )
+    .unwrap();
+    assert_eq!(app.port, 8080);
+    let s = &app.cache_purge;
+    assert_eq!(s.delivery, Delivery::Immediate);
+    // Defaults for what is not given, as the loader's.
+    assert_eq!(s.shutdown_timeout, Settings::default().shutdown_timeout);
+    assert_eq!(s.queue_capacity, Settings::default().queue_capacity);
+    let BackendSettings::Varnish(v) = &s.backends["edge"] else {
+        panic!()
+    };
+    assert_eq!(v.servers[1].host(), "::1");
+    assert_eq!(v.timeout, std::time::Duration::from_secs(5));
+    assert_eq!(
+        v.secret_file,
+        cache_purge_hooks_engine::settings::VarnishSettings::default().secret_file
+    );
+    let BackendSettings::Nginx(n) = &s.backends["local"] else {
+        panic!()
+    };
+    assert_eq!(n.mode, NginxMode::Wipe);
+
+    // No table at all: the defaults, one `log` backend.
+    let app: AppConfig = toml::from_str("port = 1\n").unwrap();
+    assert_eq!(app.cache_purge, Settings::default());
+    let app: AppConfig = toml::from_str("port = 1\n[cache_purge]\n").unwrap();
+    assert_eq!(app.cache_purge, Settings::default());
+
+    // Bad values: the same errors as from the loader, keyed inside the settings.
+    for (text, want) in [
+        (
+            "port = 1\n[cache_purge.backends.edge]\nkind = \"varnish\"\nservers = [\"nohost\"]\n",
+            "invalid cache purge setting `backends.edge.servers[0]`: `nohost` is not `host:port`",
+        ),
+        (
+            "port = 1\n[cache_purge.backends.n]\nkind = \"nginx\"\nmode = \"files\"\ncache_dir = \"/c\"\n",
+            "invalid cache purge setting `backends.n.key_template`: required with mode = \"files\"",
+        ),
+        (
+            "port = 1\n[cache_purge]\nspeed = 3\n",
+            "invalid cache purge setting `speed`: unknown key `speed`; expected one of `delivery`",
+        ),
+        (
+            "port = 1\n[cache_purge.backends.edge]\nkind = \"varnsh\"\n",
+            "invalid cache purge setting `backends.edge.kind`: unknown backend kind `varnsh`",
+        ),
+    ] {
+        let err = toml::from_str::<AppConfig>(text).unwrap_err().to_string();
+        assert!(err.contains(want), "{text:?}: {err}");
+    }
+}
+
+#[test]
+fn one_backend_deserializes_on_its_own() {
+    let b: BackendSettings = toml::from_str("kind = \"memory\"\nmax_batch = 3\n").unwrap();
+    let BackendSettings::Memory(m) = b else {
+        panic!()
+    };
+    assert_eq!(m.max_batch.get(), 3);
+    let err = toml::from_str::<BackendSettings>("kind = \"memory\"\nmax_batch = 0\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("invalid cache purge setting `max_batch`: expected at least 1"),
+        "{err}"
+    );
+}
+
+#[test]
+fn every_validated_type_parses_from_code_and_from_the_file() {
+    use cache_purge_hooks_engine::settings::{
+        CacheDir, HeaderName, HostName, HttpMethod, KeyTemplate, Levels, MaxBanLength, PurgePrefix,
+        Scheme, ServerAddr,
+    };
+    // FromStr, for code.
+    assert_eq!(
+        "127.0.0.1:6082".parse::<ServerAddr>().unwrap().to_string(),
+        "127.0.0.1:6082"
+    );
+    assert_eq!(
+        "nohost".parse::<ServerAddr>().unwrap_err().message,
+        "`nohost` is not `host:port`"
+    );
+    assert!("example.com".parse::<HostName>().is_ok());
+    assert!("exa_mple com".parse::<HostName>().is_err());
+    assert!("X-Ban-Url".parse::<HeaderName>().is_ok());
+    assert!("X Ban".parse::<HeaderName>().is_err());
+    assert!("PURGE".parse::<HttpMethod>().is_ok());
+    assert!("PU RGE".parse::<HttpMethod>().is_err());
+    assert!("/purge".parse::<PurgePrefix>().is_ok());
+    assert!("/purge/".parse::<PurgePrefix>().is_err());
+    assert!("$uri$is_args$args".parse::<KeyTemplate>().is_ok());
+    assert!("$uri$foo".parse::<KeyTemplate>().is_err());
+    assert!("1:2".parse::<Levels>().is_ok());
+    assert!("3:3".parse::<Levels>().is_err());
+    assert!("/var/cache/nginx".parse::<CacheDir>().is_ok());
+    assert!("/var/../etc".parse::<CacheDir>().is_err());
+    assert!("300".parse::<MaxBanLength>().is_ok());
+    assert!("100".parse::<MaxBanLength>().is_err());
+    assert!("https".parse::<Scheme>().is_ok());
+    assert!("ftp".parse::<Scheme>().is_err());
+
+    // The file: the key, the file as origin, the expectation.
+    let varnish = "[backends.v]\nkind = \"varnish\"\n";
+    let nginx = "[backends.n]\nkind = \"nginx\"\n";
+    let cases = [
+        (
+            format!("{varnish}servers = \"a:1, b\"\n"),
+            "backends.v.servers",
+            "`b` is not `host:port`",
+        ),
+        (
+            format!("{varnish}servers = [\"a:1\", \"b:0\"]\n"),
+            "backends.v.servers[1]",
+            "port 0 in `b:0`",
+        ),
+        (
+            format!("{varnish}site_domain = \"a b\"\n"),
+            "backends.v.site_domain",
+            "`a b` is not a host name (letters, digits, `-`, `.`, port)",
+        ),
+        (
+            format!("{varnish}ban_header = \"X Ban\"\n"),
+            "backends.v.ban_header",
+            "`X Ban` is not a valid header name",
+        ),
+        (
+            format!("{varnish}lurker_url_header = \"\"\n"),
+            "backends.v.lurker_url_header",
+            "`` is not a valid header name",
+        ),
+        (
+            format!("{varnish}max_ban_length = 100\n"),
+            "backends.v.max_ban_length",
+            "expected at least 256 bytes, got 100",
+        ),
+        (
+            format!("{varnish}concurrency = 0\n"),
+            "backends.v.concurrency",
+            "expected at least 1",
+        ),
+        (
+            format!("{varnish}http_method = \"get\"\n"),
+            "backends.v.http_method",
+            "unknown varnish http method `get`; expected one of `purge`, `ban`",
+        ),
+        (
+            format!("{varnish}ban_style = \"url\"\n"),
+            "backends.v.ban_style",
+            "unknown ban style `url`; expected one of `req_url`, `lurker`",
+        ),
+        (
+            format!("{nginx}method = \"PU RGE\"\n"),
+            "backends.n.method",
+            "`PU RGE` is not an HTTP method",
+        ),
+        (
+            format!("{nginx}host_header = \"a b\"\n"),
+            "backends.n.host_header",
+            "`a b` is not a host name",
+        ),
+        (
+            format!("{nginx}purge_prefix = \"/purge/\"\n"),
+            "backends.n.purge_prefix",
+            "`/purge/` must start with `/`, not end with `/`, and hold no `?`, `#` or space",
+        ),
+        (
+            format!("{nginx}key_template = \"$uri$foo\"\n"),
+            "backends.n.key_template",
+            "unknown variable `$foo` in `$uri$foo`",
+        ),
+        (
+            format!("{nginx}levels = \"1:2:1:2\"\n"),
+            "backends.n.levels",
+            "`1:2:1:2` has more than three levels",
+        ),
+        (
+            format!("{nginx}cache_dir = \"/var/../etc\"\n"),
+            "backends.n.cache_dir",
+            "`/var/../etc` must be an absolute path below `/` without `..`, like /var/cache/nginx",
+        ),
+        (
+            format!("{nginx}scheme = \"ftp\"\n"),
+            "backends.n.scheme",
+            "expected `http` or `https`, got `ftp`",
+        ),
+        (
+            format!("{nginx}timeout = \"0s\"\n"),
+            "backends.n.timeout",
+            "expected more than 0s",
+        ),
+        (
+            "[backends.m]\nkind = \"memory\"\nmax_batch = 0\n".to_owned(),
+            "backends.m.max_batch",
+            "expected at least 1",
+        ),
+        (
+            "[retry]\nmax_age = \"soon\"\n".to_owned(),
+            "retry.max_age",
+            "invalid value: string \"soon\", expected a duration like \"5s\" or \"250ms\"",
+        ),
+    ];
+    for (text, key, expected) in cases {
+        let want = format!("invalid cache purge setting `{key}` (from FILE): {expected}");
+        let got = error(&text);
+        assert!(
+            got.starts_with(&want),
+            "for {text:?}:\n got {got}\nwant {want}"
+        );
+    }
+}
+
+#[test]
+fn rules_across_keys_are_keyed_to_the_key_they_need() {
+    let files =
+        "[backends.n]\nkind = \"nginx\"\nmode = \"files\"\ncache_dir = \"/var/cache/nginx\"\n";
+    assert_eq!(
+        error(files),
+        "invalid cache purge setting `backends.n.key_template` (from FILE): required with mode = \"files\": your proxy_cache_key, verbatim (without one, nginx uses \"http://$proxy_host$request_uri\" for proxy_pass http://...)"
+    );
+    assert_eq!(
+        error(&format!(
+            "{files}key_template = \"$scheme$proxy_host$request_uri\"\n"
+        )),
+        "invalid cache purge setting `backends.n.proxy_host` (from FILE): required because key_template `$scheme$proxy_host$request_uri` uses $proxy_host: the host of your proxy_pass (like `origin`)"
+    );
+    assert_eq!(
+        error(&format!("{files}key_template = \"$http_host$uri\"\n")),
+        "invalid cache purge setting `backends.n.host_header` (from FILE): required because key_template `$http_host$uri` uses $host: the site's host name"
+    );
+    assert_eq!(
+        error("[backends.n]\nkind = \"nginx\"\nmode = \"wipe\"\n"),
+        "invalid cache purge setting `backends.n.cache_dir` (from FILE): required with mode = \"files\" or \"wipe\": the proxy_cache_path directory"
+    );
+    // Satisfied, it loads; and `http` mode needs none of them.
+    assert!(
+        Settings::from_toml_str(&format!(
+            "{files}key_template = \"$host$uri\"\nhost_header = \"example.com\"\n"
+        ))
+        .is_ok()
+    );
+    assert!(
+        Settings::from_toml_str(
+            "[backends.n]\nkind = \"nginx\"\nkey_template = \"$proxy_host$uri\"\n"
+        )
+        .is_ok()
+    );
+}
+
+#[test]
+fn settings_round_trip_through_toml() {
+    let original = Settings::from_toml_str(
+        r#"
+        delivery = "outbox"
+        shutdown_timeout = "1m 30s"
+        queue_capacity = 7
+        when_full = "wait"
+        [retry]
+        max_attempts = 3
+        initial_backoff = "250ms"
+        [backends.Edge]
+        kind = "varnish"
+        mode = "http"
+        servers = ["127.0.0.1:6081", "[::1]:6082"]
+        site_domain = "www.example.com"
+        ban_style = "lurker"
+        http_method = "ban"
+        ban_header = "X-Ban"
+        max_ban_length = 4096
+        timeout = "2s"
+        concurrency = 3
+        [backends.files]
+        kind = "nginx"
+        mode = "files"
+        cache_dir = "/var/cache/nginx"
+        levels = "2"
+        key_template = "${scheme}://$proxy_host$request_uri"
+        proxy_host = "origin"
+        scheme = "https"
+        host_header = "example.com:8443"
+        [backends.http]
+        kind = "nginx"
+        servers = "10.0.0.1:80, 10.0.0.2:8080"
+        purge_prefix = "/purge"
+        method = "GET"
+        [backends.record]
+        kind = "memory"
+        max_batch = 5
+        [backends.quiet]
+        kind = "dummy"
+        [backends.log]
+        kind = "log"
+        "#,
+    )
+    .unwrap();
+    let text = toml::to_string(&original).unwrap();
+    let again = Settings::from_toml_str(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    assert_eq!(again, original, "{text}");
+    assert_eq!(
+        toml::to_string(&Settings::default())
+            .map(|t| Settings::from_toml_str(&t).unwrap())
+            .unwrap(),
+        Settings::default()
+    );
+    // And through an application's own file.
+    let app: AppConfig = toml::from_str(&format!(
+        "port = 1\n[cache_purge]\n{}",
+        text.replace("[backends", "[cache_purge.backends")
+            .replace("[retry]", "[cache_purge.retry]")
+    ))
+    .unwrap();
+    assert_eq!(app.cache_purge, original);
+}
+
+/// What `NginxBackend::new` refused before values had types is refused where the file is read.
+#[test]
+fn nginx_values_are_refused_where_the_file_is_read() {
+    for (options, key, expected) in [
+        (
+            "servers = [\"nohost\"]\n",
+            "servers[0]",
+            "`nohost` is not `host:port`",
+        ),
+        ("concurrency = 0\n", "concurrency", "expected at least 1"),
+        ("timeout = \"0s\"\n", "timeout", "expected more than 0s"),
+        (
+            "purge_prefix = \"purge\"\n",
+            "purge_prefix",
+            "`purge` must start with `/`",
+        ),
+        (
+            "method = \"PU RGE\"\n",
+            "method",
+            "`PU RGE` is not an HTTP method",
+        ),
+        (
+            "host_header = \"a b\"\n",
+            "host_header",
+            "`a b` is not a host name",
+        ),
+        (
+            "mode = \"wipe\"\ncache_dir = \"/\"\n",
+            "cache_dir",
+            "`/` must be an absolute path below `/`",
+        ),
+        (
+            "mode = \"wipe\"\ncache_dir = \"cache\"\n",
+            "cache_dir",
+            "`cache` must be an absolute path",
+        ),
+        (
+            "levels = \"3\"\n",
+            "levels",
+            "`3` is not an nginx levels value",
+        ),
+        (
+            "scheme = \"ftp\"\n",
+            "scheme",
+            "expected `http` or `https`, got `ftp`",
+        ),
+    ] {
+        let got = error(&format!("[backends.n]\nkind = \"nginx\"\n{options}"));
+        let want =
+            format!("invalid cache purge setting `backends.n.{key}` (from FILE): {expected}");
+        assert!(got.starts_with(&want), "{options:?}: {got}");
+    }
+}
+
+#[test]
+fn spill_dir_and_repurge_after_are_read_and_checked() {
+    let s = Settings::from_toml_str(
+        "when_full = \"spill\"\nspill_dir = \"/var/tmp/purges\"\nrepurge_after = \"2s\"\n",
+    )
+    .unwrap();
+    assert_eq!(s.when_full, cache_purge_hooks_engine::QueueFull::Spill);
+    assert_eq!(
+        s.spill_dir.as_deref(),
+        Some(std::path::Path::new("/var/tmp/purges"))
+    );
+    assert_eq!(s.repurge_after, Some(std::time::Duration::from_secs(2)));
+    // Written back as read.
+    let again = Settings::from_toml_str(&toml::to_string(&s).unwrap()).unwrap();
+    assert_eq!(again, s);
+    // The defaults: spill, no second purge.
+    let d = Settings::from_toml_str("").unwrap();
+    assert_eq!(
+        (d.when_full, d.spill_dir, d.repurge_after),
+        (cache_purge_hooks_engine::QueueFull::Spill, None, None)
+    );
+    let err = Settings::from_toml_str("repurge_after = \"0s\"\n").unwrap_err();
+    assert_eq!(err.key.as_deref(), Some("repurge_after"));
+    assert!(err.to_string().contains("more than 0s"), "{err}");
+}
