@@ -92,10 +92,35 @@ pub enum InitError {
 /// Loads the settings ([`Settings::load`]: `cache-purge.toml` or `$CACHE_PURGE_CONFIG`, then
 /// `CACHE_PURGE__*` variables), builds the [`Purger`] and installs it for the ORM hooks.
 ///
+/// With neither file, the defaults apply (one `log` backend, which purges nothing) and a WARN
+/// says where it looked; [`init_from`] with [`SettingsLoader::require_file`](settings::SettingsLoader::require_file)
+/// makes that an error instead.
+///
 /// Call it once at start-up, inside the tokio runtime. Every invalid setting fails here,
 /// never at the first save.
 pub fn init() -> Result<Purger, InitError> {
     init_with(&Settings::load()?)
+}
+
+/// [`init`] with settings from this loader: for instance
+/// `init_from(SettingsLoader::new().require_file())`, which refuses to start without a
+/// settings file instead of falling back to the `log` backend.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// use cache_purge_hooks::settings::{SettingsErrorKind, SettingsLoader};
+///
+/// // No cache-purge.toml here: an error, not a pipeline that purges nothing.
+/// let err = cache_purge_hooks::init_from(SettingsLoader::new().require_file()).unwrap_err();
+/// assert!(matches!(
+///     err,
+///     cache_purge_hooks::InitError::Settings(e) if e.kind == SettingsErrorKind::MissingFile
+/// ));
+/// # }
+/// ```
+pub fn init_from(loader: settings::SettingsLoader) -> Result<Purger, InitError> {
+    init_with(&loader.load()?)
 }
 
 /// Builds the [`Purger`] of these settings and installs it for the ORM hooks.

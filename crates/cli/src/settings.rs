@@ -4,7 +4,9 @@
 use std::path::PathBuf;
 
 use cache_purge_hooks_engine::Settings;
-use cache_purge_hooks_engine::settings::{DEFAULT_FILE, ENV_PREFIX, FILE_ENV, SettingsLoader};
+use cache_purge_hooks_engine::settings::{
+    DEFAULT_FILE, ENV_PREFIX, FILE_ENV, SettingsErrorKind, SettingsLoader,
+};
 
 use crate::args::GlobalArgs;
 use crate::error::CliError;
@@ -59,7 +61,7 @@ pub(crate) fn load(global: &GlobalArgs) -> Result<Loaded, CliError> {
         }
     };
     let settings = loader.load().map_err(|e| {
-        let hint = if e.message.contains("does not exist") {
+        let hint = if e.kind == SettingsErrorKind::MissingFile {
             format!(
                 "pass --config PATH, set {FILE_ENV}, or run where ./{DEFAULT_FILE} is; docs/settings.md lists every key"
             )

@@ -742,3 +742,72 @@ fn spill_dir_and_repurge_after_are_read_and_checked() {
     assert_eq!(err.key.as_deref(), Some("repurge_after"));
     assert!(err.to_string().contains("more than 0s"), "{err}");
 }
+
+/// What `tracing` writes on this thread while `f` runs.
+fn logged(f: impl FnOnce()) -> String {
+    #[derive(Clone, Default)]
+    struct Sink(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+    impl std::io::Write for Sink {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let sink = Sink::default();
+    let writer = sink.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    tracing::subscriber::with_default(subscriber, f);
+    let bytes = sink.0.lock().unwrap().clone();
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+#[test]
+fn falling_back_to_the_defaults_is_loud_and_can_be_an_error() {
+    // No cache-purge.toml where the tests run, no CACHE_PURGE_CONFIG in this loader.
+    let text = logged(|| {
+        let s = SettingsLoader::new()
+            .env_vars(Vec::<(String, String)>::new())
+            .load()
+            .unwrap();
+        assert_eq!(s, Settings::default());
+    });
+    assert!(text.contains("WARN"), "{text}");
+    assert!(text.contains("no cache purge settings file"), "{text}");
+    assert!(text.contains("cache-purge.toml"), "where it looked: {text}");
+    assert!(text.contains("`log` backend that purges nothing"), "{text}");
+
+    let err = SettingsLoader::new()
+        .require_file()
+        .env_vars(Vec::<(String, String)>::new())
+        .load()
+        .unwrap_err();
+    assert_eq!(
+        err.kind,
+        cache_purge_hooks_engine::settings::SettingsErrorKind::MissingFile
+    );
+    assert!(err.to_string().contains("does not exist"), "{err}");
+}
+
+#[test]
+fn a_near_miss_environment_variable_is_warned_about() {
+    let text = logged(|| {
+        let s = SettingsLoader::default()
+            .toml("")
+            .env_vars([("CACHE_PURGE_DELIVERY", "outbox")])
+            .load()
+            .unwrap();
+        // Not read: the default stays.
+        assert_eq!(s.delivery, Delivery::AfterCommit);
+    });
+    assert!(text.contains("CACHE_PURGE_DELIVERY is not read"), "{text}");
+    assert!(
+        text.contains("did you mean CACHE_PURGE__DELIVERY?"),
+        "{text}"
+    );
+}

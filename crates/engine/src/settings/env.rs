@@ -19,6 +19,42 @@ use super::ENV_PREFIX;
 /// Between the prefix and each level of the key.
 const SEPARATOR: &str = "__";
 
+/// Warns about variables that look like overrides but are not read: `CACHE_PURGE_DELIVERY`
+/// (one underscore after the prefix) sets nothing, and without a word the app would run with
+/// the file's value.
+pub(crate) fn warn_near_misses(vars: Option<&[(String, String)]>) {
+    let names: Vec<String> = match vars {
+        Some(vars) => vars.iter().map(|(n, _)| n.clone()).collect(),
+        None => std::env::vars_os()
+            .filter_map(|(n, _)| n.into_string().ok())
+            .collect(),
+    };
+    for name in names {
+        if let Some(meant) = near_miss(&name) {
+            tracing::warn!(
+                target: "cache_purge_hooks",
+                variable = %name,
+                "environment variable {name} is not read: overrides are named {ENV_PREFIX}{SEPARATOR}<KEY>, with two underscores (did you mean {meant}?)"
+            );
+        }
+    }
+}
+
+/// The override a variable was probably meant to be, if it is a near miss.
+pub(crate) fn near_miss(name: &str) -> Option<String> {
+    let upper = name.to_ascii_uppercase();
+    let rest = upper.strip_prefix(ENV_PREFIX)?;
+    if rest.starts_with(SEPARATOR) || upper == super::FILE_ENV {
+        return None;
+    }
+    let key = rest.trim_start_matches('_');
+    if key.is_empty() || rest.len() == key.len() {
+        // `CACHE_PURGE` itself, or `CACHE_PURGEX`: not ours.
+        return None;
+    }
+    Some(format!("{ENV_PREFIX}{SEPARATOR}{key}"))
+}
+
 /// Reads the overrides from the process environment, or from a given list of variables.
 #[derive(Clone, Debug)]
 pub(crate) struct EnvSource {
@@ -179,6 +215,27 @@ mod tests {
         match &v.kind {
             ValueKind::Table(t) => t,
             other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn near_misses_are_named_with_the_override_meant() {
+        assert_eq!(
+            near_miss("CACHE_PURGE_DELIVERY").as_deref(),
+            Some("CACHE_PURGE__DELIVERY")
+        );
+        assert_eq!(
+            near_miss("cache_purge_backends__edge__servers").as_deref(),
+            Some("CACHE_PURGE__BACKENDS__EDGE__SERVERS")
+        );
+        for fine in [
+            "CACHE_PURGE__DELIVERY",
+            "CACHE_PURGE_CONFIG",
+            "CACHE_PURGE",
+            "CACHE_PURGEX",
+            "PATH",
+        ] {
+            assert_eq!(near_miss(fine), None, "{fine}");
         }
     }
 

@@ -282,13 +282,31 @@ const BACKEND_KINDS: &str = "`log`, `dummy`, `memory`, `varnish`, `nginx`";
 
 /// A setting is invalid. Says which key, where it came from and what was expected.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct SettingsError {
+    /// What kind of problem it is, for programs.
+    pub kind: SettingsErrorKind,
     /// The key, dotted (`backends.edge.timeout`), when the error concerns one.
     pub key: Option<String>,
     /// Where the value came from: the file's path or the environment variable's name.
     pub origin: Option<String>,
     /// What is wrong and what was expected.
     pub message: String,
+}
+
+/// The kinds of [`SettingsError`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum SettingsErrorKind {
+    /// A settings file that must exist does not (`CACHE_PURGE_CONFIG`, an explicit path, or
+    /// [`SettingsLoader::require_file`]).
+    MissingFile,
+    /// The file exists but cannot be read.
+    Unreadable,
+    /// The file is not valid TOML.
+    Syntax,
+    /// A value is invalid, unknown or missing.
+    Invalid,
 }
 
 impl fmt::Display for SettingsError {
@@ -309,10 +327,16 @@ impl std::error::Error for SettingsError {}
 impl SettingsError {
     fn new(key: Option<String>, origin: Option<String>, message: impl Into<String>) -> Self {
         Self {
+            kind: SettingsErrorKind::Invalid,
             key,
             origin,
             message: message.into(),
         }
+    }
+
+    fn of_kind(mut self, kind: SettingsErrorKind) -> Self {
+        self.kind = kind;
+        self
     }
 }
 
@@ -727,7 +751,8 @@ fn from_config_error(e: ConfigError, file: Option<&str>) -> SettingsError {
             None,
             file.map(str::to_owned),
             format!("not valid TOML: {}", cause.to_string().trim_end()),
-        ),
+        )
+        .of_kind(SettingsErrorKind::Syntax),
         // The environment source's own errors name the variable.
         ConfigError::Message(message) => SettingsError::new(None, None, message),
         other => SettingsError::new(None, file.map(str::to_owned), other.to_string()),
@@ -761,6 +786,14 @@ impl SettingsLoader {
     /// Reads this file, which must exist.
     pub fn file(mut self, path: impl Into<PathBuf>) -> Self {
         self.file = Some(path.into());
+        self.file_required = true;
+        self
+    }
+
+    /// Makes a missing default file (`cache-purge.toml`) an error
+    /// ([`SettingsErrorKind::MissingFile`]) instead of the defaults, for a production app that
+    /// must not start without its cache settings (started from another directory, say).
+    pub fn require_file(mut self) -> Self {
         self.file_required = true;
         self
     }
@@ -813,11 +846,25 @@ impl SettingsLoader {
                     None,
                     Some(shown),
                     "the settings file does not exist",
-                ));
+                )
+                .of_kind(SettingsErrorKind::MissingFile));
+            }
+            if !exists {
+                // A default that silently purges nothing would be a defect: say where we
+                // looked and what is used instead.
+                let looked = std::env::current_dir()
+                    .map(|d| d.join(path).display().to_string())
+                    .unwrap_or_else(|_| shown.clone());
+                tracing::warn!(
+                    target: "cache_purge_hooks",
+                    looked_for = %looked,
+                    "no cache purge settings file (and no {FILE_ENV}): using the defaults, one `log` backend that purges nothing; set {FILE_ENV} or create {DEFAULT_FILE}, or make this an error with SettingsLoader::require_file()"
+                );
             }
             if exists {
                 let bytes = std::fs::read(path).map_err(|e| {
                     SettingsError::new(None, Some(shown.clone()), format!("cannot read: {e}"))
+                        .of_kind(SettingsErrorKind::Unreadable)
                 })?;
                 // As config's own file source: skip a UTF-8 byte order mark.
                 let bytes = bytes.strip_prefix(b"\xef\xbb\xbf").unwrap_or(&bytes);
@@ -829,6 +876,7 @@ impl SettingsLoader {
             }
         }
         if !self.skip_env {
+            env::warn_near_misses(self.env.as_deref());
             sources.push(Box::new(env::EnvSource::new(self.env)));
         }
         let mut tree = Value::new(None, ValueKind::Table(Map::new()));
