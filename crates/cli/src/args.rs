@@ -16,7 +16,7 @@ Settings: --config PATH, else the file named by CACHE_PURGE_CONFIG, else ./cache
 if it exists (else the defaults: one `log` backend); then CACHE_PURGE__* environment
 variables override single keys (CACHE_PURGE__BACKENDS__EDGE__SERVERS=10.0.0.1:6082).
 
-Guide: docs/cli.md";
+Guide: https://github.com/cache-purge-hooks/cache-purge-hooks/blob/main/docs/cli.md";
 
 /// Purge Varnish and nginx caches, diagnose a purge setup, and look after the outbox of
 /// cache-purge-hooks.
@@ -75,6 +75,16 @@ pub(crate) enum Command {
 
     /// Print the effective settings (file, then environment overrides) as TOML (or JSON).
     Settings,
+
+    /// Print a shell completion script for cache-purge on stdout.
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+
+    /// Print the manual page of cache-purge (roff) on stdout.
+    Man,
 }
 
 const PURGE_HELP: &str = "\

@@ -64,6 +64,18 @@ fn run(cli: Cli) -> ExitCode {
         args::Command::Check(a) => check::run(&cli.global, a, &out),
         args::Command::Outbox(a) => outbox::run(&cli.global, a, &out),
         args::Command::Settings => show_settings::run(&cli.global, &out),
+        args::Command::Completions { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut command, "cache-purge", &mut std::io::stdout());
+            Ok(exit::SUCCESS)
+        }
+        args::Command::Man => {
+            let command = <Cli as clap::CommandFactory>::command();
+            clap_mangen::Man::new(command)
+                .render(&mut std::io::stdout())
+                .map(|()| exit::SUCCESS)
+                .map_err(|e| CliError::failed(format!("cannot write the manual page: {e}")))
+        }
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -641,3 +641,24 @@ fn a_million_urls_are_purged_in_under_100_mb() {
     eprintln!("peak RSS of `cache-purge purge` with {URLS} URLs: {peak_mib:.1} MiB");
     assert!(peak_mib < 100.0, "peak RSS {peak_mib:.1} MiB");
 }
+
+#[tokio::test]
+async fn completions_and_the_manual_page_are_printed() {
+    let dir = tempfile::tempdir().unwrap();
+    let bash = cache_purge(dir.path(), &["completions", "bash"], None, &[]).await;
+    assert_eq!(bash.code, 0, "{bash:?}");
+    assert!(
+        bash.stdout.contains("complete -F _cache-purge") || bash.stdout.contains("_cache__purge"),
+        "{bash:?}"
+    );
+    assert!(bash.stdout.contains("outbox"), "subcommands are completed");
+    let zsh = cache_purge(dir.path(), &["completions", "zsh"], None, &[]).await;
+    assert!(zsh.stdout.starts_with("#compdef cache-purge"), "{zsh:?}");
+    let man = cache_purge(dir.path(), &["man"], None, &[]).await;
+    assert_eq!(man.code, 0, "{man:?}");
+    assert!(man.stdout.contains(".TH cache-purge 1"), "{man:?}");
+    assert!(
+        man.stdout.contains("Exit codes"),
+        "the long help is in the page"
+    );
+}
