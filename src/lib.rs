@@ -51,7 +51,12 @@
 //!
 //! The crates: [`cache_purge_hooks_engine`] (targets, settings, the [`Purger`], backends),
 //! `cache-purge-hooks-macros` ([`CachePurge`]), and [`sea_orm`] (the SeaORM hooks).
+//!
+//! # Cargo features
+#![doc = document_features::document_features!()]
 #![warn(missing_docs)]
+// On docs.rs (nightly), items behind a cargo feature say which one.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub use cache_purge_hooks_engine::*;
 pub use cache_purge_hooks_macros::CachePurge;

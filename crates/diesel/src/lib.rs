@@ -108,6 +108,8 @@
 //! explicit keys, or updated by an upsert, are not found: the write stands and the miss is
 //! logged.
 #![warn(missing_docs)]
+// On docs.rs (nightly), items behind a cargo feature say which one.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 // Without a backend feature, only the backend-independent parts are built.
 #![cfg_attr(
     not(any(feature = "postgres", feature = "sqlite", feature = "mysql")),

@@ -22,7 +22,12 @@
 //! - [`backend`]: the [`Backend`](backend::Backend) trait and the built-in backends.
 //! - [`settings`]: the settings file and its validation.
 //! - [`outbox`]: the stored format of the outbox table, shared by the ORM integrations.
+//!
+//! # Cargo features
+#![doc = document_features::document_features!()]
 #![warn(missing_docs)]
+// On docs.rs (nightly), items behind a cargo feature say which one.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod after_commit;
 pub mod attempt;

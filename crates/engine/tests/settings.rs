@@ -159,7 +159,7 @@ fn every_kind_of_invalid_setting_names_key_file_and_expectation() {
         ),
         (
             "speed = 3\n",
-            "invalid cache purge setting `speed` (from FILE): unknown key `speed`; expected one of `delivery`, `shutdown_timeout`, `backends`, `retry`, `queue_capacity`, `when_full`",
+            "invalid cache purge setting `speed` (from FILE): unknown key `speed`; expected one of `delivery`, `shutdown_timeout`, `backends`, `retry`, `queue_capacity`, `when_full`, `spill_dir`, `repurge_after`",
         ),
         (
             "[backends]\n",
@@ -810,4 +810,24 @@ fn a_near_miss_environment_variable_is_warned_about() {
         text.contains("did you mean CACHE_PURGE__DELIVERY?"),
         "{text}"
     );
+}
+
+#[test]
+fn https_servers_are_for_the_http_modes() {
+    let s = Settings::from_toml_str(
+        "[backends.ngx]\nkind = \"nginx\"\nservers = [\"https://cache.example:8443\"]\n",
+    )
+    .unwrap();
+    let BackendSettings::Nginx(n) = &s.backends["ngx"] else {
+        panic!()
+    };
+    assert!(n.servers[0].is_https());
+    assert_eq!(n.servers[0].base_url(), "https://cache.example:8443");
+    assert_eq!(n.servers[0].to_string(), "https://cache.example:8443");
+    let err = Settings::from_toml_str(
+        "[backends.v]\nkind = \"varnish\"\nservers = [\"https://v.example:6082\"]\n",
+    )
+    .unwrap_err();
+    assert_eq!(err.key.as_deref(), Some("backends.v.servers"));
+    assert!(err.message.contains("mode = \"http\""), "{err}");
 }

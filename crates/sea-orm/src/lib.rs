@@ -70,6 +70,8 @@
 //! | `delete` of a primary-key-only `ActiveModel` | the stored row's targets (one `SELECT` first) |
 //! | [`bulk`] helpers | every affected row's targets (old and new for updates) |
 #![warn(missing_docs)]
+// On docs.rs (nightly), items behind a cargo feature say which one.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 use std::any::{TypeId, type_name};
 use std::collections::HashMap;

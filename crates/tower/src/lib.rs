@@ -34,6 +34,8 @@
 //! Outside tower, [`cache_purge_hooks_engine::watch::Watch`] does the same around any
 //! future.
 #![warn(missing_docs)]
+// On docs.rs (nightly), items behind a cargo feature say which one.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 use std::future::Future;
 use std::pin::Pin;

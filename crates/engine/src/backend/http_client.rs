@@ -34,15 +34,6 @@ pub(crate) fn method(name: &str) -> Result<Method, SetupError> {
         .map_err(|e| SetupError::HttpClient(format!("method `{name}`: {e}")))
 }
 
-/// The base URL of a `host:port` server: `http://host:port` (IPv6 hosts in brackets).
-pub(crate) fn base_url(host: &str, port: u16) -> String {
-    if host.contains(':') {
-        format!("http://[{host}]:{port}")
-    } else {
-        format!("http://{host}:{port}")
-    }
-}
-
 /// A request that got no response: refused, reset, timed out.
 pub(crate) fn transport_error(server: &str, e: reqwest::Error) -> PurgeError {
     let (cause, what) = if e.is_timeout() {
@@ -200,8 +191,19 @@ mod tests {
     }
 
     #[test]
-    fn ipv6_hosts_get_brackets() {
-        assert_eq!(base_url("::1", 8080), "http://[::1]:8080");
-        assert_eq!(base_url("127.0.0.1", 80), "http://127.0.0.1:80");
+    fn ipv6_hosts_get_brackets_and_https_servers_their_scheme() {
+        let url = |s: &str| {
+            s.parse::<crate::settings::types::ServerAddr>()
+                .unwrap()
+                .base_url()
+        };
+        assert_eq!(url("[::1]:8080"), "http://[::1]:8080");
+        assert_eq!(url("127.0.0.1:80"), "http://127.0.0.1:80");
+        assert_eq!(url("http://127.0.0.1:80"), "http://127.0.0.1:80");
+        assert_eq!(
+            url("https://cache.example:8443/"),
+            "https://cache.example:8443"
+        );
+        assert_eq!(url("https://[::1]:443"), "https://[::1]:443");
     }
 }

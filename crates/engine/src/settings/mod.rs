@@ -661,7 +661,13 @@ fn backend_from_value(
         "log" => BackendSettings::Log(options(&scope, table)?),
         "dummy" => BackendSettings::Dummy(options(&scope, table)?),
         "memory" => BackendSettings::Memory(options(&scope, table)?),
-        "varnish" => BackendSettings::Varnish(options(&scope, table)?),
+        "varnish" => {
+            let varnish: VarnishSettings = options(&scope, table)?;
+            varnish
+                .check()
+                .map_err(|e| scope.error(&[key(e.key)], e.message))?;
+            BackendSettings::Varnish(varnish)
+        }
         "nginx" => {
             let nginx: NginxSettings = options(&scope, table)?;
             nginx
@@ -973,7 +979,9 @@ mod tests {
                 "backends",
                 "retry",
                 "queue_capacity",
-                "when_full"
+                "when_full",
+                "spill_dir",
+                "repurge_after"
             ]
         );
         assert!(field_names::<LogSettings>().is_empty());

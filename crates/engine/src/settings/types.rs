@@ -146,14 +146,32 @@ fn is_host(s: &str) -> bool {
 }
 
 /// A server's address, `host:port` (`[::1]:6082` for IPv6): the port is not 0, the host is a
-/// name or an IP address.
+/// name or an IP address. For the HTTP modes, `https://host:port` says to purge over TLS
+/// (`http://host:port` is the same as `host:port`).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct ServerAddr {
     host: String,
     port: u16,
+    tls: bool,
 }
 
 impl ServerAddr {
+    /// Whether it was given as `https://...`: HTTP purges go over TLS.
+    pub fn is_https(&self) -> bool {
+        self.tls
+    }
+
+    /// The base URL of HTTP requests to it: `http://host:port` or `https://host:port` (IPv6
+    /// hosts in brackets).
+    pub fn base_url(&self) -> String {
+        let scheme = if self.tls { "https" } else { "http" };
+        if self.host.contains(':') {
+            format!("{scheme}://[{}]:{}", self.host, self.port)
+        } else {
+            format!("{scheme}://{}:{}", self.host, self.port)
+        }
+    }
+
     /// The host, without brackets (`::1` for `[::1]:6082`).
     pub fn host(&self) -> &str {
         &self.host
@@ -170,6 +188,7 @@ impl ServerAddr {
         Self {
             host: "localhost".to_owned(),
             port,
+            tls: false,
         }
     }
 }
@@ -177,8 +196,16 @@ impl ServerAddr {
 impl FromStr for ServerAddr {
     type Err = InvalidValue;
 
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let bad = || InvalidValue::new(format!("`{s}` is not `host:port`"));
+    fn from_str(given: &str) -> Result<Self, Self::Err> {
+        let bad = || InvalidValue::new(format!("`{given}` is not `host:port`"));
+        let (tls, s) = match (
+            given.strip_prefix("https://"),
+            given.strip_prefix("http://"),
+        ) {
+            (Some(rest), _) => (true, rest.trim_end_matches('/')),
+            (None, Some(rest)) => (false, rest.trim_end_matches('/')),
+            (None, None) => (false, given),
+        };
         let (host, port) = if let Some(rest) = s.strip_prefix('[') {
             let (h, p) = rest.split_once("]:").ok_or_else(bad)?;
             if h.contains(['[', ']']) {
@@ -197,21 +224,25 @@ impl FromStr for ServerAddr {
         if !is_host(host) {
             return Err(bad());
         }
-        let port: u16 = port
-            .parse()
-            .map_err(|_| InvalidValue::new(format!("`{port}` in `{s}` is not a port number")))?;
+        let port: u16 = port.parse().map_err(|_| {
+            InvalidValue::new(format!("`{port}` in `{given}` is not a port number"))
+        })?;
         if port == 0 {
-            return Err(InvalidValue::new(format!("port 0 in `{s}`")));
+            return Err(InvalidValue::new(format!("port 0 in `{given}`")));
         }
         Ok(Self {
             host: host.to_owned(),
             port,
+            tls,
         })
     }
 }
 
 impl fmt::Display for ServerAddr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.tls {
+            f.write_str("https://")?;
+        }
         if self.host.contains(':') {
             write!(f, "[{}]:{}", self.host, self.port)
         } else {

@@ -3,6 +3,7 @@
 
 use sea_orm::sea_query::{Alias, ColumnDef, Index, IndexCreateStatement, Table};
 use sea_orm::{ConnectionTrait, DbBackend, DbErr, Statement};
+#[cfg(feature = "migration")]
 use sea_orm_migration::{MigrationName, MigrationTrait, SchemaManager};
 
 use super::entity::{Column, Entity};
@@ -10,7 +11,8 @@ use super::entity::{Column, Entity};
 /// The name of the claim index on `(backend, dead_at, available_at, id)`.
 pub(crate) const CLAIM_INDEX: &str = "idx_cache_purge_outbox_claim";
 
-/// Creates the `cache_purge_outbox` table and its index: add it to your `Migrator`.
+/// Creates the `cache_purge_outbox` table and its index: add it to your `Migrator` (feature
+/// `migration`, on by default).
 ///
 /// ```
 /// use sea_orm_migration::prelude::*;
@@ -31,15 +33,18 @@ pub(crate) const CLAIM_INDEX: &str = "idx_cache_purge_outbox_claim";
 /// Its name is `m20261125_000100_cache_purge_outbox` (what `seaql_migrations` records).
 /// `up` creates the table only if it does not exist yet (so a table made from
 /// `docs/outbox.sql` is kept); `down` drops it, with any purge still waiting in it.
+#[cfg(feature = "migration")]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Migration;
 
+#[cfg(feature = "migration")]
 impl MigrationName for Migration {
     fn name(&self) -> &str {
         "m20261125_000100_cache_purge_outbox"
     }
 }
 
+#[cfg(feature = "migration")]
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {

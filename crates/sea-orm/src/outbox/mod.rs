@@ -93,7 +93,9 @@ mod sql;
 mod store;
 mod worker;
 
-pub use migration::{Migration, create_table, drop_table};
+#[cfg(feature = "migration")]
+pub use migration::Migration;
+pub use migration::{create_table, drop_table};
 pub use store::{
     BackendOutboxStatus, DeadRows, MAX_ERROR_CHARS, MAX_TARGET_BYTES_PER_ROW, OutboxRow, claim,
     complete, dead, delete_dead, enqueue, enqueue_due, fail, now_ms, release, retry_dead, status,
@@ -103,4 +105,5 @@ pub use worker::{OutboxWorker, OutboxWorkerBuilder, OutboxWorkerStats, table_exi
 
 /// The sea-orm-migration crate [`Migration`] is written for (its `MigrationTrait`), for
 /// running it without a direct dependency of your own.
+#[cfg(feature = "migration")]
 pub use sea_orm_migration;

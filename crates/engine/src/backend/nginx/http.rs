@@ -53,7 +53,7 @@ impl HttpPurger {
             .iter()
             .map(|s| Server {
                 label: s.to_string(),
-                base: http_client::base_url(s.host(), s.port()),
+                base: s.base_url(),
             })
             .collect();
         let host_header = match &settings.host_header {

@@ -32,7 +32,7 @@ impl HttpTransport {
     ) -> Result<Self, SetupError> {
         let servers = servers
             .iter()
-            .map(|s| (s.to_string(), http_client::base_url(s.host(), s.port())))
+            .map(|s| (s.to_string(), s.base_url()))
             .collect();
         let concurrency = settings.concurrency.get();
         Ok(Self {

@@ -12,7 +12,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::settings::types::{self, HeaderName, HostName, InvalidValue, ServerAddr, named_enum};
+use crate::settings::types::{
+    self, FieldError, HeaderName, HostName, InvalidValue, ServerAddr, named_enum,
+};
 
 /// How the Varnish backend talks to Varnish.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -189,6 +191,19 @@ impl Default for VarnishSettings {
 }
 
 impl VarnishSettings {
+    /// The rules across keys: the admin CLI (`mode = "cli"` or `"varnishadm"`) is plain TCP,
+    /// so its servers cannot be `https://` addresses.
+    pub fn check(&self) -> Result<(), FieldError> {
+        if self.mode != VarnishMode::Http && self.servers.iter().any(ServerAddr::is_https) {
+            return Err(FieldError::new(
+                "servers",
+                "the admin port (mode = \"cli\" or \"varnishadm\") takes `host:port`, not `https://`; \
+                 HTTPS is for mode = \"http\"",
+            ));
+        }
+        Ok(())
+    }
+
     /// The configured servers, or the default one for the mode (`localhost:6082` for the
     /// admin CLI, `localhost:80` for HTTP).
     pub fn servers_or_default(&self) -> Vec<ServerAddr> {
