@@ -108,8 +108,10 @@ if cargo tree -p cache-purge-hooks-core -e normal --prefix none | grep -E '^(req
   echo "cache-purge-hooks-core must not depend on the crates above" >&2
   exit 1
 fi
-# The facade with the Diesel integration (not a default feature).
-cargo clippy -p cache-purge-hooks --features diesel-postgres,diesel-sqlite,diesel-mysql,diesel-async -- -D warnings
+# The facade with the Diesel and tower integrations (not default features).
+cargo clippy -p cache-purge-hooks --features tower,diesel-postgres,diesel-sqlite,diesel-mysql,diesel-async -- -D warnings
+# The SeaORM integration without sea-orm-migration.
+cargo clippy -p cache-purge-hooks-sea-orm --no-default-features -- -D warnings
 
 log "cargo doc -D warnings (broken links, missing docs)"
 RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --workspace --quiet
@@ -121,6 +123,10 @@ cargo test --workspace --all-targets 2>&1 | tee -a "$results"
 cargo test --workspace --doc 2>&1 | tee -a "$results"
 # The optional `metrics` feature's own test.
 cargo test -p cache-purge-hooks-engine --features metrics --lib dispatch 2>&1 | tee -a "$results"
+
+log "cargo publish --dry-run: every published crate packages and builds from its tarball"
+# (--allow-dirty: the tests may leave proptest regression files behind.)
+cargo publish --workspace --dry-run --allow-dirty --quiet
 
 log "main job: the blog demo on SQLite with the default backend"
 cargo run -q -p migrations-example >/dev/null
