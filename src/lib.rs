@@ -138,6 +138,8 @@ pub fn init_with(settings: &Settings) -> Result<Purger, InitError> {
 #[doc(hidden)]
 pub mod __private {
     pub use cache_purge_hooks_engine::registry;
-    pub use cache_purge_hooks_engine::template::{push_path_segment, push_query_value};
-    pub use cache_purge_hooks_engine::{PurgeTargets, Targets};
+    pub use cache_purge_hooks_engine::template::{
+        push_path_segment, push_query_value, push_tag_value,
+    };
+    pub use cache_purge_hooks_engine::{PurgeTargets, Tag, Targets};
 }

@@ -15,6 +15,76 @@ fn url_fields<T: PurgeTargets>() -> Option<Vec<&'static str>> {
     T::URL_FIELDS.map(<[_]>::to_vec)
 }
 
+mod tags {
+    use super::*;
+
+    #[derive(CachePurge)]
+    #[cache_purge(url = "/posts/{slug}", tag = "post:{id}", tag = "posts")]
+    #[cache_purge(tag = "{kind}-feed", tag = "author:{author}")]
+    struct Post {
+        id: i64,
+        slug: String,
+        kind: String,
+        author: Option<String>,
+    }
+
+    fn tags(t: &cache_purge_hooks::Targets) -> Vec<String> {
+        t.targets()
+            .iter()
+            .filter_map(|t| match t {
+                Target::Tag(tag) => Some(tag.to_string()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn tags_are_rendered_beside_urls_and_their_fields_tracked() {
+        let post = Post {
+            id: 7,
+            slug: "hello".into(),
+            kind: "news".into(),
+            author: None,
+        };
+        let t = post.resolve_targets();
+        assert_eq!(t.urls(), ["/posts/hello"]);
+        assert_eq!(
+            tags(&t),
+            ["post:7", "posts", "news-feed"],
+            "no author: no author tag"
+        );
+        // A change of a tag's field must purge the old tag too: the field is tracked.
+        assert_eq!(
+            url_fields::<Post>(),
+            Some(vec!["slug", "id", "kind", "author"])
+        );
+    }
+
+    #[test]
+    fn a_value_can_never_make_two_tags_or_break_a_header() {
+        let post = Post {
+            id: 1,
+            slug: "x".into(),
+            kind: "a b,c\"d\\e%\nf".into(),
+            author: Some("Zoë".into()),
+        };
+        let t = post.resolve_targets();
+        assert!(t.rejected().is_empty(), "{:?}", t.rejected());
+        assert_eq!(
+            tags(&t),
+            [
+                "post:1",
+                "posts",
+                "a%20b%2Cc%22d%5Ce%25%0Af-feed",
+                "author:Zo%C3%AB"
+            ]
+        );
+        for tag in tags(&t) {
+            assert!(Tag::parse(&tag).is_ok(), "{tag}");
+        }
+    }
+}
+
 mod templates {
     use super::*;
 

@@ -44,6 +44,24 @@ pub fn push_query_value(out: &mut String, value: &dyn Display) {
     encode_into(out, value, query_byte_allowed);
 }
 
+/// Appends `value` as part of a tag (`#[cache_purge(tag = "post:{id}")]`): visible ASCII is
+/// kept but for `%` and the characters a tag may not hold (`,`, `"`, `\\`), which are
+/// percent-encoded like everything else (spaces, controls, non-ASCII), so a value can never
+/// split one tag into two or break the header a backend reads tags from.
+///
+/// ```
+/// let mut tag = String::from("post:");
+/// cache_purge_hooks_core::template::push_tag_value(&mut tag, &"a b,c\"é");
+/// assert_eq!(tag, "post:a%20b%2Cc%22%C3%A9");
+/// ```
+pub fn push_tag_value(out: &mut String, value: &dyn Display) {
+    encode_into(out, value, tag_byte_allowed);
+}
+
+fn tag_byte_allowed(b: u8) -> bool {
+    b.is_ascii_graphic() && !matches!(b, b',' | b'"' | b'\\' | b'%')
+}
+
 fn segment_byte_allowed(b: u8) -> bool {
     b.is_ascii_alphanumeric()
         || matches!(
@@ -118,6 +136,14 @@ mod tests {
         s.push('/');
         push_path_segment(&mut s, &"hello-world_1.2~x");
         assert_eq!(s, "/p/42/hello-world_1.2~x");
+    }
+
+    #[test]
+    fn tag_values_are_one_valid_tag() {
+        let mut s = String::from("post:");
+        push_tag_value(&mut s, &"x, y\n\"%");
+        assert_eq!(s, "post:x%2C%20y%0A%22%25");
+        assert!(crate::Tag::parse(&s).is_ok());
     }
 
     #[test]

@@ -8,13 +8,16 @@ use syn::{Attribute, Ident, LitStr, Path, Token};
 use crate::template::{self, Template};
 
 /// The keys accepted inside `#[cache_purge(...)]`, for error messages.
-const KEYS: &[&str] = &["url", "resolver", "registered", "fields", "crate"];
-const VALID_KEYS: &str = "url = \"...\", resolver = path, registered, fields(...), crate = \"...\"";
+const KEYS: &[&str] = &["url", "tag", "resolver", "registered", "fields", "crate"];
+const VALID_KEYS: &str =
+    "url = \"...\", tag = \"...\", resolver = path, registered, fields(...), crate = \"...\"";
 
 /// One source of purge targets, in the order written.
 pub(crate) enum Source {
     /// `url = "..."`.
     Url { lit: LitStr, template: Template },
+    /// `tag = "..."`.
+    Tag { lit: LitStr, template: Template },
     /// `resolver = path`.
     Resolver(Path),
     /// `registered`.
@@ -82,6 +85,17 @@ impl Config {
             match template::parse(&lit.value()) {
                 Ok(template) => self.sources.push(Source::Url { lit, template }),
                 // A bad template does not stop the parsing of the following items.
+                Err(msg) => errors.push(syn::Error::new(lit.span(), msg)),
+            }
+        } else if path.is_ident("tag") {
+            let lit: LitStr = meta.value()?.parse().map_err(|e| {
+                syn::Error::new(
+                    e.span(),
+                    "expected a string literal: #[cache_purge(tag = \"post:{id}\")]",
+                )
+            })?;
+            match template::parse_tag(&lit.value()) {
+                Ok(template) => self.sources.push(Source::Tag { lit, template }),
                 Err(msg) => errors.push(syn::Error::new(lit.span(), msg)),
             }
         } else if path.is_ident("resolver") {

@@ -27,7 +27,8 @@ pub(crate) fn derive(input: &DeriveInput) -> syn::Result<TokenStream> {
         errors.push(syn::Error::new(
             input.ident.span(),
             "#[derive(CachePurge)] needs at least one #[cache_purge(url = \"...\")], \
-             #[cache_purge(resolver = path)] or #[cache_purge(registered)]",
+             #[cache_purge(tag = \"...\")], #[cache_purge(resolver = path)] or \
+             #[cache_purge(registered)]",
         ));
     }
     let has_code = config
@@ -119,7 +120,7 @@ fn check_fields(input: &DeriveInput, config: &Config, fields: &[Field<'_>], erro
         )
     };
     for source in &config.sources {
-        if let Source::Url { lit, template } = source {
+        if let Source::Url { lit, template } | Source::Tag { lit, template } = source {
             let mut reported = Vec::new();
             for name in template.fields() {
                 if !fields.iter().any(|f| f.name == name) && !reported.contains(&name) {
@@ -241,7 +242,22 @@ fn generate(input: &DeriveInput, config: &Config, fields: &[Field<'_>]) -> Token
                         add_bound(quote!(#ty: ::core::fmt::Display));
                     }
                 }
-                body.push(render_url(lit, template, &private, &targets, &url, &field));
+                body.push(render_url(
+                    lit, template, &private, &targets, &url, &field, false,
+                ));
+            }
+            Source::Tag { lit, template } => {
+                for name in template.fields() {
+                    note_field(name);
+                    let f = field(name).expect("fields were checked");
+                    let ty = option_inner(f.ty).unwrap_or(f.ty);
+                    if mentions(ty.to_token_stream(), &type_params) {
+                        add_bound(quote!(#ty: ::core::fmt::Display));
+                    }
+                }
+                body.push(render_url(
+                    lit, template, &private, &targets, &url, &field, true,
+                ));
             }
             Source::Resolver(path) => {
                 let check = Ident::new(RESOLVER_OUTPUT, path.span());
@@ -333,7 +349,7 @@ fn resolver_check(span: Span, private: &TokenStream) -> TokenStream {
     }
 }
 
-/// The statements that render one template and push the URL.
+/// The statements that render one template and push the URL (or, with `tag`, the tag).
 fn render_url<'a>(
     lit: &LitStr,
     template: &Template,
@@ -341,14 +357,27 @@ fn render_url<'a>(
     targets: &Ident,
     url: &Ident,
     field: &dyn Fn(&str) -> Option<&'a Field<'a>>,
+    tag: bool,
 ) -> TokenStream {
     let span = lit.span();
-    let mut parts = template.parts.iter();
-    let Some(Part::Lit(first)) = parts.next() else {
-        unreachable!("a template starts with `/` or a scheme")
+    let mut parts = template.parts.iter().peekable();
+    // A URL template starts with `/` or a scheme; a tag template may start with a field.
+    let first = match parts.peek() {
+        Some(Part::Lit(first)) => {
+            parts.next();
+            first.clone()
+        }
+        _ => String::new(),
     };
-    if template.parts.len() == 1 {
-        return quote_spanned! {span=> #targets.push_any(#first); };
+    let finish = |value: TokenStream| {
+        if tag {
+            quote_spanned! {span=> #targets.push_any(#private::Tag::parse(#value)); }
+        } else {
+            quote_spanned! {span=> #targets.push_any(#value); }
+        }
+    };
+    if parts.peek().is_none() {
+        return finish(quote!(#first));
     }
 
     // Option fields are bound once each, in order of first use.
@@ -381,7 +410,9 @@ fn render_url<'a>(
                 } else {
                     quote_spanned!(span=> &self.#member)
                 };
-                let push = if *query {
+                let push = if tag {
+                    quote!(push_tag_value)
+                } else if *query {
                     quote!(push_query_value)
                 } else {
                     quote!(push_path_segment)
@@ -390,10 +421,11 @@ fn render_url<'a>(
             }
         }
     }
+    let push = finish(quote!(&#url));
     let render = quote_spanned! {span=>
         let mut #url = ::std::string::String::from(#first);
         #(#stmts)*
-        #targets.push_any(#url);
+        #push
     };
     match options.as_slice() {
         [] => quote!({ #render }),

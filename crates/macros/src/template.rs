@@ -134,6 +134,74 @@ pub(crate) fn parse(template: &str) -> Result<Template, String> {
     Ok(Template { parts })
 }
 
+/// Parses a tag template (`post:{id}`), or says what is wrong. Literal text may hold visible
+/// ASCII but `,`, `"`, `\\` and `%` (which a tag may not hold, or which its placeholders'
+/// encoding uses); placeholders are `{field}`.
+pub(crate) fn parse_tag(template: &str) -> Result<Template, String> {
+    if template.is_empty() {
+        return Err(
+            "a tag template cannot be empty: write #[cache_purge(tag = \"post:{id}\")]".to_owned(),
+        );
+    }
+    let mut parts = Vec::new();
+    let mut lit = String::new();
+    let mut rest = template;
+    while let Some(c) = rest.chars().next() {
+        match c {
+            '{' => {
+                let Some(end) = rest.find('}') else {
+                    return Err(format!(
+                        "unclosed `{{` in the tag template {template:?}; placeholders are \
+                         written `{{field}}`"
+                    ));
+                };
+                let raw = &rest[1..end];
+                let name = raw.strip_prefix("r#").unwrap_or(raw);
+                if !is_identifier(name) {
+                    return Err(format!(
+                        "`{{{raw}}}` is not a valid placeholder in the tag template \
+                         {template:?}: a placeholder is `{{field}}` with the name of a field"
+                    ));
+                }
+                if !lit.is_empty() {
+                    parts.push(Part::Lit(std::mem::take(&mut lit)));
+                }
+                parts.push(Part::Field {
+                    name: name.to_owned(),
+                    query: false,
+                });
+                rest = &rest[end + 1..];
+            }
+            '}' => return Err(format!("unmatched `}}` in the tag template {template:?}")),
+            c if c.is_ascii_graphic() && !matches!(c, ',' | '"' | '\\' | '%') => {
+                lit.push(c);
+                rest = &rest[1..];
+            }
+            c => {
+                return Err(format!(
+                    "a tag may only hold visible ASCII characters other than `,`, `\"`, `\\` \
+                     and `%`; {c:?} in the tag template {template:?} is not one (field values \
+                     are encoded, literal text must already be valid)"
+                ));
+            }
+        }
+    }
+    if !lit.is_empty() {
+        parts.push(Part::Lit(lit));
+    }
+    let literal_len: usize = parts
+        .iter()
+        .map(|p| match p {
+            Part::Lit(t) => t.len(),
+            Part::Field { .. } => 0,
+        })
+        .sum();
+    if literal_len > 1024 {
+        return Err("a tag is at most 1024 characters long".to_owned());
+    }
+    Ok(Template { parts })
+}
+
 /// Checks how the template starts and returns the byte offset where its path begins (after
 /// the scheme and host of an absolute URL).
 fn check_start(template: &str) -> Result<usize, String> {
