@@ -28,6 +28,8 @@ async fn main() -> Result<(), Error> {
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
         )
+        // Logs go to stderr: stdout is the program's own report, which scripts and tests read.
+        .with_writer(std::io::stderr)
         .init();
 
     // Start-up: invalid settings stop the program here, not at the first save.

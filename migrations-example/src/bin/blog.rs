@@ -61,6 +61,8 @@ async fn main() -> ExitCode {
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| default_filter.into()),
         )
+        // Logs go to stderr: stdout is the program's own report, which scripts and tests read.
+        .with_writer(std::io::stderr)
         .init();
     match run(args).await {
         Ok(()) => ExitCode::SUCCESS,
