@@ -27,6 +27,10 @@
 //! - What a user checks after a purge: [`warm`] (cached), [`assert_purged`] (the next GET is
 //!   a MISS with fresh content from the origin), [`assert_cached`] (the neighbour is still a
 //!   HIT).
+//! - [`logs::capture`]: what `tracing` writes on this thread, to assert on log lines.
+//! - `db` (feature `sea-orm`): a fresh SeaORM database per test, on SQLite and, when
+//!   reachable (required with `CI=true`), PostgreSQL and MariaDB on 127.0.0.1; the schema is
+//!   the caller's.
 //!
 //! The servers are the Debian packages (nginx 1.22, `libnginx-mod-http-cache-purge` 2.3,
 //! Varnish 7.1). When one is missing the error says which and how to install them all:
@@ -82,8 +86,11 @@
 
 mod assertions;
 mod background;
+#[cfg(feature = "sea-orm")]
+pub mod db;
 mod error;
 mod faults;
+pub mod logs;
 mod nginx;
 mod origin;
 mod page;

@@ -1,13 +1,11 @@
 //! The Purger and its dispatcher: dedupe, batching, capabilities, isolation, flush, shutdown.
 
-mod common;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use cache_purge_hooks::backend::{Backend, Capabilities, MemoryBackend, PurgeError};
-use cache_purge_hooks::{AfterCommit, Delivery, Purger, Target};
+use cache_purge_hooks_engine::backend::{Backend, Capabilities, MemoryBackend, PurgeError};
+use cache_purge_hooks_engine::{AfterCommit, Delivery, Purger, Target};
 
 fn urls(list: &[&str]) -> Vec<Target> {
     list.iter().map(|u| Target::url(u).unwrap()).collect()
@@ -38,7 +36,7 @@ async fn batches_respect_the_backends_size_and_duplicates_are_dropped() {
 
 struct UrlOnly(MemoryBackend);
 
-#[cache_purge_hooks::async_trait]
+#[cache_purge_hooks_engine::async_trait]
 impl Backend for UrlOnly {
     fn capabilities(&self) -> Capabilities {
         Capabilities::URL
@@ -78,7 +76,7 @@ struct Slow {
     delay: Duration,
 }
 
-#[cache_purge_hooks::async_trait]
+#[cache_purge_hooks_engine::async_trait]
 impl Backend for Slow {
     fn capabilities(&self) -> Capabilities {
         Capabilities::ALL
@@ -192,9 +190,9 @@ async fn the_current_purger_is_the_scoped_one_then_the_installed_one() {
 
 #[tokio::test(flavor = "current_thread")]
 async fn the_default_log_backend_writes_one_event_per_target() {
-    let (captured, _guard) = common::logs::capture();
+    let (captured, _guard) = cache_purge_hooks_testing::logs::capture();
 
-    let settings = cache_purge_hooks::Settings::from_toml_str("").unwrap();
+    let settings = cache_purge_hooks_engine::Settings::from_toml_str("").unwrap();
     let purger = Purger::from_settings(&settings).unwrap();
     assert_eq!(purger.backend_names(), ["log"]);
     purger.purge(urls(&["/posts/a", "/"])).await;

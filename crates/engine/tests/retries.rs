@@ -1,13 +1,14 @@
 //! Retries, backoff, `Retry-After`, the dead-letter list and the bounded queue, with a
 //! scripted backend whose answers each test chooses (real caches are in tests/varnish.rs and
-//! tests/nginx.rs, including a cache that goes away and comes back).
+//! tests/nginx.rs; a cache that goes away and comes back, under SeaORM saves, in the root
+//! crate's tests/nginx.rs).
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use cache_purge_hooks::backend::{Backend, Capabilities, Cause, PurgeError};
-use cache_purge_hooks::{Delivery, Purger, QueueFull, RetryPolicy, Settings, Target};
+use cache_purge_hooks_engine::backend::{Backend, Capabilities, Cause, PurgeError};
+use cache_purge_hooks_engine::{Delivery, Purger, QueueFull, RetryPolicy, Settings, Target};
 use tokio::sync::Semaphore;
 
 fn urls(list: &[&str]) -> Vec<Target> {
@@ -45,7 +46,7 @@ impl Scripted {
     }
 }
 
-#[cache_purge_hooks::async_trait]
+#[cache_purge_hooks_engine::async_trait]
 impl Backend for Scripted {
     fn capabilities(&self) -> Capabilities {
         self.capabilities

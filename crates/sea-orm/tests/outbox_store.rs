@@ -1,17 +1,15 @@
-//! The outbox's storage (`cache_purge_hooks::sea_orm::outbox`) against real databases: SQLite
+//! The outbox's storage (`cache_purge_hooks_sea_orm::outbox`) against real databases: SQLite
 //! always, PostgreSQL and MariaDB on 127.0.0.1 where reachable (required with `CI=true`).
 //! Time is passed in, so leases and retry times are tested without sleeping.
-
-mod common;
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use cache_purge_hooks::Target;
-use cache_purge_hooks::sea_orm::outbox::sea_orm_migration::{MigrationTrait, MigratorTrait};
-use cache_purge_hooks::sea_orm::outbox::{self, DeadRows, OutboxRow, entity};
-use common::TestDb;
+use cache_purge_hooks_engine::Target;
+use cache_purge_hooks_sea_orm::outbox::sea_orm_migration::{MigrationTrait, MigratorTrait};
+use cache_purge_hooks_sea_orm::outbox::{self, DeadRows, OutboxRow, entity};
+use cache_purge_hooks_testing::db::{TestDb, all_databases};
 use sea_orm::{
     ActiveModelTrait, ConnectionTrait, Database, DatabaseConnection, DbBackend, EntityTrait,
     PaginatorTrait, QueryOrder, Set, Statement, TransactionTrait,
@@ -32,7 +30,7 @@ fn ids(rows: &[OutboxRow]) -> Vec<i64> {
 
 /// Every database, each with a fresh outbox table.
 async fn outbox_dbs() -> Vec<TestDb> {
-    let dbs = common::all_databases().await;
+    let dbs = all_databases().await;
     for db in &dbs {
         outbox::create_table(&db.db)
             .await
@@ -732,7 +730,10 @@ async fn concurrent_workers_never_claim_the_same_row() {
 
 /// The statements of `docs/outbox.sql` for one database.
 fn docs_sql(backend: DbBackend) -> Vec<String> {
-    let text = include_str!("../docs/outbox.sql");
+    let text = include_str!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../docs/outbox.sql"
+    ));
     let heading = match backend {
         DbBackend::Postgres => "-- == PostgreSQL ==",
         DbBackend::Sqlite => "-- == SQLite ==",
@@ -802,7 +803,7 @@ async fn describe(conn: &DatabaseConnection) -> Vec<String> {
 
 struct Migrator;
 
-#[cache_purge_hooks::sea_orm::outbox::sea_orm_migration::async_trait::async_trait]
+#[cache_purge_hooks_sea_orm::outbox::sea_orm_migration::async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
         vec![Box::new(outbox::Migration)]
@@ -813,8 +814,8 @@ impl MigratorTrait for Migrator {
 /// and the outbox works on the one made from the docs.
 #[tokio::test]
 async fn the_migration_and_docs_sql_make_the_same_table() {
-    let migrated = common::all_databases().await;
-    let from_docs = common::all_databases().await;
+    let migrated = all_databases().await;
+    let from_docs = all_databases().await;
     assert_eq!(migrated.len(), from_docs.len());
     for (m, d) in migrated.into_iter().zip(from_docs) {
         let label = m.label;
