@@ -45,13 +45,15 @@ ensure_databases() {
 }
 
 # nginx with Debian's cache purge module, and Varnish (which compiles VCL with gcc at run
-# time). Only the binaries are needed: the tests start their own instances, and the
-# packages' own services are stopped so they hold no ports.
+# time) with varnish-modules (xkey). Only the binaries are needed: the tests start their
+# own instances, and the packages' own services are stopped so they hold no ports.
 ensure_proxies() {
   local missing=()
   command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx)
   [ -f /usr/share/nginx/modules/ngx_http_cache_purge_module.so ] || missing+=(libnginx-mod-http-cache-purge)
   [ -x /usr/sbin/varnishd ] || missing+=(varnish)
+  # The xkey vmod, for purges by tag (deploy/varnish/cache-purge-xkey.vcl).
+  compgen -G '/usr/lib/*/varnish/vmods/libvmod_xkey.so' >/dev/null || missing+=(varnish-modules)
   command -v gcc >/dev/null 2>&1 || missing+=(gcc)
   # The benchmark's smoke run forks curl (the seed's way of purging nginx) as a reference.
   command -v curl >/dev/null 2>&1 || missing+=(curl)

@@ -6,6 +6,9 @@ vcl 4.1;
 #       tests the x-url / x-host headers stored below
 #   mode = "http", http_method = "purge": PURGE <url>, 200 Purged or 404 Not in cache
 #   mode = "http", http_method = "ban": BAN with X-Ban-Url (and X-Ban-Host) regexes
+#   tags = "ban": bans on the tags the app sends in `xkey` response headers, whole tokens only
+#       (over the admin port, or as BAN with X-Ban-Tags in mode = "http")
+# For tags = "xkey" (varnish-modules), use cache-purge-xkey.vcl, which includes this file.
 import std;
 import purge;
 
@@ -22,7 +25,19 @@ sub vcl_recv {
     }
     if (req.method == "BAN") {
         if (client.ip !~ purgers) { return (synth(405, "Not allowed")); }
-        if (!req.http.X-Ban-Url) { return (synth(400, "X-Ban-Url header required")); }
+        if (req.http.X-Ban-Tags) {
+            # Tag bans test the tags kept on each object (lurker-friendly too).
+            if (req.http.X-Ban-Host) {
+                if (std.ban("obj.http.xkey ~ " + req.http.X-Ban-Tags +
+                            " && obj.http.x-host ~ " + req.http.X-Ban-Host)) {
+                    return (synth(200, "Ban added"));
+                }
+            } else if (std.ban("obj.http.xkey ~ " + req.http.X-Ban-Tags)) {
+                return (synth(200, "Ban added"));
+            }
+            return (synth(400, std.ban_error()));
+        }
+        if (!req.http.X-Ban-Url) { return (synth(400, "X-Ban-Url or X-Ban-Tags header required")); }
         # lurker-friendly bans: match obj.http.x-url / x-host (set in vcl_backend_response)
         if (req.http.X-Ban-Host) {
             if (std.ban("obj.http.x-url ~ " + req.http.X-Ban-Url +
@@ -48,6 +63,9 @@ sub vcl_backend_response {
     # The ban lurker tests objects, never requests: keep URL and host on each object.
     set beresp.http.x-url = bereq.url;
     set beresp.http.x-host = bereq.http.host;
+    # An app may send its tags in several `xkey` lines (each under 4 KB): a ban sees only
+    # the first line of a header, so keep them as one.
+    if (beresp.http.xkey) { std.collect(beresp.http.xkey, " "); }
     # How long an object is kept is the app's Cache-Control (`public, max-age=N`); without
     # one, Varnish's default_ttl (2 minutes).
 }
@@ -55,6 +73,7 @@ sub vcl_backend_response {
 sub vcl_deliver {
     unset resp.http.x-url;
     unset resp.http.x-host;
+    unset resp.http.xkey;
     if (obj.hits > 0) { set resp.http.X-Cache = "HIT"; } else { set resp.http.X-Cache = "MISS"; }
 }
 

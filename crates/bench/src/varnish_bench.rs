@@ -155,6 +155,7 @@ pub(crate) async fn run(config: &Config, origin: &Origin, varnish: &Varnish) -> 
         host_header: "x-host".to_owned(),
         site_domain: None,
         max_length: 8000,
+        tag_header: None,
     };
     let before = ban_count()?;
     let bans_at_start = before;

@@ -92,6 +92,7 @@ Examples:
   cache-purge purge /posts/hello https://www.example.com/feed.xml
   cache-purge purge --prefix /blog/ --prefix /tags/
   cache-purge purge --all
+  cache-purge purge --tag post:1 --tag posts --soft
   git diff --name-only | to-urls | cache-purge purge      (one URL per line on stdin)
 
 URLs are read from standard input when no target is given, or when `-` is one of the URLs:
@@ -135,6 +136,12 @@ pub(crate) struct PurgeArgs {
     /// Purge everything in every cache.
     #[arg(long)]
     pub(crate) all: bool,
+
+    /// Soft-purge the tags: objects stay as stale copies, served within their grace while
+    /// they are fetched again (xkey.softpurge). Only Varnish backends with tags = "xkey" can;
+    /// refused when none is configured. URLs are purged as usual.
+    #[arg(long)]
+    pub(crate) soft: bool,
 
     /// Retries per target after a failed attempt (the backoff starts at 100ms).
     #[arg(long, value_name = "N", default_value_t = 2)]

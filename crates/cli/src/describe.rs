@@ -3,9 +3,7 @@
 
 use cache_purge_hooks_engine::TargetKind;
 use cache_purge_hooks_engine::backend::Capabilities;
-use cache_purge_hooks_engine::settings::{
-    BackendSettings, NginxMode, ServerAddr, VarnishHttpMethod, VarnishMode,
-};
+use cache_purge_hooks_engine::settings::{BackendSettings, NginxMode, ServerAddr, VarnishMode};
 
 /// A backend of the settings, described.
 #[derive(Debug, Clone)]
@@ -107,15 +105,25 @@ pub(crate) fn unsupported_reason(settings: &BackendSettings, caps: Capabilities)
                  whole cache)"
                 .to_owned(),
         },
-        BackendSettings::Varnish(v)
-            if v.mode == VarnishMode::Http && v.http_method == VarnishHttpMethod::Purge =>
-        {
-            "varnish mode \"http\" with http_method = \"purge\" purges exact URLs only; \
-             http_method = \"ban\" or mode = \"cli\" also purge prefixes and everything"
-                .to_owned()
-        }
-        BackendSettings::Varnish(_) => {
-            "varnish bans URLs, prefixes and everything, not tags".to_owned()
+        BackendSettings::Varnish(v) => {
+            let mut reasons = Vec::new();
+            if !caps.supports(TargetKind::Prefix) {
+                reasons.push(
+                    "varnish mode \"http\" with http_method = \"purge\" purges exact URLs \
+                     (and tags); http_method = \"ban\" or mode = \"cli\" also purge prefixes \
+                     and everything",
+                );
+            }
+            if !caps.supports(TargetKind::Tag) {
+                reasons.push(if v.mode == VarnishMode::Http {
+                    "tags = \"none\": set tags = \"ban\" (stock Varnish) or tags = \"xkey\" \
+                     (varnish-modules) to purge tags"
+                } else {
+                    "tags = \"none\": set tags = \"ban\" to purge tags (tags = \"xkey\" \
+                     needs mode = \"http\")"
+                });
+            }
+            reasons.join("; ")
         }
         _ => {
             let can: Vec<&str> = [

@@ -37,6 +37,31 @@ const CLI_QUEUE_CAPACITY: usize = 50_000;
 /// Invalid inputs listed before "and N more".
 const MAX_LISTED_ERRORS: usize = 20;
 
+/// `--soft`: every backend that can soft-purge does (Varnish with `tags = "xkey"`); none
+/// able to is a usage error, never a hard purge in disguise.
+fn soften(settings: &mut cache_purge_hooks_engine::Settings) -> Result<(), CliError> {
+    use cache_purge_hooks_engine::settings::{BackendSettings, VarnishTags};
+    let mut softened = 0;
+    for backend in settings.backends.values_mut() {
+        if let BackendSettings::Varnish(v) = backend
+            && v.tags == VarnishTags::Xkey
+        {
+            v.soft_purge = true;
+            softened += 1;
+        }
+    }
+    if softened == 0 {
+        return Err(CliError::usage(
+            "--soft: no configured backend can soft-purge",
+        )
+        .with_hint(
+            "soft purges are xkey's: a varnish backend with mode = \"http\" and tags = \"xkey\" \
+             (deploy/varnish/cache-purge-xkey.vcl); without --soft, tags are purged for good",
+        ));
+    }
+    Ok(())
+}
+
 /// Runs `cache-purge purge`.
 pub(crate) fn run(global: &GlobalArgs, args: PurgeArgs, out: &Output) -> Result<u8, CliError> {
     let loaded = settings::load(global)?;
@@ -53,6 +78,10 @@ pub(crate) fn run(global: &GlobalArgs, args: PurgeArgs, out: &Output) -> Result<
             "no settings file: using {}, whose only backend is `log` (it purges nothing; run with -v to see what it logs)",
             loaded.source.describe()
         ));
+    }
+    let mut loaded = loaded;
+    if args.soft {
+        soften(&mut loaded.settings)?;
     }
     let settings = &loaded.settings;
     let mut retry = settings.retry.clone();
@@ -535,6 +564,7 @@ mod tests {
             prefix: vec!["/blog/".into()],
             tag: Vec::new(),
             all: false,
+            soft: false,
             retries: 2,
             timeout: None,
         }

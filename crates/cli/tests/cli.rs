@@ -208,6 +208,76 @@ async fn a_prefix_is_banned_by_varnish_and_reported_unsupported_by_nginx_http() 
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_tag_is_purged_by_xkey_and_soft_purged_with_soft() {
+    let origin = Origin::start().unwrap();
+    for (path, tags) in [("/posts/1", "post:1 posts"), ("/posts/10", "post:10 posts")] {
+        origin.add_header(path, "xkey", tags).unwrap();
+    }
+    let varnish = Varnish::start_xkey(&origin).await.unwrap();
+    warm(&varnish, &["/posts/1", "/posts/10"]).await;
+    let dir = tempfile::tempdir().unwrap();
+    write_settings(
+        dir.path(),
+        &format!(
+            "[backends.edge]\nkind = \"varnish\"\nmode = \"http\"\nservers = [\"{}\"]\ntags = \"xkey\"\n",
+            varnish.http_addr()
+        ),
+    );
+
+    let run = cache_purge(dir.path(), &["purge", "--tag", "post:1"], None, &[]).await;
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.stdout.contains("1 purged of 1 target"), "{run:?}");
+    assert_purged(&varnish, &origin, "/posts/1").await;
+    assert_cached(&varnish, "/posts/10").await;
+
+    // --soft: the stale page is served at once (and fetched again behind it).
+    let run = cache_purge(
+        dir.path(),
+        &["purge", "--soft", "--tag", "post:10"],
+        None,
+        &[],
+    )
+    .await;
+    assert_eq!(run.code, 0, "{run:?}");
+    let stale = varnish.get("/posts/10").await.unwrap();
+    assert_eq!(
+        stale.body, "/posts/10 #1",
+        "served stale within grace: {stale:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn soft_without_an_xkey_backend_and_tags_without_tag_purging_are_refused_loudly() {
+    let (origin, varnish, nginx) = start_both().await;
+    warm(&varnish, &["/posts/1"]).await;
+    let dir = tempfile::tempdir().unwrap();
+    write_settings(dir.path(), &both_backends("edge", &varnish, "ngx", &nginx));
+
+    let run = cache_purge(
+        dir.path(),
+        &["purge", "--soft", "--tag", "post:1"],
+        None,
+        &[],
+    )
+    .await;
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(
+        run.stderr
+            .contains("--soft: no configured backend can soft-purge"),
+        "{run:?}"
+    );
+
+    let run = cache_purge(dir.path(), &["purge", "--tag", "post:1"], None, &[]).await;
+    assert_eq!(run.code, 1, "no backend purges tags: {run:?}");
+    assert!(
+        run.stdout.contains("tags = \"none\": set tags = \"ban\""),
+        "{run:?}"
+    );
+    assert_cached(&varnish, "/posts/1").await;
+    let _ = origin;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn an_unreachable_server_fails_the_command_and_is_named() {
     let dir = tempfile::tempdir().unwrap();
     let addr = refused_addr();

@@ -123,7 +123,7 @@ fn every_kind_of_invalid_setting_names_key_file_and_expectation() {
         ),
         (
             "[backends.edge]\nkind = \"varnish\"\nsecrett = \"/x\"\n",
-            "invalid cache purge setting `backends.edge.secrett` (from FILE): unknown key `secrett`; expected one of `mode`, `servers`, `secret_file`, `site_domain`, `varnishadm_bin`, `ban_style`, `lurker_url_header`, `lurker_host_header`, `http_method`, `ban_header`, `ban_host_header`, `max_ban_length`, `timeout`, `concurrency`",
+            "invalid cache purge setting `backends.edge.secrett` (from FILE): unknown key `secrett`; expected one of `mode`, `servers`, `secret_file`, `site_domain`, `varnishadm_bin`, `ban_style`, `lurker_url_header`, `lurker_host_header`, `http_method`, `ban_header`, `ban_host_header`, `max_ban_length`, `timeout`, `concurrency`, `tags`, `tag_header`, `ban_tags_header`, `xkey_header`, `soft_purge`",
         ),
         (
             "delivery = \"later\"\n",
@@ -489,6 +489,21 @@ fn every_validated_type_parses_from_code_and_from_the_file() {
             format!("{varnish}concurrency = 0\n"),
             "backends.v.concurrency",
             "expected at least 1",
+        ),
+        (
+            format!("{varnish}tags = \"xkey\"\n"),
+            "backends.v.tags",
+            "`xkey` purges run in VCL (xkey.purge), reached over Varnish's HTTP port: it needs mode = \"http\" (this backend has mode = \"cli\"); over the admin port, use tags = \"ban\"",
+        ),
+        (
+            format!("{varnish}soft_purge = true\ntags = \"ban\"\n"),
+            "backends.v.soft_purge",
+            "soft purges are xkey's (xkey.softpurge); this backend has tags = \"ban\": set tags = \"xkey\" (with mode = \"http\") or remove soft_purge",
+        ),
+        (
+            format!("{varnish}tags = \"surrogate\"\n"),
+            "backends.v.tags",
+            "unknown varnish tag purge `surrogate`; expected one of `none`, `ban`, `xkey`",
         ),
         (
             format!("{varnish}http_method = \"get\"\n"),

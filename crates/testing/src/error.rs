@@ -5,7 +5,9 @@ use std::path::PathBuf;
 /// The command that installs every server the harness starts (Debian/Ubuntu packages).
 ///
 /// `varnish` pulls in `gcc`, which varnishd needs at run time to compile VCL.
-pub const INSTALL_COMMAND: &str = "apt-get install -y nginx libnginx-mod-http-cache-purge varnish";
+/// `varnish-modules` holds the xkey vmod of [`Varnish::start_xkey`](crate::Varnish::start_xkey).
+pub const INSTALL_COMMAND: &str =
+    "apt-get install -y nginx libnginx-mod-http-cache-purge varnish varnish-modules";
 
 /// Everything that can go wrong while starting, using or stopping a harness server.
 ///

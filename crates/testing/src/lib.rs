@@ -107,4 +107,4 @@ pub use nginx::{
 pub use origin::Origin;
 pub use page::Page;
 pub use ports::refused_addr;
-pub use varnish::{Ban, HARNESS_VCL, Varnish};
+pub use varnish::{Ban, HARNESS_VCL, HARNESS_XKEY_VCL, Varnish};

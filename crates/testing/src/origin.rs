@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::{HeaderValue, Method, StatusCode, Uri, header};
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::serve::ListenerExt;
 
@@ -47,6 +47,8 @@ pub struct Origin {
 #[derive(Debug, Default)]
 struct Counters {
     by_target: Mutex<HashMap<String, u64>>,
+    /// Extra response header lines by request target.
+    headers: Mutex<HashMap<String, Vec<(HeaderName, HeaderValue)>>>,
     total: AtomicU64,
     other: AtomicU64,
 }
@@ -102,6 +104,30 @@ impl Origin {
             .unwrap_or(0)
     }
 
+    /// Adds a header line to every later response for this exact request target (path,
+    /// then `?` and the query), beside the usual ones; called again with the same name, it
+    /// adds another line. Cache tags, say: `origin.add_header("/posts/1", "xkey", "post:1 posts")`.
+    ///
+    /// Fails with [`HarnessError::InvalidArgument`] when the name or value is not a valid header.
+    pub fn add_header(&self, path_and_query: &str, name: &str, value: &str) -> Result<()> {
+        let name = HeaderName::try_from(name).map_err(|e| HarnessError::InvalidArgument {
+            what: "origin header name",
+            reason: format!("{name:?}: {e}"),
+        })?;
+        let value = HeaderValue::try_from(value).map_err(|e| HarnessError::InvalidArgument {
+            what: "origin header value",
+            reason: format!("{value:?}: {e}"),
+        })?;
+        self.state
+            .headers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(path_and_query.to_owned())
+            .or_default()
+            .push((name, value));
+        Ok(())
+    }
+
     /// How many `GET` and `HEAD` requests were served, all targets together.
     pub fn total_fetches(&self) -> u64 {
         self.state.total.load(Ordering::SeqCst)
@@ -132,7 +158,7 @@ async fn serve_request(State(state): State<Arc<Counters>>, method: Method, uri: 
         *n
     };
     state.total.fetch_add(1, Ordering::SeqCst);
-    (
+    let mut response = (
         StatusCode::OK,
         [
             (header::CONTENT_TYPE, HeaderValue::from_static("text/plain")),
@@ -143,5 +169,16 @@ async fn serve_request(State(state): State<Arc<Counters>>, method: Method, uri: 
         ],
         format!("{target} #{n}"),
     )
-        .into_response()
+        .into_response();
+    let extra = state
+        .headers
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .get(&target)
+        .cloned()
+        .unwrap_or_default();
+    for (name, value) in extra {
+        response.headers_mut().append(name, value);
+    }
+    response
 }

@@ -39,6 +39,26 @@ const COMMAND_TIMEOUT: Duration = Duration::from_secs(15);
 ///   `Host`).
 pub const HARNESS_VCL: &str = include_str!("../deploy/varnish/cache-purge.vcl");
 
+/// The VCL of [`Varnish::start_xkey`]: the shipped `deploy/varnish/cache-purge-xkey.vcl`,
+/// which imports the xkey vmod (Debian's `varnish-modules`) and includes [`HARNESS_VCL`]
+/// (written beside it as `cache-purge.vcl`), adding:
+///
+/// - `PURGE /` from 127.0.0.1 or ::1 with `xkey-purge: TAG`: removes every object whose
+///   `xkey` response header holds TAG (`xkey.purge`), or with `xkey-soft: 1` marks them stale
+///   (`xkey.softpurge`); `200 Invalidated` with the number of objects in `X-Purged`.
+pub const HARNESS_XKEY_VCL: &str = include_str!("../deploy/varnish/cache-purge-xkey.vcl");
+
+/// Where Debian's varnish-modules installs the xkey vmod (the multiarch directory varies).
+fn xkey_vmod() -> Option<PathBuf> {
+    let candidates = std::fs::read_dir("/usr/lib")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|entry| entry.path().join("varnish/vmods/libvmod_xkey.so"))
+        .chain([PathBuf::from("/usr/lib/varnish/vmods/libvmod_xkey.so")]);
+    candidates.into_iter().find(|p| p.is_file())
+}
+
 /// A real varnishd caching an [`Origin`] (or any HTTP server on a loopback port:
 /// [`Varnish::start_in_front_of`]), with its HTTP port and its admin CLI (`-T`, with a
 /// secret file) on free loopback ports.
@@ -125,6 +145,19 @@ impl Varnish {
         .await
     }
 
+    /// Like [`Varnish::start`] with [`HARNESS_XKEY_VCL`]: tags purged through the xkey vmod.
+    /// Fails with [`HarnessError::MissingFile`] (naming the `apt-get install` command) when
+    /// varnish-modules is not installed.
+    pub async fn start_xkey(origin: &Origin) -> Result<Varnish> {
+        if xkey_vmod().is_none() {
+            return Err(HarnessError::MissingFile {
+                what: "the xkey vmod of varnish-modules".to_owned(),
+                path: PathBuf::from("/usr/lib/<arch>/varnish/vmods/libvmod_xkey.so"),
+            });
+        }
+        Varnish::start_with_vcl(origin, HARNESS_XKEY_VCL).await
+    }
+
     /// [`Varnish::start`] for synchronous code: blocks the calling thread until varnishd is
     /// ready.
     pub fn start_blocking(origin: &Origin) -> Result<Varnish> {
@@ -172,6 +205,15 @@ impl Varnish {
         process::write_file(
             &vcl_path,
             vcl.replace("@ORIGIN_PORT@", &origin_port.to_string())
+                .as_bytes(),
+            0o644,
+        )?;
+        // Beside it, for VCL that includes it (`include "./cache-purge.vcl";`, as the shipped
+        // xkey VCL does).
+        process::write_file(
+            &root.join("cache-purge.vcl"),
+            HARNESS_VCL
+                .replace("@ORIGIN_PORT@", &origin_port.to_string())
                 .as_bytes(),
             0o644,
         )?;

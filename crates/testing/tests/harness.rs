@@ -627,7 +627,7 @@ fn missing_binary_error_names_the_install_command() {
     // The install command is part of every "missing" message.
     assert_eq!(
         INSTALL_COMMAND,
-        "apt-get install -y nginx libnginx-mod-http-cache-purge varnish"
+        "apt-get install -y nginx libnginx-mod-http-cache-purge varnish varnish-modules"
     );
     let err = HarnessError::MissingBinary {
         binary: "varnishd".to_owned(),

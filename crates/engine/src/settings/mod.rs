@@ -83,7 +83,7 @@ pub use crate::backend::nginx::settings::{
     PurgePrefix, Scheme,
 };
 pub use crate::backend::varnish::settings::{
-    BanStyle, MaxBanLength, VarnishHttpMethod, VarnishMode, VarnishSettings,
+    BanStyle, MaxBanLength, VarnishHttpMethod, VarnishMode, VarnishSettings, VarnishTags,
 };
 pub use types::{FieldError, HeaderName, HostName, HttpMethod, InvalidValue, ServerAddr};
 

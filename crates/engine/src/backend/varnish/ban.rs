@@ -126,8 +126,9 @@ pub fn push_regex_literal(out: &mut String, text: &str) {
             | b';'
             | b'!'
             | b'\'' => out.push(b as char),
-            // A backslash before punctuation makes it literal in PCRE, whatever it is.
-            b'"' | b'\\' => {
+            // A backslash before punctuation makes it literal in PCRE, whatever it is; but
+            // `\<` and `\>` are word boundaries to some engines, so those are written in hex.
+            b'"' | b'\\' | b'<' | b'>' => {
                 let _ = write!(out, "\\x{b:02x}");
             }
             0x21..=0x7e => {
@@ -165,17 +166,20 @@ pub struct BanBuilder {
     pub site_domain: Option<String>,
     /// The longest URL regex of one ban, in bytes.
     pub max_length: usize,
+    /// The object header holding the tags, when tags are banned (`tags = "ban"`); `None`
+    /// leaves tag targets unbanned.
+    pub tag_header: Option<String>,
 }
 
 impl BanBuilder {
-    fn url_field(&self) -> String {
+    pub(crate) fn url_field(&self) -> String {
         match self.style {
             BanStyle::Lurker => format!("obj.http.{}", self.url_header),
             _ => "req.url".to_owned(),
         }
     }
 
-    fn host_field(&self) -> String {
+    pub(crate) fn host_field(&self) -> String {
         match self.style {
             BanStyle::Lurker => format!("obj.http.{}", self.host_header),
             _ => "req.http.host".to_owned(),
@@ -183,7 +187,8 @@ impl BanBuilder {
     }
 
     /// The bans for a batch: one per host and target kind, more when an alternation would
-    /// pass `max_length`. Targets of other kinds (tags) are returned apart, unbanned.
+    /// pass `max_length`. Targets this builder cannot ban (tags, without a `tag_header`) are
+    /// returned apart.
     pub fn bans(&self, batch: &[Target]) -> (Vec<Ban>, Vec<Target>) {
         // host (None = any) → (exact URLs, prefixes)
         type Group<'a> = (
@@ -193,6 +198,7 @@ impl BanBuilder {
         let mut groups: BTreeMap<Option<&str>, Group<'_>> = BTreeMap::new();
         let mut bans = Vec::new();
         let mut other = Vec::new();
+        let mut tags = Vec::new();
         for target in batch {
             match target {
                 Target::Url(u) | Target::Prefix(u) => {
@@ -205,13 +211,21 @@ impl BanBuilder {
                     }
                 }
                 Target::Everything => bans.push(self.everything()),
+                Target::Tag(tag) if self.tag_header.is_some() => tags.push((tag.as_str(), target)),
                 _ => other.push(target.clone()),
             }
         }
         for (host, (urls, prefixes)) in groups {
-            self.alternations(host, &urls, true, &mut bans);
-            self.alternations(host, &prefixes, false, &mut bans);
+            let urls: Vec<_> = urls.iter().map(|(u, t)| (u.path_and_query(), *t)).collect();
+            let prefixes: Vec<_> = prefixes
+                .iter()
+                .map(|(u, t)| (u.path_and_query(), *t))
+                .collect();
+            self.alternations(host, &urls, Anchor::Url, &mut bans);
+            self.alternations(host, &prefixes, Anchor::Prefix, &mut bans);
         }
+        // Tags are not per host: a site domain, if set, still keeps the bans to its objects.
+        self.alternations(self.site_domain.as_deref(), &tags, Anchor::Token, &mut bans);
         (bans, other)
     }
 
@@ -239,20 +253,19 @@ impl BanBuilder {
     fn alternations(
         &self,
         host: Option<&str>,
-        items: &[(&PurgeUrl, &Target)],
-        exact: bool,
+        items: &[(&str, &Target)],
+        anchor: Anchor,
         bans: &mut Vec<Ban>,
     ) {
         let mut pieces: Vec<String> = Vec::new();
         let mut targets = Vec::new();
         let mut length = 0;
-        // `^(?:` + `)$`
-        let overhead = 7;
-        for (url, target) in items {
+        let overhead = anchor.overhead();
+        for (text, target) in items {
             let mut piece = String::new();
-            push_regex_literal(&mut piece, url.path_and_query());
+            push_regex_literal(&mut piece, text);
             if !pieces.is_empty() && length + 1 + piece.len() + overhead > self.max_length {
-                bans.push(self.ban(host, &pieces, exact, std::mem::take(&mut targets)));
+                bans.push(self.ban(host, &pieces, anchor, std::mem::take(&mut targets)));
                 pieces.clear();
                 length = 0;
             }
@@ -261,12 +274,18 @@ impl BanBuilder {
             targets.push((*target).clone());
         }
         if !pieces.is_empty() {
-            bans.push(self.ban(host, &pieces, exact, targets));
+            bans.push(self.ban(host, &pieces, anchor, targets));
         }
     }
 
-    fn ban(&self, host: Option<&str>, pieces: &[String], exact: bool, targets: Vec<Target>) -> Ban {
-        let mut regex = String::from("^");
+    fn ban(
+        &self,
+        host: Option<&str>,
+        pieces: &[String],
+        anchor: Anchor,
+        targets: Vec<Target>,
+    ) -> Ban {
+        let mut regex = String::from(anchor.start());
         if pieces.len() == 1 {
             regex.push_str(&pieces[0]);
         } else {
@@ -274,9 +293,7 @@ impl BanBuilder {
             regex.push_str(&pieces.join("|"));
             regex.push(')');
         }
-        if exact {
-            regex.push('$');
-        }
+        regex.push_str(anchor.end());
         let mut conditions = Vec::with_capacity(2);
         if let Some(host) = host {
             conditions.push(Condition {
@@ -285,8 +302,12 @@ impl BanBuilder {
                 argument: host_regex(host),
             });
         }
+        let field = match (anchor, &self.tag_header) {
+            (Anchor::Token, Some(header)) => format!("obj.http.{header}"),
+            _ => self.url_field(),
+        };
         conditions.push(Condition {
-            field: self.url_field(),
+            field,
             operator: "~",
             argument: regex,
         });
@@ -294,6 +315,41 @@ impl BanBuilder {
             conditions,
             targets,
         }
+    }
+}
+
+/// How an alternation is anchored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Anchor {
+    /// The whole URL: `^(?:...)$`.
+    Url,
+    /// The start of the URL: `^(?:...)`.
+    Prefix,
+    /// A whole token of a list separated by spaces or commas, so that `post:1` never matches
+    /// `post:10` or `xpost:1`. The separator class is written `\x20` and `,`: a ban argument
+    /// holds no raw space.
+    Token,
+}
+
+impl Anchor {
+    fn start(self) -> &'static str {
+        match self {
+            Self::Url | Self::Prefix => "^",
+            Self::Token => r"(?:^|[\x20,])",
+        }
+    }
+
+    fn end(self) -> &'static str {
+        match self {
+            Self::Url => "$",
+            Self::Prefix => "",
+            Self::Token => r"(?:[\x20,]|$)",
+        }
+    }
+
+    /// The bytes an alternation adds around its pieces.
+    fn overhead(self) -> usize {
+        self.start().len() + "(?:)".len() + self.end().len()
     }
 }
 
@@ -309,6 +365,7 @@ mod tests {
             host_header: "x-host".into(),
             site_domain: None,
             max_length: 8000,
+            tag_header: None,
         }
     }
 
@@ -463,7 +520,67 @@ mod tests {
         Some(out)
     }
 
+    fn tag_builder() -> BanBuilder {
+        let mut b = builder();
+        b.style = BanStyle::Lurker;
+        b.tag_header = Some("xkey".into());
+        b
+    }
+
+    fn tags(list: &[&str]) -> Vec<Target> {
+        list.iter().map(|t| Target::tag(t).unwrap()).collect()
+    }
+
+    #[test]
+    fn tags_become_one_whole_token_alternation_on_the_tag_header() {
+        let (bans, other) = tag_builder().bans(&tags(&["post:1", "posts", "a.b*(c)|$"]));
+        assert!(other.is_empty());
+        let exprs: Vec<String> = bans.iter().map(Ban::expression).collect();
+        assert_eq!(
+            exprs,
+            [r"obj.http.xkey ~ (?:^|[\x20,])(?:post:1|posts|a\.b\*\(c\)\|\$)(?:[\x20,]|$)"]
+        );
+        assert_eq!(bans[0].targets.len(), 3);
+    }
+
+    #[test]
+    fn tags_without_a_tag_header_are_returned_unbanned() {
+        let (bans, other) = builder().bans(&tags(&["post:1"]));
+        assert!(bans.is_empty());
+        assert_eq!(other, tags(&["post:1"]));
+    }
+
+    #[test]
+    fn tag_bans_keep_to_the_site_domain() {
+        let mut b = tag_builder();
+        b.site_domain = Some("example.com".into());
+        let (bans, _) = b.bans(&tags(&["post:1"]));
+        assert_eq!(
+            bans[0].expression(),
+            r"obj.http.x-host ~ ^(?i)example\.com(:[0-9]+)?$ && obj.http.xkey ~ (?:^|[\x20,])post:1(?:[\x20,]|$)"
+        );
+    }
+
     proptest! {
+        /// A tag ban matches a tag list exactly when the tag is one of its tokens: `post:1`
+        /// never bans `post:10`, `xpost:1` or `post:1.`.
+        #[test]
+        fn a_tag_ban_matches_whole_tokens_only(
+            wanted in proptest::collection::vec(r"[!#-+\--\[\]-~]{1,6}", 1..5),
+            list in proptest::collection::vec(r"[!#-+\--\[\]-~]{1,7}", 0..8),
+            comma in any::<bool>(),
+        ) {
+            let mut b = tag_builder();
+            b.max_length = 100_000;
+            let targets: Vec<Target> = wanted.iter().map(|t| Target::tag(t).unwrap()).collect();
+            let (bans, _) = b.bans(&targets);
+            prop_assert_eq!(bans.len(), 1);
+            let regex = regex::Regex::new(&bans[0].conditions[0].argument).unwrap();
+            let header = list.join(if comma { ", " } else { " " });
+            let expected = list.iter().any(|t| wanted.contains(t));
+            prop_assert_eq!(regex.is_match(&header), expected, "{} on {:?}", bans[0].expression(), header);
+        }
+
         #[test]
         fn escaping_is_exact_and_cli_safe(input in "/[ -~\u{80}-\u{10ffff}\n\r\t]{0,40}") {
             let mut regex = String::new();

@@ -5,9 +5,9 @@ use futures::StreamExt;
 use reqwest::header::{HOST, HeaderValue};
 use reqwest::{Client, Method, StatusCode};
 
-use super::Ban;
-use super::ban::host_regex;
+use super::ban::{BanBuilder, host_regex};
 use super::settings::{VarnishHttpMethod, VarnishSettings};
+use super::{Ban, Tag};
 use crate::backend::{Cause, PurgeError, SetupError, http_client};
 use crate::settings::types::ServerAddr;
 use crate::target::Target;
@@ -17,10 +17,13 @@ pub(super) struct HttpTransport {
     /// (`host:port` as configured, base URL)
     servers: Vec<(String, String)>,
     ban: bool,
-    /// `PURGE` or `BAN`.
-    method: Method,
+    purge_method: Method,
+    ban_method: Method,
     ban_header: String,
     ban_host_header: String,
+    ban_tags_header: String,
+    xkey_header: String,
+    soft_purge: bool,
     concurrency: usize,
     site_domain: Option<String>,
 }
@@ -39,12 +42,13 @@ impl HttpTransport {
             client: http_client::client(settings.timeout, concurrency)?,
             servers,
             ban: settings.http_method == VarnishHttpMethod::Ban,
-            method: match settings.http_method {
-                VarnishHttpMethod::Ban => http_client::method("BAN")?,
-                _ => http_client::method("PURGE")?,
-            },
+            purge_method: http_client::method("PURGE")?,
+            ban_method: http_client::method("BAN")?,
             ban_header: settings.ban_header.to_string(),
             ban_host_header: settings.ban_host_header.to_string(),
+            ban_tags_header: settings.ban_tags_header.to_string(),
+            xkey_header: settings.xkey_header.to_string(),
+            soft_purge: settings.soft_purge,
             concurrency,
             site_domain: settings.site_domain.as_ref().map(ToString::to_string),
         })
@@ -54,9 +58,111 @@ impl HttpTransport {
         self.ban
     }
 
+    /// A whole batch: URLs purged (`http_method = "purge"`) or banned (`"ban"`), tags banned
+    /// when `bans` has a tag header (`tags = "ban"`, always as `BAN` requests), and tags
+    /// purged through xkey when `xkey` is set, all at once.
+    pub(super) async fn purge(
+        &self,
+        bans: &BanBuilder,
+        batch: &[Target],
+        xkey: bool,
+    ) -> Vec<PurgeError> {
+        let xkey_tags: Vec<&Tag> = if xkey {
+            batch
+                .iter()
+                .filter_map(|t| match t {
+                    Target::Tag(tag) => Some(tag),
+                    _ => None,
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let urls = async {
+            if self.ban {
+                return self.ban_all(bans, &bans.bans(batch).0).await;
+            }
+            if bans.tag_header.is_none() {
+                return self.purge_urls(batch).await;
+            }
+            let tags: Vec<Target> = batch
+                .iter()
+                .filter(|t| matches!(t, Target::Tag(_)))
+                .cloned()
+                .collect();
+            let tag_bans = bans.bans(&tags).0;
+            let (mut errors, more) =
+                futures::join!(self.purge_urls(batch), self.ban_all(bans, &tag_bans));
+            errors.extend(more);
+            errors
+        };
+        let (mut errors, more) = futures::join!(urls, self.purge_tags(&xkey_tags));
+        errors.extend(more);
+        errors
+    }
+
+    /// One `PURGE /` per tag and server, the tag in `xkey_header` (and `xkey-soft: 1` for a
+    /// soft purge), `concurrency` at a time per server. The shipped VCL answers 200 with the
+    /// number of objects purged in `X-Purged`, which is logged per tag at DEBUG.
+    async fn purge_tags(&self, tags: &[&Tag]) -> Vec<PurgeError> {
+        if tags.is_empty() {
+            return Vec::new();
+        }
+        let per_server = self.servers.iter().map(|(server, base)| {
+            let jobs: Vec<(Target, reqwest::RequestBuilder)> = tags
+                .iter()
+                .map(|tag| {
+                    let mut request = self
+                        .client
+                        .request(self.purge_method.clone(), format!("{base}/"))
+                        .header(self.xkey_header.as_str(), tag.as_str());
+                    if self.soft_purge {
+                        request = request.header("xkey-soft", "1");
+                    }
+                    (Target::Tag((*tag).clone()), request)
+                })
+                .collect();
+            async move {
+                futures::stream::iter(jobs)
+                    .map(|(target, request)| async move {
+                        let result = match request.send().await {
+                            Err(e) => Err(http_client::transport_error(server, e)),
+                            Ok(r) if r.status() == StatusCode::OK => {
+                                let purged = r
+                                    .headers()
+                                    .get("x-purged")
+                                    .and_then(|v| v.to_str().ok())
+                                    .and_then(|v| v.trim().parse::<u64>().ok());
+                                tracing::debug!(
+                                    target: "cache_purge_hooks",
+                                    server = %server,
+                                    %target,
+                                    objects = ?purged,
+                                    soft = self.soft_purge,
+                                    "varnish xkey purge"
+                                );
+                                Ok(())
+                            }
+                            Ok(r) => Err(http_client::response_error(server, r).await),
+                        };
+                        result.err().map(|error| error.only(vec![target]))
+                    })
+                    .buffer_unordered(self.concurrency)
+                    .filter_map(std::future::ready)
+                    .collect::<Vec<_>>()
+                    .await
+            }
+        });
+        futures::future::join_all(per_server)
+            .await
+            .into_iter()
+            .flatten()
+            .collect()
+    }
+
     /// One `PURGE` per URL and server, `concurrency` at a time per server.
-    pub(super) async fn purge_urls(&self, batch: &[Target]) -> Vec<PurgeError> {
-        let purge = &self.method;
+    async fn purge_urls(&self, batch: &[Target]) -> Vec<PurgeError> {
+        let purge = &self.purge_method;
         let per_server = self.servers.iter().map(|(server, base)| {
             // Owned jobs: the stream's closures then borrow nothing from the batch.
             let jobs: Vec<(Target, reqwest::RequestBuilder)> = batch
@@ -102,21 +208,28 @@ impl HttpTransport {
             .collect()
     }
 
-    /// One `BAN` request per ban and server: the URL regex in `ban_header`, the host regex
-    /// (if any) in `ban_host_header`.
-    pub(super) async fn ban_all(&self, bans: &[Ban]) -> Vec<PurgeError> {
-        let method = &self.method;
+    /// One `BAN` request per ban and server: the URL regex in `ban_header` (a tag regex in
+    /// `ban_tags_header`), the host regex (if any) in `ban_host_header`.
+    async fn ban_all(&self, builder: &BanBuilder, bans: &[Ban]) -> Vec<PurgeError> {
+        if bans.is_empty() {
+            return Vec::new();
+        }
+        let method = &self.ban_method;
         let per_server = self.servers.iter().map(|(server, base)| {
             let method = method.clone();
             async move {
                 let mut failures = Vec::new();
                 for ban in bans {
-                    let (url_regex, host_regex) =
-                        http_ban_headers(ban, self.site_domain.as_deref());
+                    let (subject, regex, host_regex) =
+                        http_ban_headers(ban, builder, self.site_domain.as_deref());
+                    let header = match subject {
+                        Subject::Tags => self.ban_tags_header.as_str(),
+                        Subject::Urls => self.ban_header.as_str(),
+                    };
                     let mut request = self
                         .client
                         .request(method.clone(), format!("{base}/"))
-                        .header(self.ban_header.as_str(), url_regex);
+                        .header(header, regex);
                     if let Some(h) = host_regex {
                         request = request.header(self.ban_host_header.as_str(), h);
                     }
@@ -155,19 +268,38 @@ impl HttpTransport {
     }
 }
 
-/// The header values of an HTTP ban: the URL regex (`.` for everything) and the host regex.
-fn http_ban_headers(ban: &Ban, site_domain: Option<&str>) -> (String, Option<String>) {
-    let mut url = None;
+/// What an HTTP ban's regex tests.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Subject {
+    /// URLs (and prefixes, and everything): the regex goes in `ban_header`.
+    Urls,
+    /// Tags: the regex goes in `ban_tags_header`.
+    Tags,
+}
+
+/// The header values of an HTTP ban: what it tests, its regex (`.` for everything) and the
+/// host regex. Conditions are told apart by their field, never guessed from their text.
+fn http_ban_headers(
+    ban: &Ban,
+    builder: &BanBuilder,
+    site_domain: Option<&str>,
+) -> (Subject, String, Option<String>) {
+    let host_field = builder.host_field();
+    let subject = match ban.targets.first() {
+        Some(Target::Tag(_)) => Subject::Tags,
+        _ => Subject::Urls,
+    };
+    let mut regex = None;
     let mut host = None;
     for c in &ban.conditions {
-        if c.field.ends_with("url") {
-            url = Some(c.argument.clone());
-        } else if c.field.ends_with("host") {
+        if c.field == host_field {
             host = Some(c.argument.clone());
+        } else if ban.targets.iter().any(|t| !matches!(t, Target::Everything)) {
+            regex = Some(c.argument.clone());
         }
     }
     // "Everything" has no URL condition: match every URL (of the site domain, if set).
-    let url = url.unwrap_or_else(|| ".".to_owned());
+    let regex = regex.unwrap_or_else(|| ".".to_owned());
     let host = host.or_else(|| site_domain.map(host_regex));
-    (url, host)
+    (subject, regex, host)
 }

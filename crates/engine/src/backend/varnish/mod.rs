@@ -59,11 +59,11 @@ pub use self::ban::{Ban, BanBuilder};
 #[cfg(feature = "varnish")]
 pub use self::cli::{AdminClient, CliError, Reply};
 #[cfg(feature = "varnish")]
-use self::settings::{VarnishMode, VarnishSettings};
+use self::settings::{VarnishMode, VarnishSettings, VarnishTags};
 #[cfg(feature = "varnish")]
 use crate::backend::{Backend, Capabilities, Failures, PurgeError, SetupError};
 #[cfg(feature = "varnish")]
-use crate::target::Target;
+use crate::target::{Tag, Target};
 
 #[cfg(feature = "varnish")]
 /// Purges Varnish. Built from `kind = "varnish"` settings by [`VarnishBackend::new`].
@@ -72,6 +72,7 @@ pub struct VarnishBackend {
     /// The servers in the settings' order, which orders the failures of a batch.
     servers: Vec<String>,
     transport: Transport,
+    tags: VarnishTags,
 }
 
 #[cfg(feature = "varnish")]
@@ -137,7 +138,10 @@ impl VarnishBackend {
                 host_header: settings.lurker_host_header.to_string(),
                 site_domain: settings.site_domain.as_ref().map(ToString::to_string),
                 max_length: settings.max_ban_length.get(),
+                tag_header: (settings.tags == VarnishTags::Ban)
+                    .then(|| settings.tag_header.to_string()),
             },
+            tags: settings.tags,
             servers: servers.iter().map(ToString::to_string).collect(),
             transport,
         })
@@ -169,9 +173,13 @@ impl std::fmt::Debug for VarnishBackend {
 #[async_trait::async_trait]
 impl Backend for VarnishBackend {
     fn capabilities(&self) -> Capabilities {
-        match &self.transport {
+        let urls = match &self.transport {
             Transport::Http(h) if !h.is_ban() => Capabilities::URL,
             _ => Capabilities::URL | Capabilities::PREFIX | Capabilities::EVERYTHING,
+        };
+        match self.tags {
+            VarnishTags::Ban | VarnishTags::Xkey => urls | Capabilities::TAG,
+            _ => urls,
         }
     }
 
@@ -184,24 +192,25 @@ impl Backend for VarnishBackend {
 
     async fn purge(&self, batch: &[Target]) -> Result<(), PurgeError> {
         let errors: Vec<PurgeError> = match &self.transport {
-            Transport::Http(h) if !h.is_ban() => h.purge_urls(batch).await,
-            transport => {
+            Transport::Http(h) => {
+                h.purge(&self.bans, batch, self.tags == VarnishTags::Xkey)
+                    .await
+            }
+            Transport::Cli(servers) => {
                 let (bans, _) = self.bans.bans(batch);
-                match transport {
-                    Transport::Cli(servers) => join_all(servers.iter().map(|s| s.ban_all(&bans)))
-                        .await
-                        .into_iter()
-                        .flatten()
-                        .collect(),
-                    Transport::Varnishadm(servers) => {
-                        join_all(servers.iter().map(|s| s.ban_all(&bans)))
-                            .await
-                            .into_iter()
-                            .flatten()
-                            .collect()
-                    }
-                    Transport::Http(h) => h.ban_all(&bans).await,
-                }
+                join_all(servers.iter().map(|s| s.ban_all(&bans)))
+                    .await
+                    .into_iter()
+                    .flatten()
+                    .collect()
+            }
+            Transport::Varnishadm(servers) => {
+                let (bans, _) = self.bans.bans(batch);
+                join_all(servers.iter().map(|s| s.ban_all(&bans)))
+                    .await
+                    .into_iter()
+                    .flatten()
+                    .collect()
             }
         };
         let mut failures = Failures::new(batch).with_servers(self.servers.iter().cloned());

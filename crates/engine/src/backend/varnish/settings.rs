@@ -58,6 +58,24 @@ pub enum VarnishHttpMethod {
 
 named_enum!(VarnishHttpMethod, "varnish http method", { Purge = "purge", Ban = "ban" });
 
+/// How the Varnish backend purges tags ([`Target::Tag`](crate::target::Target::Tag)).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum VarnishTags {
+    /// Tags are not purged: each tag target is reported as unsupported (a WARN, and the
+    /// `unsupported` count of the backend's stats), never widened to a larger purge.
+    #[default]
+    None,
+    /// Bans on the object header holding the tags (`tag_header`), matching whole tokens
+    /// only: works with stock Varnish in every mode, and the ban lurker can retire them.
+    Ban,
+    /// `xkey.purge` (or `xkey.softpurge`) of the xkey vmod (varnish-modules) through an HTTP
+    /// `PURGE` carrying the tag in `xkey_header`: needs `mode = "http"` and the shipped VCL.
+    Xkey,
+}
+
+named_enum!(VarnishTags, "varnish tag purge", { None = "none", Ban = "ban", Xkey = "xkey" });
+
 /// The longest ban expression sent in one command, in bytes: at least 256 (below that, a
 /// single long URL could not be banned).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -163,6 +181,22 @@ pub struct VarnishSettings {
     /// In `http` mode: `PURGE` requests in flight at once per server, default 8.
     #[serde(deserialize_with = "types::at_least_one")]
     pub concurrency: NonZeroUsize,
+    /// How tags are purged: `none` (default: tag targets are reported unsupported), `ban`
+    /// or `xkey`.
+    pub tags: VarnishTags,
+    /// For `tags = "ban"`: the object header holding an object's tags, separated by spaces
+    /// or commas, default `xkey` (the header the xkey vmod reads, so one app serves both).
+    pub tag_header: HeaderName,
+    /// For `tags = "ban"` in `http` mode: the request header carrying the tag regex of a
+    /// `BAN`, default `X-Ban-Tags`.
+    pub ban_tags_header: HeaderName,
+    /// For `tags = "xkey"`: the request header of the `PURGE` carrying the tag, default
+    /// `xkey-purge`.
+    pub xkey_header: HeaderName,
+    /// For `tags = "xkey"`: soft purge (`xkey.softpurge`: objects stay as stale, served
+    /// within their grace while they are fetched again) instead of removing them. Default
+    /// `false`.
+    pub soft_purge: bool,
 }
 
 /// 8 requests in flight per server (checked at compile time).
@@ -186,14 +220,41 @@ impl Default for VarnishSettings {
             max_ban_length: MaxBanLength::default(),
             timeout: Duration::from_secs(5),
             concurrency: DEFAULT_CONCURRENCY,
+            tags: VarnishTags::default(),
+            tag_header: HeaderName::from_static("xkey"),
+            ban_tags_header: HeaderName::from_static("X-Ban-Tags"),
+            xkey_header: HeaderName::from_static("xkey-purge"),
+            soft_purge: false,
         }
     }
 }
 
 impl VarnishSettings {
     /// The rules across keys: the admin CLI (`mode = "cli"` or `"varnishadm"`) is plain TCP,
-    /// so its servers cannot be `https://` addresses.
+    /// so its servers cannot be `https://` addresses; `tags = "xkey"` runs in VCL, reached
+    /// over HTTP, so it needs `mode = "http"`; `soft_purge` only exists for xkey.
     pub fn check(&self) -> Result<(), FieldError> {
+        if self.tags == VarnishTags::Xkey && self.mode != VarnishMode::Http {
+            return Err(FieldError::new(
+                "tags",
+                format!(
+                    "`xkey` purges run in VCL (xkey.purge), reached over Varnish's HTTP port: \
+                     it needs mode = \"http\" (this backend has mode = \"{}\"); over the admin \
+                     port, use tags = \"ban\"",
+                    self.mode
+                ),
+            ));
+        }
+        if self.soft_purge && self.tags != VarnishTags::Xkey {
+            return Err(FieldError::new(
+                "soft_purge",
+                format!(
+                    "soft purges are xkey's (xkey.softpurge); this backend has tags = \"{}\": \
+                     set tags = \"xkey\" (with mode = \"http\") or remove soft_purge",
+                    self.tags
+                ),
+            ));
+        }
         if self.mode != VarnishMode::Http && self.servers.iter().any(ServerAddr::is_https) {
             return Err(FieldError::new(
                 "servers",
