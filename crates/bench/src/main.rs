@@ -18,6 +18,7 @@ mod cpu;
 mod nginx_bench;
 mod report;
 mod save_path;
+mod tags_bench;
 mod varnish_bench;
 mod web;
 
@@ -81,6 +82,9 @@ enum Scenario {
     Files,
     /// 4. The save path: cost of `Purger::purge`, SeaORM inserts with and without hooks.
     Save,
+    /// 5. Purges by tag on Varnish: bans on the tag header and xkey, vs FOSHttpCache's xkey
+    ///    requests, beside the URL rate.
+    Tags,
 }
 
 /// Measures purge throughput against real nginx and varnishd started on free loopback ports,
@@ -344,7 +348,8 @@ async fn run(args: &Args) -> Result<bool> {
 
     let needs_varnish = args.runs(Scenario::Varnish);
     let needs_nginx = args.runs(Scenario::Nginx) || args.runs(Scenario::Files);
-    let origin = if needs_varnish || needs_nginx {
+    let needs_xkey = args.runs(Scenario::Tags);
+    let origin = if needs_varnish || needs_nginx || needs_xkey {
         Some(Origin::start().context("starting the origin server")?)
     } else {
         None
@@ -405,6 +410,16 @@ async fn run(args: &Args) -> Result<bool> {
         }
         if let Some(n) = nginx {
             n.stop().context("stopping nginx")?;
+        }
+        if needs_xkey {
+            progress!("starting varnishd with the xkey VCL");
+            let varnish = Varnish::start_xkey(origin)
+                .await
+                .context("starting varnishd with xkey (cache-purge-hooks-testing)")?;
+            let t = tags_bench::run(&config, origin, &varnish).await?;
+            print(&t);
+            tables.push(t);
+            varnish.stop().context("stopping varnishd (xkey)")?;
         }
         progress!("servers stopped");
     }
@@ -467,7 +482,14 @@ pub(crate) async fn through_purger<B: cache_purge_hooks::backend::Backend>(
     backend: B,
     urls: &[String],
 ) -> Result<(f64, cache_purge_hooks::BackendStats)> {
-    let targets = targets(urls)?;
+    through_purger_targets(backend, targets(urls)?).await
+}
+
+/// [`through_purger`] with any targets (tags, say).
+pub(crate) async fn through_purger_targets<B: cache_purge_hooks::backend::Backend>(
+    backend: B,
+    targets: Vec<cache_purge_hooks::Target>,
+) -> Result<(f64, cache_purge_hooks::BackendStats)> {
     let purger = cache_purge_hooks::Purger::builder()
         .delivery(cache_purge_hooks::Delivery::Immediate)
         .backend("bench", backend)

@@ -101,30 +101,32 @@ impl HttpTransport {
         errors
     }
 
-    /// One `PURGE /` per tag and server, the tag in `xkey_header` (and `xkey-soft: 1` for a
-    /// soft purge), `concurrency` at a time per server. The shipped VCL answers 200 with the
-    /// number of objects purged in `X-Purged`, which is logged per tag at DEBUG.
+    /// `PURGE /` requests carrying the tags in `xkey_header`, joined by spaces into values of
+    /// at most [`XKEY_HEADER_BYTES`] (and `xkey-soft: 1` for a soft purge), `concurrency` in
+    /// flight per server. The shipped VCL answers 200 with the number of objects purged in
+    /// `X-Purged`, logged per request at DEBUG (per tag when a request carries one).
     async fn purge_tags(&self, tags: &[&Tag]) -> Vec<PurgeError> {
         if tags.is_empty() {
             return Vec::new();
         }
+        let groups = xkey_groups(tags);
         let per_server = self.servers.iter().map(|(server, base)| {
-            let jobs: Vec<(Target, reqwest::RequestBuilder)> = tags
+            let jobs: Vec<(Vec<Target>, reqwest::RequestBuilder)> = groups
                 .iter()
-                .map(|tag| {
+                .map(|(value, targets)| {
                     let mut request = self
                         .client
                         .request(self.purge_method.clone(), format!("{base}/"))
-                        .header(self.xkey_header.as_str(), tag.as_str());
+                        .header(self.xkey_header.as_str(), value.as_str());
                     if self.soft_purge {
                         request = request.header("xkey-soft", "1");
                     }
-                    (Target::Tag((*tag).clone()), request)
+                    (targets.clone(), request)
                 })
                 .collect();
             async move {
                 futures::stream::iter(jobs)
-                    .map(|(target, request)| async move {
+                    .map(|(targets, request)| async move {
                         let result = match request.send().await {
                             Err(e) => Err(http_client::transport_error(server, e)),
                             Ok(r) if r.status() == StatusCode::OK => {
@@ -136,7 +138,8 @@ impl HttpTransport {
                                 tracing::debug!(
                                     target: "cache_purge_hooks",
                                     server = %server,
-                                    %target,
+                                    tags = targets.len(),
+                                    first = %targets[0],
                                     objects = ?purged,
                                     soft = self.soft_purge,
                                     "varnish xkey purge"
@@ -145,7 +148,7 @@ impl HttpTransport {
                             }
                             Ok(r) => Err(http_client::response_error(server, r).await),
                         };
-                        result.err().map(|error| error.only(vec![target]))
+                        result.err().map(|error| error.only(targets))
                     })
                     .buffer_unordered(self.concurrency)
                     .filter_map(std::future::ready)
@@ -265,6 +268,52 @@ impl HttpTransport {
             .into_iter()
             .flatten()
             .collect()
+    }
+}
+
+/// The longest `xkey-purge` value of one request: FOSHttpCache's header length, which most
+/// servers accept (varnishd's own limit, `http_req_hdr_len`, is 8 KB by default).
+pub(super) const XKEY_HEADER_BYTES: usize = 4096;
+
+/// Tags joined by spaces into header values of at most [`XKEY_HEADER_BYTES`] (a tag is at
+/// most 1,024 bytes, so each fits), with the targets each value purges.
+fn xkey_groups(tags: &[&Tag]) -> Vec<(String, Vec<Target>)> {
+    let mut groups: Vec<(String, Vec<Target>)> = Vec::new();
+    for tag in tags {
+        match groups.last_mut() {
+            Some((value, targets)) if value.len() + 1 + tag.as_str().len() <= XKEY_HEADER_BYTES => {
+                value.push(' ');
+                value.push_str(tag.as_str());
+                targets.push(Target::Tag((*tag).clone()));
+            }
+            _ => groups.push((tag.as_str().to_owned(), vec![Target::Tag((*tag).clone())])),
+        }
+    }
+    groups
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn xkey_values_hold_every_tag_once_and_stay_under_4096_bytes() {
+        let owned: Vec<Tag> = (0..2000)
+            .map(|i| Tag::parse(&format!("post:{i}")).unwrap())
+            .chain([Tag::parse(&"x".repeat(1024)).unwrap()])
+            .collect();
+        let tags: Vec<&Tag> = owned.iter().collect();
+        let groups = xkey_groups(&tags);
+        assert!(groups.len() > 1);
+        let mut seen = Vec::new();
+        for (value, targets) in &groups {
+            assert!(value.len() <= XKEY_HEADER_BYTES, "{}", value.len());
+            let words: Vec<&str> = value.split(' ').collect();
+            assert_eq!(words.len(), targets.len());
+            seen.extend(words.iter().map(|w| w.to_string()));
+        }
+        let expected: Vec<String> = owned.iter().map(|t| t.as_str().to_owned()).collect();
+        assert_eq!(seen, expected);
     }
 }
 

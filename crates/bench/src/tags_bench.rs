@@ -1,0 +1,288 @@
+//! Scenario 5: purging by tag on Varnish (the xkey VCL, which also serves tag bans), beside
+//! the URL rate of the same run on the same varnishd.
+//!
+//! Every page `/g/<method>/<i>` carries one tag `<method>:<i>` in an `xkey` header, and its
+//! neighbour `/g/<method>/<i>-keep` the tag `<method>:<i>-keep`, which an exact tag purge must
+//! leave cached. Methods:
+//!
+//! - ours, `tags = "ban"`: a `Purger` with the `VarnishBackend` in `cli` mode; a batch of
+//!   tags is one whole-token alternation ban on `obj.http.xkey`;
+//! - ours, `tags = "xkey"`: `mode = "http"`, one `PURGE /` per tag (`xkey-purge: TAG`),
+//!   `concurrency` in flight;
+//! - FOSHttpCache's way (its Varnish proxy client with xkey): the tags joined by spaces in
+//!   `xkey-purge` headers of at most 4,096 bytes, one `PURGE` each, in sequence over one
+//!   keep-alive connection;
+//! - the URL reference: ours, `cli` mode, the same number of URLs (no tags).
+
+use std::time::{Duration, Instant};
+
+use cache_purge_hooks::Target;
+use cache_purge_hooks::backend::varnish::VarnishBackend;
+use cache_purge_hooks::settings::{VarnishMode, VarnishSettings, VarnishTags};
+use cache_purge_hooks_testing::{Origin, Varnish};
+
+use crate::cpu::CpuClock;
+use crate::report::{Row, Table, grouped};
+use crate::{Config, Context, Result, progress, verify_after, web};
+
+const CACHE_HEADER: &str = "x-cache";
+
+/// FOSHttpCache's `header_length` for tag headers.
+const FOS_HEADER_LENGTH: usize = 4096;
+
+/// The pages of a method and their tags (`prefix` is `/g/<method>`).
+struct Set {
+    pages: Vec<String>,
+    tags: Vec<String>,
+    neighbours: Vec<String>,
+}
+
+fn tagged_set(origin: &Origin, method: &str, count: usize, check: usize) -> Result<Set> {
+    let pages = web::paths(&format!("/g/{method}"), count);
+    let tags: Vec<String> = (0..count).map(|i| format!("{method}:{i}")).collect();
+    for (page, tag) in pages.iter().zip(&tags) {
+        origin
+            .add_header(page, "xkey", tag)
+            .context("tagging a page")?;
+    }
+    let neighbours = web::neighbours(&pages, check);
+    for page in &neighbours {
+        let i = page
+            .rsplit('/')
+            .next()
+            .and_then(|last| last.strip_suffix("-keep"))
+            .ok_or("a neighbour path without -keep")?;
+        origin
+            .add_header(page, "xkey", &format!("{method}:{i}-keep"))
+            .context("tagging a neighbour")?;
+    }
+    Ok(Set {
+        pages,
+        tags,
+        neighbours,
+    })
+}
+
+fn tag_targets(tags: &[String]) -> Result<Vec<Target>> {
+    tags.iter()
+        .map(|t| Target::tag(t).with_context(|| format!("invalid tag {t}")))
+        .collect()
+}
+
+/// Runs scenario 5 on a varnishd started with the xkey VCL.
+pub(crate) async fn run(config: &Config, origin: &Origin, varnish: &Varnish) -> Result<Table> {
+    let client = web::client(16)?;
+    let base = format!("http://{}", varnish.http_addr());
+    let cache = (&client, base.as_str(), CACHE_HEADER, origin);
+    let n = config.urls;
+    let ban = tagged_set(origin, "ban", n, config.check)?;
+    let xkey = tagged_set(origin, "xkey", n, config.check)?;
+    let fos = tagged_set(origin, "fos", n, config.check)?;
+    let urls = tagged_set(origin, "url", n, config.check)?;
+
+    let mut table = Table::new(
+        "tags",
+        format!(
+            "5. Varnish purges by tag: {} cached pages (one tag each) per method, varnishd {} with xkey",
+            grouped(n as u64),
+            varnish.http_addr()
+        ),
+        "tag",
+    );
+    let mut all: Vec<String> = Vec::new();
+    for set in [&ban, &xkey, &fos, &urls] {
+        all.extend(set.pages.iter().cloned());
+        all.extend(set.neighbours.iter().cloned());
+    }
+    progress!(
+        "varnishd (xkey): warming {} pages",
+        grouped(all.len() as u64)
+    );
+    web::warm(&client, &base, CACHE_HEADER, &all).await?;
+
+    let mut cli = VarnishSettings::default();
+    cli.servers = vec![
+        varnish
+            .admin_addr()
+            .parse()
+            .context("varnishd's admin address")?,
+    ];
+    cli.secret_file = varnish.secret_file().to_path_buf();
+    cli.timeout = Duration::from_secs(5);
+
+    // (a) ours, bans on the tag header.
+    progress!("varnishd: ours, tags = \"ban\", {} tags", grouped(n as u64));
+    let mut settings = cli.clone();
+    settings.tags = VarnishTags::Ban;
+    let backend = VarnishBackend::new(&settings).context("VarnishBackend::new (ban)")?;
+    let before = varnish.ban_count().context("counting bans")?;
+    let clock = CpuClock::start(Some(varnish.pid()));
+    let (seconds, stats) = crate::through_purger_targets(backend, tag_targets(&ban.tags)?).await?;
+    let cpu = clock.stop();
+    let bans = varnish.ban_count().context("counting bans")? - before;
+    table.rows.push(
+        Row::measured(
+            "ours-tag-ban",
+            format!(
+                "Purger + VarnishBackend `cli`, tags = \"ban\" ({} ban(s) in {} batch(es))",
+                grouped(bans),
+                stats.batches
+            ),
+            n as u64,
+            seconds,
+        )
+        .cpu(cpu)
+        .ours(),
+    );
+    check_stats(&mut table, "ours, ban", &stats, n);
+    verify_after(
+        &mut table,
+        "ours, ban",
+        cache,
+        &ban.pages,
+        &ban.neighbours,
+        true,
+    )
+    .await;
+
+    // (b) ours, xkey.
+    progress!(
+        "varnishd: ours, tags = \"xkey\", {} tags",
+        grouped(n as u64)
+    );
+    let mut settings = cli.clone();
+    settings.mode = VarnishMode::Http;
+    settings.servers = vec![
+        varnish
+            .http_addr()
+            .parse()
+            .context("varnishd's HTTP address")?,
+    ];
+    settings.tags = VarnishTags::Xkey;
+    let concurrency = settings.concurrency;
+    let backend = VarnishBackend::new(&settings).context("VarnishBackend::new (xkey)")?;
+    let clock = CpuClock::start(Some(varnish.pid()));
+    let (seconds, stats) = crate::through_purger_targets(backend, tag_targets(&xkey.tags)?).await?;
+    let cpu = clock.stop();
+    table.rows.push(
+        Row::measured(
+            "ours-tag-xkey",
+            format!(
+                "Purger + VarnishBackend `http`, tags = \"xkey\" (tags batched in xkey-purge values of ≤ 4,096 bytes, {concurrency} PURGEs in flight)"
+            ),
+            n as u64,
+            seconds,
+        )
+        .cpu(cpu)
+        .ours(),
+    );
+    check_stats(&mut table, "ours, xkey", &stats, n);
+    verify_after(
+        &mut table,
+        "ours, xkey",
+        cache,
+        &xkey.pages,
+        &xkey.neighbours,
+        true,
+    )
+    .await;
+
+    // (c) FOSHttpCache's way.
+    progress!("varnishd: FOSHttpCache's way, {} tags", grouped(n as u64));
+    let mut headers: Vec<String> = Vec::new();
+    for tag in &fos.tags {
+        match headers.last_mut() {
+            Some(h) if h.len() + 1 + tag.len() <= FOS_HEADER_LENGTH => {
+                h.push(' ');
+                h.push_str(tag);
+            }
+            _ => headers.push(tag.clone()),
+        }
+    }
+    let one = web::client(1)?;
+    let clock = CpuClock::start(Some(varnish.pid()));
+    let started = Instant::now();
+    for header in &headers {
+        let response = one
+            .request(
+                reqwest::Method::from_bytes(b"PURGE").context("the PURGE method")?,
+                format!("{base}/"),
+            )
+            .header("xkey-purge", header)
+            .send()
+            .await
+            .context("PURGE with xkey-purge")?;
+        let status = response.status();
+        let _ = response.bytes().await;
+        if status != reqwest::StatusCode::OK {
+            return Err(format!("PURGE with xkey-purge: {status}").into());
+        }
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let cpu = clock.stop();
+    table.rows.push(
+        Row::measured(
+            "fos-xkey",
+            format!(
+                "FOSHttpCache's way: tags in xkey-purge headers of ≤ 4,096 bytes ({} PURGEs, sequential)",
+                grouped(headers.len() as u64)
+            ),
+            n as u64,
+            seconds,
+        )
+        .cpu(cpu),
+    );
+    verify_after(
+        &mut table,
+        "FOSHttpCache's way",
+        cache,
+        &fos.pages,
+        &fos.neighbours,
+        true,
+    )
+    .await;
+
+    // (d) the URL reference.
+    progress!("varnishd: ours, {} URLs (the reference)", grouped(n as u64));
+    let backend = VarnishBackend::new(&cli).context("VarnishBackend::new (urls)")?;
+    let clock = CpuClock::start(Some(varnish.pid()));
+    let (seconds, stats) = crate::through_purger(backend, &urls.pages).await?;
+    let cpu = clock.stop();
+    table.rows.push(
+        Row::measured(
+            "ours-urls",
+            "for reference: the same Purger `cli` backend purging as many URLs (URL/s)",
+            n as u64,
+            seconds,
+        )
+        .cpu(cpu),
+    );
+    check_stats(&mut table, "ours, URLs", &stats, n);
+    verify_after(
+        &mut table,
+        "ours, URLs",
+        cache,
+        &urls.pages,
+        &urls.neighbours,
+        true,
+    )
+    .await;
+    table.notes.push(
+        "each page carries one tag, so a tag purged is a page purged: the tag rates compare \
+         with the URL rate directly; neighbours carry `<tag>-keep`, which an exact purge leaves"
+            .to_owned(),
+    );
+    Ok(table)
+}
+
+fn check_stats(table: &mut Table, label: &str, stats: &cache_purge_hooks::BackendStats, n: usize) {
+    table.check(
+        stats.purged == n as u64 && stats.failed == 0,
+        true,
+        format!(
+            "{label}: the Purger counted {} purged, {} failed",
+            grouped(stats.purged),
+            stats.failed
+        ),
+    );
+}
