@@ -68,7 +68,8 @@
 //!    stand-in: [`TagHeader::written_form`] says what a format writes for a tag.
 //! 2. **Line formats** (xkey, the ban header) never drop a tag: they split into as many
 //!    header lines as needed, each at most 4096 bytes (Varnish's xkey vmod reads every `xkey`
-//!    line; the shipped ban VCL joins the lines with `std.collect`).
+//!    line; a VCL that bans on the header joins its lines into one first, with `std.collect`
+//!    in `vcl_backend_response`).
 //! 3. **Single-header formats** (Fastly, Cloudflare, Akamai) hold what fits, in the order
 //!    the tags were added (a later, shorter tag may still fit after a longer one did not).
 //!    If the whole set does not fit and a **fallback** tag was declared
@@ -84,9 +85,9 @@
 //! Every response whose request collected at least one tag, whatever its status; a response
 //! with no tag gets no tag header. A header the handler set itself is kept: its tags come
 //! first and the collected ones are merged in (duplicates removed), and the result is fitted
-//! as above. The tags are the caches' business: strip them from what browsers see at the cache
-//! (Fastly, Cloudflare and Akamai do so themselves; the shipped Varnish VCL unsets `xkey` and
-//! the ban header in `vcl_deliver`).
+//! as above. The tags are the caches' business: Fastly, Cloudflare and Akamai strip their
+//! header before answering; in Varnish, `unset resp.http.xkey;` (and the ban header, which
+//! must stay on the stored object for bans to match it) in `vcl_deliver`.
 
 use std::collections::HashSet;
 use std::fmt;
@@ -374,8 +375,8 @@ impl TagHeader {
 
     /// Stock Varnish's ban-on-header tagging: a header of your naming ([`BAN_HEADER`],
     /// `x-cache-tags`, is the suggestion), tags separated by spaces, in lines of at most 4096
-    /// bytes (as [`xkey`](Self::xkey)). The VCL that bans by it joins the lines with
-    /// `std.collect` before matching.
+    /// bytes (as [`xkey`](Self::xkey)). The VCL that bans by it joins the lines into one
+    /// (`std.collect` in `vcl_backend_response`) so that a ban's regex sees every tag.
     pub fn ban_header(name: HeaderName) -> Self {
         Self::custom(name, TagSeparator::Space, TagLimits::VARNISH)
     }
