@@ -75,8 +75,9 @@ pub mod diesel {
     pub use cache_purge_hooks_diesel::*;
 }
 
-/// The tower and axum integration: [`ReadYourWritesLayer`](tower::ReadYourWritesLayer) holds an
-/// edit's response until its purges were attempted (feature `tower`).
+/// The tower and axum integration: [`CacheTagsLayer`](tower::CacheTagsLayer) tags responses
+/// with the tags their entities purge, and [`ReadYourWritesLayer`](tower::ReadYourWritesLayer)
+/// holds an edit's response until its purges were attempted (feature `tower`).
 #[cfg(feature = "tower")]
 pub mod tower {
     pub use cache_purge_hooks_tower::*;

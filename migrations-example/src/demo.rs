@@ -14,6 +14,9 @@ use crate::front::FrontCache;
 use crate::seed::{EDITED_POST, NEIGHBOUR_POST};
 use crate::web::{escape, post_path};
 
+/// A paginated variant of the home page: a URL that no template names.
+const LIST_VARIANT: &str = "/?page=1";
+
 /// The two titles the demo switches the edited post between, so that every run (also on a
 /// database a previous run edited) changes it.
 const TITLES: [&str; 2] = ["Hello, world", "Hello, cache"];
@@ -57,7 +60,8 @@ pub async fn run_cycle(cache: &FrontCache, out: &mut impl Write) -> Result<(), D
     let category = category_link(&first.body).ok_or_else(|| {
         DemoError::Unexpected(format!("{edited} links to no category: {}", first.body))
     })?;
-    for path in [neighbour.as_str(), "/", category.as_str()] {
+    // `/?page=1` is the home page under a URL no template names: only its tags can purge it.
+    for path in [neighbour.as_str(), "/", category.as_str(), LIST_VARIANT] {
         warm(cache, path, out).await?;
     }
 
@@ -103,6 +107,26 @@ pub async fn run_cycle(cache: &FrontCache, out: &mut impl Write) -> Result<(), D
         let page = cache.get(path).await?;
         show(out, path, &page, "purged: it lists the post")?;
         expect_fresh(path, &page, &escape(new_title))?;
+    }
+    let page = cache.get(LIST_VARIANT).await?;
+    match cache {
+        FrontCache::Varnish(_) => {
+            show(
+                out,
+                LIST_VARIANT,
+                &page,
+                "purged by its tags: no URL names it",
+            )?;
+            expect_fresh(LIST_VARIANT, &page, &escape(new_title))?;
+        }
+        FrontCache::Nginx(_) => {
+            show(
+                out,
+                LIST_VARIANT,
+                &page,
+                "stale: nginx purges no tags yet (docs/tags.md)",
+            )?;
+        }
     }
     let page = cache.get(&neighbour).await?;
     show(out, &neighbour, &page, "not purged: still cached")?;
@@ -182,8 +206,8 @@ async fn new_records(
         };
         let enough = match cache {
             FrontCache::Nginx(_) => fresh.len() >= expected,
-            // One ban per batch.
-            FrontCache::Varnish(_) => !fresh.is_empty(),
+            // One ban for the URLs of a batch, one for its tags.
+            FrontCache::Varnish(_) => fresh.len() >= 2,
         };
         if enough || Instant::now() >= deadline {
             return Ok(fresh);

@@ -119,12 +119,14 @@ impl FrontCache {
                     toml,
                     "# Purges the varnishd in front of the blog (deploy/varnish/cache-purge.vcl):\n\
                      # one ban per batch over its admin port, testing the x-url header the VCL\n\
-                     # stores, so the ban lurker can retire it.\n\
+                     # stores, so the ban lurker can retire it; tags are banned on the xkey\n\
+                     # header the VCL keeps (whole tags only: post:a never bans post:ab).\n\
                      [backends.varnish]\n\
                      kind = \"varnish\"\n\
                      servers = [{}]\n\
                      secret_file = {}\n\
-                     ban_style = \"lurker\"\n",
+                     ban_style = \"lurker\"\n\
+                     tags = \"ban\"\n",
                     toml_string(&varnish.admin_addr()),
                     toml_string(&varnish.secret_file().display().to_string())
                 );

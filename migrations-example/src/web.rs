@@ -2,9 +2,9 @@
 //!
 //! | route | what | cached |
 //! |---|---|---|
-//! | `GET /` | the published posts, newest first, with their category and comment count | yes |
+//! | `GET /?page={n}` | the published posts, newest first, [`PAGE_SIZE`] a page, with their category and comment count | yes |
 //! | `GET /posts/{slug}` | a post, its comments and a comment form | yes |
-//! | `GET /categories/{id}` | a category's posts | yes |
+//! | `GET /categories/{id}?page={n}` | a category's posts, [`PAGE_SIZE`] a page | yes |
 //! | `GET /feed.xml?category={id}` | a category's RSS feed | yes |
 //! | `POST /posts/{slug}/comments` | adds a comment (form: `author`, `body`) | no |
 //! | `GET /admin/posts/{slug}` | a form to edit a post | no |
@@ -13,6 +13,13 @@
 //! Cached pages say `Cache-Control: public, max-age=300` ([`PAGE_CACHE_CONTROL`]); everything
 //! else `no-store`. Every write is a SeaORM save, so the entities' hooks purge the pages it
 //! changes: the site itself never names a URL to purge.
+//!
+//! Every cached page is also tagged with what it shows ([`CacheTags`], written by
+//! cache-purge-hooks' `CacheTagsLayer` as `xkey` headers, see [`routes`]):
+//! a post page with `post:{slug}` and `category:{id}`, a list with `posts` and the tags of
+//! every post and category on it. The tags come from the entities' own
+//! `#[cache_purge(tag = ...)]` templates, the ones their saves purge, so a tag-capable cache
+//! (Varnish with xkey) purges `/?page=2` when a post on it changes, which no URL list names.
 //!
 //! The admin routes have no authentication: the blog only ever listens on a loopback address
 //! (see [`BlogServer::start`]).
@@ -29,6 +36,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use cache_purge_hooks::PurgeTargets;
 use cache_purge_hooks::template::push_path_segment;
+use cache_purge_hooks::tower::{CacheTags, CacheTagsLayer, TagHeader};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder,
     QuerySelect, Set,
@@ -56,6 +64,13 @@ const MAX_TITLE: usize = 200;
 const MAX_AUTHOR: usize = 100;
 const MAX_BODY: usize = 20_000;
 
+/// Posts on one page of a list (`?page=2` for the next ones).
+pub const PAGE_SIZE: u64 = 10;
+
+/// The tag every list of posts carries, so that a new post purges every list (the posts'
+/// `#[cache_purge(tag = "posts")]`).
+const POSTS_TAG: &str = "posts";
+
 /// The site over this database, with read-your-writes: an edit's `303` goes out once the
 /// edit's purges were attempted, so the page the browser then asks the cache for is fresh
 /// (cache-purge-hooks' `ReadYourWritesLayer`; nothing else in the site deals with it).
@@ -66,6 +81,9 @@ pub fn router(db: DatabaseConnection) -> Router {
 /// The site's routes alone, without read-your-writes: an edit is answered as soon as it is
 /// saved, and the page it redirects to may still be the cached old one for a moment (what the
 /// tests compare [`router`] with).
+///
+/// Its pages are tagged in `xkey` headers (cache-purge-hooks' `CacheTagsLayer`): what the
+/// xkey vmod reads, and what the shipped VCL keeps on each object for tag bans.
 pub fn routes(db: DatabaseConnection) -> Router {
     Router::new()
         .route("/", get(home))
@@ -75,6 +93,7 @@ pub fn routes(db: DatabaseConnection) -> Router {
         .route("/feed.xml", get(category_feed))
         .route("/admin/posts/{slug}", get(edit_form).post(save_post))
         .fallback(|| async { not_found("no such page") })
+        .layer(CacheTagsLayer::new(TagHeader::xkey()))
         .with_state(db)
 }
 
@@ -175,13 +194,85 @@ pub fn category_path(id: i32) -> String {
 // ---------------------------------------------------------------------------------------
 // Pages
 
-async fn home(State(db): State<DatabaseConnection>) -> Result<Response, WebError> {
-    let posts = post::Entity::find()
+/// The query of a list: `?page=N`, from 1 (the default).
+#[derive(Debug, Deserialize)]
+struct ListQuery {
+    page: Option<u64>,
+}
+
+/// A list's `?page=` that is not a page number: answered `400`.
+#[derive(Debug)]
+struct BadPage;
+
+impl IntoResponse for BadPage {
+    fn into_response(self) -> Response {
+        bad_request("`page` is a page number, from 1: ?page=2")
+    }
+}
+
+/// The page number of a list's query.
+fn page_number(query: Result<Query<ListQuery>, QueryRejection>) -> Result<u64, BadPage> {
+    match query {
+        Ok(Query(ListQuery { page: None })) => Ok(1),
+        Ok(Query(ListQuery { page: Some(n) })) if n >= 1 => Ok(n),
+        _ => Err(BadPage),
+    }
+}
+
+/// Tags a list page: every list carries `posts`, so that a new post purges it.
+fn tag_list(tags: &CacheTags) {
+    if let Err(e) = tags.add_str(POSTS_TAG) {
+        tracing::error!(error = %e, "the list tag is not a valid tag");
+    }
+}
+
+/// A list's links to its previous and next pages.
+fn pager(main: &mut String, base: &str, page: u64, has_next: bool) {
+    let sep = if base.contains('?') { '&' } else { '?' };
+    if page > 1 || has_next {
+        main.push_str("<nav class=\"pages\">");
+        if page > 1 {
+            let _ = write!(
+                main,
+                "<a rel=\"prev\" href=\"{base}{sep}page={}\">newer</a> ",
+                page - 1
+            );
+        }
+        if has_next {
+            let _ = write!(
+                main,
+                "<a rel=\"next\" href=\"{base}{sep}page={}\">older</a>",
+                page + 1
+            );
+        }
+        main.push_str("</nav>\n");
+    }
+}
+
+async fn home(
+    State(db): State<DatabaseConnection>,
+    query: Result<Query<ListQuery>, QueryRejection>,
+    tags: CacheTags,
+) -> Result<Response, WebError> {
+    let page = match page_number(query) {
+        Ok(page) => page,
+        Err(bad) => return Ok(bad.into_response()),
+    };
+    // One more than a page, to know whether there is a next one.
+    let mut posts = post::Entity::find()
         .filter(post::Column::Published.eq(true))
         .order_by_desc(post::Column::Id)
         .find_also_related(category::Entity)
+        .offset((page - 1).saturating_mul(PAGE_SIZE))
+        .limit(PAGE_SIZE + 1)
         .all(&db)
         .await?;
+    let has_next = posts.len() as u64 > PAGE_SIZE;
+    posts.truncate(PAGE_SIZE as usize);
+    if posts.is_empty() && page > 1 {
+        return Ok(not_found("no such page of posts"));
+    }
+    tag_list(&tags);
     let counts: Vec<(String, i64)> = comment::Entity::find()
         .select_only()
         .column(comment::Column::Page)
@@ -212,19 +303,33 @@ async fn home(State(db): State<DatabaseConnection>) -> Result<Response, WebError
             );
         }
         let _ = writeln!(main, " · {comments} comment(s)</li>");
+        tags.add(post);
+        if let Some(category) = category {
+            tags.add(category);
+        }
     }
     main.push_str("</ul>\n");
-    Ok(page("Posts", &main))
+    pager(&mut main, "/", page, has_next);
+    Ok(self::page("Posts", &main))
 }
 
 async fn show_post(
     State(db): State<DatabaseConnection>,
     Path(slug): Path<String>,
+    tags: CacheTags,
 ) -> Result<Response, WebError> {
     let Some((post, category)) = find_published_post(&db, &slug).await? else {
         return Ok(not_found("no such post"));
     };
     let path = post_path(&post.slug);
+    // The page shows this post, not the list of posts: its own tag, never `posts` (which
+    // every post's save purges, and which would take every post page with it).
+    if let Some(tag) = crate::post_tag_of_page(&path) {
+        tags.add_tag(tag);
+    }
+    if let Some(category) = &category {
+        tags.add(category);
+    }
     let comments = comment::Entity::find()
         .filter(comment::Column::Page.eq(path.as_str()))
         .order_by_asc(comment::Column::Id)
@@ -264,11 +369,24 @@ async fn show_post(
 async fn show_category(
     State(db): State<DatabaseConnection>,
     Path(id): Path<i32>,
+    query: Result<Query<ListQuery>, QueryRejection>,
+    tags: CacheTags,
 ) -> Result<Response, WebError> {
+    let page = match page_number(query) {
+        Ok(page) => page,
+        Err(bad) => return Ok(bad.into_response()),
+    };
     let Some(category) = category::Entity::find_by_id(id).one(&db).await? else {
         return Ok(not_found("no such category"));
     };
-    let posts = published_posts_of(&db, category.id).await?;
+    let mut posts = published_posts_page(&db, category.id, page).await?;
+    let has_next = posts.len() as u64 > PAGE_SIZE;
+    posts.truncate(PAGE_SIZE as usize);
+    if posts.is_empty() && page > 1 {
+        return Ok(not_found("no such page of posts"));
+    }
+    tag_list(&tags);
+    tags.add(&category);
     let mut main = format!(
         "<h1>{}</h1>\n<p><a href=\"/feed.xml?category={}\">RSS feed</a></p>\n<ul class=\"posts\">\n",
         escape(&category.name),
@@ -281,9 +399,11 @@ async fn show_category(
             escape(&post_path(&post.slug)),
             escape(&post.title)
         );
+        tags.add(post);
     }
     main.push_str("</ul>\n");
-    Ok(page(&category.name, &main))
+    pager(&mut main, &category_path(category.id), page, has_next);
+    Ok(self::page(&category.name, &main))
 }
 
 /// The query of `/feed.xml`.
@@ -295,6 +415,7 @@ struct FeedQuery {
 async fn category_feed(
     State(db): State<DatabaseConnection>,
     query: Result<Query<FeedQuery>, QueryRejection>,
+    tags: CacheTags,
 ) -> Result<Response, WebError> {
     let Ok(Query(FeedQuery { category: id })) = query else {
         return Ok(bad_request(
@@ -305,6 +426,8 @@ async fn category_feed(
         return Ok(not_found("no such category"));
     };
     let posts = published_posts_of(&db, category.id).await?;
+    tag_list(&tags);
+    tags.add(&category);
     let mut xml = format!(
         "<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<rss version=\"2.0\"><channel>\n\
          <title>{}</title><link>{}</link><description>Posts in {}</description>\n",
@@ -319,6 +442,7 @@ async fn category_feed(
             escape(&post.title),
             escape(&post_path(&post.slug))
         );
+        tags.add(post);
     }
     xml.push_str("</channel></rss>\n");
     Ok(respond(
@@ -467,6 +591,22 @@ async fn find_published_post(
         .filter(post::Column::Published.eq(true))
         .find_also_related(category::Entity)
         .one(db)
+        .await
+}
+
+/// One page of a category's published posts, and the first post of the next page if any.
+async fn published_posts_page(
+    db: &DatabaseConnection,
+    category_id: i32,
+    page: u64,
+) -> Result<Vec<post::Model>, DbErr> {
+    post::Entity::find()
+        .filter(post::Column::CategoryId.eq(category_id))
+        .filter(post::Column::Published.eq(true))
+        .order_by_desc(post::Column::Id)
+        .offset((page - 1).saturating_mul(PAGE_SIZE))
+        .limit(PAGE_SIZE + 1)
+        .all(db)
         .await
 }
 

@@ -147,6 +147,30 @@ fn blog_behind_varnish_demo_shows_hit_edit_miss() {
     );
 }
 
+#[test]
+fn behind_varnish_a_list_variant_no_url_names_goes_fresh_by_its_tags() {
+    let stdout = demo_behind("varnish");
+    assert!(
+        stdout.contains(
+            "     obj.http.xkey ~ (?:^|[\\x20,])(?:post:hello-world|posts)(?:[\\x20,]|$)\n"
+        ),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(
+            "   GET /?page=1             200 MISS “Posts”  (purged by its tags: no URL names it)\n"
+        ),
+        "{stdout}"
+    );
+    // The post's neighbour carries only its own tag: still cached.
+    assert!(
+        stdout.contains(
+            "   GET /posts/second-post   200 HIT  “A second post”  (not purged: still cached)\n"
+        ),
+        "{stdout}"
+    );
+}
+
 /// Reads the child's stdout on a thread, line by line.
 fn lines_of(child: &mut Child) -> mpsc::Receiver<String> {
     let stdout = child.stdout.take().expect("piped stdout");

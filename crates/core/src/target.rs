@@ -322,6 +322,76 @@ impl Tag {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// This tag, or a deterministic shorter stand-in when it is longer than `max_len` bytes.
+    ///
+    /// A tag that fits is returned as it is. A longer one becomes a prefix of itself, `~` and
+    /// the 128-bit XXH3 digest of the whole tag in 32 lowercase hex digits, `max_len` bytes in
+    /// all: `post:a-very-long-slug…` → `post:a-very-lo~3f1c…`. Two different tags get the
+    /// same stand-in only if their digests collide (about one chance in 2⁶⁴ among 2³² tags).
+    ///
+    /// The stand-in is the same in every process, on every platform and in every version of
+    /// this crate (a test pins one value), because it is written on the response side — a
+    /// tower layer fitting a page's tags into a CDN's header — and must be named again on the
+    /// purge side: **a backend whose cache only stores tags of at most `max_len` bytes must
+    /// purge `tag.shortened(max_len)` too** (it costs nothing when the tag fits: the same tag).
+    ///
+    /// The stand-in needs 33 bytes (`~` and the digest), so a `max_len` below 33 counts as 33.
+    ///
+    /// ```
+    /// use cache_purge_hooks_core::Tag;
+    ///
+    /// let short = Tag::parse("post:1").unwrap();
+    /// assert_eq!(short.shortened(128), short);
+    ///
+    /// let long = Tag::parse(&format!("post:{}", "x".repeat(300))).unwrap();
+    /// let fitted = long.shortened(128);
+    /// assert_eq!(fitted.as_str().len(), 128);
+    /// assert!(fitted.as_str().starts_with("post:xxx"));
+    /// assert_eq!(fitted, long.shortened(128)); // deterministic
+    /// ```
+    pub fn shortened(&self, max_len: usize) -> Tag {
+        self.fitted(max_len, |_| true)
+    }
+
+    /// Like [`shortened`](Self::shortened), for a cache that also restricts the characters of
+    /// a tag: a tag that fits in `max_len` bytes and whose every byte `allowed` accepts is
+    /// returned as it is; any other becomes a prefix of itself with each byte `allowed`
+    /// refuses replaced by `_`, then `~` and the 128-bit XXH3 digest of the whole original tag
+    /// (so `post:1` and `post_1` stay apart), `max_len` bytes at most.
+    ///
+    /// `_`, `~` and the hex digits `0-9a-f` are always used, whatever `allowed` says: a cache
+    /// that refuses one of them cannot be given a stand-in. Akamai's `Edge-Cache-Tag`, for
+    /// example, refuses `:`, so `post:1` is written (and must be purged) as
+    /// `tag.fitted(128, akamai_allows)`.
+    ///
+    /// ```
+    /// use cache_purge_hooks_core::Tag;
+    ///
+    /// let tag = Tag::parse("post:1").unwrap();
+    /// let fitted = tag.fitted(128, |b| b != b':');
+    /// assert!(fitted.as_str().starts_with("post_1~"));
+    /// assert_eq!(fitted.as_str().len(), "post_1~".len() + 32);
+    /// assert_eq!(tag.fitted(128, |_| true), tag);
+    /// ```
+    pub fn fitted(&self, max_len: usize, allowed: impl Fn(u8) -> bool) -> Tag {
+        /// `~` and 32 hex digits.
+        const SUFFIX: usize = 33;
+        let text = self.0.as_bytes();
+        if text.len() <= max_len && text.iter().all(|&b| allowed(b)) {
+            return self.clone();
+        }
+        let max_len = max_len.max(SUFFIX);
+        let digest = twox_hash::XxHash3_128::oneshot(text);
+        let prefix_len = text.len().min(max_len - SUFFIX);
+        let mut out = String::with_capacity(prefix_len + SUFFIX);
+        for &b in &text[..prefix_len] {
+            out.push(if allowed(b) { b as char } else { '_' });
+        }
+        out.push('~');
+        out.push_str(&format!("{digest:032x}"));
+        Tag(out)
+    }
 }
 
 impl fmt::Display for Tag {
@@ -746,6 +816,70 @@ mod tests {
         let mut other = Targets::new();
         other.extend_any(["/a", "/b", "/a"]);
         assert_eq!(small, other);
+    }
+
+    #[test]
+    fn a_tag_that_fits_is_not_shortened() {
+        let tag = Tag::parse("post:1").unwrap();
+        assert_eq!(tag.shortened(6), tag);
+        assert_eq!(tag.shortened(1024), tag);
+    }
+
+    #[test]
+    fn shortened_tags_fit_keep_a_prefix_and_end_in_the_digest_of_the_whole_tag() {
+        let long = Tag::parse(&format!("post:{}", "a".repeat(1019))).unwrap();
+        for max in [33, 34, 100, 128, 1023] {
+            let s = long.shortened(max);
+            assert_eq!(s.as_str().len(), max, "{max}");
+            assert!(Tag::parse(s.as_str()).is_ok(), "{s}");
+            let (prefix, digest) = s.as_str().rsplit_once('~').unwrap();
+            assert!(long.as_str().starts_with(prefix));
+            assert_eq!(digest.len(), 32);
+            assert!(
+                digest
+                    .bytes()
+                    .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+            );
+        }
+        // Below the digest's own length: the digest alone.
+        assert_eq!(long.shortened(5).as_str().len(), 33);
+        assert!(long.shortened(0).as_str().starts_with('~'));
+    }
+
+    #[test]
+    fn shortened_tags_are_deterministic_and_tell_tags_with_one_prefix_apart() {
+        let a = Tag::parse(&format!("{}-a", "p".repeat(200))).unwrap();
+        let b = Tag::parse(&format!("{}-b", "p".repeat(200))).unwrap();
+        assert_eq!(a.shortened(64), a.clone().shortened(64));
+        assert_ne!(a.shortened(64), b.shortened(64));
+        assert_eq!(
+            a.shortened(64).as_str()[..31],
+            b.shortened(64).as_str()[..31]
+        );
+    }
+
+    #[test]
+    fn shortened_tags_keep_their_known_value_across_versions() {
+        // Purgers name the stand-ins that responses were tagged with, possibly by another
+        // version of this crate: changing the algorithm must fail this test. The digest is
+        // the reference C library's XXH3_128bits of the whole tag (libxxhash 0.8).
+        let tag = Tag::parse(&format!("post:{}", "x".repeat(200))).unwrap();
+        assert_eq!(
+            tag.shortened(64).as_str(),
+            "post:xxxxxxxxxxxxxxxxxxxxxxxxxx~6e87647a58ea8b833602fb7cfd36934b"
+        );
+    }
+
+    #[test]
+    fn fitted_tags_replace_refused_characters_and_stay_apart_from_their_lookalikes() {
+        let colon = Tag::parse("post:1").unwrap();
+        let underscore = Tag::parse("post_1").unwrap();
+        let akamai = |b: u8| b != b':';
+        let fitted = colon.fitted(128, akamai);
+        assert!(fitted.as_str().starts_with("post_1~"), "{fitted}");
+        assert_eq!(underscore.fitted(128, akamai), underscore);
+        assert_ne!(fitted, underscore);
+        assert!(fitted.as_str().len() <= 128);
     }
 
     #[test]

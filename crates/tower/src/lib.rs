@@ -1,5 +1,12 @@
 //! Tower and axum integration of [cache-purge-hooks](https://docs.rs/cache-purge-hooks).
 //!
+//! - [`CacheTagsLayer`] tags responses: a handler adds the entities it rendered to the
+//!   request's [`CacheTags`], and the layer writes their tags into the headers the caches in
+//!   front read (Varnish xkey or ban headers, Fastly, Cloudflare, Akamai), within each one's
+//!   limits. See the [`tags`] module.
+//! - [`ReadYourWritesLayer`] holds an edit's response until its purges were attempted,
+//!   below.
+//!
 //! # Read-your-writes
 //!
 //! An editor saves a post, the app answers `303 See Other`, and the browser asks the cache for
@@ -45,6 +52,15 @@ use std::time::Duration;
 use cache_purge_hooks_engine::watch::Watch;
 use tower_layer::Layer;
 use tower_service::Service;
+
+pub mod tags;
+
+#[cfg(feature = "axum")]
+pub use tags::MissingCacheTagsLayer;
+pub use tags::{
+    BAN_HEADER, CacheTags, CacheTagsLayer, CacheTagsService, RenderedTags, TagCharset, TagHeader,
+    TagLimits, TagSeparator,
+};
 
 /// The default longest wait: long enough for a purge over a LAN, short enough that a cache
 /// that is down does not stall an editor for long (its purges go on being retried).

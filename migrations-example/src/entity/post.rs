@@ -1,5 +1,11 @@
 //! A post: its own page, the home page and its category's page (which list it), and its
 //! category's feed.
+//!
+//! It also declares its cache tags: `post:{slug}`, carried by every page that shows the post
+//! (its page, and the lists), and `posts`, carried by every list of posts, so that a new or
+//! deleted post reaches every list, on every page of it (`/?page=2` too). The tag is by slug,
+//! not id, so that a comment, which knows only the path of its page, can name it too (see
+//! [`crate::register_comment_resolver`]).
 
 use cache_purge_hooks::CachePurge;
 use sea_orm::entity::prelude::*;
@@ -11,7 +17,9 @@ use sea_orm::entity::prelude::*;
     url = "/posts/{slug}",
     url = "/",
     url = "/categories/{category_id}",
-    url = "/feed.xml?category={category_id}"
+    url = "/feed.xml?category={category_id}",
+    tag = "post:{slug}",
+    tag = "posts"
 )]
 pub struct Model {
     /// Primary key.
