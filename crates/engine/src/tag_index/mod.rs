@@ -327,8 +327,9 @@ pub(crate) fn expiry_ms(now: u64, expires_in: Duration) -> u64 {
     now.saturating_add(u64::try_from(expires_in.as_millis()).unwrap_or(u64::MAX))
 }
 
-/// Logs the refusal of a full tag, once per refused URL.
-pub(crate) fn warn_full(tag: &Tag, url: &PurgeUrl, max: usize) {
+/// Logs the WARN of [`TagIndexErrorKind::Full`]: naming the tag, the URL refused and the cap.
+/// For [`TagIndex`] implementations, so that every index says it the same way.
+pub fn warn_full(tag: &Tag, url: &PurgeUrl, max: usize) {
     tracing::warn!(
         target: "cache_purge_hooks",
         %tag,
