@@ -469,3 +469,21 @@ mod redis {
         let _ = purger.shutdown(Duration::from_millis(100)).await;
     }
 }
+
+#[test]
+fn the_tag_index_can_be_set_from_the_environment() {
+    use cache_purge_hooks_engine::settings::{SettingsLoader, TagIndexKind};
+    let settings = SettingsLoader::default()
+        .toml("[backends.n]\nkind = \"nginx\"\ntags = \"index\"\n")
+        .env_vars([
+            ("CACHE_PURGE__TAG_INDEX__KIND", "redis"),
+            ("CACHE_PURGE__TAG_INDEX__URL", "redis://127.0.0.1:6379/3"),
+            ("CACHE_PURGE__TAG_INDEX__MAX_URLS_PER_TAG", "50"),
+        ])
+        .load()
+        .unwrap();
+    let index = settings.tag_index.unwrap();
+    assert_eq!(index.kind, TagIndexKind::Redis);
+    assert_eq!(index.url.unwrap().as_str(), "redis://127.0.0.1:6379/3");
+    assert_eq!(index.max_urls_per_tag.get(), 50);
+}

@@ -43,7 +43,7 @@ pub enum TagIndexKind {
     /// that serves and purges in one process.
     #[default]
     Memory,
-    /// In Redis ([`RedisTagIndex`](super::RedisTagIndex), cargo feature `redis`), shared by
+    /// In Redis (`RedisTagIndex`, cargo feature `redis`), shared by
     /// every process: needs `url`.
     Redis,
 }
