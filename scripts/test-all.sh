@@ -2,7 +2,7 @@
 # Runs every check and test of cache-purge-hooks: formatting, clippy, unit, integration,
 # compile-fail (trybuild) and doc tests, against SQLite and, on 127.0.0.1, PostgreSQL
 # (trust auth, database `test`) and MariaDB (root, empty password, database `test`), and
-# real nginx (with ngx_cache_purge) and varnishd instances that the tests start themselves on
+# real nginx (with ngx_cache_purge), varnishd and redis-server instances that the tests start themselves on
 # free loopback ports.
 #
 # It installs and starts what it needs where it can (it must run as root for that) and, with
@@ -57,6 +57,8 @@ ensure_proxies() {
   command -v gcc >/dev/null 2>&1 || missing+=(gcc)
   # The benchmark's smoke run forks curl (the seed's way of purging nginx) as a reference.
   command -v curl >/dev/null 2>&1 || missing+=(curl)
+  # The tag index tests start their own redis-server (no persistence) on a free port.
+  [ -x /usr/bin/redis-server ] || missing+=(redis-server)
   if [ ${#missing[@]} -gt 0 ]; then
     log "installing ${missing[*]}"
     if [ "$(id -u)" != 0 ]; then
@@ -69,6 +71,7 @@ ensure_proxies() {
     # Debian starts the packaged services where it can; the tests need none of them.
     service nginx stop >/dev/null 2>&1 || true
     service varnish stop >/dev/null 2>&1 || true
+    service redis-server stop >/dev/null 2>&1 || true
   fi
 }
 
@@ -104,6 +107,8 @@ cargo clippy --workspace --all-targets -- -D warnings
 cargo clippy -p cache-purge-hooks-engine --no-default-features -- -D warnings
 cargo clippy -p cache-purge-hooks-engine --no-default-features --features varnish -- -D warnings
 cargo clippy -p cache-purge-hooks-engine --no-default-features --features nginx -- -D warnings
+cargo clippy -p cache-purge-hooks-engine --no-default-features --features redis -- -D warnings
+cargo clippy -p cache-purge-hooks-engine --all-targets --features redis -- -D warnings
 cargo clippy -p cache-purge-hooks-engine --all-targets --features metrics -- -D warnings
 # The crate for backend authors stays lean: no HTTP client, no settings, no digests.
 if cargo tree -p cache-purge-hooks-core -e normal --prefix none | grep -E '^(reqwest|hyper|config|sha2|md-5|serde) '; then

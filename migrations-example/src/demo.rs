@@ -124,7 +124,7 @@ pub async fn run_cycle(cache: &FrontCache, out: &mut impl Write) -> Result<(), D
                 out,
                 LIST_VARIANT,
                 &page,
-                "stale: nginx purges no tags yet (docs/tags.md)",
+                "stale: the blog sets up no tag index for nginx yet",
             )?;
         }
     }

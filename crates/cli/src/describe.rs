@@ -94,17 +94,37 @@ pub(crate) fn kind_plural(kind: TargetKind) -> &'static str {
 /// Why a backend cannot purge some kinds of target, and what can.
 pub(crate) fn unsupported_reason(settings: &BackendSettings, caps: Capabilities) -> String {
     match settings {
-        BackendSettings::Nginx(n) => match n.mode {
-            NginxMode::Files => "nginx mode \"files\" deletes the cache file of exact URLs (or \
-                 the whole cache for --all); it cannot purge prefixes or tags (mode = \"wipe\" \
-                 empties the whole cache)"
-                .to_owned(),
-            NginxMode::Wipe => "nginx mode \"wipe\" cannot purge tags".to_owned(),
-            _ => "nginx mode \"http\" (ngx_cache_purge) purges exact URLs only; for prefixes or \
-                 everything use a Varnish backend, or nginx mode = \"wipe\" (which empties the \
-                 whole cache)"
-                .to_owned(),
-        },
+        BackendSettings::Nginx(n) => {
+            let mut reasons = Vec::new();
+            if !caps.supports(TargetKind::Prefix) {
+                reasons.push(match n.mode {
+                    NginxMode::Files => {
+                        "nginx mode \"files\" deletes the cache file of exact URLs (or the whole \
+                         cache for --all); it cannot purge prefixes (mode = \"wipe\" empties the \
+                         whole cache)"
+                    }
+                    _ => {
+                        "nginx mode \"http\" (ngx_cache_purge) purges exact URLs only; for \
+                         prefixes or everything use a Varnish backend, or nginx mode = \"wipe\" \
+                         (which empties the whole cache)"
+                    }
+                });
+            }
+            if !caps.supports(TargetKind::Tag) {
+                reasons.push(match n.mode {
+                    NginxMode::Wipe => {
+                        "nginx mode \"wipe\" cannot purge tags (tags = \"index\" needs mode = \
+                         \"http\" or \"files\")"
+                    }
+                    _ => {
+                        "tags = \"none\": nginx has no tags; set tags = \"index\" (with a \
+                         [tag_index] table, kind = \"redis\") to purge tags through the tag→URL \
+                         index"
+                    }
+                });
+            }
+            reasons.join("; ")
+        }
         BackendSettings::Varnish(v) => {
             let mut reasons = Vec::new();
             if !caps.supports(TargetKind::Prefix) {
@@ -164,7 +184,11 @@ mod tests {
         );
         assert_eq!(info("l", &s.backends["l"]).label(), "log");
         assert!(
-            unsupported_reason(&s.backends["n"], Capabilities::ALL).contains("cannot purge tags")
+            unsupported_reason(&s.backends["n"], Capabilities::URL).contains("cannot purge tags")
+        );
+        let s = Settings::from_toml_str("[backends.n]\nkind = \"nginx\"\n").unwrap();
+        assert!(
+            unsupported_reason(&s.backends["n"], Capabilities::URL).contains("tags = \"index\"")
         );
     }
 }

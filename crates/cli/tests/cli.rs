@@ -278,6 +278,55 @@ async fn soft_without_an_xkey_backend_and_tags_without_tag_purging_are_refused_l
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_tag_is_purged_on_nginx_through_a_redis_index_from_the_settings() {
+    use cache_purge_hooks_engine::tag_index::{RedisTagIndex, TagIndex};
+    use cache_purge_hooks_engine::{PurgeUrl, Tag};
+    let redis = match cache_purge_hooks_testing::Redis::start().await {
+        Ok(r) => r,
+        Err(e) if std::env::var("CI").is_ok_and(|v| v == "true") => {
+            panic!("CI requires redis-server: {e}")
+        }
+        Err(e) => {
+            eprintln!("skipping: {e}");
+            return;
+        }
+    };
+    let origin = Origin::start().unwrap();
+    let nginx = Nginx::start(&origin, NginxConfig::default()).await.unwrap();
+    warm(&nginx, &["/posts/1", "/?page=7", "/posts/10"]).await;
+    // What the tagging layer records when it serves the pages.
+    let index = RedisTagIndex::new(&redis.url()).unwrap();
+    let hour = Duration::from_secs(3600);
+    let tags = |t: &[&str]| t.iter().map(|t| Tag::parse(t).unwrap()).collect::<Vec<_>>();
+    for (page, t) in [
+        ("/posts/1", &["post:1", "posts"][..]),
+        ("/?page=7", &["post:1", "posts"][..]),
+        ("/posts/10", &["post:10"][..]),
+    ] {
+        index
+            .record(&PurgeUrl::parse(page).unwrap(), &tags(t), hour)
+            .await
+            .unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    write_settings(
+        dir.path(),
+        &format!(
+            "[tag_index]\nkind = \"redis\"\nurl = \"{}\"\n{}tags = \"index\"\n",
+            redis.url(),
+            nginx_http_backend("ngx", &nginx.addr())
+        ),
+    );
+    let run = cache_purge(dir.path(), &["purge", "--tag", "post:1"], None, &[]).await;
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_purged(&nginx, &origin, "/posts/1").await;
+    assert_purged(&nginx, &origin, "/?page=7").await;
+    assert_cached(&nginx, "/posts/10").await;
+    assert!(index.urls(&tags(&["post:1"])).await.unwrap().is_empty());
+    redis.stop().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn an_unreachable_server_fails_the_command_and_is_named() {
     let dir = tempfile::tempdir().unwrap();
     let addr = refused_addr();

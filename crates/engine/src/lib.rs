@@ -22,6 +22,9 @@
 //! - [`backend`]: the [`Backend`](backend::Backend) trait and the built-in backends.
 //! - [`settings`]: the settings file and its validation.
 //! - [`outbox`]: the stored format of the outbox table, shared by the ORM integrations.
+//! - [`tag_index`]: the tag→URL index through which caches without tags (nginx) purge by
+//!   tag ([`TagIndex`], [`tag_index::MemoryTagIndex`], `RedisTagIndex` with the `redis`
+//!   feature, [`tag_index::lifetime_of`] for the response side).
 //!
 //! # Cargo features
 #![doc = document_features::document_features!()]
@@ -39,6 +42,7 @@ mod queue;
 pub mod retry;
 pub mod settings;
 pub(crate) mod spill;
+pub mod tag_index;
 pub mod watch;
 
 pub use cache_purge_hooks_core::{resolve, target, template};
@@ -51,4 +55,5 @@ pub use purger::{
 };
 pub use retry::{DeadLetter, RetryPolicy};
 pub use settings::{Delivery, QueueFull, Settings, SettingsError};
+pub use tag_index::{TagIndex, TagIndexError};
 pub use target::{IntoTarget, InvalidTarget, PurgeUrl, Tag, Target, TargetKind, Targets};

@@ -38,6 +38,7 @@ use crate::dispatch::{AttemptState, Command, spawn_worker};
 use crate::queue::Queue;
 use crate::retry::{DeadLetter, RetryPolicy};
 use crate::settings::{Delivery, QueueFull};
+use crate::tag_index::TagIndex;
 use crate::target::Target;
 
 /// A handle on a purge pipeline. Cheap to clone; every clone feeds the same workers.
@@ -55,6 +56,7 @@ struct Inner {
     /// The claim-cycle counters of this process's outbox workers.
     outbox_rounds: Mutex<Vec<std::sync::Weak<tokio::sync::watch::Sender<u64>>>>,
     joins: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    tag_index: Option<Arc<dyn TagIndex>>,
     #[cfg(feature = "memory")]
     memory: std::collections::HashMap<String, crate::backend::MemoryBackend>,
 }
@@ -88,6 +90,10 @@ pub struct PurgerBuilder {
     spill_dir: Option<std::path::PathBuf>,
     repurge_after: Option<Duration>,
     backends: Vec<(String, Arc<dyn Backend>)>,
+    tag_index: Option<Arc<dyn TagIndex>>,
+    /// The `tags = "index"` nginx backends added, to give the index at `build`.
+    #[cfg(feature = "nginx")]
+    index_slots: Vec<(String, Arc<crate::backend::nginx::TagIndexSlot>)>,
     #[cfg(feature = "memory")]
     memory: std::collections::HashMap<String, crate::backend::MemoryBackend>,
 }
@@ -136,6 +142,30 @@ pub enum BuildError {
         /// What to do about it.
         hint: &'static str,
     },
+    /// A backend purges tags through the tag index (nginx's `tags = "index"`) and no index
+    /// was given.
+    #[error(
+        "backend `{name}`: tags = \"index\" needs a tag index, and none was given: add a \
+         [tag_index] table to the settings (kind = \"redis\", url = \"redis://...\"), or pass \
+         one in code with PurgerBuilder::tag_index (a SqlTagIndex of cache-purge-hooks-sea-orm, \
+         say), or set tags = \"none\""
+    )]
+    NoTagIndex {
+        /// The backend's name.
+        name: String,
+    },
+    /// The `[tag_index]` of the settings could not be set up.
+    #[error("tag_index: {0}")]
+    TagIndex(#[source] crate::tag_index::TagIndexError),
+    /// The `[tag_index]` of the settings names a kind this build cannot construct.
+    #[error(
+        "tag_index: kind `{kind}` is not available in this build of cache-purge-hooks (enable \
+         the cargo feature `{kind}`)"
+    )]
+    TagIndexUnavailable {
+        /// The kind.
+        kind: &'static str,
+    },
 }
 
 impl PurgerBuilder {
@@ -150,7 +180,48 @@ impl PurgerBuilder {
         {
             self.memory.insert(name.clone(), m.clone());
         }
+        #[cfg(feature = "nginx")]
+        if let Some(slot) = (&backend as &dyn std::any::Any)
+            .downcast_ref::<crate::backend::NginxBackend>()
+            .and_then(|n| n.tag_index_slot())
+        {
+            self.index_slots.push((name.clone(), slot));
+        }
         self.backends.push((name, Arc::new(backend)));
+        self
+    }
+
+    /// Sets the tag→URL index of the backends that purge tags through one (nginx with
+    /// `tags = "index"`) and were not given their own
+    /// ([`NginxBackend::with_tag_index`](crate::backend::NginxBackend::with_tag_index)); it
+    /// replaces the settings' `[tag_index]`. The same index must be the one the response
+    /// side records into ([`Purger::tag_index`] hands it out).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// use std::sync::Arc;
+    /// use cache_purge_hooks_engine::tag_index::MemoryTagIndex;
+    /// use cache_purge_hooks_engine::{BuildError, Purger, PurgerBuilder, Settings};
+    ///
+    /// let settings = Settings::from_toml_str(
+    ///     "[backends.ngx]\nkind = \"nginx\"\nservers = [\"127.0.0.1:8080\"]\ntags = \"index\"\n",
+    /// )
+    /// .unwrap();
+    /// // No index: an error naming the backend, never a backend that silently skips tags.
+    /// let err = PurgerBuilder::from_settings(&settings).unwrap().build().unwrap_err();
+    /// assert!(matches!(&err, BuildError::NoTagIndex { name } if name == "ngx"), "{err}");
+    ///
+    /// let purger = PurgerBuilder::from_settings(&settings)
+    ///     .unwrap()
+    ///     .tag_index(Arc::new(MemoryTagIndex::new()))
+    ///     .build()
+    ///     .unwrap();
+    /// assert!(purger.tag_index().is_some());
+    /// # }
+    /// ```
+    pub fn tag_index(mut self, index: Arc<dyn TagIndex>) -> Self {
+        self.tag_index = Some(index);
         self
     }
 
@@ -223,6 +294,9 @@ impl PurgerBuilder {
         for (name, backend) in &settings.backends {
             builder = builder.settings_backend(name, backend)?;
         }
+        if let Some(index) = &settings.tag_index {
+            builder = builder.tag_index(settings_tag_index(index)?);
+        }
         Ok(builder)
     }
 
@@ -286,6 +360,15 @@ impl PurgerBuilder {
                 return Err(BuildError::DuplicateName(name.clone()));
             }
         }
+        #[cfg(feature = "nginx")]
+        for (name, slot) in &self.index_slots {
+            if slot.0.get().is_none() {
+                let Some(index) = &self.tag_index else {
+                    return Err(BuildError::NoTagIndex { name: name.clone() });
+                };
+                let _ = slot.0.set(Arc::clone(index));
+            }
+        }
         if self.backends.is_empty() {
             tracing::warn!(target: "cache_purge_hooks", "Purger built without any backend");
         }
@@ -325,10 +408,34 @@ impl PurgerBuilder {
                 outbox_wake: Arc::new(tokio::sync::Notify::new()),
                 outbox_rounds: Mutex::new(Vec::new()),
                 joins: Mutex::new(joins),
+                tag_index: self.tag_index,
                 #[cfg(feature = "memory")]
                 memory: self.memory,
             }),
         })
+    }
+}
+
+/// The index a `[tag_index]` table describes.
+fn settings_tag_index(
+    settings: &crate::settings::TagIndexSettings,
+) -> Result<Arc<dyn TagIndex>, BuildError> {
+    use crate::settings::TagIndexKind;
+    match settings.kind {
+        TagIndexKind::Redis => {
+            #[cfg(feature = "redis")]
+            {
+                crate::tag_index::RedisTagIndex::from_settings(settings)
+                    .map(|i| Arc::new(i) as Arc<dyn TagIndex>)
+                    .map_err(BuildError::TagIndex)
+            }
+            #[cfg(not(feature = "redis"))]
+            Err(BuildError::TagIndexUnavailable { kind: "redis" })
+        }
+        _ => Ok(Arc::new(
+            crate::tag_index::MemoryTagIndex::new()
+                .with_max_urls_per_tag(settings.max_urls_per_tag.get()),
+        )),
     }
 }
 
@@ -420,6 +527,13 @@ impl Purger {
     /// worker delivers them at once instead of at its next poll.
     pub fn outbox_wake(&self) -> Arc<tokio::sync::Notify> {
         self.inner.outbox_wake.clone()
+    }
+
+    /// The tag→URL index of this purger's `tags = "index"` backends (from the settings'
+    /// `[tag_index]` or [`PurgerBuilder::tag_index`]), for the response side to
+    /// [`record`](TagIndex::record) into; `None` when it has none.
+    pub fn tag_index(&self) -> Option<Arc<dyn TagIndex>> {
+        self.inner.tag_index.clone()
     }
 
     /// The backends' names, in the order they were added.

@@ -89,6 +89,7 @@ use sea_orm::{
 
 pub mod bulk;
 pub mod outbox;
+pub mod tag_index;
 
 #[doc(hidden)]
 pub mod __private {

@@ -22,6 +22,7 @@
 //!   object headers) or your own VCL, with its admin CLI on a `-T` port with a `-S` secret,
 //!   and independent checks of what a client did: [`Varnish::ban_list`],
 //!   [`Varnish::ban_count`], [`Varnish::varnishadm`].
+//! - [`Redis`]: a `redis-server` (no persistence) for the tag index tests.
 //! - Broken peers: [`refused_addr`], [`SilentServer`] (never answers), [`StatusServer`]
 //!   (always answers, say, `503`).
 //! - What a user checks after a purge: [`warm`] (cached), [`assert_purged`] (the next GET is
@@ -96,6 +97,7 @@ mod origin;
 mod page;
 mod ports;
 mod process;
+mod redis;
 mod varnish;
 
 pub use assertions::{CacheServer, assert_cached, assert_purged, warm};
@@ -107,4 +109,5 @@ pub use nginx::{
 pub use origin::Origin;
 pub use page::Page;
 pub use ports::refused_addr;
+pub use redis::{Redis, redis_answers};
 pub use varnish::{Ban, HARNESS_VCL, HARNESS_XKEY_VCL, Varnish};

@@ -80,11 +80,12 @@ pub use crate::backend::log::LogSettings;
 pub use crate::backend::memory::MemorySettings;
 pub use crate::backend::nginx::settings::{
     CacheDir, KeyPart, KeyTemplate, Levels, NGINX_KEY_VARIABLES, NginxMode, NginxSettings,
-    PurgePrefix, Scheme,
+    NginxTags, PurgePrefix, Scheme,
 };
 pub use crate::backend::varnish::settings::{
     BanStyle, MaxBanLength, VarnishHttpMethod, VarnishMode, VarnishSettings, VarnishTags,
 };
+pub use crate::tag_index::settings::{KeyPrefix, RedisUrl, TagIndexKind, TagIndexSettings};
 pub use types::{FieldError, HeaderName, HostName, HttpMethod, InvalidValue, ServerAddr};
 
 use types::named_enum;
@@ -171,6 +172,11 @@ pub struct Settings {
         skip_serializing_if = "Option::is_none"
     )]
     pub repurge_after: Option<Duration>,
+    /// Where the tag→URL index of `tags = "index"` backends is kept (`[tag_index]`, default:
+    /// none; code may pass one with
+    /// [`PurgerBuilder::tag_index`](crate::PurgerBuilder::tag_index)).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tag_index: Option<TagIndexSettings>,
 }
 
 /// The file's top level but `backends`, which is read table by table (see
@@ -197,6 +203,8 @@ struct TopLevel {
     spill_dir: Option<std::path::PathBuf>,
     #[serde(default, with = "types::optional_duration")]
     repurge_after: Option<Duration>,
+    #[serde(default)]
+    tag_index: Option<TagIndexSettings>,
 }
 
 fn default_queue_capacity() -> usize {
@@ -222,6 +230,7 @@ impl Default for Settings {
             when_full: QueueFull::default(),
             spill_dir: None,
             repurge_after: None,
+            tag_index: None,
         }
     }
 }
@@ -539,6 +548,13 @@ fn settings_from_table(
     {
         scope.unknown_key::<crate::retry::RetryPolicy>(&[key("retry")], retry, "")?;
     }
+    if let Some(Value {
+        kind: ValueKind::Table(index),
+        ..
+    }) = top.get("tag_index")
+    {
+        scope.unknown_key::<TagIndexSettings>(&[key("tag_index")], index, "")?;
+    }
     let backends = top.remove("backends");
     let raw: TopLevel = scope.deserialize(&[], Value::new(None, ValueKind::Table(top)))?;
     let backends = match backends {
@@ -586,7 +602,13 @@ fn settings_from_table(
         when_full: raw.when_full,
         spill_dir: raw.spill_dir,
         repurge_after: raw.repurge_after,
+        tag_index: raw.tag_index,
     };
+    if let Some(index) = &settings.tag_index {
+        index
+            .check()
+            .map_err(|e| scope.error(&[key("tag_index"), key(e.key)], e.message))?;
+    }
     check_top(&settings).map_err(|(path, message)| scope.error(&path, message))?;
     Ok(settings)
 }
@@ -981,7 +1003,8 @@ mod tests {
                 "queue_capacity",
                 "when_full",
                 "spill_dir",
-                "repurge_after"
+                "repurge_after",
+                "tag_index"
             ]
         );
         assert!(field_names::<LogSettings>().is_empty());

@@ -144,16 +144,20 @@ pub mod settings;
 mod wipe;
 
 #[cfg(feature = "nginx")]
+use std::collections::HashSet;
+#[cfg(feature = "nginx")]
 use std::path::{Path, PathBuf};
 #[cfg(feature = "nginx")]
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 #[cfg(feature = "nginx")]
-use self::settings::{NginxMode, NginxSettings};
+use self::settings::{NginxMode, NginxSettings, NginxTags};
 #[cfg(feature = "nginx")]
 use crate::backend::{Backend, Capabilities, Cause, Failures, PurgeError, SetupError};
 #[cfg(feature = "nginx")]
-use crate::target::{PurgeUrl, Target};
+use crate::tag_index::TagIndex;
+#[cfg(feature = "nginx")]
+use crate::target::{PurgeUrl, Tag, Target};
 
 #[cfg(feature = "nginx")]
 use files::{KeyRenderer, NoKey, Unlinked};
@@ -189,6 +193,26 @@ const WIPE_MAX_BATCH: usize = 100_000;
 #[derive(Debug)]
 pub struct NginxBackend {
     mode: Mode,
+    /// With `tags = "index"`: where the index goes (set by
+    /// [`with_tag_index`](Self::with_tag_index), or by the purger builder).
+    tag_index: Option<Arc<TagIndexSlot>>,
+}
+
+#[cfg(feature = "nginx")]
+/// The tag index of a `tags = "index"` backend, filled once, by the backend's owner or by
+/// [`PurgerBuilder::build`](crate::PurgerBuilder::build).
+#[derive(Default)]
+pub(crate) struct TagIndexSlot(pub(crate) OnceLock<Arc<dyn TagIndex>>);
+
+#[cfg(feature = "nginx")]
+impl std::fmt::Debug for TagIndexSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.get().is_some() {
+            "TagIndexSlot(set)"
+        } else {
+            "TagIndexSlot(empty)"
+        })
+    }
 }
 
 #[cfg(feature = "nginx")]
@@ -217,6 +241,7 @@ impl NginxBackend {
     /// [`NginxSettings::check`], which the loader already ran on settings from a file. Fails
     /// with [`SetupError::HttpClient`] when the HTTP client cannot be built.
     pub fn new(settings: &NginxSettings) -> Result<Self, SetupError> {
+        settings.check()?;
         let mode = match settings.mode {
             NginxMode::Files => {
                 let (dir, _) = settings.files_options()?;
@@ -230,7 +255,31 @@ impl NginxBackend {
             NginxMode::Wipe => Mode::Wipe(settings.required_cache_dir()?.as_path().to_path_buf()),
             _ => Mode::Http(HttpPurger::new(settings)?),
         };
-        Ok(Self { mode })
+        let tag_index = (settings.tags == NginxTags::Index).then(Arc::default);
+        Ok(Self { mode, tag_index })
+    }
+
+    /// With `tags = "index"`: purges tags through this index (the one the response side
+    /// records into). Without it, the [`PurgerBuilder`](crate::PurgerBuilder) this backend is
+    /// added to gives it its own
+    /// ([`PurgerBuilder::tag_index`](crate::PurgerBuilder::tag_index) or `[tag_index]`), and
+    /// refuses to build when it has none. Ignored with `tags = "none"`; the first index set
+    /// stays.
+    pub fn with_tag_index(self, index: Arc<dyn TagIndex>) -> Self {
+        if let Some(slot) = &self.tag_index {
+            let _ = slot.0.set(index);
+        }
+        self
+    }
+
+    /// Whether this backend has `tags = "index"` but no index yet.
+    pub fn needs_tag_index(&self) -> bool {
+        self.tag_index.as_ref().is_some_and(|s| s.0.get().is_none())
+    }
+
+    /// The index slot of a `tags = "index"` backend, for the purger builder.
+    pub(crate) fn tag_index_slot(&self) -> Option<Arc<TagIndexSlot>> {
+        self.tag_index.clone()
     }
 
     /// In `files` mode, the cache key nginx gives this URL (bytes: `$uri` is decoded and need
@@ -260,7 +309,12 @@ impl NginxBackend {
 #[async_trait::async_trait]
 impl Backend for NginxBackend {
     fn capabilities(&self) -> Capabilities {
-        match self.mode {
+        let tags = if self.tag_index.is_some() {
+            Capabilities::TAG
+        } else {
+            Capabilities::NONE
+        };
+        tags | match self.mode {
             Mode::Http(_) => Capabilities::URL,
             Mode::Files(_) => Capabilities::URL | Capabilities::EVERYTHING,
             Mode::Wipe(_) => Capabilities::URL | Capabilities::PREFIX | Capabilities::EVERYTHING,
@@ -285,6 +339,135 @@ impl Backend for NginxBackend {
         if batch.is_empty() {
             return Ok(());
         }
+        if batch.iter().any(|t| matches!(t, Target::Tag(_))) {
+            return self.purge_with_tags(batch).await;
+        }
+        self.purge_urls(batch).await
+    }
+}
+
+#[cfg(feature = "nginx")]
+impl NginxBackend {
+    /// The failures of a batch, ordered by server in `http` mode.
+    fn failures<'a>(&self, batch: &'a [Target]) -> Failures<'a> {
+        match &self.mode {
+            Mode::Http(http) => {
+                Failures::new(batch).with_servers(http.servers.iter().map(|s| s.label.clone()))
+            }
+            _ => Failures::new(batch),
+        }
+    }
+
+    /// A batch with tags (`tags = "index"`): each tag is looked up in the index, its URLs are
+    /// purged with the batch's other targets (each URL once), and forgotten from the tag
+    /// once they all were. A tag whose lookup failed, or one of whose URLs failed, fails (as
+    /// its cause says, so a connection failure is retried), and nothing of it is forgotten.
+    async fn purge_with_tags(&self, batch: &[Target]) -> Result<(), PurgeError> {
+        let mut failures = self.failures(batch);
+        let (tags, mut expanded): (Vec<&Target>, Vec<Target>) = {
+            let (tags, rest): (Vec<&Target>, Vec<&Target>) =
+                batch.iter().partition(|t| matches!(t, Target::Tag(_)));
+            (tags, rest.into_iter().cloned().collect())
+        };
+        let index = self.tag_index.as_ref().and_then(|slot| slot.0.get());
+        let mut looked_up: Vec<(&Target, &Tag, Vec<PurgeUrl>)> = Vec::new();
+        match index {
+            None => failures.push(
+                PurgeError::new(
+                    Cause::Misconfigured,
+                    "tags = \"index\" but this nginx backend has no tag index: set \
+                     [tag_index] in the settings, or pass one with PurgerBuilder::tag_index \
+                     or NginxBackend::with_tag_index",
+                )
+                .only(tags.iter().map(|t| (*t).clone()).collect()),
+            ),
+            Some(index) => {
+                let mut seen: HashSet<Target> = expanded.iter().cloned().collect();
+                for &target in &tags {
+                    let Target::Tag(tag) = target else { continue };
+                    match index.urls(std::slice::from_ref(tag)).await {
+                        Ok(urls) => {
+                            for url in &urls {
+                                let t = Target::Url(url.clone());
+                                if seen.insert(t.clone()) {
+                                    expanded.push(t);
+                                }
+                            }
+                            looked_up.push((target, tag, urls));
+                        }
+                        Err(e) => {
+                            tracing::debug!(
+                                target: "cache_purge_hooks",
+                                %tag,
+                                error = %e,
+                                "tag index lookup failed"
+                            );
+                            failures.push(e.to_purge_error(target));
+                        }
+                    }
+                }
+            }
+        }
+        let failed = if expanded.is_empty() {
+            None
+        } else {
+            self.purge_urls(&expanded).await.err()
+        };
+        let url_failed = |url: &PurgeUrl| {
+            failed
+                .as_ref()
+                .is_some_and(|e| e.failed().contains(&Target::Url(url.clone())))
+        };
+        if let Some(e) = &failed {
+            let mut not_purged: Vec<Target> = batch
+                .iter()
+                .filter(|t| !matches!(t, Target::Tag(_)) && e.failed().contains(t))
+                .cloned()
+                .collect();
+            for (target, _, urls) in &looked_up {
+                if urls.iter().any(url_failed) {
+                    not_purged.push((*target).clone());
+                }
+            }
+            if !not_purged.is_empty() {
+                failures.push(e.clone().only(not_purged));
+            }
+        }
+        if let Some(index) = index {
+            for (_, tag, urls) in &looked_up {
+                if urls.is_empty() {
+                    tracing::debug!(
+                        target: "cache_purge_hooks",
+                        %tag,
+                        "no URL indexed for the tag (nothing cached carries it, or it expired)"
+                    );
+                    continue;
+                }
+                if urls.iter().any(url_failed) {
+                    continue;
+                }
+                tracing::debug!(
+                    target: "cache_purge_hooks",
+                    %tag,
+                    urls = urls.len(),
+                    "tag purged through the index"
+                );
+                // The purge is done; an entry left behind only costs a needless purge later.
+                if let Err(e) = index.forget(tag, urls).await {
+                    tracing::warn!(
+                        target: "cache_purge_hooks",
+                        %tag,
+                        error = %e,
+                        "tag purged, but its URLs could not be removed from the tag index"
+                    );
+                }
+            }
+        }
+        failures.into_result()
+    }
+
+    /// A batch without tags.
+    async fn purge_urls(&self, batch: &[Target]) -> Result<(), PurgeError> {
         match &self.mode {
             Mode::Http(http) => {
                 let mut failures =

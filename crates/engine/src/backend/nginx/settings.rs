@@ -46,6 +46,25 @@ pub enum NginxMode {
 
 named_enum!(NginxMode, "nginx mode", { Http = "http", Files = "files", Wipe = "wipe" });
 
+/// How the nginx backend purges tags ([`Target::Tag`](crate::target::Target::Tag)): nginx
+/// has no tags of its own.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum NginxTags {
+    /// Tags are not purged: each tag target is reported as unsupported (a WARN, and the
+    /// `unsupported` count of the backend's stats), never widened to a larger purge.
+    #[default]
+    None,
+    /// Through the tag→URL index ([`crate::tag_index`]): a tag is expanded into the URLs
+    /// whose cached responses carried it, which are purged in `http` or `files` mode like
+    /// any URL, then forgotten from the index. Needs an index (`[tag_index]`, or
+    /// [`PurgerBuilder::tag_index`](crate::PurgerBuilder::tag_index)); not with `mode =
+    /// "wipe"`, which empties the whole cache for any target anyway.
+    Index,
+}
+
+named_enum!(NginxTags, "nginx tag purge", { None = "none", Index = "index" });
+
 /// The value of `$scheme` for URLs given as paths.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -394,6 +413,9 @@ pub struct NginxSettings {
     /// In `files` mode: the value of `$scheme` for URLs given as paths, default `http`
     /// (absolute URLs bring their own).
     pub scheme: Scheme,
+    /// How tags are purged: `none` (default: tag targets are reported unsupported) or
+    /// `index` (through the tag→URL index, in `http` and `files` modes).
+    pub tags: NginxTags,
 }
 
 /// 8 requests in flight per server (checked at compile time).
@@ -415,6 +437,7 @@ impl Default for NginxSettings {
             key_template: None,
             proxy_host: None,
             scheme: Scheme::default(),
+            tags: NginxTags::default(),
         }
     }
 }
@@ -429,12 +452,20 @@ impl NginxSettings {
         }
     }
 
-    /// The rules across keys: `files` and `wipe` need `cache_dir`; `files` needs a
+    /// The rules across keys: `tags = "index"` needs `http` or `files` mode; `files` and `wipe` need `cache_dir`; `files` needs a
     /// `key_template`, and `proxy_host` or `host_header` when the template uses `$proxy_host`
     /// or `$host`/`$http_host`. The one place these rules are written: the loader calls it
     /// (the error is keyed `backends.NAME.<key>`), and so does
     /// [`NginxBackend::new`](crate::backend::NginxBackend) for settings built in code.
     pub fn check(&self) -> Result<(), FieldError> {
+        if self.tags == NginxTags::Index && self.mode == NginxMode::Wipe {
+            return Err(FieldError::new(
+                "tags",
+                "tags = \"index\" purges the URLs of a tag, which mode = \"wipe\" cannot \
+                 (it empties the whole cache for any target): use mode = \"http\" or \"files\", \
+                 or remove tags",
+            ));
+        }
         match self.mode {
             NginxMode::Files => self.files_options().map(drop),
             NginxMode::Wipe => self.required_cache_dir().map(drop),
@@ -560,6 +591,10 @@ mod tests {
         assert_eq!(s.check().unwrap_err().key, "host_header");
         s.host_header = Some("example.com".parse().unwrap());
         assert!(s.check().is_ok());
+        s.tags = NginxTags::Index;
+        assert!(s.check().is_ok());
+        s.mode = NginxMode::Wipe;
+        assert_eq!(s.check().unwrap_err().key, "tags");
         // `http` mode ignores the file options.
         let s = NginxSettings {
             key_template: Some("$proxy_host$uri".parse().unwrap()),
