@@ -59,7 +59,7 @@ pub mod tags;
 pub use tags::MissingCacheTagsLayer;
 pub use tags::{
     BAN_HEADER, CacheTags, CacheTagsLayer, CacheTagsService, RenderedTags, TagCharset, TagHeader,
-    TagLimits, TagSeparator,
+    TagLimits, TagSeparator, X_ACCEL_EXPIRES,
 };
 
 /// The default longest wait: long enough for a purge over a LAN, short enough that a cache

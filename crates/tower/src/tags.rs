@@ -96,7 +96,10 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 
-use cache_purge_hooks_engine::{InvalidTarget, PurgeTargets, Tag, Target};
+use std::time::Duration;
+
+use cache_purge_hooks_engine::tag_index::lifetime_of;
+use cache_purge_hooks_engine::{InvalidTarget, PurgeTargets, PurgeUrl, Tag, TagIndex, Target};
 use http::header::{HeaderName, HeaderValue};
 use tower_layer::Layer;
 use tower_service::Service;
@@ -580,11 +583,36 @@ impl TagHeader {
 ///
 /// There is no format by default: a layer that wrote none would tag nothing, so the
 /// constructor takes the first one.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct CacheTagsLayer {
     headers: Vec<TagHeader>,
     fallback: Option<Tag>,
+    index: Option<RecordInto>,
 }
+
+/// Where [`CacheTagsLayer::record_into`] records the tags of each response.
+#[derive(Clone)]
+struct RecordInto {
+    index: Arc<dyn TagIndex>,
+    default_lifetime: Duration,
+}
+
+impl fmt::Debug for CacheTagsLayer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CacheTagsLayer")
+            .field("headers", &self.headers)
+            .field("fallback", &self.fallback)
+            .field(
+                "record_into",
+                &self.index.as_ref().map(|r| r.default_lifetime),
+            )
+            .finish()
+    }
+}
+
+/// The response header that tells nginx not to cache a response, whatever its
+/// `Cache-Control`: set when its tags could not be recorded in the tag index.
+pub const X_ACCEL_EXPIRES: HeaderName = HeaderName::from_static("x-accel-expires");
 
 impl CacheTagsLayer {
     /// A layer writing tags in the `first` format (add others with [`header`](Self::header)).
@@ -592,7 +620,29 @@ impl CacheTagsLayer {
         Self {
             headers: vec![first],
             fallback: None,
+            index: None,
         }
+    }
+
+    /// Also records each tagged response's URL and tags in `index` (the tag→URL index that
+    /// nginx's `tags = "index"` purges through; [`Purger::tag_index`] gives the configured
+    /// one), for as long as the response may stay cached: its `s-maxage` or `max-age`, else
+    /// `default_lifetime` (set it to at least your `proxy_cache_valid`). Responses that
+    /// `no-store`, `private` or `no-cache` say nginx will not cache are not recorded.
+    ///
+    /// The entry is written before the response leaves, so no cache can hold a page the index
+    /// does not know yet. When it cannot be written (the index is down, or a tag holds its
+    /// most URLs), the response gets `X-Accel-Expires: 0`, which keeps it out of nginx's
+    /// cache, and a WARN names the URL: a page the index does not know could never be purged
+    /// by tag, so it must not be cached.
+    ///
+    /// [`Purger::tag_index`]: cache_purge_hooks_engine::Purger::tag_index
+    pub fn record_into(mut self, index: Arc<dyn TagIndex>, default_lifetime: Duration) -> Self {
+        self.index = Some(RecordInto {
+            index,
+            default_lifetime,
+        });
+        self
     }
 
     /// Also writes the tags in this format.
@@ -620,7 +670,7 @@ impl<S> Layer<S> for CacheTagsLayer {
 }
 
 /// The service of [`CacheTagsLayer`].
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct CacheTagsService<S> {
     inner: S,
     config: Arc<CacheTagsLayer>,
@@ -661,9 +711,59 @@ where
                 for format in &config.headers {
                     write_header(&mut response, format, &collected, &config, &uri);
                 }
+                if let Some(record) = &config.index {
+                    record_response(record, &mut response, &collected, &uri).await;
+                }
             }
             Ok(response)
         })
+    }
+}
+
+impl<S: fmt::Debug> fmt::Debug for CacheTagsService<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CacheTagsService")
+            .field("inner", &self.inner)
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+/// Records the response's URL under its tags, or keeps it out of nginx's cache when that
+/// fails.
+async fn record_response<ResBody>(
+    record: &RecordInto,
+    response: &mut http::Response<ResBody>,
+    tags: &[Tag],
+    uri: &http::Uri,
+) {
+    let cache_control = response
+        .headers()
+        .get(http::header::CACHE_CONTROL)
+        .and_then(|v| v.to_str().ok());
+    let Some(lifetime) = lifetime_of(cache_control, record.default_lifetime) else {
+        return;
+    };
+    let target = uri.path_and_query().map_or("/", |pq| pq.as_str());
+    let result = match PurgeUrl::parse(target) {
+        Ok(url) => record
+            .index
+            .record(&url, tags, lifetime)
+            .await
+            .map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    if let Err(error) = result {
+        response
+            .headers_mut()
+            .insert(X_ACCEL_EXPIRES, HeaderValue::from_static("0"));
+        tracing::warn!(
+            target: "cache_purge_hooks",
+            uri = %uri,
+            %error,
+            "the response's tags could not be recorded in the tag index; sent with \
+             X-Accel-Expires: 0 so that nginx does not cache a page it could not purge by tag"
+        );
     }
 }
 

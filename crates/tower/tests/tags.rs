@@ -158,3 +158,94 @@ async fn taking_cache_tags_without_the_layer_is_a_500_naming_the_layer() {
     let body = String::from_utf8_lossy(&body);
     assert!(body.contains("CacheTagsLayer"), "{body}");
 }
+
+mod tag_index {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use axum::http::{HeaderValue, header};
+    use cache_purge_hooks::tag_index::MemoryTagIndex;
+    use cache_purge_hooks::{PurgeUrl, TagIndex, TagIndexError};
+    use cache_purge_hooks_tower::X_ACCEL_EXPIRES;
+
+    use super::*;
+
+    fn index_app(index: Arc<dyn TagIndex>) -> Router {
+        Router::new()
+            .route("/posts/{id}", get(show))
+            .route(
+                "/private",
+                get(|tags: CacheTags| async move {
+                    tags.add(&post(9));
+                    (
+                        [(header::CACHE_CONTROL, HeaderValue::from_static("private"))],
+                        "mine",
+                    )
+                }),
+            )
+            .layer(
+                CacheTagsLayer::new(TagHeader::xkey()).record_into(index, Duration::from_secs(600)),
+            )
+    }
+
+    async fn get_path(app: Router, path: &str) -> axum::http::Response<Body> {
+        app.oneshot(Request::get(path).body(Body::empty()).unwrap())
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_tagged_response_is_recorded_in_the_index_under_its_tags() {
+        let index = MemoryTagIndex::new();
+        let app = index_app(Arc::new(index.clone()));
+        let response = get_path(app.clone(), "/posts/1?page=2").await;
+        assert_eq!(response.status(), StatusCode::OK);
+        assert!(response.headers().get(X_ACCEL_EXPIRES).is_none());
+        let urls = index.urls(&[Tag::parse("post:1").unwrap()]).await.unwrap();
+        assert_eq!(urls, [PurgeUrl::parse("/posts/1?page=2").unwrap()]);
+        let urls = index
+            .urls(&[Tag::parse("category:3").unwrap()])
+            .await
+            .unwrap();
+        assert_eq!(urls.len(), 1);
+        // A response no cache keeps is not recorded.
+        get_path(app, "/private").await;
+        assert!(
+            index
+                .urls(&[Tag::parse("post:9").unwrap()])
+                .await
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    /// An index that is down.
+    struct Down;
+
+    #[cache_purge_hooks::async_trait]
+    impl TagIndex for Down {
+        async fn record(&self, _: &PurgeUrl, _: &[Tag], _: Duration) -> Result<(), TagIndexError> {
+            Err(TagIndexError::new(
+                cache_purge_hooks::tag_index::TagIndexErrorKind::Unreachable,
+                "connection refused",
+            ))
+        }
+        async fn urls(&self, _: &[Tag]) -> Result<Vec<PurgeUrl>, TagIndexError> {
+            Ok(Vec::new())
+        }
+        async fn forget(&self, _: &Tag, _: &[PurgeUrl]) -> Result<(), TagIndexError> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_response_whose_tags_cannot_be_recorded_is_kept_out_of_nginx() {
+        let response = get_path(index_app(Arc::new(Down)), "/posts/1").await;
+        assert_eq!(
+            response.status(),
+            StatusCode::OK,
+            "the page is still served"
+        );
+        assert_eq!(response.headers()[X_ACCEL_EXPIRES], "0");
+    }
+}
