@@ -38,6 +38,32 @@ mod tags {
             .collect()
     }
 
+    #[derive(CachePurge)]
+    #[cache_purge(url = "/posts/{slug}", tag = "post:{id}", list_tag = "posts")]
+    #[cache_purge(list_tag = "feed")]
+    struct Listed {
+        id: i64,
+        slug: String,
+    }
+
+    #[test]
+    fn list_tags_are_purged_like_tags_and_listed_apart() {
+        let t = Listed {
+            id: 3,
+            slug: "a".into(),
+        }
+        .resolve_targets();
+        assert_eq!(tags(&t), ["post:3", "posts", "feed"]);
+        assert_eq!(Listed::LIST_TAGS, ["posts", "feed"]);
+        assert_eq!(
+            Post::LIST_TAGS,
+            [] as [&str; 0],
+            "plain tags are not list tags"
+        );
+        // Constant tags depend on no field.
+        assert_eq!(url_fields::<Listed>(), Some(vec!["slug", "id"]));
+    }
+
     #[test]
     fn tags_are_rendered_beside_urls_and_their_fields_tracked() {
         let post = Post {

@@ -97,7 +97,8 @@ impl FrontCache {
     }
 
     /// The `cache-purge.toml` that purges this cache: for nginx the `nginx` backend in
-    /// `http` mode with `purge_prefix = "/purge"`; for Varnish the `varnish` backend in
+    /// `http` mode with `purge_prefix = "/purge"`, purging tags through a tag index
+    /// (`tags = "index"`: the purger needs one, [`PurgerBuilder::needs_tag_index`](cache_purge_hooks::PurgerBuilder::needs_tag_index)); for Varnish the `varnish` backend in
     /// `cli` mode (its admin port and secret) with lurker-friendly bans.
     pub fn settings_toml(&self) -> String {
         let mut toml = String::new();
@@ -106,11 +107,14 @@ impl FrontCache {
                 let _ = write!(
                     toml,
                     "# Purges the nginx in front of the blog (deploy/nginx/cache-purge.conf):\n\
-                     # one request per URL to its separate purge location.\n\
+                     # one request per URL to its separate purge location. nginx keeps no\n\
+                     # tags: a tag is purged as the URLs the blog recorded under it (a tag\n\
+                     # index in the blog's database, filled as pages are served).\n\
                      [backends.nginx]\n\
                      kind = \"nginx\"\n\
                      servers = [{}]\n\
-                     purge_prefix = \"/purge\"\n",
+                     purge_prefix = \"/purge\"\n\
+                     tags = \"index\"\n",
                     toml_string(&nginx.addr())
                 );
             }

@@ -12,6 +12,8 @@ impl MigratorTrait for Migrator {
             Box::new(CreateCategories),
             Box::new(CreatePosts),
             Box::new(CreateComments),
+            // The tag→URL index nginx's purges by tag look up (cache-purge-hooks' table).
+            Box::new(cache_purge_hooks::sea_orm::tag_index::Migration),
         ]
     }
 }

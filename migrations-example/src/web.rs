@@ -16,8 +16,8 @@
 //!
 //! Every cached page is also tagged with what it shows ([`CacheTags`], written by
 //! cache-purge-hooks' `CacheTagsLayer` as `xkey` headers, see [`routes`]):
-//! a post page with `post:{slug}` and `category:{id}`, a list with `posts` and the tags of
-//! every post and category on it. The tags come from the entities' own
+//! a post page with `post:{slug}` and `category:{id}`, a list with the posts' list tag
+//! `posts` and the tags of every post and category on it. The tags come from the entities' own
 //! `#[cache_purge(tag = ...)]` templates, the ones their saves purge, so a tag-capable cache
 //! (Varnish with xkey) purges `/?page=2` when a post on it changes, which no URL list names.
 //!
@@ -26,6 +26,7 @@
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -34,9 +35,9 @@ use axum::extract::{Form, Path, Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use cache_purge_hooks::PurgeTargets;
 use cache_purge_hooks::template::push_path_segment;
 use cache_purge_hooks::tower::{CacheTags, CacheTagsLayer, TagHeader};
+use cache_purge_hooks::{PurgeTargets, TagIndex};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder,
     QuerySelect, Set,
@@ -51,6 +52,10 @@ use crate::entity::{category, comment, post};
 /// the blog sees a page stay cached until an edit purges it; with purges on every save a
 /// site can keep pages much longer (say `s-maxage=86400` for the cache alone).
 pub const PAGE_CACHE_CONTROL: &str = "public, max-age=300";
+
+/// How long a cache keeps a page: the `max-age` of [`PAGE_CACHE_CONTROL`] (what the tag index
+/// records a page for when a response says no lifetime of its own).
+const PAGE_LIFETIME: Duration = Duration::from_secs(300);
 
 /// The `Cache-Control` of forms, write responses and errors: never stored anywhere.
 const PRIVATE_CACHE_CONTROL: &str = "no-store";
@@ -67,15 +72,16 @@ const MAX_BODY: usize = 20_000;
 /// Posts on one page of a list (`?page=2` for the next ones).
 pub const PAGE_SIZE: u64 = 10;
 
-/// The tag every list of posts carries, so that a new post purges every list (the posts'
-/// `#[cache_purge(tag = "posts")]`).
-const POSTS_TAG: &str = "posts";
-
 /// The site over this database, with read-your-writes: an edit's `303` goes out once the
 /// edit's purges were attempted, so the page the browser then asks the cache for is fresh
 /// (cache-purge-hooks' `ReadYourWritesLayer`; nothing else in the site deals with it).
-pub fn router(db: DatabaseConnection) -> Router {
-    routes(db).layer(cache_purge_hooks::tower::ReadYourWritesLayer::new().timeout(PURGE_WAIT))
+///
+/// `tag_index` is the purger's tag→URL index ([`Purger::tag_index`](cache_purge_hooks::Purger::tag_index)),
+/// when it purges tags through one (nginx): every tagged page is recorded in it as it is
+/// served, so that a purge by tag finds its URL (see [`routes`]).
+pub fn router(db: DatabaseConnection, tag_index: Option<Arc<dyn TagIndex>>) -> Router {
+    routes(db, tag_index)
+        .layer(cache_purge_hooks::tower::ReadYourWritesLayer::new().timeout(PURGE_WAIT))
 }
 
 /// The site's routes alone, without read-your-writes: an edit is answered as soon as it is
@@ -83,8 +89,15 @@ pub fn router(db: DatabaseConnection) -> Router {
 /// tests compare [`router`] with).
 ///
 /// Its pages are tagged in `xkey` headers (cache-purge-hooks' `CacheTagsLayer`): what the
-/// xkey vmod reads, and what the shipped VCL keeps on each object for tag bans.
-pub fn routes(db: DatabaseConnection) -> Router {
+/// xkey vmod reads, and what the shipped VCL keeps on each object for tag bans. nginx keeps
+/// no tags: with a `tag_index`, the layer also records each tagged page's URL under its tags,
+/// for as long as its `Cache-Control` lets a cache keep it, and a page it cannot record is
+/// sent with `X-Accel-Expires: 0`, so nginx never keeps a page its tags could not purge.
+pub fn routes(db: DatabaseConnection, tag_index: Option<Arc<dyn TagIndex>>) -> Router {
+    let mut tags = CacheTagsLayer::new(TagHeader::xkey());
+    if let Some(index) = tag_index {
+        tags = tags.record_into(index, PAGE_LIFETIME);
+    }
     Router::new()
         .route("/", get(home))
         .route("/posts/{slug}", get(show_post))
@@ -93,7 +106,7 @@ pub fn routes(db: DatabaseConnection) -> Router {
         .route("/feed.xml", get(category_feed))
         .route("/admin/posts/{slug}", get(edit_form).post(save_post))
         .fallback(|| async { not_found("no such page") })
-        .layer(CacheTagsLayer::new(TagHeader::xkey()))
+        .layer(tags)
         .with_state(db)
 }
 
@@ -113,8 +126,9 @@ impl BlogServer {
     pub fn start(
         listener: tokio::net::TcpListener,
         db: DatabaseConnection,
+        tag_index: Option<Arc<dyn TagIndex>>,
     ) -> std::io::Result<BlogServer> {
-        Self::serve(listener, router(db))
+        Self::serve(listener, router(db, tag_index))
     }
 
     /// Serves `app` (the blog's [`router`] or [`routes`]) on `listener` in a new task; refuses
@@ -219,13 +233,6 @@ fn page_number(query: Result<Query<ListQuery>, QueryRejection>) -> Result<u64, B
     }
 }
 
-/// Tags a list page: every list carries `posts`, so that a new post purges it.
-fn tag_list(tags: &CacheTags) {
-    if let Err(e) = tags.add_str(POSTS_TAG) {
-        tracing::error!(error = %e, "the list tag is not a valid tag");
-    }
-}
-
 /// A list's links to its previous and next pages.
 fn pager(main: &mut String, base: &str, page: u64, has_next: bool) {
     let sep = if base.contains('?') { '&' } else { '?' };
@@ -272,7 +279,9 @@ async fn home(
     if posts.is_empty() && page > 1 {
         return Ok(not_found("no such page of posts"));
     }
-    tag_list(&tags);
+    // Every list carries the posts' list tag (`list_tag = "posts"`), so that any post's
+    // save, a new one's too, purges it; and the tags of each post it shows.
+    tags.add_list::<post::Model>();
     let counts: Vec<(String, i64)> = comment::Entity::find()
         .select_only()
         .column(comment::Column::Page)
@@ -322,11 +331,9 @@ async fn show_post(
         return Ok(not_found("no such post"));
     };
     let path = post_path(&post.slug);
-    // The page shows this post, not the list of posts: its own tag, never `posts` (which
-    // every post's save purges, and which would take every post page with it).
-    if let Some(tag) = crate::post_tag_of_page(&path) {
-        tags.add_tag(tag);
-    }
+    // The post's own tags: `post:{slug}`, not its list tag `posts` (which every post's save
+    // purges, and which would take every post page with it).
+    tags.add(&post);
     if let Some(category) = &category {
         tags.add(category);
     }
@@ -385,7 +392,9 @@ async fn show_category(
     if posts.is_empty() && page > 1 {
         return Ok(not_found("no such page of posts"));
     }
-    tag_list(&tags);
+    // Every list carries the posts' list tag (`list_tag = "posts"`), so that any post's
+    // save, a new one's too, purges it; and the tags of each post it shows.
+    tags.add_list::<post::Model>();
     tags.add(&category);
     let mut main = format!(
         "<h1>{}</h1>\n<p><a href=\"/feed.xml?category={}\">RSS feed</a></p>\n<ul class=\"posts\">\n",
@@ -426,7 +435,9 @@ async fn category_feed(
         return Ok(not_found("no such category"));
     };
     let posts = published_posts_of(&db, category.id).await?;
-    tag_list(&tags);
+    // Every list carries the posts' list tag (`list_tag = "posts"`), so that any post's
+    // save, a new one's too, purges it; and the tags of each post it shows.
+    tags.add_list::<post::Model>();
     tags.add(&category);
     let mut xml = format!(
         "<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<rss version=\"2.0\"><channel>\n\

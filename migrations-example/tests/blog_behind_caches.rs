@@ -159,7 +159,7 @@ async fn edits_and_comments_through_the_blog_purge_nginx_and_varnish() {
     let purger = cache_purge_hooks::init_with(&settings).unwrap();
     seed(&db).await.unwrap();
     purger.flush().await;
-    let blog = BlogServer::start(listener, db.clone()).unwrap();
+    let blog = BlogServer::start(listener, db.clone(), purger.tag_index()).unwrap();
 
     let edited = post_path(EDITED_POST);
     let neighbour = post_path(NEIGHBOUR_POST);

@@ -171,6 +171,30 @@ fn behind_varnish_a_list_variant_no_url_names_goes_fresh_by_its_tags() {
     );
 }
 
+#[test]
+fn behind_nginx_a_list_variant_no_url_names_goes_fresh_through_the_tag_index() {
+    let stdout = demo_behind("nginx");
+    // nginx keeps no tags: the post's tags were expanded to the URLs the blog recorded under
+    // them as it served them, `/?page=1` among them.
+    assert!(
+        stdout.contains("     PURGE /purge/?page=1 200\n"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(
+            "   GET /?page=1             200 MISS “Posts”  (purged by its tags, through the tag \
+             index: no URL names it)\n"
+        ),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(
+            "   GET /posts/second-post   200 HIT  “A second post”  (not purged: still cached)\n"
+        ),
+        "{stdout}"
+    );
+}
+
 /// Reads the child's stdout on a thread, line by line.
 fn lines_of(child: &mut Child) -> mpsc::Receiver<String> {
     let stdout = child.stdout.take().expect("piped stdout");

@@ -144,7 +144,7 @@ async fn after_an_edit_the_page_the_redirect_names_is_fresh_in_both_caches() {
     purger.flush().await;
 
     // Without read-your-writes: the editor sees old pages.
-    let blog = BlogServer::serve(listener, routes(db.clone())).unwrap();
+    let blog = BlogServer::serve(listener, routes(db.clone(), None)).unwrap();
     let without = edit_and_follow(&nginx, &varnish, "without").await;
     blog.stop().await.unwrap();
     purger.flush().await;
@@ -153,7 +153,7 @@ async fn after_an_edit_the_page_the_redirect_names_is_fresh_in_both_caches() {
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", blog_port))
         .await
         .unwrap();
-    let blog = BlogServer::serve(listener, router(db.clone())).unwrap();
+    let blog = BlogServer::serve(listener, router(db.clone(), None)).unwrap();
     let with = edit_and_follow(&nginx, &varnish, "with").await;
     blog.stop().await.unwrap();
 

@@ -67,7 +67,7 @@ async fn post_pages_and_paginated_lists_carry_xkey_headers_with_their_tags() {
     }
     assert_eq!(PAGE_SIZE, 10);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let blog = BlogServer::serve(listener, router(db.clone())).unwrap();
+    let blog = BlogServer::serve(listener, router(db.clone(), None)).unwrap();
     let client = reqwest::Client::builder()
         .no_proxy()
         .timeout(Duration::from_secs(15))

@@ -47,6 +47,17 @@ pub trait PurgeTargets {
     /// listed field is written, the old row need not be loaded to purge its old URLs.
     const URL_FIELDS: Option<&'static [&'static str]> = None;
 
+    /// The tags of every *list* of this type (`#[cache_purge(list_tag = "posts")]`): purged by
+    /// every save, like the other tags, but carried only by the pages that list such values
+    /// (the home page, `/?page=7`), never by a value's own page.
+    ///
+    /// A response that shows one value tags itself with that value's tags minus these (what
+    /// `CacheTags::add` of the tower crate does), so that saving one post purges every list
+    /// and that post's page, not every other post's page too. A list page adds them whether
+    /// it shows any value or none (`CacheTags::add_list`), so that the first new value
+    /// purges an empty list. Each is a valid tag (the derive checks it at compile time).
+    const LIST_TAGS: &'static [&'static str] = &[];
+
     /// Adds this value's targets.
     fn purge_targets(&self, targets: &mut Targets);
 

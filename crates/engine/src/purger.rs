@@ -225,6 +225,39 @@ impl PurgerBuilder {
         self
     }
 
+    /// Whether [`build`](Self::build) needs a [`tag_index`](Self::tag_index) still: a backend
+    /// purges tags through an index (nginx with `tags = "index"`) and neither the settings'
+    /// `[tag_index]` nor code gave one. An application that keeps the index in its own
+    /// database sets one up only then, so that its pages are not recorded for nothing.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// use std::sync::Arc;
+    /// use cache_purge_hooks_engine::tag_index::MemoryTagIndex;
+    /// use cache_purge_hooks_engine::{PurgerBuilder, Settings};
+    ///
+    /// let settings = Settings::from_toml_str(
+    ///     "[backends.ngx]\nkind = \"nginx\"\nservers = [\"127.0.0.1:8080\"]\ntags = \"index\"\n",
+    /// )
+    /// .unwrap();
+    /// let mut builder = PurgerBuilder::from_settings(&settings).unwrap();
+    /// assert!(builder.needs_tag_index());
+    /// builder = builder.tag_index(Arc::new(MemoryTagIndex::new()));
+    /// assert!(!builder.needs_tag_index());
+    ///
+    /// let without_tags = Settings::from_toml_str("[backends.ngx]\nkind = \"nginx\"\n").unwrap();
+    /// assert!(!PurgerBuilder::from_settings(&without_tags).unwrap().needs_tag_index());
+    /// # }
+    /// ```
+    pub fn needs_tag_index(&self) -> bool {
+        #[cfg(feature = "nginx")]
+        if self.tag_index.is_none() && self.index_slots.iter().any(|(_, s)| s.0.get().is_none()) {
+            return true;
+        }
+        false
+    }
+
     /// Adds an already shared backend under this name.
     pub fn shared_backend(mut self, name: impl Into<String>, backend: Arc<dyn Backend>) -> Self {
         self.backends.push((name.into(), backend));

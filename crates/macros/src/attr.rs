@@ -8,9 +8,17 @@ use syn::{Attribute, Ident, LitStr, Path, Token};
 use crate::template::{self, Template};
 
 /// The keys accepted inside `#[cache_purge(...)]`, for error messages.
-const KEYS: &[&str] = &["url", "tag", "resolver", "registered", "fields", "crate"];
-const VALID_KEYS: &str =
-    "url = \"...\", tag = \"...\", resolver = path, registered, fields(...), crate = \"...\"";
+const KEYS: &[&str] = &[
+    "url",
+    "tag",
+    "list_tag",
+    "resolver",
+    "registered",
+    "fields",
+    "crate",
+];
+const VALID_KEYS: &str = "url = \"...\", tag = \"...\", list_tag = \"...\", resolver = path, \
+                          registered, fields(...), crate = \"...\"";
 
 /// One source of purge targets, in the order written.
 pub(crate) enum Source {
@@ -18,6 +26,8 @@ pub(crate) enum Source {
     Url { lit: LitStr, template: Template },
     /// `tag = "..."`.
     Tag { lit: LitStr, template: Template },
+    /// `list_tag = "..."`: a constant tag, purged like a `tag`, carried only by list pages.
+    ListTag(LitStr),
     /// `resolver = path`.
     Resolver(Path),
     /// `registered`.
@@ -96,6 +106,35 @@ impl Config {
             })?;
             match template::parse_tag(&lit.value()) {
                 Ok(template) => self.sources.push(Source::Tag { lit, template }),
+                Err(msg) => errors.push(syn::Error::new(lit.span(), msg)),
+            }
+        } else if path.is_ident("list_tag") {
+            let lit: LitStr = meta.value()?.parse().map_err(|e| {
+                syn::Error::new(
+                    e.span(),
+                    "expected a string literal: #[cache_purge(list_tag = \"posts\")]",
+                )
+            })?;
+            match template::parse_tag(&lit.value()) {
+                Ok(template) if template.fields().next().is_some() => errors.push(syn::Error::new(
+                    lit.span(),
+                    "a list tag names every list of this type, so it takes no `{field}`: \
+                     write the tag of one value as `tag = \"...\"`",
+                )),
+                Ok(_) => {
+                    let duplicate = self.sources.iter().any(|s| match s {
+                        Source::ListTag(other) => other.value() == lit.value(),
+                        _ => false,
+                    });
+                    if duplicate {
+                        errors.push(syn::Error::new(
+                            lit.span(),
+                            format!("duplicate `list_tag = {:?}`", lit.value()),
+                        ));
+                    } else {
+                        self.sources.push(Source::ListTag(lit));
+                    }
+                }
                 Err(msg) => errors.push(syn::Error::new(lit.span(), msg)),
             }
         } else if path.is_ident("resolver") {

@@ -45,6 +45,7 @@ pub(crate) fn derive(input: &DeriveInput) -> syn::Result<TokenStream> {
     if let Some(fields) = &fields {
         check_fields(input, &config, fields, &mut errors);
     }
+    check_list_tags(&config, &mut errors);
     errors.finish()?;
     let fields = fields.unwrap_or_default();
     Ok(generate(input, &config, &fields))
@@ -136,6 +137,45 @@ fn check_fields(input: &DeriveInput, config: &Config, fields: &[Field<'_>], erro
             errors.push(unknown(&name, ident.span()));
         }
     }
+}
+
+/// A list tag written also as a plain `tag` would be carried by every value's own page, which
+/// is what `list_tag` exists to prevent: say so rather than pick one.
+fn check_list_tags(config: &Config, errors: &mut Errors) {
+    for source in &config.sources {
+        let Source::ListTag(list) = source else {
+            continue;
+        };
+        let also_tag = config.sources.iter().any(|s| match s {
+            Source::Tag { template, .. } => {
+                template.fields().next().is_none() && template_text(template) == list.value()
+            }
+            _ => false,
+        });
+        if also_tag {
+            errors.push(syn::Error::new(
+                list.span(),
+                format!(
+                    "{:?} is both a `tag` and a `list_tag`; a list tag is purged by every save \
+                     like a tag, so write it once, as `list_tag` (then a value's own page does \
+                     not carry it)",
+                    list.value()
+                ),
+            ));
+        }
+    }
+}
+
+/// The text of a template without fields.
+fn template_text(template: &Template) -> String {
+    template
+        .parts
+        .iter()
+        .map(|p| match p {
+            Part::Lit(text) => text.as_str(),
+            Part::Field { .. } => "",
+        })
+        .collect()
 }
 
 /// The closest name, if it is close enough to be a likely typo.
@@ -231,6 +271,7 @@ fn generate(input: &DeriveInput, config: &Config, fields: &[Field<'_>]) -> Token
     };
 
     let mut body = Vec::new();
+    let mut list_tags: Vec<LitStr> = Vec::new();
     for source in &config.sources {
         match source {
             Source::Url { lit, template } => {
@@ -258,6 +299,13 @@ fn generate(input: &DeriveInput, config: &Config, fields: &[Field<'_>]) -> Token
                 body.push(render_url(
                     lit, template, &private, &targets, &url, &field, true,
                 ));
+            }
+            Source::ListTag(lit) => {
+                let span = lit.span();
+                body.push(quote_spanned! {span=>
+                    #targets.push_any(#private::Tag::parse(#lit));
+                });
+                list_tags.push(lit.clone());
             }
             Source::Resolver(path) => {
                 let check = Ident::new(RESOLVER_OUTPUT, path.span());
@@ -305,6 +353,7 @@ fn generate(input: &DeriveInput, config: &Config, fields: &[Field<'_>]) -> Token
         #[automatically_derived]
         impl #impl_generics #private::PurgeTargets for #ident #ty_generics #where_clause {
             const URL_FIELDS: ::core::option::Option<&'static [&'static str]> = #url_fields;
+            const LIST_TAGS: &'static [&'static str] = &[#(#list_tags),*];
 
             fn purge_targets(&self, #targets: &mut #private::Targets) {
                 #resolver_check

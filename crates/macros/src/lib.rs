@@ -40,13 +40,16 @@ use proc_macro::TokenStream;
 /// # Attributes
 ///
 /// Any number of `#[cache_purge(...)]` attributes may be written on the struct, each holding
-/// comma-separated items. At least one `url`, `resolver` or `registered` is required. The
+/// comma-separated items. At least one `url`, `tag`, `list_tag`, `resolver` or `registered` is
+/// required. The
 /// targets are produced in the order the items are written; duplicates are dropped.
 ///
 /// ```text
 /// #[cache_purge( item, item, ... )]
 ///
 /// item := url = "TEMPLATE"        any number
+///       | tag = "TEMPLATE"        any number
+///       | list_tag = "TAG"        any number, no placeholders
 ///       | resolver = PATH         any number
 ///       | registered              at most once
 ///       | fields( IDENT, ... )    only with `resolver` or `registered`
@@ -97,6 +100,52 @@ use proc_macro::TokenStream;
 ///   start an escape like `%20`: write those percent-encoded. A placeholder naming a field
 ///   that does not exist is a compile error listing the struct's fields.
 /// - A template's fields are part of [`URL_FIELDS`](#url_fields).
+///
+/// ## `tag = "TEMPLATE"`
+///
+/// A cache tag with `{field}` placeholders, purged by every save beside the URLs (on caches
+/// that purge by tag: Varnish with xkey or tag bans, nginx with a tag index, CDNs). A response
+/// that shows the value carries the same tags (`CacheTags::add` of the tower integration), so
+/// pages no URL template names — `/?page=7`, a search — are purged too.
+///
+/// ```
+/// # use cache_purge_hooks::{CachePurge, PurgeTargets, Target};
+/// #[derive(CachePurge)]
+/// #[cache_purge(url = "/posts/{slug}", tag = "post:{id}", tag = "author:{author}")]
+/// struct Post { id: i64, slug: String, author: Option<String> }
+/// # let post = Post { id: 1, slug: "a".into(), author: Some("Ann Lee".into()) };
+/// # let tags: Vec<String> = post.resolve_targets().into_iter()
+/// #     .filter_map(|t| match t { Target::Tag(t) => Some(t.to_string()), _ => None }).collect();
+/// # assert_eq!(tags, ["post:1", "author:Ann%20Lee"]);
+/// ```
+///
+/// The literal text may hold visible ASCII other than `,`, `"`, `\` and `%`; a field value is
+/// percent-encoded so that it can never split one tag into two (a space, a comma) or break a
+/// header. `Option` fields work as in URL templates. A tag's fields are part of
+/// [`URL_FIELDS`](#url_fields), so changing one purges the old tag too.
+///
+/// ## `list_tag = "TAG"`
+///
+/// A constant tag naming every *list* of this type (the home page, `/?page=7`, a feed):
+/// purged by every save, like a `tag`, but not carried by a page that shows one value.
+/// `CacheTags::add(&post)` adds the post's `tag`s only; a list page adds
+/// `CacheTags::add_list::<Post>()` as well. So saving one post purges every list and that
+/// post's page, and leaves every other post's page cached. The list tags are
+/// `PurgeTargets::LIST_TAGS`.
+///
+/// ```
+/// # use cache_purge_hooks::{CachePurge, PurgeTargets, Target};
+/// #[derive(CachePurge)]
+/// #[cache_purge(url = "/posts/{slug}", tag = "post:{id}", list_tag = "posts")]
+/// struct Post { id: i64, slug: String }
+/// # let tags: Vec<String> = Post { id: 1, slug: "a".into() }.resolve_targets().into_iter()
+/// #     .filter_map(|t| match t { Target::Tag(t) => Some(t.to_string()), _ => None }).collect();
+/// # assert_eq!(tags, ["post:1", "posts"]);
+/// assert_eq!(Post::LIST_TAGS, ["posts"]);
+/// ```
+///
+/// A list tag has no placeholders (it names all lists, not one value's), is written once, and
+/// is not also a `tag`: each of those is a compile error.
 ///
 /// ## `resolver = PATH`
 ///

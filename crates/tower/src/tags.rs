@@ -1,10 +1,11 @@
 //! Tagging responses: the response side of cache tags.
 //!
-//! A save purges tags (`#[cache_purge(tag = "post:{id}", tag = "posts")]`); a cache can only
-//! purge by a tag the pages were stored with. [`CacheTagsLayer`] gives every request a fresh
-//! [`CacheTags`], the handler adds what it rendered — [`CacheTags::add`] takes the tags of any
-//! entity, so the derive's templates name the tags on both sides — and the layer writes them
-//! into the response in each header format the caches in front read ([`TagHeader`]).
+//! A save purges tags (`#[cache_purge(tag = "post:{id}", list_tag = "posts")]`); a cache can
+//! only purge by a tag the pages were stored with. [`CacheTagsLayer`] gives every request a
+//! fresh [`CacheTags`], the handler adds what it rendered — [`CacheTags::add`] takes the tags
+//! of any entity, so the derive's templates name the tags on both sides, and
+//! [`CacheTags::add_list`] the list tags of a page that lists a type — and the layer writes
+//! them into the response in each header format the caches in front read ([`TagHeader`]).
 //!
 //! ```
 //! use axum::{extract::Path, routing::get, Extension, Router};
@@ -13,8 +14,11 @@
 //!
 //! struct Post { id: i64 }
 //!
-//! // What `#[derive(CachePurge)] #[cache_purge(tag = "post:{id}", tag = "posts")]` writes.
+//! // What `#[derive(CachePurge)] #[cache_purge(tag = "post:{id}", list_tag = "posts")]`
+//! // writes: a save purges both; a page showing the post carries only `post:{id}`.
 //! impl PurgeTargets for Post {
+//!     const LIST_TAGS: &'static [&'static str] = &["posts"];
+//!
 //!     fn purge_targets(&self, targets: &mut Targets) {
 //!         targets.push_any(Tag::parse(&format!("post:{}", self.id)));
 //!         targets.push_any(Tag::parse("posts"));
@@ -27,7 +31,15 @@
 //!     format!("post {}", post.id)
 //! }
 //!
+//! async fn list(Extension(tags): Extension<CacheTags>) -> String {
+//!     let posts = [Post { id: 7 }, Post { id: 8 }]; // ... a page of them ...
+//!     tags.add_list::<Post>();
+//!     posts.iter().for_each(|post| tags.add(post));
+//!     "posts 7, 8".to_owned()
+//! }
+//!
 //! let app: Router = Router::new()
+//!     .route("/", get(list))
 //!     .route("/posts/{id}", get(show))
 //!     .layer(ReadYourWritesLayer::new())
 //!     .layer(CacheTagsLayer::new(TagHeader::xkey()).header(TagHeader::ban_header(BAN_HEADER)));
@@ -35,9 +47,12 @@
 //! # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
 //! use tower::ServiceExt;
 //! let request = axum::http::Request::get("/posts/7").body(axum::body::Body::empty()).unwrap();
+//! let response = app.clone().oneshot(request).await.unwrap();
+//! assert_eq!(response.headers()["xkey"], "post:7");
+//! assert_eq!(response.headers()["x-cache-tags"], "post:7");
+//! let request = axum::http::Request::get("/").body(axum::body::Body::empty()).unwrap();
 //! let response = app.oneshot(request).await.unwrap();
-//! assert_eq!(response.headers()["xkey"], "post:7 posts");
-//! assert_eq!(response.headers()["x-cache-tags"], "post:7 posts");
+//! assert_eq!(response.headers()["xkey"], "posts post:7 post:8");
 //! # });
 //! ```
 //!
@@ -154,15 +169,63 @@ impl CacheTags {
         f(&mut self.inner.lock().unwrap_or_else(PoisonError::into_inner))
     }
 
-    /// Adds every tag `entity` resolves to ([`Target::Tag`]s of
-    /// [`PurgeTargets::resolve_targets`]): the same tags its saves purge. Its URLs and other
-    /// targets are ignored; rejected targets are the save path's to report.
+    /// Adds the tags of a page that shows `entity`: every tag it resolves to
+    /// ([`Target::Tag`]s of [`PurgeTargets::resolve_targets`], the tags its saves purge)
+    /// except its type's list tags ([`PurgeTargets::LIST_TAGS`],
+    /// `#[cache_purge(list_tag = "posts")]`), which only list pages carry
+    /// ([`add_list`](Self::add_list)). Its URLs and other targets are ignored; rejected
+    /// targets are the save path's to report.
+    ///
+    /// So a post's page tagged with `tags.add(&post)` is purged when that post is saved, not
+    /// when any post is.
     pub fn add<T: PurgeTargets + ?Sized>(&self, entity: &T) {
         let targets = entity.resolve_targets();
         self.with(|set| {
             for target in targets {
-                if let Target::Tag(tag) = target {
+                if let Target::Tag(tag) = target
+                    && !T::LIST_TAGS.contains(&tag.as_str())
+                {
                     set.push(tag);
+                }
+            }
+        });
+    }
+
+    /// Adds the list tags of `T` ([`PurgeTargets::LIST_TAGS`]): for a page that lists values
+    /// of `T` (the home page, `/?page=7`, a search), so that saving any of them — a new one
+    /// too — purges it. Add it whether the page shows values or none, and
+    /// [`add`](Self::add) each value it shows.
+    ///
+    /// ```
+    /// use cache_purge_hooks::CachePurge;
+    /// use cache_purge_hooks::tower::CacheTags;
+    ///
+    /// #[derive(CachePurge)]
+    /// #[cache_purge(url = "/posts/{slug}", tag = "post:{slug}", list_tag = "posts")]
+    /// struct Post { slug: String }
+    ///
+    /// let post = Post { slug: "hello".into() };
+    /// let post_page = CacheTags::new();
+    /// post_page.add(&post);
+    /// assert_eq!(post_page.tags().iter().map(|t| t.as_str()).collect::<Vec<_>>(), ["post:hello"]);
+    ///
+    /// let home = CacheTags::new();
+    /// home.add_list::<Post>();
+    /// home.add(&post);
+    /// assert_eq!(home.tags().iter().map(|t| t.as_str()).collect::<Vec<_>>(), ["posts", "post:hello"]);
+    /// ```
+    pub fn add_list<T: PurgeTargets + ?Sized>(&self) {
+        self.with(|set| {
+            for text in T::LIST_TAGS {
+                match Tag::parse(text) {
+                    Ok(tag) => set.push(tag),
+                    // Only a hand-written impl can get here (the derive checks list tags).
+                    Err(e) => tracing::error!(
+                        tag = %text,
+                        error = %e,
+                        "a list tag of `{}` is not a valid tag; the page is not tagged with it",
+                        std::any::type_name::<T>()
+                    ),
                 }
             }
         });

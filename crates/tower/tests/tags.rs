@@ -126,6 +126,61 @@ async fn the_tags_written_are_the_tags_a_save_purges() {
     assert_eq!(written[..2], purged[..]);
 }
 
+/// A post declaring `posts` as its list tag, not as one of its own tags.
+#[derive(CachePurge)]
+#[cache_purge(url = "/articles/{id}", tag = "article:{id}", list_tag = "articles")]
+struct Article {
+    id: i64,
+}
+
+fn list_tag_app() -> Router {
+    async fn show(Path(id): Path<i64>, tags: CacheTags) -> &'static str {
+        tags.add(&Article { id });
+        "article"
+    }
+    async fn list(tags: CacheTags) -> &'static str {
+        tags.add_list::<Article>();
+        for id in 1..=2 {
+            tags.add(&Article { id });
+        }
+        "articles"
+    }
+    async fn empty_list(tags: CacheTags) -> &'static str {
+        tags.add_list::<Article>();
+        "no articles yet"
+    }
+    Router::new()
+        .route("/articles/{id}", get(show))
+        .route("/articles", get(list))
+        .route("/drafts", get(empty_list))
+        .layer(CacheTagsLayer::new(TagHeader::xkey()))
+}
+
+#[tokio::test]
+async fn a_page_showing_one_value_carries_its_tags_but_not_its_list_tag() {
+    let page = get_page(list_tag_app(), "/articles/7").await;
+    assert_eq!(header(&page, "xkey"), ["article:7"]);
+    // The save purges both: every list, and this article's page.
+    let purged: Vec<String> = Article { id: 7 }
+        .resolve_targets()
+        .targets()
+        .iter()
+        .filter_map(|t| match t {
+            Target::Tag(tag) => Some(tag.to_string()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(purged, ["article:7", "articles"]);
+}
+
+#[tokio::test]
+async fn a_list_page_carries_the_list_tag_even_when_it_lists_nothing() {
+    let list = get_page(list_tag_app(), "/articles").await;
+    assert_eq!(header(&list, "xkey"), ["articles article:1 article:2"]);
+    let empty = get_page(list_tag_app(), "/drafts").await;
+    assert_eq!(header(&empty, "xkey"), ["articles"]);
+}
+
 #[tokio::test]
 async fn a_list_page_carries_each_listed_posts_tag_once() {
     let response = get_page(app(), "/").await;

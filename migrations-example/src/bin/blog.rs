@@ -12,10 +12,12 @@ use std::error::Error;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use cache_purge_hooks::backend::DummyBackend;
-use cache_purge_hooks::{Purger, Settings};
+use cache_purge_hooks::sea_orm::tag_index::SqlTagIndex;
+use cache_purge_hooks::{Purger, PurgerBuilder, Settings};
 use clap::Parser;
 use migrations_example::front::{CacheKind, FrontCache};
 use migrations_example::seed::{EDITED_POST, NEIGHBOUR_POST, seed};
@@ -103,7 +105,14 @@ async fn run(args: Args) -> Result<(), BoxError> {
         }
         None => (Settings::load()?, None),
     };
-    let purger = cache_purge_hooks::init_with(&settings)?;
+    // A backend that purges tags through an index (nginx, `tags = "index"`) gets one in the
+    // blog's own database; the pages record into the same index as they are served.
+    let mut builder = PurgerBuilder::from_settings(&settings)?;
+    if builder.needs_tag_index() {
+        builder = builder.tag_index(Arc::new(SqlTagIndex::new(db.clone())));
+    }
+    let purger = builder.build()?;
+    purger.install();
     // Sample content only goes into an empty database, of which no cache can hold a page
     // yet: it is written with a purger that discards, since purging keys nothing caches still
     // costs nginx a slot in its keys zone each.
@@ -112,7 +121,7 @@ async fn run(args: Args) -> Result<(), BoxError> {
         .build()?;
     let seeded = discard.scope(seed(&db)).await?;
     discard.shutdown(Duration::from_secs(1)).await?;
-    let blog = BlogServer::start(listener, db.clone())?;
+    let blog = BlogServer::start(listener, db.clone(), purger.tag_index())?;
 
     println!(
         "blog:     {}  ({database}; {} posts{})",

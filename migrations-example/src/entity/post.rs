@@ -2,8 +2,9 @@
 //! category's feed.
 //!
 //! It also declares its cache tags: `post:{slug}`, carried by every page that shows the post
-//! (its page, and the lists), and `posts`, carried by every list of posts, so that a new or
-//! deleted post reaches every list, on every page of it (`/?page=2` too). The tag is by slug,
+//! (its page, and the lists), and the list tag `posts`, carried by every list of posts and
+//! not by a post's page, so that a new or deleted post reaches every list, on every page of
+//! it (`/?page=2` too), without purging every other post's page. The tag is by slug,
 //! not id, so that a comment, which knows only the path of its page, can name it too (see
 //! [`crate::register_comment_resolver`]).
 
@@ -19,7 +20,7 @@ use sea_orm::entity::prelude::*;
     url = "/categories/{category_id}",
     url = "/feed.xml?category={category_id}",
     tag = "post:{slug}",
-    tag = "posts"
+    list_tag = "posts"
 )]
 pub struct Model {
     /// Primary key.
