@@ -420,6 +420,14 @@ async fn run(args: &Args) -> Result<bool> {
             print(&t);
             tables.push(t);
             varnish.stop().context("stopping varnishd (xkey)")?;
+            progress!("starting nginx for the tag index");
+            let nginx = Nginx::start(origin, NginxConfig::default())
+                .await
+                .context("starting nginx (cache-purge-hooks-testing)")?;
+            let t = tags_bench::run_nginx(&config, origin, &nginx).await?;
+            print(&t);
+            tables.push(t);
+            nginx.stop().context("stopping nginx (tag index)")?;
         }
         progress!("servers stopped");
     }

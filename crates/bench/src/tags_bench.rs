@@ -13,19 +13,29 @@
 //!   `xkey-purge` headers of at most 4,096 bytes, one `PURGE` each, in sequence over one
 //!   keep-alive connection;
 //! - the URL reference: ours, `cli` mode, the same number of URLs (no tags).
+//!
+//! And on nginx ([`run_nginx`]), which keeps no tags: the tag index, in memory and in Redis,
+//! beside the URL rate of the same backend.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cache_purge_hooks::Target;
+use cache_purge_hooks::backend::NginxBackend;
 use cache_purge_hooks::backend::varnish::VarnishBackend;
-use cache_purge_hooks::settings::{VarnishMode, VarnishSettings, VarnishTags};
-use cache_purge_hooks_testing::{Origin, Varnish};
+use cache_purge_hooks::settings::{
+    NginxSettings, NginxTags, VarnishMode, VarnishSettings, VarnishTags,
+};
+use cache_purge_hooks::tag_index::{MemoryTagIndex, RedisTagIndex};
+use cache_purge_hooks::{PurgeUrl, Tag, TagIndex, Target};
+use cache_purge_hooks_testing::{Nginx, Origin, Redis, Varnish};
 
 use crate::cpu::CpuClock;
 use crate::report::{Row, Table, grouped};
 use crate::{Config, Context, Result, progress, verify_after, web};
 
 const CACHE_HEADER: &str = "x-cache";
+/// What the harness's nginx says about its cache.
+const NGINX_CACHE_HEADER: &str = "x-cache-status";
 
 /// FOSHttpCache's `header_length` for tag headers.
 const FOS_HEADER_LENGTH: usize = 4096;
@@ -285,4 +295,199 @@ fn check_stats(table: &mut Table, label: &str, stats: &cache_purge_hooks::Backen
             stats.failed
         ),
     );
+}
+
+/// Runs the nginx part of scenario 5: purging by tag through the tag→URL index (`tags =
+/// "index"`), with the index in this process ([`MemoryTagIndex`]) and, where `redis-server`
+/// runs, in Redis ([`RedisTagIndex`]), beside the URL rate of the same backend on the same
+/// nginx. Every page `/i/<index>/<i>` is recorded under one tag `<index>:<i>` (what
+/// `CacheTagsLayer::record_into` does as it serves the page; timed on its own), and its
+/// neighbour `/i/<index>/<i>-keep` under `<index>:<i>-keep`.
+pub(crate) async fn run_nginx(config: &Config, origin: &Origin, nginx: &Nginx) -> Result<Table> {
+    let client = web::client(16)?;
+    let base = format!("http://{}", nginx.addr());
+    let cache = (&client, base.as_str(), NGINX_CACHE_HEADER, origin);
+    let n = config.urls;
+    let mut table = Table::new(
+        "tags-nginx",
+        format!(
+            "5b. nginx purges by tag through the tag index: {} cached pages (one tag each) per index, nginx {}",
+            grouped(n as u64),
+            nginx.addr()
+        ),
+        "tag",
+    );
+
+    let mut settings = NginxSettings::default();
+    settings.servers = vec![nginx.addr().parse().context("nginx's address")?];
+    settings.purge_prefix = Some("/purge".parse().context("the purge prefix")?);
+    settings.timeout = Duration::from_secs(5);
+    let concurrency = settings.concurrency;
+    let mut indexed = settings.clone();
+    indexed.tags = NginxTags::Index;
+
+    let redis = match Redis::start().await {
+        Ok(redis) => Some(redis),
+        Err(e) => {
+            table.notes.push(format!(
+                "no Redis row: redis-server could not be started ({e}); apt-get install -y redis-server"
+            ));
+            None
+        }
+    };
+    // (name, what, row id, index)
+    type Index = (&'static str, &'static str, &'static str, Arc<dyn TagIndex>);
+    let mut indexes: Vec<Index> = vec![(
+        "memory",
+        "MemoryTagIndex",
+        "ours-tag-index-memory",
+        Arc::new(MemoryTagIndex::new()),
+    )];
+    if let Some(redis) = &redis {
+        let index = RedisTagIndex::new(&redis.url()).context("RedisTagIndex::new")?;
+        indexes.push((
+            "redis",
+            "RedisTagIndex",
+            "ours-tag-index-redis",
+            Arc::new(index),
+        ));
+    }
+
+    for (name, what, purge_id, index) in indexes {
+        let prefix = format!("/i/{name}");
+        let pages = web::paths(&prefix, n);
+        let neighbours = web::neighbours(&pages, config.check);
+        let mut all = pages.clone();
+        all.extend(neighbours.iter().cloned());
+        progress!(
+            "nginx: warming {} pages ({what})",
+            grouped(all.len() as u64)
+        );
+        web::warm(&client, &base, NGINX_CACHE_HEADER, &all).await?;
+
+        // What the tagging layer does as each page is served.
+        let started = Instant::now();
+        for page in &all {
+            let tag = tag_of(name, page)?;
+            let url = PurgeUrl::parse(page).with_context(|| format!("invalid URL {page}"))?;
+            index
+                .record(&url, &[tag], Duration::from_secs(600))
+                .await
+                .with_context(|| format!("recording {page} in the {what}"))?;
+        }
+        let seconds = started.elapsed().as_secs_f64();
+        // A note, not a row: recording is another operation than purging, and the rows'
+        // ratios compare purges.
+        table.notes.push(format!(
+            "the response side, {what}: TagIndex::record of {} pages (one tag each), in \
+             sequence, took {} ({} pages/s, {} a page): what CacheTagsLayer::record_into adds \
+             to serving a page",
+            grouped(all.len() as u64),
+            crate::report::duration(seconds),
+            grouped((all.len() as f64 / seconds.max(1e-9)) as u64),
+            crate::report::duration(seconds / all.len().max(1) as f64),
+        ));
+
+        progress!(
+            "nginx: ours, tags = \"index\" ({what}), {} tags",
+            grouped(n as u64)
+        );
+        let backend = NginxBackend::new(&indexed)
+            .context("NginxBackend::new (index)")?
+            .with_tag_index(Arc::clone(&index));
+        let tags: Vec<String> = pages
+            .iter()
+            .map(|p| tag_of(name, p).map(|t| t.to_string()))
+            .collect::<Result<_>>()?;
+        let clock = CpuClock::start(Some(nginx.pid()));
+        let (seconds, stats) = crate::through_purger_targets(backend, tag_targets(&tags)?).await?;
+        let cpu = clock.stop();
+        table.rows.push(
+            Row::measured(
+                purge_id,
+                format!(
+                    "Purger + NginxBackend `http`, tags = \"index\", {what}: a lookup per batch of tags, then one PURGE per URL ({concurrency} in flight), then forget"
+                ),
+                n as u64,
+                seconds,
+            )
+            .cpu(cpu)
+            .ours(),
+        );
+        check_stats(&mut table, &format!("ours, index ({what})"), &stats, n);
+        verify_after(
+            &mut table,
+            &format!("ours, index ({what})"),
+            cache,
+            &pages,
+            &neighbours,
+            true,
+        )
+        .await;
+        let left = index
+            .urls(&tag_targets_of(&tags[..tags.len().min(100)])?)
+            .await
+            .with_context(|| format!("looking up purged tags in the {what}"))?;
+        table.check(
+            left.is_empty(),
+            true,
+            format!(
+                "ours, index ({what}): the purged tags' URLs were forgotten ({} left of the first 100 tags)",
+                left.len()
+            ),
+        );
+    }
+
+    // The URL reference: the same backend, no tags.
+    let urls = web::paths("/i/url", n);
+    let url_neighbours = web::neighbours(&urls, config.check);
+    let mut all = urls.clone();
+    all.extend(url_neighbours.iter().cloned());
+    web::warm(&client, &base, NGINX_CACHE_HEADER, &all).await?;
+    progress!("nginx: ours, {} URLs (the reference)", grouped(n as u64));
+    let backend = NginxBackend::new(&settings).context("NginxBackend::new (urls)")?;
+    let clock = CpuClock::start(Some(nginx.pid()));
+    let (seconds, stats) = crate::through_purger(backend, &urls).await?;
+    let cpu = clock.stop();
+    table.rows.push(
+        Row::measured(
+            "ours-urls",
+            "for reference: the same NginxBackend `http` purging as many URLs (URL/s)",
+            n as u64,
+            seconds,
+        )
+        .cpu(cpu),
+    );
+    check_stats(&mut table, "ours, URLs", &stats, n);
+    verify_after(
+        &mut table,
+        "ours, URLs",
+        cache,
+        &urls,
+        &url_neighbours,
+        true,
+    )
+    .await;
+    table.notes.push(
+        "each page is recorded under one tag, so a tag purged is a page purged: the tag rates \
+         compare with the URL rate directly (the difference is the index: a lookup, and the \
+         forget after the purge)"
+            .to_owned(),
+    );
+    if let Some(redis) = redis {
+        redis.stop().context("stopping redis-server")?;
+    }
+    Ok(table)
+}
+
+/// The tag a page of [`run_nginx`] is recorded under: `<index>:<i>` or `<index>:<i>-keep`.
+fn tag_of(index: &str, page: &str) -> Result<Tag> {
+    let last = page.rsplit('/').next().unwrap_or(page);
+    Tag::parse(&format!("{index}:{last}")).with_context(|| format!("a tag for {page}"))
+}
+
+fn tag_targets_of(tags: &[String]) -> Result<Vec<Tag>> {
+    tags.iter()
+        .map(|t| Tag::parse(t).with_context(|| format!("invalid tag {t}")))
+        .collect()
 }
