@@ -282,16 +282,7 @@ impl TagIndex for SqlTagIndex {
         }
         match full {
             None => Ok(()),
-            Some(tag) => Err(TagIndexError::new(
-                TagIndexErrorKind::Full {
-                    tag: tag.clone(),
-                    max: self.max_urls_per_tag,
-                },
-                format!(
-                    "tag {tag} holds max_urls_per_tag = {} live URLs; {url} not recorded for it",
-                    self.max_urls_per_tag
-                ),
-            )),
+            Some(tag) => Err(TagIndexError::full(&tag, self.max_urls_per_tag, url)),
         }
     }
 

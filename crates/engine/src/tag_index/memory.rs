@@ -4,10 +4,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use super::{
-    DEFAULT_MAX_URLS_PER_TAG, TagIndex, TagIndexError, TagIndexErrorKind, expiry_ms, now_ms,
-    warn_full,
-};
+use super::{DEFAULT_MAX_URLS_PER_TAG, TagIndex, TagIndexError, expiry_ms, now_ms, warn_full};
 use crate::target::{PurgeUrl, Tag};
 
 type Entries = HashMap<Tag, HashMap<PurgeUrl, u64>>;
@@ -115,16 +112,7 @@ impl TagIndex for MemoryTagIndex {
         }
         match full {
             None => Ok(()),
-            Some(tag) => Err(TagIndexError::new(
-                TagIndexErrorKind::Full {
-                    max: self.max_urls_per_tag,
-                    tag: tag.clone(),
-                },
-                format!(
-                    "tag {tag} holds max_urls_per_tag = {} live URLs; {url} not recorded for it",
-                    self.max_urls_per_tag
-                ),
-            )),
+            Some(tag) => Err(TagIndexError::full(&tag, self.max_urls_per_tag, url)),
         }
     }
 
@@ -167,6 +155,7 @@ impl TagIndex for MemoryTagIndex {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tag_index::TagIndexErrorKind;
 
     fn u(s: &str) -> PurgeUrl {
         PurgeUrl::parse(s).unwrap()

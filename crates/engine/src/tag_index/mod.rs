@@ -181,6 +181,20 @@ impl TagIndexError {
         }
     }
 
+    /// [`TagIndexErrorKind::Full`]: `tag` holds `max` live URLs, so `url` was not recorded
+    /// for it. What every index answers when its cap refuses a URL.
+    pub fn full(tag: &Tag, max: usize, url: &PurgeUrl) -> Self {
+        Self::new(
+            TagIndexErrorKind::Full {
+                tag: tag.clone(),
+                max,
+            },
+            format!(
+                "tag {tag} holds max_urls_per_tag = {max} live URLs; {url} not recorded for it"
+            ),
+        )
+    }
+
     /// Keeps the underlying error, returned by [`source`](std::error::Error::source).
     pub fn with_source(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Self {
         self.source = Some(Arc::new(source));

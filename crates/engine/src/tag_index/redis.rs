@@ -251,16 +251,7 @@ impl TagIndex for RedisTagIndex {
         for tag in refused.iter().filter_map(|i| tags.get(i.wrapping_sub(1))) {
             warn_full(tag, url, self.max_urls_per_tag);
         }
-        Err(TagIndexError::new(
-            TagIndexErrorKind::Full {
-                tag: first.clone(),
-                max: self.max_urls_per_tag,
-            },
-            format!(
-                "tag {first} holds max_urls_per_tag = {} live URLs; {url} not recorded for it",
-                self.max_urls_per_tag
-            ),
-        ))
+        Err(TagIndexError::full(first, self.max_urls_per_tag, url))
     }
 
     async fn urls(&self, tags: &[Tag]) -> Result<Vec<PurgeUrl>, TagIndexError> {

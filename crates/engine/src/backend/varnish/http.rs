@@ -110,93 +110,95 @@ impl HttpTransport {
             return Vec::new();
         }
         let groups = xkey_groups(tags);
-        let per_server = self.servers.iter().map(|(server, base)| {
-            let jobs: Vec<(Vec<Target>, reqwest::RequestBuilder)> = groups
-                .iter()
-                .map(|(value, targets)| {
-                    let mut request = self
-                        .client
-                        .request(self.purge_method.clone(), format!("{base}/"))
-                        .header(self.xkey_header.as_str(), value.as_str());
-                    if self.soft_purge {
-                        request = request.header("xkey-soft", "1");
-                    }
-                    (targets.clone(), request)
-                })
-                .collect();
-            async move {
-                futures::stream::iter(jobs)
-                    .map(|(targets, request)| async move {
-                        let result = match request.send().await {
-                            Err(e) => Err(http_client::transport_error(server, e)),
-                            Ok(r) if r.status() == StatusCode::OK => {
-                                let purged = r
-                                    .headers()
-                                    .get("x-purged")
-                                    .and_then(|v| v.to_str().ok())
-                                    .and_then(|v| v.trim().parse::<u64>().ok());
-                                tracing::debug!(
-                                    target: "cache_purge_hooks",
-                                    server = %server,
-                                    tags = targets.len(),
-                                    first = %targets[0],
-                                    objects = ?purged,
-                                    soft = self.soft_purge,
-                                    "varnish xkey purge"
-                                );
-                                Ok(())
-                            }
-                            Ok(r) => Err(http_client::response_error(server, r).await),
-                        };
-                        result.err().map(|error| error.only(targets))
+        self.send_per_server(
+            |base| {
+                groups
+                    .iter()
+                    .map(|(value, targets)| {
+                        let mut request = self
+                            .client
+                            .request(self.purge_method.clone(), format!("{base}/"))
+                            .header(self.xkey_header.as_str(), value.as_str());
+                        if self.soft_purge {
+                            request = request.header("xkey-soft", "1");
+                        }
+                        (targets.clone(), request)
                     })
-                    .buffer_unordered(self.concurrency)
-                    .filter_map(std::future::ready)
-                    .collect::<Vec<_>>()
-                    .await
-            }
-        });
-        futures::future::join_all(per_server)
-            .await
-            .into_iter()
-            .flatten()
-            .collect()
+                    .collect()
+            },
+            |server, targets, response| {
+                if response.status() != StatusCode::OK {
+                    return false;
+                }
+                let purged = response
+                    .headers()
+                    .get("x-purged")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.trim().parse::<u64>().ok());
+                tracing::debug!(
+                    target: "cache_purge_hooks",
+                    server = %server,
+                    tags = targets.len(),
+                    first = %targets[0],
+                    objects = ?purged,
+                    soft = self.soft_purge,
+                    "varnish xkey purge"
+                );
+                true
+            },
+        )
+        .await
     }
 
     /// One `PURGE` per URL and server, `concurrency` at a time per server.
     async fn purge_urls(&self, batch: &[Target]) -> Vec<PurgeError> {
         let purge = &self.purge_method;
+        self.send_per_server(
+            |base| {
+                batch
+                    .iter()
+                    .filter_map(|target| {
+                        let url = target.as_url()?;
+                        let mut request = self
+                            .client
+                            .request(purge.clone(), format!("{base}{}", url.path_and_query()));
+                        if let Some(host) = url.host().or(self.site_domain.as_deref())
+                            && let Ok(v) = HeaderValue::from_str(host)
+                        {
+                            request = request.header(HOST, v);
+                        }
+                        Some((vec![target.clone()], request))
+                    })
+                    .collect()
+            },
+            // 404: the object was not in the cache, which is what we want.
+            |_, _, response| matches!(response.status(), StatusCode::OK | StatusCode::NOT_FOUND),
+        )
+        .await
+    }
+
+    /// Sends every server its requests (`jobs` of its base URL: the targets each request
+    /// purges, and the request), all servers at once and `concurrency` requests in flight per
+    /// server. A response `accepted` says is success; any other, or no response, fails the
+    /// request's targets on that server.
+    async fn send_per_server(
+        &self,
+        jobs: impl Fn(&str) -> Vec<(Vec<Target>, reqwest::RequestBuilder)>,
+        accepted: impl Fn(&str, &[Target], &reqwest::Response) -> bool,
+    ) -> Vec<PurgeError> {
+        let accepted = &accepted;
         let per_server = self.servers.iter().map(|(server, base)| {
             // Owned jobs: the stream's closures then borrow nothing from the batch.
-            let jobs: Vec<(Target, reqwest::RequestBuilder)> = batch
-                .iter()
-                .filter_map(|target| {
-                    let url = target.as_url()?;
-                    let mut request = self
-                        .client
-                        .request(purge.clone(), format!("{base}{}", url.path_and_query()));
-                    if let Some(host) = url.host().or(self.site_domain.as_deref())
-                        && let Ok(v) = HeaderValue::from_str(host)
-                    {
-                        request = request.header(HOST, v);
-                    }
-                    Some((target.clone(), request))
-                })
-                .collect();
+            let jobs = jobs(base);
             async move {
                 futures::stream::iter(jobs)
-                    .map(|(target, request)| async move {
+                    .map(|(targets, request)| async move {
                         let result = match request.send().await {
                             Err(e) => Err(http_client::transport_error(server, e)),
-                            // 404: the object was not in the cache, which is what we want.
-                            Ok(r)
-                                if matches!(r.status(), StatusCode::OK | StatusCode::NOT_FOUND) =>
-                            {
-                                Ok(())
-                            }
+                            Ok(r) if accepted(server, &targets, &r) => Ok(()),
                             Ok(r) => Err(http_client::response_error(server, r).await),
                         };
-                        result.err().map(|error| error.only(vec![target]))
+                        result.err().map(|error| error.only(targets))
                     })
                     .buffer_unordered(self.concurrency)
                     .filter_map(std::future::ready)
