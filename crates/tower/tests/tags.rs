@@ -77,6 +77,19 @@ fn header(response: &axum::http::Response<Body>, name: &str) -> Vec<String> {
         .collect()
 }
 
+/// The tags a save of `entity` purges.
+fn purged_tags(entity: &impl PurgeTargets) -> Vec<String> {
+    entity
+        .resolve_targets()
+        .targets()
+        .iter()
+        .filter_map(|t| match t {
+            Target::Tag(tag) => Some(tag.to_string()),
+            _ => None,
+        })
+        .collect()
+}
+
 #[tokio::test]
 async fn a_post_page_carries_the_tags_its_entities_purge_in_every_format() {
     let response = get_page(app(), "/posts/7").await;
@@ -114,15 +127,7 @@ async fn the_tags_written_are_the_tags_a_save_purges() {
         .split(' ')
         .map(str::to_owned)
         .collect();
-    let purged: Vec<String> = post(9)
-        .resolve_targets()
-        .targets()
-        .iter()
-        .filter_map(|t| match t {
-            Target::Tag(tag) => Some(tag.to_string()),
-            _ => None,
-        })
-        .collect();
+    let purged = purged_tags(&post(9));
     assert_eq!(written[..2], purged[..]);
 }
 
@@ -161,16 +166,7 @@ async fn a_page_showing_one_value_carries_its_tags_but_not_its_list_tag() {
     let page = get_page(list_tag_app(), "/articles/7").await;
     assert_eq!(header(&page, "xkey"), ["article:7"]);
     // The save purges both: every list, and this article's page.
-    let purged: Vec<String> = Article { id: 7 }
-        .resolve_targets()
-        .targets()
-        .iter()
-        .filter_map(|t| match t {
-            Target::Tag(tag) => Some(tag.to_string()),
-            _ => None,
-        })
-        .collect();
-    assert_eq!(purged, ["article:7", "articles"]);
+    assert_eq!(purged_tags(&Article { id: 7 }), ["article:7", "articles"]);
 }
 
 #[tokio::test]
