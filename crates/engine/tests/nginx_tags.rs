@@ -320,6 +320,48 @@ mod redis {
         }
     }
 
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_batch_of_redis_tags_is_looked_up_and_forgotten_in_one_pipeline() {
+        let Some(redis) = redis("batch").await else {
+            return;
+        };
+        let index = redis.index();
+        let hour = Duration::from_secs(3600);
+        index
+            .record(&url("/posts/1"), &[tag("post:1"), tag("posts")], hour)
+            .await
+            .unwrap();
+        index
+            .record(&url("/?page=2"), &[tag("posts")], hour)
+            .await
+            .unwrap();
+        let mut lists = index
+            .urls_of_each(&[tag("posts"), tag("none"), tag("post:1")])
+            .await
+            .unwrap();
+        lists.iter_mut().for_each(|l| l.sort());
+        assert_eq!(
+            lists,
+            [
+                vec![url("/?page=2"), url("/posts/1")],
+                vec![],
+                vec![url("/posts/1")]
+            ]
+        );
+        index
+            .forget_each(&[
+                (tag("post:1"), vec![url("/posts/1")]),
+                (tag("posts"), vec![url("/?page=2")]),
+            ])
+            .await
+            .unwrap();
+        assert!(index.urls(&[tag("post:1")]).await.unwrap().is_empty());
+        assert_eq!(
+            index.urls(&[tag("posts")]).await.unwrap(),
+            [url("/posts/1")]
+        );
+    }
+
     /// Through the settings file, as an application (and the CLI) does.
     async fn from_settings(mode: &str) {
         let Some(redis) = redis(&format!("settings-{mode}")).await else {

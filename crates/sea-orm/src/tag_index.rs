@@ -334,6 +334,66 @@ impl TagIndex for SqlTagIndex {
         Ok(out)
     }
 
+    /// One `DELETE` of the tags' expired rows and one `SELECT` of the others, for every tag.
+    async fn urls_of_each(&self, tags: &[Tag]) -> Result<Vec<Vec<PurgeUrl>>, TagIndexError> {
+        if tags.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut out: Vec<Vec<PurgeUrl>> = vec![Vec::new(); tags.len()];
+        let (t, tag_c, url_c, exp) = (
+            self.table(),
+            q(self, "tag"),
+            q(self, "url"),
+            q(self, "expires_at"),
+        );
+        // Chunked like `forget`, so that no statement holds more parameters than a database
+        // takes (SQLite's default limit is 32,766).
+        for (chunk_no, chunk) in tags.chunks(FORGET_CHUNK).enumerate() {
+            let now = now();
+            let mut values: Vec<Value> = chunk.iter().map(|t| t.as_str().into()).collect();
+            values.push(now.into());
+            let in_tags = placeholders(chunk.len());
+            self.db
+                .execute_raw(self.statement(
+                    &format!("DELETE FROM {t} WHERE {tag_c} IN ({in_tags}) AND {exp} <= ?"),
+                    values.clone(),
+                ))
+                .await
+                .map_err(db_error)?;
+            let rows = self
+                .db
+                .query_all_raw(self.statement(
+                    &format!(
+                        "SELECT {tag_c} AS tag, {url_c} AS url FROM {t} WHERE {tag_c} IN ({in_tags}) AND {exp} > ?"
+                    ),
+                    values,
+                ))
+                .await
+                .map_err(db_error)?;
+            let position: std::collections::HashMap<&str, usize> = chunk
+                .iter()
+                .enumerate()
+                .map(|(i, tag)| (tag.as_str(), chunk_no * FORGET_CHUNK + i))
+                .collect();
+            for row in rows {
+                let tag: String = row.try_get("", "tag").map_err(db_error)?;
+                let text: String = row.try_get("", "url").map_err(db_error)?;
+                let Some(&i) = position.get(tag.as_str()) else {
+                    continue;
+                };
+                match PurgeUrl::parse(&text) {
+                    Ok(url) => out[i].push(url),
+                    Err(e) => tracing::warn!(
+                        target: "cache_purge_hooks",
+                        %e,
+                        "tag index: a row's url is not a URL (written by something else?); skipped"
+                    ),
+                }
+            }
+        }
+        Ok(out)
+    }
+
     async fn forget(&self, tag: &Tag, urls: &[PurgeUrl]) -> Result<(), TagIndexError> {
         let (t, tag_c, url_c) = (self.table(), q(self, "tag"), q(self, "url"));
         for chunk in urls.chunks(FORGET_CHUNK) {

@@ -108,6 +108,43 @@ async fn record_lookup_and_forget_on_every_database() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_batch_of_tags_is_looked_up_and_forgotten_tag_by_tag_in_one_go() {
+    for db in all_databases().await {
+        let label = db.label;
+        let index = indexed(&db).await;
+        index
+            .record(&url("/posts/1"), &[tag("post:1"), tag("posts")], HOUR)
+            .await
+            .unwrap();
+        index
+            .record(&url("/?page=2"), &[tag("posts")], HOUR)
+            .await
+            .unwrap();
+        let mut lists = index
+            .urls_of_each(&[tag("posts"), tag("none"), tag("post:1")])
+            .await
+            .unwrap_or_else(|e| panic!("{label}: {e}"));
+        lists.iter_mut().for_each(|l| l.sort());
+        assert_eq!(
+            lists,
+            [
+                vec![url("/?page=2"), url("/posts/1")],
+                vec![],
+                vec![url("/posts/1")]
+            ],
+            "{label}: one list per tag, in order; a URL under two tags is in both"
+        );
+        index
+            .forget_each(&[(tag("post:1"), vec![url("/posts/1")])])
+            .await
+            .unwrap();
+        assert!(index.urls(&[tag("post:1")]).await.unwrap().is_empty());
+        assert_eq!(index.urls(&[tag("posts")]).await.unwrap().len(), 2);
+        db.close().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn an_entry_recorded_for_1s_is_not_returned_after_it_expired() {
     for db in all_databases().await {
         let label = db.label;

@@ -255,6 +255,19 @@ impl TagIndex for RedisTagIndex {
     }
 
     async fn urls(&self, tags: &[Tag]) -> Result<Vec<PurgeUrl>, TagIndexError> {
+        let mut seen = HashSet::new();
+        Ok(self
+            .urls_of_each(tags)
+            .await?
+            .into_iter()
+            .flatten()
+            .filter(|url| seen.insert(url.clone()))
+            .collect())
+    }
+
+    /// One pipeline for every tag: `ZREMRANGEBYSCORE -inf now` and `ZRANGEBYSCORE (now +inf`
+    /// per tag.
+    async fn urls_of_each(&self, tags: &[Tag]) -> Result<Vec<Vec<PurgeUrl>>, TagIndexError> {
         if tags.is_empty() {
             return Ok(Vec::new());
         }
@@ -276,36 +289,48 @@ impl TagIndex for RedisTagIndex {
         let lists: Vec<Vec<String>> = self
             .within("looking up tags", pipe.query_async(&mut conn))
             .await?;
-        let mut seen = HashSet::new();
-        let mut out = Vec::new();
-        for member in lists.into_iter().flatten() {
-            if !seen.insert(member.clone()) {
-                continue;
-            }
-            match PurgeUrl::parse(&member) {
-                Ok(url) => out.push(url),
-                Err(e) => tracing::warn!(
-                    target: "cache_purge_hooks",
-                    index = %self.label,
-                    %e,
-                    "tag index: a member is not a URL (written by something else?); skipped"
-                ),
-            }
-        }
-        Ok(out)
+        Ok(lists
+            .into_iter()
+            .map(|members| {
+                members
+                    .into_iter()
+                    .filter_map(|member| match PurgeUrl::parse(&member) {
+                        Ok(url) => Some(url),
+                        Err(e) => {
+                            tracing::warn!(
+                                target: "cache_purge_hooks",
+                                index = %self.label,
+                                %e,
+                                "tag index: a member is not a URL (written by something else?); skipped"
+                            );
+                            None
+                        }
+                    })
+                    .collect()
+            })
+            .collect())
     }
 
     async fn forget(&self, tag: &Tag, urls: &[PurgeUrl]) -> Result<(), TagIndexError> {
-        if urls.is_empty() {
-            return Ok(());
-        }
-        let key = self.tag_key(tag);
+        self.forget_each(&[(tag.clone(), urls.to_vec())]).await
+    }
+
+    /// One pipeline: `ZREM` per tag, [`FORGET_CHUNK`] URLs per command.
+    async fn forget_each(&self, purged: &[(Tag, Vec<PurgeUrl>)]) -> Result<(), TagIndexError> {
         let mut pipe = redis::pipe();
-        for chunk in urls.chunks(FORGET_CHUNK) {
-            pipe.cmd("ZREM")
-                .arg(&key)
-                .arg(chunk.iter().map(PurgeUrl::as_str).collect::<Vec<_>>())
-                .ignore();
+        let mut commands = 0;
+        for (tag, urls) in purged {
+            let key = self.tag_key(tag);
+            for chunk in urls.chunks(FORGET_CHUNK) {
+                pipe.cmd("ZREM")
+                    .arg(&key)
+                    .arg(chunk.iter().map(PurgeUrl::as_str).collect::<Vec<_>>())
+                    .ignore();
+                commands += 1;
+            }
+        }
+        if commands == 0 {
+            return Ok(());
         }
         let mut conn = self.connection().await?;
         self.within("forgetting URLs", pipe.query_async::<()>(&mut conn))

@@ -382,11 +382,19 @@ impl NginxBackend {
                 .only(tags.iter().map(|t| (*t).clone()).collect()),
             ),
             Some(index) => {
-                let mut seen: HashSet<Target> = expanded.iter().cloned().collect();
-                for &target in &tags {
-                    let Target::Tag(tag) = target else { continue };
-                    match index.urls(std::slice::from_ref(tag)).await {
-                        Ok(urls) => {
+                // One lookup for the batch's tags (one round trip for the indexes that can).
+                let tag_list: Vec<Tag> = tags
+                    .iter()
+                    .filter_map(|t| match t {
+                        Target::Tag(tag) => Some(tag.clone()),
+                        _ => None,
+                    })
+                    .collect();
+                match index.urls_of_each(&tag_list).await {
+                    Ok(lists) => {
+                        let mut seen: HashSet<Target> = expanded.iter().cloned().collect();
+                        for (&target, urls) in tags.iter().zip(lists) {
+                            let Target::Tag(tag) = target else { continue };
                             for url in &urls {
                                 let t = Target::Url(url.clone());
                                 if seen.insert(t.clone()) {
@@ -395,13 +403,15 @@ impl NginxBackend {
                             }
                             looked_up.push((target, tag, urls));
                         }
-                        Err(e) => {
-                            tracing::debug!(
-                                target: "cache_purge_hooks",
-                                %tag,
-                                error = %e,
-                                "tag index lookup failed"
-                            );
+                    }
+                    Err(e) => {
+                        tracing::debug!(
+                            target: "cache_purge_hooks",
+                            tags = tag_list.len(),
+                            error = %e,
+                            "tag index lookup failed"
+                        );
+                        for &target in &tags {
                             failures.push(e.to_purge_error(target));
                         }
                     }
@@ -434,7 +444,8 @@ impl NginxBackend {
             }
         }
         if let Some(index) = index {
-            for (_, tag, urls) in &looked_up {
+            let mut purged: Vec<(Tag, Vec<PurgeUrl>)> = Vec::new();
+            for (_, tag, urls) in looked_up {
                 if urls.is_empty() {
                     tracing::debug!(
                         target: "cache_purge_hooks",
@@ -452,15 +463,16 @@ impl NginxBackend {
                     urls = urls.len(),
                     "tag purged through the index"
                 );
-                // The purge is done; an entry left behind only costs a needless purge later.
-                if let Err(e) = index.forget(tag, urls).await {
-                    tracing::warn!(
-                        target: "cache_purge_hooks",
-                        %tag,
-                        error = %e,
-                        "tag purged, but its URLs could not be removed from the tag index"
-                    );
-                }
+                purged.push((tag.clone(), urls));
+            }
+            // The purge is done; an entry left behind only costs a needless purge later.
+            if let Err(e) = index.forget_each(&purged).await {
+                tracing::warn!(
+                    target: "cache_purge_hooks",
+                    tags = purged.len(),
+                    error = %e,
+                    "tags purged, but their URLs could not be removed from the tag index"
+                );
             }
         }
         failures.into_result()
