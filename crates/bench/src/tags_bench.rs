@@ -353,17 +353,36 @@ pub(crate) async fn run_nginx(config: &Config, origin: &Origin, nginx: &Nginx) -
         ));
     }
 
-    for (name, what, purge_id, index) in indexes {
-        let prefix = format!("/i/{name}");
-        let pages = web::paths(&prefix, n);
-        let neighbours = web::neighbours(&pages, config.check);
-        let mut all = pages.clone();
-        all.extend(neighbours.iter().cloned());
-        progress!(
-            "nginx: warming {} pages ({what})",
-            grouped(all.len() as u64)
+    // Every page of every method cached first, then synced (as scenario 2 does): the cache
+    // files of pages cached for more than ~30 s are on disk, and unlinking files still being
+    // written back would make whichever method runs first pay for the writeback.
+    let urls = web::paths("/i/url", n);
+    let url_neighbours = web::neighbours(&urls, config.check);
+    let mut everything: Vec<String> = urls.iter().chain(&url_neighbours).cloned().collect();
+    let sets: Vec<(Vec<String>, Vec<String>)> = indexes
+        .iter()
+        .map(|(name, ..)| {
+            let pages = web::paths(&format!("/i/{name}"), n);
+            let neighbours = web::neighbours(&pages, config.check);
+            everything.extend(pages.iter().chain(&neighbours).cloned());
+            (pages, neighbours)
+        })
+        .collect();
+    progress!("nginx: warming {} pages", grouped(everything.len() as u64));
+    web::warm(&client, &base, NGINX_CACHE_HEADER, &everything).await?;
+    if config.sync {
+        progress!("nginx: sync");
+        tokio::task::spawn_blocking(web::sync)
+            .await
+            .map_err(|e| format!("sync: {e}"))?
+            .map_err(|e| format!("sync after warming nginx: {e} (or run with --no-sync)"))?;
+        table.notes.push(
+            "nginx's cache files were synced to disk after warming (as in scenario 2)".to_owned(),
         );
-        web::warm(&client, &base, NGINX_CACHE_HEADER, &all).await?;
+    }
+
+    for ((name, what, purge_id, index), (pages, neighbours)) in indexes.into_iter().zip(sets) {
+        let all: Vec<String> = pages.iter().chain(&neighbours).cloned().collect();
 
         // What the tagging layer does as each page is served.
         let started = Instant::now();
@@ -439,11 +458,6 @@ pub(crate) async fn run_nginx(config: &Config, origin: &Origin, nginx: &Nginx) -
     }
 
     // The URL reference: the same backend, no tags.
-    let urls = web::paths("/i/url", n);
-    let url_neighbours = web::neighbours(&urls, config.check);
-    let mut all = urls.clone();
-    all.extend(url_neighbours.iter().cloned());
-    web::warm(&client, &base, NGINX_CACHE_HEADER, &all).await?;
     progress!("nginx: ours, {} URLs (the reference)", grouped(n as u64));
     let backend = NginxBackend::new(&settings).context("NginxBackend::new (urls)")?;
     let clock = CpuClock::start(Some(nginx.pid()));
