@@ -10,11 +10,11 @@ use cache_purge_hooks_engine::settings::{BackendSettings, NginxMode, ServerAddr,
 pub(crate) struct BackendInfo {
     /// Its name (`[backends.NAME]`).
     pub(crate) name: String,
-    /// `log`, `dummy`, `memory`, `varnish`, `nginx`.
+    /// `log`, `dummy`, `memory`, `varnish`, `nginx`, `cloudflare`.
     pub(crate) kind: &'static str,
     /// `cli`, `varnishadm`, `http`, `files`, `wipe`; `None` for kinds without modes.
     pub(crate) mode: Option<&'static str>,
-    /// Where it purges: servers, or the cache directory.
+    /// Where it purges: servers, the cache directory, or a CDN's zone or service.
     pub(crate) servers: Vec<String>,
 }
 
@@ -50,6 +50,13 @@ pub(crate) fn info(name: &str, settings: &BackendSettings) -> BackendInfo {
                 n.cache_dir.iter().map(ToString::to_string).collect(),
             ),
         },
+        BackendSettings::Cloudflare(c) => (
+            None,
+            c.zone_id
+                .iter()
+                .map(|z| format!("zone {z} ({} plan)", c.plan))
+                .collect(),
+        ),
         _ => (None, Vec::new()),
     };
     BackendInfo {

@@ -311,10 +311,11 @@ impl PurgerBuilder {
             feature = "dummy",
             feature = "memory",
             feature = "varnish",
-            feature = "nginx"
+            feature = "nginx",
+            feature = "cloudflare"
         ))]
         use crate::settings::BackendSettings;
-        #[cfg(any(feature = "varnish", feature = "nginx"))]
+        #[cfg(any(feature = "varnish", feature = "nginx", feature = "cloudflare"))]
         let named = |error| BuildError::Backend {
             name: name.to_owned(),
             error,
@@ -339,6 +340,11 @@ impl PurgerBuilder {
             BackendSettings::Nginx(n) => {
                 Ok(self.backend(name, crate::backend::NginxBackend::new(n).map_err(named)?))
             }
+            #[cfg(feature = "cloudflare")]
+            BackendSettings::Cloudflare(c) => Ok(self.backend(
+                name,
+                crate::backend::CloudflareBackend::new(c).map_err(named)?,
+            )),
             #[allow(unreachable_patterns)]
             other => Err(BuildError::Unavailable {
                 name: name.to_owned(),

@@ -23,6 +23,10 @@
 //!   and independent checks of what a client did: [`Varnish::ban_list`],
 //!   [`Varnish::ban_count`], [`Varnish::varnishadm`].
 //! - [`Redis`]: a `redis-server` (no persistence) for the tag index tests.
+//! - CDN API fakes that enforce the documented contract (authentication, request shapes,
+//!   items per request, rate limits answered with 429 and `Retry-After`) and record what was
+//!   purged: [`CloudflareFake`] (API v4 `purge_cache`, the plan's token bucket, optionally
+//!   run faster).
 //! - Broken peers: [`refused_addr`], [`SilentServer`] (never answers), [`StatusServer`]
 //!   (always answers, say, `503`).
 //! - What a user checks after a purge: [`warm`] (cached), [`assert_purged`] (the next GET is
@@ -87,6 +91,8 @@
 
 mod assertions;
 mod background;
+mod cdn;
+mod cloudflare;
 #[cfg(feature = "sea-orm")]
 pub mod db;
 mod error;
@@ -101,6 +107,7 @@ mod redis;
 mod varnish;
 
 pub use assertions::{CacheServer, assert_cached, assert_purged, warm};
+pub use cloudflare::{CloudflareFake, CloudflareFakeConfig, CloudflarePlanLimits, CloudflarePurge};
 pub use error::{HarnessError, INSTALL_COMMAND, Result};
 pub use faults::{SilentServer, StatusServer};
 pub use nginx::{

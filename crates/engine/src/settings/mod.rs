@@ -75,6 +75,9 @@ use serde::{Deserialize, Serialize};
 mod env;
 pub mod types;
 
+pub use crate::backend::cloudflare::settings::{
+    CLOUDFLARE_API, CloudflarePlan, CloudflareSettings, SiteUrl, ZoneId,
+};
 pub use crate::backend::dummy::DummySettings;
 pub use crate::backend::log::LogSettings;
 pub use crate::backend::memory::MemorySettings;
@@ -86,7 +89,10 @@ pub use crate::backend::varnish::settings::{
     BanStyle, MaxBanLength, VarnishHttpMethod, VarnishMode, VarnishSettings, VarnishTags,
 };
 pub use crate::tag_index::settings::{KeyPrefix, RedisUrl, TagIndexKind, TagIndexSettings};
-pub use types::{FieldError, HeaderName, HostName, HttpMethod, InvalidValue, ServerAddr};
+pub use types::{
+    BaseUrl, FieldError, HeaderName, HostName, HttpMethod, InvalidValue, RequestRate, Secret,
+    ServerAddr,
+};
 
 use types::named_enum;
 
@@ -264,6 +270,8 @@ pub enum BackendSettings {
     Varnish(VarnishSettings),
     /// `kind = "nginx"`: purge nginx's proxy cache.
     Nginx(NginxSettings),
+    /// `kind = "cloudflare"`: purge a Cloudflare zone through API v4.
+    Cloudflare(CloudflareSettings),
 }
 
 impl BackendSettings {
@@ -275,6 +283,7 @@ impl BackendSettings {
             Self::Memory(_) => "memory",
             Self::Varnish(_) => "varnish",
             Self::Nginx(_) => "nginx",
+            Self::Cloudflare(_) => "cloudflare",
         }
     }
 }
@@ -287,7 +296,7 @@ impl<'de> Deserialize<'de> for BackendSettings {
     }
 }
 
-const BACKEND_KINDS: &str = "`log`, `dummy`, `memory`, `varnish`, `nginx`";
+const BACKEND_KINDS: &str = "`log`, `dummy`, `memory`, `varnish`, `nginx`, `cloudflare`";
 
 /// A setting is invalid. Says which key, where it came from and what was expected.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -696,6 +705,13 @@ fn backend_from_value(
                 .check()
                 .map_err(|e| scope.error(&[key(e.key)], e.message))?;
             BackendSettings::Nginx(nginx)
+        }
+        "cloudflare" => {
+            let cloudflare: CloudflareSettings = options(&scope, table)?;
+            cloudflare
+                .check()
+                .map_err(|e| scope.error(&[key(e.key)], e.message))?;
+            BackendSettings::Cloudflare(cloudflare)
         }
         other => {
             return Err(scope.error(
