@@ -110,9 +110,10 @@ cargo clippy -p cache-purge-hooks-engine --no-default-features --features nginx 
 cargo clippy -p cache-purge-hooks-engine --no-default-features --features redis -- -D warnings
 cargo clippy -p cache-purge-hooks-engine --all-targets --features redis -- -D warnings
 cargo clippy -p cache-purge-hooks-engine --all-targets --features metrics -- -D warnings
-# The CDN backends alone and with their tests (against local fakes).
+# The CDN backends, each alone and together with their tests (against local fakes).
 cargo clippy -p cache-purge-hooks-engine --no-default-features --features cloudflare -- -D warnings
-cargo clippy -p cache-purge-hooks-engine --all-targets --features cloudflare -- -D warnings
+cargo clippy -p cache-purge-hooks-engine --no-default-features --features fastly -- -D warnings
+cargo clippy -p cache-purge-hooks-engine --all-targets --features cloudflare,fastly -- -D warnings
 # The crate for backend authors stays lean: no HTTP client, no settings, no digests.
 if cargo tree -p cache-purge-hooks-core -e normal --prefix none | grep -E '^(reqwest|hyper|config|sha2|md-5|serde) '; then
   echo "cache-purge-hooks-core must not depend on the crates above" >&2
@@ -136,7 +137,7 @@ cargo test --workspace --doc 2>&1 | tee -a "$results"
 cargo test -p cache-purge-hooks-engine --features metrics --lib dispatch 2>&1 | tee -a "$results"
 # The CDN backends against the enforcing fakes of their APIs (required-features: the
 # workspace run above builds them through the CLI's features; this says so explicitly).
-cargo test -p cache-purge-hooks-engine --features cloudflare --test cloudflare 2>&1 | tee -a "$results"
+cargo test -p cache-purge-hooks-engine --features cloudflare,fastly --test cloudflare --test fastly 2>&1 | tee -a "$results"
 
 log "cargo publish --dry-run: every published crate packages and builds from its tarball"
 # (--allow-dirty: the tests may leave proptest regression files behind.)

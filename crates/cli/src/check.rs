@@ -13,11 +13,11 @@ use std::time::Duration;
 use cache_purge_hooks_engine::Target;
 use cache_purge_hooks_engine::backend::varnish::{AdminClient, CliError as AdminError};
 use cache_purge_hooks_engine::backend::{
-    Backend, Cause, CloudflareBackend, NginxBackend, SetupError, VarnishBackend,
+    Backend, Cause, CloudflareBackend, FastlyBackend, NginxBackend, SetupError, VarnishBackend,
 };
 use cache_purge_hooks_engine::settings::{
-    BackendSettings, CloudflareSettings, NginxMode, NginxSettings, ServerAddr, VarnishMode,
-    VarnishSettings,
+    BackendSettings, CloudflareSettings, FastlySettings, NginxMode, NginxSettings, ServerAddr,
+    VarnishMode, VarnishSettings,
 };
 use futures::future::join_all;
 use serde_json::json;
@@ -196,6 +196,7 @@ async fn check_backend(name: &str, settings: &BackendSettings) -> Vec<Finding> {
         BackendSettings::Varnish(v) => check_varnish(name, v).await,
         BackendSettings::Nginx(n) => check_nginx(name, n).await,
         BackendSettings::Cloudflare(c) => check_cloudflare(c).await,
+        BackendSettings::Fastly(f) => check_fastly(f).await,
         BackendSettings::Log(_) => vec![Finding::note(
             "log",
             "nothing to check: this backend only logs what it would purge (target cache_purge_hooks, level info)",
@@ -545,6 +546,56 @@ async fn check_cloudflare(settings: &CloudflareSettings) -> Vec<Finding> {
         }
     }
     findings
+}
+
+/// Fastly: the token can see the service. Purges nothing.
+async fn check_fastly(settings: &FastlySettings) -> Vec<Finding> {
+    let backend = match FastlyBackend::new(settings) {
+        Ok(b) => b,
+        Err(e) => return vec![setup_failure(&e)],
+    };
+    let service_id = settings
+        .service_id
+        .as_ref()
+        .map(ToString::to_string)
+        .unwrap_or_default();
+    match backend.check().await {
+        Ok(service) => vec![
+            Finding::ok(
+                format!("service {service_id}"),
+                format!("`{}`, reachable with this token", service.name),
+            ),
+            Finding::note(
+                "purges",
+                if settings.soft {
+                    "soft (Fastly-Soft-Purge: 1) for URLs and surrogate keys; purge-all is always hard"
+                } else {
+                    "hard; set soft = true to mark objects stale instead"
+                },
+            ),
+        ],
+        Err(e) => {
+            let (subject, hint) = match e.cause() {
+                Cause::Authentication => (
+                    "api_token".to_owned(),
+                    Some("use an API token with the purge_select scope (and purge_all to purge everything) for this service".to_owned()),
+                ),
+                Cause::Misconfigured => (
+                    format!("service {service_id}"),
+                    Some("service_id is the ID shown under the service's name in the Fastly console".to_owned()),
+                ),
+                other => (
+                    e.server().unwrap_or("api.fastly.com").to_owned(),
+                    http_hint(other, e.server().unwrap_or("")),
+                ),
+            };
+            let mut finding = Finding::fail(subject, e.message().to_owned());
+            if let Some(hint) = hint {
+                finding = finding.hint(hint);
+            }
+            vec![finding]
+        }
+    }
 }
 
 /// Hints any HTTP purge endpoint deserves, from the failure's cause.

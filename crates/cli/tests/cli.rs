@@ -12,8 +12,8 @@ use std::time::Duration;
 use cache_purge_hooks_engine::Target;
 use cache_purge_hooks_sea_orm::outbox;
 use cache_purge_hooks_testing::{
-    CacheServer, CloudflareFake, CloudflareFakeConfig, Nginx, NginxConfig, Origin, PurgeLocation,
-    Varnish, assert_cached, assert_purged, refused_addr, warm,
+    CacheServer, CloudflareFake, CloudflareFakeConfig, FastlyFake, FastlyFakeConfig, Nginx,
+    NginxConfig, Origin, PurgeLocation, Varnish, assert_cached, assert_purged, refused_addr, warm,
 };
 use serde_json::Value;
 
@@ -783,14 +783,22 @@ async fn completions_and_the_manual_page_are_printed() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn check_validates_cloudflare_credentials_and_zones_and_names_what_is_wrong() {
+async fn check_validates_cdn_credentials_and_zones_and_names_what_is_wrong() {
     let cloudflare = CloudflareFake::start(CloudflareFakeConfig::default()).unwrap();
+    let fastly = FastlyFake::start(FastlyFakeConfig::default()).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let cf = |name: &str, zone: &str, token: &str| {
         format!(
             "[backends.{name}]\nkind = \"cloudflare\"\nzone_id = \"{zone}\"\napi_token = \"{token}\"\n\
              plan = \"pro\"\nsite_url = \"https://www.example.com\"\nbase_url = \"{}\"\n",
             cloudflare.base_url()
+        )
+    };
+    let fy = |name: &str, service: &str, token: &str| {
+        format!(
+            "[backends.{name}]\nkind = \"fastly\"\nservice_id = \"{service}\"\napi_token = \"{token}\"\n\
+             base_url = \"{}\"\n",
+            fastly.base_url()
         )
     };
     write_settings(
@@ -803,6 +811,9 @@ async fn check_validates_cloudflare_credentials_and_zones_and_names_what_is_wron
                 "ffffffffffffffffffffffffffffffff",
                 &cloudflare.token(),
             ),
+            fy("fastly", &fastly.service_id(), &fastly.token()),
+            fy("fastly-token", &fastly.service_id(), "wrong-key-value"),
+            fy("fastly-service", "NoSuchService", &fastly.token()),
         ]
         .concat(),
     );
@@ -810,7 +821,7 @@ async fn check_validates_cloudflare_credentials_and_zones_and_names_what_is_wron
     let run = cache_purge(dir.path(), &["--json", "check"], None, &[]).await;
 
     assert_eq!(run.code, 1, "{run:?}");
-    assert!(!run.stdout.contains("wrong-token-value"));
+    assert!(!run.stdout.contains("wrong-token-value") && !run.stdout.contains("wrong-key-value"));
     let report = run.json();
     let backend = |name: &str| {
         report["backends"]
@@ -830,12 +841,23 @@ async fn check_validates_cloudflare_credentials_and_zones_and_names_what_is_wron
         "{}",
         backend("cf")
     );
+    assert_eq!(backend("fastly")["ok"], true, "{}", backend("fastly"));
     for (name, subject, says) in [
         ("cf-token", "api_token", "Cloudflare refused the API token"),
         (
             "cf-zone",
             "zone ffffffffffffffffffffffffffffffff",
             "check zone_id",
+        ),
+        (
+            "fastly-token",
+            "api_token",
+            "Provided credentials are missing or invalid",
+        ),
+        (
+            "fastly-service",
+            "service NoSuchService",
+            "check service_id",
         ),
     ] {
         let b = backend(name);
@@ -845,5 +867,5 @@ async fn check_validates_cloudflare_credentials_and_zones_and_names_what_is_wron
         assert!(f["message"].as_str().unwrap().contains(says), "{b}");
         assert!(f["hint"].as_str().is_some_and(|h| !h.is_empty()), "{b}");
     }
-    assert!(cloudflare.purges().is_empty());
+    assert!(cloudflare.purges().is_empty() && fastly.purges().is_empty());
 }

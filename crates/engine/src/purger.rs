@@ -312,10 +312,16 @@ impl PurgerBuilder {
             feature = "memory",
             feature = "varnish",
             feature = "nginx",
-            feature = "cloudflare"
+            feature = "cloudflare",
+            feature = "fastly"
         ))]
         use crate::settings::BackendSettings;
-        #[cfg(any(feature = "varnish", feature = "nginx", feature = "cloudflare"))]
+        #[cfg(any(
+            feature = "varnish",
+            feature = "nginx",
+            feature = "cloudflare",
+            feature = "fastly"
+        ))]
         let named = |error| BuildError::Backend {
             name: name.to_owned(),
             error,
@@ -345,6 +351,10 @@ impl PurgerBuilder {
                 name,
                 crate::backend::CloudflareBackend::new(c).map_err(named)?,
             )),
+            #[cfg(feature = "fastly")]
+            BackendSettings::Fastly(f) => {
+                Ok(self.backend(name, crate::backend::FastlyBackend::new(f).map_err(named)?))
+            }
             #[allow(unreachable_patterns)]
             other => Err(BuildError::Unavailable {
                 name: name.to_owned(),

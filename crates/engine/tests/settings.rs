@@ -115,11 +115,11 @@ fn every_kind_of_invalid_setting_names_key_file_and_expectation() {
     let cases = [
         (
             "[backends.edge]\nkind = \"varnsh\"\n",
-            "invalid cache purge setting `backends.edge.kind` (from FILE): unknown backend kind `varnsh`; expected one of `log`, `dummy`, `memory`, `varnish`, `nginx`, `cloudflare`",
+            "invalid cache purge setting `backends.edge.kind` (from FILE): unknown backend kind `varnsh`; expected one of `log`, `dummy`, `memory`, `varnish`, `nginx`, `cloudflare`, `fastly`",
         ),
         (
             "[backends.edge]\nservers = \"a:1\"\n",
-            "invalid cache purge setting `backends.edge.kind` (from FILE): missing `kind`; expected one of `log`, `dummy`, `memory`, `varnish`, `nginx`, `cloudflare`",
+            "invalid cache purge setting `backends.edge.kind` (from FILE): missing `kind`; expected one of `log`, `dummy`, `memory`, `varnish`, `nginx`, `cloudflare`, `fastly`",
         ),
         (
             "[backends.edge]\nkind = \"varnish\"\nsecrett = \"/x\"\n",
@@ -852,7 +852,8 @@ fn cdn_backends_are_read_and_each_mistake_names_its_key() {
     let s = Settings::from_toml_str(
         "[backends.cf]\nkind = \"cloudflare\"\nzone_id = \"023e105f4ecef8ad9ca31a8372d0c353\"\n\
          api_token = \"tok\"\nplan = \"enterprise\"\nsite_url = \"https://www.example.com\"\n\
-         rate = \"25/s\"\n",
+         rate = \"25/s\"\n\
+         [backends.fy]\nkind = \"fastly\"\nservice_id = \"SU1Z0isxPaozGVKXdv0eY\"\napi_token = \"key\"\nsoft = true\n",
     )
     .unwrap();
     let BackendSettings::Cloudflare(cf) = &s.backends["cf"] else {
@@ -862,9 +863,16 @@ fn cdn_backends_are_read_and_each_mistake_names_its_key() {
     assert_eq!(cf.effective_burst(), 500);
     assert_eq!(cf.effective_urls_per_request(), 500);
     assert_eq!(cf.base_url.as_str(), "https://api.cloudflare.com/client/v4");
+    let BackendSettings::Fastly(fy) = &s.backends["fy"] else {
+        panic!()
+    };
+    assert!(fy.soft);
     // The printed settings never hold the tokens.
     let printed = toml::to_string(&s).unwrap();
-    assert!(!printed.contains("\"tok\""), "{printed}");
+    assert!(
+        !printed.contains("\"tok\"") && !printed.contains("\"key\""),
+        "{printed}"
+    );
 
     for (text, key, says) in [
         (
@@ -896,6 +904,16 @@ fn cdn_backends_are_read_and_each_mistake_names_its_key() {
             "[backends.cf]\nkind = \"cloudflare\"\nzone_id = \"023e105f4ecef8ad9ca31a8372d0c353\"\napi_token = \"t\"\nbase_url = \"api.cloudflare.com\"\n",
             "backends.cf.base_url",
             "not a URL",
+        ),
+        (
+            "[backends.fy]\nkind = \"fastly\"\napi_token = \"k\"\n",
+            "backends.fy.service_id",
+            "required",
+        ),
+        (
+            "[backends.fy]\nkind = \"fastly\"\nservice_id = \"abc\"\napi_token = \"k\"\nburst = 5\n",
+            "backends.fy.burst",
+            "needs `rate`",
         ),
     ] {
         let err = Settings::from_toml_str(text).unwrap_err();

@@ -26,7 +26,7 @@
 //! - CDN API fakes that enforce the documented contract (authentication, request shapes,
 //!   items per request, rate limits answered with 429 and `Retry-After`) and record what was
 //!   purged: [`CloudflareFake`] (API v4 `purge_cache`, the plan's token bucket, optionally
-//!   run faster).
+//!   run faster) and [`FastlyFake`] (URL `PURGE`, batch surrogate keys, purge-all, soft).
 //! - Broken peers: [`refused_addr`], [`SilentServer`] (never answers), [`StatusServer`]
 //!   (always answers, say, `503`).
 //! - What a user checks after a purge: [`warm`] (cached), [`assert_purged`] (the next GET is
@@ -96,6 +96,7 @@ mod cloudflare;
 #[cfg(feature = "sea-orm")]
 pub mod db;
 mod error;
+mod fastly;
 mod faults;
 pub mod logs;
 mod nginx;
@@ -109,6 +110,7 @@ mod varnish;
 pub use assertions::{CacheServer, assert_cached, assert_purged, warm};
 pub use cloudflare::{CloudflareFake, CloudflareFakeConfig, CloudflarePlanLimits, CloudflarePurge};
 pub use error::{HarnessError, INSTALL_COMMAND, Result};
+pub use fastly::{FASTLY_MAX_KEYS_PER_REQUEST, FastlyFake, FastlyFakeConfig, FastlyPurge};
 pub use faults::{SilentServer, StatusServer};
 pub use nginx::{
     CACHE_PURGE_MODULE, CACHE_ZONE, NGINX_CONF, NGINX_SITE_CONF, Nginx, NginxConfig, PurgeLocation,

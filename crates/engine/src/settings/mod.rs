@@ -79,6 +79,7 @@ pub use crate::backend::cloudflare::settings::{
     CLOUDFLARE_API, CloudflarePlan, CloudflareSettings, SiteUrl, ZoneId,
 };
 pub use crate::backend::dummy::DummySettings;
+pub use crate::backend::fastly::settings::{FASTLY_API, FastlySettings, ServiceId};
 pub use crate::backend::log::LogSettings;
 pub use crate::backend::memory::MemorySettings;
 pub use crate::backend::nginx::settings::{
@@ -272,6 +273,8 @@ pub enum BackendSettings {
     Nginx(NginxSettings),
     /// `kind = "cloudflare"`: purge a Cloudflare zone through API v4.
     Cloudflare(CloudflareSettings),
+    /// `kind = "fastly"`: purge a Fastly service.
+    Fastly(FastlySettings),
 }
 
 impl BackendSettings {
@@ -284,6 +287,7 @@ impl BackendSettings {
             Self::Varnish(_) => "varnish",
             Self::Nginx(_) => "nginx",
             Self::Cloudflare(_) => "cloudflare",
+            Self::Fastly(_) => "fastly",
         }
     }
 }
@@ -296,7 +300,7 @@ impl<'de> Deserialize<'de> for BackendSettings {
     }
 }
 
-const BACKEND_KINDS: &str = "`log`, `dummy`, `memory`, `varnish`, `nginx`, `cloudflare`";
+const BACKEND_KINDS: &str = "`log`, `dummy`, `memory`, `varnish`, `nginx`, `cloudflare`, `fastly`";
 
 /// A setting is invalid. Says which key, where it came from and what was expected.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -712,6 +716,13 @@ fn backend_from_value(
                 .check()
                 .map_err(|e| scope.error(&[key(e.key)], e.message))?;
             BackendSettings::Cloudflare(cloudflare)
+        }
+        "fastly" => {
+            let fastly: FastlySettings = options(&scope, table)?;
+            fastly
+                .check()
+                .map_err(|e| scope.error(&[key(e.key)], e.message))?;
+            BackendSettings::Fastly(fastly)
         }
         other => {
             return Err(scope.error(
