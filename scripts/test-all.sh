@@ -110,6 +110,10 @@ cargo clippy -p cache-purge-hooks-engine --no-default-features --features nginx 
 cargo clippy -p cache-purge-hooks-engine --no-default-features --features redis -- -D warnings
 cargo clippy -p cache-purge-hooks-engine --all-targets --features redis -- -D warnings
 cargo clippy -p cache-purge-hooks-engine --all-targets --features metrics -- -D warnings
+# The CDN backends, each alone and together with their tests (against local fakes).
+cargo clippy -p cache-purge-hooks-engine --no-default-features --features cloudflare -- -D warnings
+cargo clippy -p cache-purge-hooks-engine --no-default-features --features fastly -- -D warnings
+cargo clippy -p cache-purge-hooks-engine --all-targets --features cloudflare,fastly -- -D warnings
 # The crate for backend authors stays lean: no HTTP client, no settings, no digests.
 if cargo tree -p cache-purge-hooks-core -e normal --prefix none | grep -E '^(reqwest|hyper|config|sha2|md-5|serde) '; then
   echo "cache-purge-hooks-core must not depend on the crates above" >&2
@@ -122,6 +126,7 @@ cargo clippy -p cache-purge-hooks-sea-orm --no-default-features -- -D warnings
 
 log "cargo doc -D warnings (broken links, missing docs)"
 RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --workspace --quiet
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps -p cache-purge-hooks-engine --all-features --quiet
 
 log "cargo test (unit, integration, compile-fail, doc tests)"
 results=$(mktemp)
@@ -130,6 +135,9 @@ cargo test --workspace --all-targets 2>&1 | tee -a "$results"
 cargo test --workspace --doc 2>&1 | tee -a "$results"
 # The optional `metrics` feature's own test.
 cargo test -p cache-purge-hooks-engine --features metrics --lib dispatch 2>&1 | tee -a "$results"
+# The CDN backends against the enforcing fakes of their APIs (required-features: the
+# workspace run above builds them through the CLI's features; this says so explicitly).
+cargo test -p cache-purge-hooks-engine --features cloudflare,fastly --test cloudflare --test fastly 2>&1 | tee -a "$results"
 
 log "cargo publish --dry-run: every published crate packages and builds from its tarball"
 # (--allow-dirty: the tests may leave proptest regression files behind.)

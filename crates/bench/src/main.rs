@@ -14,6 +14,7 @@
 //! be a lie, so a failed check makes the run exit with status 1. See docs/performance.md.
 #![warn(missing_docs)]
 
+mod cdn_bench;
 mod cpu;
 mod nginx_bench;
 mod report;
@@ -85,6 +86,9 @@ enum Scenario {
     /// 5. Purges by tag on Varnish: bans on the tag header and xkey, vs FOSHttpCache's xkey
     ///    requests, beside the URL rate.
     Tags,
+    /// 6. The CDN backends against enforcing fakes: Cloudflare per plan at its limit vs that
+    ///    limit, Fastly URLs and surrogate keys.
+    Cdn,
 }
 
 /// Measures purge throughput against real nginx and varnishd started on free loopback ports,
@@ -430,6 +434,12 @@ async fn run(args: &Args) -> Result<bool> {
             nginx.stop().context("stopping nginx (tag index)")?;
         }
         progress!("servers stopped");
+    }
+
+    if args.runs(Scenario::Cdn) {
+        let t = cdn_bench::run(&config, args.quick).await?;
+        print(&t);
+        tables.push(t);
     }
 
     if args.runs(Scenario::Save) {

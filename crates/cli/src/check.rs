@@ -12,9 +12,12 @@ use std::time::Duration;
 
 use cache_purge_hooks_engine::Target;
 use cache_purge_hooks_engine::backend::varnish::{AdminClient, CliError as AdminError};
-use cache_purge_hooks_engine::backend::{Backend, Cause, NginxBackend, SetupError, VarnishBackend};
+use cache_purge_hooks_engine::backend::{
+    Backend, Cause, CloudflareBackend, FastlyBackend, NginxBackend, SetupError, VarnishBackend,
+};
 use cache_purge_hooks_engine::settings::{
-    BackendSettings, NginxMode, NginxSettings, ServerAddr, VarnishMode, VarnishSettings,
+    BackendSettings, CloudflareSettings, FastlySettings, NginxMode, NginxSettings, ServerAddr,
+    VarnishMode, VarnishSettings,
 };
 use futures::future::join_all;
 use serde_json::json;
@@ -192,6 +195,8 @@ async fn check_backend(name: &str, settings: &BackendSettings) -> Vec<Finding> {
     match settings {
         BackendSettings::Varnish(v) => check_varnish(name, v).await,
         BackendSettings::Nginx(n) => check_nginx(name, n).await,
+        BackendSettings::Cloudflare(c) => check_cloudflare(c).await,
+        BackendSettings::Fastly(f) => check_fastly(f).await,
         BackendSettings::Log(_) => vec![Finding::note(
             "log",
             "nothing to check: this backend only logs what it would purge (target cache_purge_hooks, level info)",
@@ -464,6 +469,131 @@ async fn probe_nginx_http(settings: NginxSettings, server: &str) -> Finding {
                     "see nginx's error log; deploy/nginx/cache-purge.conf is a working configuration (docs/nginx.md)".to_owned()
                 });
             Finding::fail(server, format!("`{request}` failed: {}", e.message())).hint(hint)
+        }
+    }
+}
+
+/// Cloudflare: the token is valid and active, the zone is there for it, and `site_url` is
+/// in the zone. Purges nothing.
+async fn check_cloudflare(settings: &CloudflareSettings) -> Vec<Finding> {
+    let backend = match CloudflareBackend::new(settings) {
+        Ok(b) => b,
+        Err(e) => return vec![setup_failure(&e)],
+    };
+    let zone_id = settings
+        .zone_id
+        .as_ref()
+        .map(ToString::to_string)
+        .unwrap_or_default();
+    let mut findings = Vec::new();
+    match backend.check().await {
+        Ok(zone) => {
+            findings.push(Finding::ok(
+                "api_token",
+                format!("valid and {} (the API's token check)", zone.token_status),
+            ));
+            findings.push(Finding::ok(
+                format!("zone {zone_id}"),
+                format!("{} ({}), reachable with this token", zone.name, zone.status),
+            ));
+            if let Some(site) = &settings.site_url {
+                let host = site.host().split(':').next().unwrap_or("");
+                let name = zone.name.as_str();
+                if host != name && !host.ends_with(&format!(".{name}")) {
+                    findings.push(
+                        Finding::fail(
+                            "site_url",
+                            format!("{site} is not in zone {name}: its purges would miss"),
+                        )
+                        .hint("set site_url to a host of this zone, or zone_id to the zone of this host"),
+                    );
+                }
+            }
+            let limit = backend.rate_limit();
+            findings.push(Finding::note(
+                "plan",
+                format!(
+                    "{}: at most {} purge requests per second here (bucket of {}), {} URLs per request",
+                    settings.plan,
+                    limit.per_second(),
+                    limit.burst(),
+                    backend.max_batch()
+                ),
+            ));
+        }
+        Err(e) => {
+            let subject = match e.cause() {
+                Cause::Authentication => "api_token".to_owned(),
+                Cause::Misconfigured => format!("zone {zone_id}"),
+                _ => e.server().unwrap_or("api.cloudflare.com").to_owned(),
+            };
+            let hint = match e.cause() {
+                Cause::Authentication => Some(
+                    "create a token with the Zone > Cache Purge > Purge permission (My Profile > API Tokens) and set api_token, or CACHE_PURGE__BACKENDS__<NAME>__API_TOKEN"
+                        .to_owned(),
+                ),
+                Cause::Misconfigured => Some(
+                    "zone_id is the 32 hexadecimal digits on the zone's Overview page (API section)"
+                        .to_owned(),
+                ),
+                other => http_hint(other, e.server().unwrap_or("")),
+            };
+            let mut finding = Finding::fail(subject, e.message().to_owned());
+            if let Some(hint) = hint {
+                finding = finding.hint(hint);
+            }
+            findings.push(finding);
+        }
+    }
+    findings
+}
+
+/// Fastly: the token can see the service. Purges nothing.
+async fn check_fastly(settings: &FastlySettings) -> Vec<Finding> {
+    let backend = match FastlyBackend::new(settings) {
+        Ok(b) => b,
+        Err(e) => return vec![setup_failure(&e)],
+    };
+    let service_id = settings
+        .service_id
+        .as_ref()
+        .map(ToString::to_string)
+        .unwrap_or_default();
+    match backend.check().await {
+        Ok(service) => vec![
+            Finding::ok(
+                format!("service {service_id}"),
+                format!("`{}`, reachable with this token", service.name),
+            ),
+            Finding::note(
+                "purges",
+                if settings.soft {
+                    "soft (Fastly-Soft-Purge: 1) for URLs and surrogate keys; purge-all is always hard"
+                } else {
+                    "hard; set soft = true to mark objects stale instead"
+                },
+            ),
+        ],
+        Err(e) => {
+            let (subject, hint) = match e.cause() {
+                Cause::Authentication => (
+                    "api_token".to_owned(),
+                    Some("use an API token with the purge_select scope (and purge_all to purge everything) for this service".to_owned()),
+                ),
+                Cause::Misconfigured => (
+                    format!("service {service_id}"),
+                    Some("service_id is the ID shown under the service's name in the Fastly console".to_owned()),
+                ),
+                other => (
+                    e.server().unwrap_or("api.fastly.com").to_owned(),
+                    http_hint(other, e.server().unwrap_or("")),
+                ),
+            };
+            let mut finding = Finding::fail(subject, e.message().to_owned());
+            if let Some(hint) = hint {
+                finding = finding.hint(hint);
+            }
+            vec![finding]
         }
     }
 }

@@ -10,11 +10,11 @@ use cache_purge_hooks_engine::settings::{BackendSettings, NginxMode, ServerAddr,
 pub(crate) struct BackendInfo {
     /// Its name (`[backends.NAME]`).
     pub(crate) name: String,
-    /// `log`, `dummy`, `memory`, `varnish`, `nginx`.
+    /// `log`, `dummy`, `memory`, `varnish`, `nginx`, `cloudflare`, `fastly`.
     pub(crate) kind: &'static str,
     /// `cli`, `varnishadm`, `http`, `files`, `wipe`; `None` for kinds without modes.
     pub(crate) mode: Option<&'static str>,
-    /// Where it purges: servers, or the cache directory.
+    /// Where it purges: servers, the cache directory, or a CDN's zone or service.
     pub(crate) servers: Vec<String>,
 }
 
@@ -50,6 +50,20 @@ pub(crate) fn info(name: &str, settings: &BackendSettings) -> BackendInfo {
                 n.cache_dir.iter().map(ToString::to_string).collect(),
             ),
         },
+        BackendSettings::Cloudflare(c) => (
+            None,
+            c.zone_id
+                .iter()
+                .map(|z| format!("zone {z} ({} plan)", c.plan))
+                .collect(),
+        ),
+        BackendSettings::Fastly(f) => (
+            None,
+            f.service_id
+                .iter()
+                .map(|s| format!("service {s}{}", if f.soft { " (soft)" } else { "" }))
+                .collect(),
+        ),
         _ => (None, Vec::new()),
     };
     BackendInfo {
@@ -124,6 +138,9 @@ pub(crate) fn unsupported_reason(settings: &BackendSettings, caps: Capabilities)
                 });
             }
             reasons.join("; ")
+        }
+        BackendSettings::Fastly(_) if !caps.supports(TargetKind::Prefix) => {
+            "Fastly has no prefix purge: tag the pages (Surrogate-Key) and purge the tag".to_owned()
         }
         BackendSettings::Varnish(v) => {
             let mut reasons = Vec::new();

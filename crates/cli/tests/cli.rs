@@ -12,8 +12,8 @@ use std::time::Duration;
 use cache_purge_hooks_engine::Target;
 use cache_purge_hooks_sea_orm::outbox;
 use cache_purge_hooks_testing::{
-    CacheServer, Nginx, NginxConfig, Origin, PurgeLocation, Varnish, assert_cached, assert_purged,
-    refused_addr, warm,
+    CacheServer, CloudflareFake, CloudflareFakeConfig, FastlyFake, FastlyFakeConfig, Nginx,
+    NginxConfig, Origin, PurgeLocation, Varnish, assert_cached, assert_purged, refused_addr, warm,
 };
 use serde_json::Value;
 
@@ -780,4 +780,92 @@ async fn completions_and_the_manual_page_are_printed() {
         man.stdout.contains("Exit codes"),
         "the long help is in the page"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn check_validates_cdn_credentials_and_zones_and_names_what_is_wrong() {
+    let cloudflare = CloudflareFake::start(CloudflareFakeConfig::default()).unwrap();
+    let fastly = FastlyFake::start(FastlyFakeConfig::default()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cf = |name: &str, zone: &str, token: &str| {
+        format!(
+            "[backends.{name}]\nkind = \"cloudflare\"\nzone_id = \"{zone}\"\napi_token = \"{token}\"\n\
+             plan = \"pro\"\nsite_url = \"https://www.example.com\"\nbase_url = \"{}\"\n",
+            cloudflare.base_url()
+        )
+    };
+    let fy = |name: &str, service: &str, token: &str| {
+        format!(
+            "[backends.{name}]\nkind = \"fastly\"\nservice_id = \"{service}\"\napi_token = \"{token}\"\n\
+             base_url = \"{}\"\n",
+            fastly.base_url()
+        )
+    };
+    write_settings(
+        dir.path(),
+        &[
+            cf("cf", &cloudflare.zone_id(), &cloudflare.token()),
+            cf("cf-token", &cloudflare.zone_id(), "wrong-token-value"),
+            cf(
+                "cf-zone",
+                "ffffffffffffffffffffffffffffffff",
+                &cloudflare.token(),
+            ),
+            fy("fastly", &fastly.service_id(), &fastly.token()),
+            fy("fastly-token", &fastly.service_id(), "wrong-key-value"),
+            fy("fastly-service", "NoSuchService", &fastly.token()),
+        ]
+        .concat(),
+    );
+
+    let run = cache_purge(dir.path(), &["--json", "check"], None, &[]).await;
+
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(!run.stdout.contains("wrong-token-value") && !run.stdout.contains("wrong-key-value"));
+    let report = run.json();
+    let backend = |name: &str| {
+        report["backends"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|b| b["backend"] == name)
+            .unwrap_or_else(|| panic!("no backend {name}: {report}"))
+            .clone()
+    };
+    assert_eq!(backend("cf")["ok"], true, "{}", backend("cf"));
+    assert!(
+        backend("cf")["findings"][1]["message"]
+            .as_str()
+            .unwrap()
+            .contains("example.com (active)"),
+        "{}",
+        backend("cf")
+    );
+    assert_eq!(backend("fastly")["ok"], true, "{}", backend("fastly"));
+    for (name, subject, says) in [
+        ("cf-token", "api_token", "Cloudflare refused the API token"),
+        (
+            "cf-zone",
+            "zone ffffffffffffffffffffffffffffffff",
+            "check zone_id",
+        ),
+        (
+            "fastly-token",
+            "api_token",
+            "Provided credentials are missing or invalid",
+        ),
+        (
+            "fastly-service",
+            "service NoSuchService",
+            "check service_id",
+        ),
+    ] {
+        let b = backend(name);
+        assert_eq!(b["ok"], false, "{b}");
+        let f = &b["findings"][0];
+        assert_eq!(f["subject"], subject, "{b}");
+        assert!(f["message"].as_str().unwrap().contains(says), "{b}");
+        assert!(f["hint"].as_str().is_some_and(|h| !h.is_empty()), "{b}");
+    }
+    assert!(cloudflare.purges().is_empty() && fastly.purges().is_empty());
 }

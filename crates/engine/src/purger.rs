@@ -344,10 +344,17 @@ impl PurgerBuilder {
             feature = "dummy",
             feature = "memory",
             feature = "varnish",
-            feature = "nginx"
+            feature = "nginx",
+            feature = "cloudflare",
+            feature = "fastly"
         ))]
         use crate::settings::BackendSettings;
-        #[cfg(any(feature = "varnish", feature = "nginx"))]
+        #[cfg(any(
+            feature = "varnish",
+            feature = "nginx",
+            feature = "cloudflare",
+            feature = "fastly"
+        ))]
         let named = |error| BuildError::Backend {
             name: name.to_owned(),
             error,
@@ -371,6 +378,15 @@ impl PurgerBuilder {
             #[cfg(feature = "nginx")]
             BackendSettings::Nginx(n) => {
                 Ok(self.backend(name, crate::backend::NginxBackend::new(n).map_err(named)?))
+            }
+            #[cfg(feature = "cloudflare")]
+            BackendSettings::Cloudflare(c) => Ok(self.backend(
+                name,
+                crate::backend::CloudflareBackend::new(c).map_err(named)?,
+            )),
+            #[cfg(feature = "fastly")]
+            BackendSettings::Fastly(f) => {
+                Ok(self.backend(name, crate::backend::FastlyBackend::new(f).map_err(named)?))
             }
             #[allow(unreachable_patterns)]
             other => Err(BuildError::Unavailable {

@@ -115,11 +115,11 @@ fn every_kind_of_invalid_setting_names_key_file_and_expectation() {
     let cases = [
         (
             "[backends.edge]\nkind = \"varnsh\"\n",
-            "invalid cache purge setting `backends.edge.kind` (from FILE): unknown backend kind `varnsh`; expected one of `log`, `dummy`, `memory`, `varnish`, `nginx`",
+            "invalid cache purge setting `backends.edge.kind` (from FILE): unknown backend kind `varnsh`; expected one of `log`, `dummy`, `memory`, `varnish`, `nginx`, `cloudflare`, `fastly`",
         ),
         (
             "[backends.edge]\nservers = \"a:1\"\n",
-            "invalid cache purge setting `backends.edge.kind` (from FILE): missing `kind`; expected one of `log`, `dummy`, `memory`, `varnish`, `nginx`",
+            "invalid cache purge setting `backends.edge.kind` (from FILE): missing `kind`; expected one of `log`, `dummy`, `memory`, `varnish`, `nginx`, `cloudflare`, `fastly`",
         ),
         (
             "[backends.edge]\nkind = \"varnish\"\nsecrett = \"/x\"\n",
@@ -845,4 +845,89 @@ fn https_servers_are_for_the_http_modes() {
     .unwrap_err();
     assert_eq!(err.key.as_deref(), Some("backends.v.servers"));
     assert!(err.message.contains("mode = \"http\""), "{err}");
+}
+
+#[test]
+fn cdn_backends_are_read_and_each_mistake_names_its_key() {
+    let s = Settings::from_toml_str(
+        "[backends.cf]\nkind = \"cloudflare\"\nzone_id = \"023e105f4ecef8ad9ca31a8372d0c353\"\n\
+         api_token = \"tok\"\nplan = \"enterprise\"\nsite_url = \"https://www.example.com\"\n\
+         rate = \"25/s\"\n\
+         [backends.fy]\nkind = \"fastly\"\nservice_id = \"SU1Z0isxPaozGVKXdv0eY\"\napi_token = \"key\"\nsoft = true\n",
+    )
+    .unwrap();
+    let BackendSettings::Cloudflare(cf) = &s.backends["cf"] else {
+        panic!("{:?}", s.backends["cf"])
+    };
+    assert_eq!(cf.effective_rate().per_second(), 25.0);
+    assert_eq!(cf.effective_burst(), 500);
+    assert_eq!(cf.effective_urls_per_request(), 500);
+    assert_eq!(cf.base_url.as_str(), "https://api.cloudflare.com/client/v4");
+    let BackendSettings::Fastly(fy) = &s.backends["fy"] else {
+        panic!()
+    };
+    assert!(fy.soft);
+    // The printed settings never hold the tokens.
+    let printed = toml::to_string(&s).unwrap();
+    assert!(
+        !printed.contains("\"tok\"") && !printed.contains("\"key\""),
+        "{printed}"
+    );
+
+    for (text, key, says) in [
+        (
+            "[backends.cf]\nkind = \"cloudflare\"\napi_token = \"t\"\n",
+            "backends.cf.zone_id",
+            "required",
+        ),
+        (
+            "[backends.cf]\nkind = \"cloudflare\"\nzone_id = \"example.com\"\napi_token = \"t\"\n",
+            "backends.cf.zone_id",
+            "looks like the domain",
+        ),
+        (
+            "[backends.cf]\nkind = \"cloudflare\"\nzone_id = \"023e105f4ecef8ad9ca31a8372d0c353\"\n",
+            "backends.cf.api_token",
+            "Cache Purge",
+        ),
+        (
+            "[backends.cf]\nkind = \"cloudflare\"\nzone_id = \"023e105f4ecef8ad9ca31a8372d0c353\"\napi_token = \"t\"\nplan = \"gold\"\n",
+            "backends.cf.plan",
+            "`free`, `pro`, `business`, `enterprise`",
+        ),
+        (
+            "[backends.cf]\nkind = \"cloudflare\"\nzone_id = \"023e105f4ecef8ad9ca31a8372d0c353\"\napi_token = \"t\"\nrate = \"fast\"\n",
+            "backends.cf.rate",
+            "like `5/s`",
+        ),
+        (
+            "[backends.cf]\nkind = \"cloudflare\"\nzone_id = \"023e105f4ecef8ad9ca31a8372d0c353\"\napi_token = \"t\"\nbase_url = \"api.cloudflare.com\"\n",
+            "backends.cf.base_url",
+            "not a URL",
+        ),
+        (
+            "[backends.fy]\nkind = \"fastly\"\napi_token = \"k\"\n",
+            "backends.fy.service_id",
+            "required",
+        ),
+        (
+            "[backends.fy]\nkind = \"fastly\"\nservice_id = \"abc\"\napi_token = \"k\"\nburst = 5\n",
+            "backends.fy.burst",
+            "needs `rate`",
+        ),
+    ] {
+        let err = Settings::from_toml_str(text).unwrap_err();
+        assert_eq!(err.key.as_deref(), Some(key), "{err}");
+        assert!(err.to_string().contains(says), "{err}");
+    }
+    // A token given in the environment.
+    let s = SettingsLoader::default()
+        .toml("[backends.cf]\nkind = \"cloudflare\"\nzone_id = \"023e105f4ecef8ad9ca31a8372d0c353\"\n")
+        .env_vars([("CACHE_PURGE__BACKENDS__CF__API_TOKEN", "from-env")])
+        .load()
+        .unwrap();
+    let BackendSettings::Cloudflare(cf) = &s.backends["cf"] else {
+        panic!()
+    };
+    assert_eq!(cf.api_token.as_ref().unwrap().expose(), "from-env");
 }

@@ -23,6 +23,10 @@
 //!   and independent checks of what a client did: [`Varnish::ban_list`],
 //!   [`Varnish::ban_count`], [`Varnish::varnishadm`].
 //! - [`Redis`]: a `redis-server` (no persistence) for the tag index tests.
+//! - CDN API fakes that enforce the documented contract (authentication, request shapes,
+//!   items per request, rate limits answered with 429 and `Retry-After`) and record what was
+//!   purged: [`CloudflareFake`] (API v4 `purge_cache`, the plan's token bucket, optionally
+//!   run faster) and [`FastlyFake`] (URL `PURGE`, batch surrogate keys, purge-all, soft).
 //! - Broken peers: [`refused_addr`], [`SilentServer`] (never answers), [`StatusServer`]
 //!   (always answers, say, `503`).
 //! - What a user checks after a purge: [`warm`] (cached), [`assert_purged`] (the next GET is
@@ -87,9 +91,12 @@
 
 mod assertions;
 mod background;
+mod cdn;
+mod cloudflare;
 #[cfg(feature = "sea-orm")]
 pub mod db;
 mod error;
+mod fastly;
 mod faults;
 pub mod logs;
 mod nginx;
@@ -101,7 +108,9 @@ mod redis;
 mod varnish;
 
 pub use assertions::{CacheServer, assert_cached, assert_purged, warm};
+pub use cloudflare::{CloudflareFake, CloudflareFakeConfig, CloudflarePlanLimits, CloudflarePurge};
 pub use error::{HarnessError, INSTALL_COMMAND, Result};
+pub use fastly::{FASTLY_MAX_KEYS_PER_REQUEST, FastlyFake, FastlyFakeConfig, FastlyPurge};
 pub use faults::{SilentServer, StatusServer};
 pub use nginx::{
     CACHE_PURGE_MODULE, CACHE_ZONE, NGINX_CONF, NGINX_SITE_CONF, Nginx, NginxConfig, PurgeLocation,

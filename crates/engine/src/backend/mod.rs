@@ -4,24 +4,41 @@
 //! [`cache_purge_hooks_core::backend`]'s, re-exported here; this module adds the built-in
 //! backends, each behind the cargo feature of its name: [`LogBackend`] (`log`),
 //! [`DummyBackend`] (`dummy`), [`MemoryBackend`] (`memory`), [`VarnishBackend`] (`varnish`)
-//! and [`NginxBackend`] (`nginx`).
+//! [`NginxBackend`] (`nginx`), and the CDNs: [`CloudflareBackend`] (`cloudflare`) and
+//! [`FastlyBackend`] (`fastly`). [`RateLimit`] is the client-side token bucket the CDN
+//! backends keep their provider's request rate with.
 //!
 //! A backend is named where it is registered: `Purger::builder().backend("edge", backend)`.
 
 pub use cache_purge_hooks_core::backend::*;
 
+pub use rate_limit::RateLimit;
+
 // Every backend's module is compiled whatever the features, for its settings (a settings
 // file may name any kind); the backend itself is behind the feature of its name.
+pub mod cloudflare;
 pub(crate) mod dummy;
-#[cfg(any(feature = "varnish", feature = "nginx"))]
+pub mod fastly;
+#[cfg(any(
+    feature = "varnish",
+    feature = "nginx",
+    feature = "cloudflare",
+    feature = "fastly"
+))]
 mod http_client;
 pub(crate) mod log;
 pub(crate) mod memory;
 pub mod nginx;
+mod rate_limit;
 pub mod varnish;
+
+#[cfg(feature = "cloudflare")]
+pub use cloudflare::{CloudflareBackend, CloudflareZone};
 
 #[cfg(feature = "dummy")]
 pub use dummy::DummyBackend;
+#[cfg(feature = "fastly")]
+pub use fastly::{FastlyBackend, FastlyService};
 #[cfg(feature = "log")]
 pub use log::LogBackend;
 #[cfg(feature = "memory")]

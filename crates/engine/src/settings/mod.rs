@@ -75,7 +75,11 @@ use serde::{Deserialize, Serialize};
 mod env;
 pub mod types;
 
+pub use crate::backend::cloudflare::settings::{
+    CLOUDFLARE_API, CloudflarePlan, CloudflareSettings, SiteUrl, ZoneId,
+};
 pub use crate::backend::dummy::DummySettings;
+pub use crate::backend::fastly::settings::{FASTLY_API, FastlySettings, ServiceId};
 pub use crate::backend::log::LogSettings;
 pub use crate::backend::memory::MemorySettings;
 pub use crate::backend::nginx::settings::{
@@ -86,7 +90,10 @@ pub use crate::backend::varnish::settings::{
     BanStyle, MaxBanLength, VarnishHttpMethod, VarnishMode, VarnishSettings, VarnishTags,
 };
 pub use crate::tag_index::settings::{KeyPrefix, RedisUrl, TagIndexKind, TagIndexSettings};
-pub use types::{FieldError, HeaderName, HostName, HttpMethod, InvalidValue, ServerAddr};
+pub use types::{
+    BaseUrl, FieldError, HeaderName, HostName, HttpMethod, InvalidValue, RequestRate, Secret,
+    ServerAddr,
+};
 
 use types::named_enum;
 
@@ -264,6 +271,10 @@ pub enum BackendSettings {
     Varnish(VarnishSettings),
     /// `kind = "nginx"`: purge nginx's proxy cache.
     Nginx(NginxSettings),
+    /// `kind = "cloudflare"`: purge a Cloudflare zone through API v4.
+    Cloudflare(CloudflareSettings),
+    /// `kind = "fastly"`: purge a Fastly service.
+    Fastly(FastlySettings),
 }
 
 impl BackendSettings {
@@ -275,6 +286,8 @@ impl BackendSettings {
             Self::Memory(_) => "memory",
             Self::Varnish(_) => "varnish",
             Self::Nginx(_) => "nginx",
+            Self::Cloudflare(_) => "cloudflare",
+            Self::Fastly(_) => "fastly",
         }
     }
 }
@@ -287,7 +300,7 @@ impl<'de> Deserialize<'de> for BackendSettings {
     }
 }
 
-const BACKEND_KINDS: &str = "`log`, `dummy`, `memory`, `varnish`, `nginx`";
+const BACKEND_KINDS: &str = "`log`, `dummy`, `memory`, `varnish`, `nginx`, `cloudflare`, `fastly`";
 
 /// A setting is invalid. Says which key, where it came from and what was expected.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -696,6 +709,20 @@ fn backend_from_value(
                 .check()
                 .map_err(|e| scope.error(&[key(e.key)], e.message))?;
             BackendSettings::Nginx(nginx)
+        }
+        "cloudflare" => {
+            let cloudflare: CloudflareSettings = options(&scope, table)?;
+            cloudflare
+                .check()
+                .map_err(|e| scope.error(&[key(e.key)], e.message))?;
+            BackendSettings::Cloudflare(cloudflare)
+        }
+        "fastly" => {
+            let fastly: FastlySettings = options(&scope, table)?;
+            fastly
+                .check()
+                .map_err(|e| scope.error(&[key(e.key)], e.message))?;
+            BackendSettings::Fastly(fastly)
         }
         other => {
             return Err(scope.error(

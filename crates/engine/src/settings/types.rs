@@ -364,6 +364,222 @@ impl fmt::Display for HttpMethod {
 
 string_serde!(HttpMethod);
 
+/// A credential (an API token or key): kept out of `Debug` output, logs and printed settings.
+///
+/// `Debug` and `Display` write `<redacted>`; so does serialization (what `cache-purge
+/// settings` prints), so a printed settings file never carries the secret. Only
+/// [`expose`](Self::expose) gives the value, to the one place that sends it.
+///
+/// ```
+/// use cache_purge_hooks_engine::settings::types::Secret;
+///
+/// let token: Secret = "s3cr3t-token".parse().unwrap();
+/// assert_eq!(format!("{token:?} {token}"), "Secret(<redacted>) <redacted>");
+/// assert_eq!(token.expose(), "s3cr3t-token");
+/// assert!("".parse::<Secret>().is_err());
+/// assert!("has space".parse::<Secret>().is_err());
+/// ```
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The secret itself, for the header that carries it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for Secret {
+    type Err = InvalidValue;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim();
+        if s.is_empty() {
+            return Err(InvalidValue::new("empty: expected the API token or key"));
+        }
+        // It goes into an HTTP header: visible ASCII only (the value itself is never quoted
+        // in the error).
+        if !s.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(InvalidValue::new(
+                "holds spaces, control or non-ASCII characters: an API token is visible ASCII \
+                 (was more than the token pasted?)",
+            ));
+        }
+        Ok(Self(s.to_owned()))
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+string_serde!(Secret);
+
+/// The base URL of an HTTP API (`https://api.cloudflare.com/client/v4`): `http` or `https`,
+/// a host, an optional path, no query or fragment; kept without a trailing `/`. CDN backends
+/// default to the provider's real endpoint; tests point them at a local fake.
+///
+/// ```
+/// use cache_purge_hooks_engine::settings::types::BaseUrl;
+///
+/// let url: BaseUrl = "http://127.0.0.1:8080/client/v4/".parse().unwrap();
+/// assert_eq!(url.as_str(), "http://127.0.0.1:8080/client/v4");
+/// assert!("api.cloudflare.com".parse::<BaseUrl>().is_err());
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct BaseUrl(String);
+
+impl BaseUrl {
+    /// The URL without a trailing `/`.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// For defaults written in this crate.
+    #[allow(dead_code)]
+    pub(crate) fn from_static(url: &'static str) -> Self {
+        Self(url.trim_end_matches('/').to_owned())
+    }
+}
+
+impl FromStr for BaseUrl {
+    type Err = InvalidValue;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let url = url::Url::parse(s).map_err(|e| {
+            InvalidValue::new(format!(
+                "`{s}` is not a URL ({e}); expected like `https://api.example.com/v1`"
+            ))
+        })?;
+        if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+            return Err(InvalidValue::new(format!(
+                "`{s}` must be an http:// or https:// URL with a host"
+            )));
+        }
+        if url.query().is_some() || url.fragment().is_some() || !url.username().is_empty() {
+            return Err(InvalidValue::new(format!(
+                "`{s}` must not hold a query, a fragment or credentials"
+            )));
+        }
+        Ok(Self(url.as_str().trim_end_matches('/').to_owned()))
+    }
+}
+
+impl fmt::Display for BaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+string_serde!(BaseUrl);
+
+/// A request rate, `N/s`, `N/min` or `N/h` (`5/min`, `10/s`, `0.5/s`): how many requests a
+/// client-side [`RateLimit`](crate::backend::RateLimit) lets through per unit of time.
+///
+/// ```
+/// use cache_purge_hooks_engine::settings::types::RequestRate;
+///
+/// let r: RequestRate = "5/min".parse().unwrap();
+/// assert!((r.per_second() - 5.0 / 60.0).abs() < 1e-12);
+/// assert_eq!(r.to_string(), "5/min");
+/// assert!("0/s".parse::<RequestRate>().is_err());
+/// assert!("5 per minute".parse::<RequestRate>().is_err());
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RequestRate {
+    count: f64,
+    unit: RateUnit,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum RateUnit {
+    Second,
+    Minute,
+    Hour,
+}
+
+impl RequestRate {
+    /// `count` requests per second (more than 0, finite).
+    pub fn per_second_of(count: f64) -> Option<Self> {
+        (count.is_finite() && count > 0.0).then_some(Self {
+            count,
+            unit: RateUnit::Second,
+        })
+    }
+
+    /// `count` requests per minute (more than 0, finite).
+    pub fn per_minute_of(count: f64) -> Option<Self> {
+        (count.is_finite() && count > 0.0).then_some(Self {
+            count,
+            unit: RateUnit::Minute,
+        })
+    }
+
+    /// The rate in requests per second.
+    pub fn per_second(&self) -> f64 {
+        match self.unit {
+            RateUnit::Second => self.count,
+            RateUnit::Minute => self.count / 60.0,
+            RateUnit::Hour => self.count / 3600.0,
+        }
+    }
+
+    /// This rate `factor` times faster (for tests against a fake that runs its clock faster).
+    pub fn scaled(self, factor: f64) -> Self {
+        Self {
+            count: self.count * factor,
+            unit: self.unit,
+        }
+    }
+}
+
+impl FromStr for RequestRate {
+    type Err = InvalidValue;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || {
+            InvalidValue::new(format!(
+                "`{s}` is not a rate: expected requests per unit of time, like `5/s`, `5/min` or `100/h`"
+            ))
+        };
+        let (count, unit) = s.trim().split_once('/').ok_or_else(bad)?;
+        let count: f64 = count.trim().parse().map_err(|_| bad())?;
+        let unit = match unit.trim() {
+            "s" | "sec" | "second" => RateUnit::Second,
+            "min" | "minute" => RateUnit::Minute,
+            "h" | "hour" => RateUnit::Hour,
+            _ => return Err(bad()),
+        };
+        if !count.is_finite() || count <= 0.0 {
+            return Err(InvalidValue::new(format!(
+                "`{s}`: the rate must be more than 0"
+            )));
+        }
+        Ok(Self { count, unit })
+    }
+}
+
+impl fmt::Display for RequestRate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let unit = match self.unit {
+            RateUnit::Second => "s",
+            RateUnit::Minute => "min",
+            RateUnit::Hour => "h",
+        };
+        write!(f, "{}/{unit}", self.count)
+    }
+}
+
+string_serde!(RequestRate);
+
 /// `servers`: a list of `host:port`, or one comma-separated string of them (handy in an
 /// environment variable). An element's error is keyed by its index (`servers[1]`).
 pub(crate) fn servers<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<ServerAddr>, D::Error> {
