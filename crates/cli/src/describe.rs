@@ -10,7 +10,7 @@ use cache_purge_hooks_engine::settings::{BackendSettings, NginxMode, ServerAddr,
 pub(crate) struct BackendInfo {
     /// Its name (`[backends.NAME]`).
     pub(crate) name: String,
-    /// `log`, `dummy`, `memory`, `varnish`, `nginx`.
+    /// `log`, `dummy`, `memory`, `varnish`, `nginx`, `nats`.
     pub(crate) kind: &'static str,
     /// `cli`, `varnishadm`, `http`, `files`, `wipe`; `None` for kinds without modes.
     pub(crate) mode: Option<&'static str>,
@@ -50,6 +50,7 @@ pub(crate) fn info(name: &str, settings: &BackendSettings) -> BackendInfo {
                 n.cache_dir.iter().map(ToString::to_string).collect(),
             ),
         },
+        BackendSettings::Nats(n) => (Some("jetstream"), shown(n.servers_or_default())),
         _ => (None, Vec::new()),
     };
     BackendInfo {

@@ -311,10 +311,11 @@ impl PurgerBuilder {
             feature = "dummy",
             feature = "memory",
             feature = "varnish",
-            feature = "nginx"
+            feature = "nginx",
+            feature = "nats"
         ))]
         use crate::settings::BackendSettings;
-        #[cfg(any(feature = "varnish", feature = "nginx"))]
+        #[cfg(any(feature = "varnish", feature = "nginx", feature = "nats"))]
         let named = |error| BuildError::Backend {
             name: name.to_owned(),
             error,
@@ -338,6 +339,10 @@ impl PurgerBuilder {
             #[cfg(feature = "nginx")]
             BackendSettings::Nginx(n) => {
                 Ok(self.backend(name, crate::backend::NginxBackend::new(n).map_err(named)?))
+            }
+            #[cfg(feature = "nats")]
+            BackendSettings::Nats(n) => {
+                Ok(self.backend(name, crate::backend::NatsBackend::new(n).map_err(named)?))
             }
             #[allow(unreachable_patterns)]
             other => Err(BuildError::Unavailable {

@@ -115,11 +115,11 @@ fn every_kind_of_invalid_setting_names_key_file_and_expectation() {
     let cases = [
         (
             "[backends.edge]\nkind = \"varnsh\"\n",
-            "invalid cache purge setting `backends.edge.kind` (from FILE): unknown backend kind `varnsh`; expected one of `log`, `dummy`, `memory`, `varnish`, `nginx`",
+            "invalid cache purge setting `backends.edge.kind` (from FILE): unknown backend kind `varnsh`; expected one of `log`, `dummy`, `memory`, `varnish`, `nginx`, `nats`",
         ),
         (
             "[backends.edge]\nservers = \"a:1\"\n",
-            "invalid cache purge setting `backends.edge.kind` (from FILE): missing `kind`; expected one of `log`, `dummy`, `memory`, `varnish`, `nginx`",
+            "invalid cache purge setting `backends.edge.kind` (from FILE): missing `kind`; expected one of `log`, `dummy`, `memory`, `varnish`, `nginx`, `nats`",
         ),
         (
             "[backends.edge]\nkind = \"varnish\"\nsecrett = \"/x\"\n",
@@ -152,6 +152,18 @@ fn every_kind_of_invalid_setting_names_key_file_and_expectation() {
         (
             "[backends.n]\nkind = \"nginx\"\nlevels = \"3:3\"\n",
             "invalid cache purge setting `backends.n.levels` (from FILE): `3:3` is not an nginx levels value: up to three levels of 1 or 2, like `1:2`",
+        ),
+        (
+            "[backends.f]\nkind = \"nats\"\ngroup = \"blog.example\"\n",
+            "invalid cache purge setting `backends.f.group` (from FILE): `blog.example` is not a group name: ASCII letters, digits, `-` or `_` (one subject token)",
+        ),
+        (
+            "[backends.f]\nkind = \"nats\"\nretention = \"workqueue\"\n",
+            "invalid cache purge setting `backends.f.retention` (from FILE): unknown stream retention `workqueue`; expected one of `limits`, `interest`",
+        ),
+        (
+            "[backends.f]\nkind = \"nats\"\nreplicas = 7\n",
+            "invalid cache purge setting `backends.f.replicas` (from FILE): expected 1 to 5 (JetStream's limit), got 7",
         ),
         (
             "[backends.l]\nkind = \"log\"\nlevel = \"debug\"\n",

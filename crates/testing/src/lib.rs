@@ -23,6 +23,8 @@
 //!   and independent checks of what a client did: [`Varnish::ban_list`],
 //!   [`Varnish::ban_count`], [`Varnish::varnishadm`].
 //! - [`Redis`]: a `redis-server` (no persistence) for the tag index tests.
+//! - [`Nats`]: a `nats-server -js` (JetStream in its own temp dir) for the fleet tests, with
+//!   [`Nats::kill_server`] and [`Nats::restart`] for fault tests.
 //! - Broken peers: [`refused_addr`], [`SilentServer`] (never answers), [`StatusServer`]
 //!   (always answers, say, `503`).
 //! - What a user checks after a purge: [`warm`] (cached), [`assert_purged`] (the next GET is
@@ -92,6 +94,7 @@ pub mod db;
 mod error;
 mod faults;
 pub mod logs;
+mod nats;
 mod nginx;
 mod origin;
 mod page;
@@ -103,6 +106,7 @@ mod varnish;
 pub use assertions::{CacheServer, assert_cached, assert_purged, warm};
 pub use error::{HarnessError, INSTALL_COMMAND, Result};
 pub use faults::{SilentServer, StatusServer};
+pub use nats::{Nats, nats_answers};
 pub use nginx::{
     CACHE_PURGE_MODULE, CACHE_ZONE, NGINX_CONF, NGINX_SITE_CONF, Nginx, NginxConfig, PurgeLocation,
 };

@@ -4,7 +4,7 @@
 //! [`cache_purge_hooks_core::backend`]'s, re-exported here; this module adds the built-in
 //! backends, each behind the cargo feature of its name: [`LogBackend`] (`log`),
 //! [`DummyBackend`] (`dummy`), [`MemoryBackend`] (`memory`), [`VarnishBackend`] (`varnish`)
-//! and [`NginxBackend`] (`nginx`).
+//! [`NginxBackend`] (`nginx`) and `NatsBackend` (`nats`).
 //!
 //! A backend is named where it is registered: `Purger::builder().backend("edge", backend)`.
 
@@ -17,6 +17,7 @@ pub(crate) mod dummy;
 mod http_client;
 pub(crate) mod log;
 pub(crate) mod memory;
+pub mod nats;
 pub mod nginx;
 pub mod varnish;
 
@@ -26,6 +27,8 @@ pub use dummy::DummyBackend;
 pub use log::LogBackend;
 #[cfg(feature = "memory")]
 pub use memory::{MemoryBackend, PurgeRecord};
+#[cfg(feature = "nats")]
+pub use nats::NatsBackend;
 #[cfg(feature = "nginx")]
 pub use nginx::NginxBackend;
 #[cfg(feature = "varnish")]

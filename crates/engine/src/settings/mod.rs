@@ -78,6 +78,9 @@ pub mod types;
 pub use crate::backend::dummy::DummySettings;
 pub use crate::backend::log::LogSettings;
 pub use crate::backend::memory::MemorySettings;
+pub use crate::backend::nats::settings::{
+    GroupName, NatsSettings, StreamName, StreamRetention, StreamStorage, SubjectPrefix,
+};
 pub use crate::backend::nginx::settings::{
     CacheDir, KeyPart, KeyTemplate, Levels, NGINX_KEY_VARIABLES, NginxMode, NginxSettings,
     NginxTags, PurgePrefix, Scheme,
@@ -264,6 +267,8 @@ pub enum BackendSettings {
     Varnish(VarnishSettings),
     /// `kind = "nginx"`: purge nginx's proxy cache.
     Nginx(NginxSettings),
+    /// `kind = "nats"`: publish to a JetStream stream for the fleet's agents.
+    Nats(NatsSettings),
 }
 
 impl BackendSettings {
@@ -275,6 +280,7 @@ impl BackendSettings {
             Self::Memory(_) => "memory",
             Self::Varnish(_) => "varnish",
             Self::Nginx(_) => "nginx",
+            Self::Nats(_) => "nats",
         }
     }
 }
@@ -287,7 +293,7 @@ impl<'de> Deserialize<'de> for BackendSettings {
     }
 }
 
-const BACKEND_KINDS: &str = "`log`, `dummy`, `memory`, `varnish`, `nginx`";
+const BACKEND_KINDS: &str = "`log`, `dummy`, `memory`, `varnish`, `nginx`, `nats`";
 
 /// A setting is invalid. Says which key, where it came from and what was expected.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -696,6 +702,12 @@ fn backend_from_value(
                 .check()
                 .map_err(|e| scope.error(&[key(e.key)], e.message))?;
             BackendSettings::Nginx(nginx)
+        }
+        "nats" => {
+            let nats: NatsSettings = options(&scope, table)?;
+            nats.check()
+                .map_err(|e| scope.error(&[key(e.key)], e.message))?;
+            BackendSettings::Nats(nats)
         }
         other => {
             return Err(scope.error(
