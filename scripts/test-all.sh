@@ -139,6 +139,9 @@ cargo test -p cache-purge-hooks-engine --features metrics --lib dispatch 2>&1 | 
 cargo test -p cache-purge-hooks-engine --features nats --lib backend::nats 2>&1 | tee -a "$results"
 cargo test -p cache-purge-hooks-engine --features nats --test nats 2>&1 | tee -a "$results"
 cargo test -p cache-purge-hooks-engine --features nats --doc nats 2>&1 | tee -a "$results"
+cargo test -p cache-purge-hooks-engine --features nats --lib fleet 2>&1 | tee -a "$results"
+# (cache-purge agent and fleet status, crates/cli/tests/fleet.rs, run with the workspace: the
+# CLI enables the engine's nats feature.)
 
 log "cargo publish --dry-run: every published crate packages and builds from its tarball"
 # (--allow-dirty: the tests may leave proptest regression files behind.)

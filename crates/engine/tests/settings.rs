@@ -171,7 +171,7 @@ fn every_kind_of_invalid_setting_names_key_file_and_expectation() {
         ),
         (
             "speed = 3\n",
-            "invalid cache purge setting `speed` (from FILE): unknown key `speed`; expected one of `delivery`, `shutdown_timeout`, `backends`, `retry`, `queue_capacity`, `when_full`, `spill_dir`, `repurge_after`, `tag_index`",
+            "invalid cache purge setting `speed` (from FILE): unknown key `speed`; expected one of `delivery`, `shutdown_timeout`, `backends`, `retry`, `queue_capacity`, `when_full`, `spill_dir`, `repurge_after`, `tag_index`, `agent`",
         ),
         (
             "[backends]\n",

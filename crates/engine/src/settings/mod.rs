@@ -88,6 +88,7 @@ pub use crate::backend::nginx::settings::{
 pub use crate::backend::varnish::settings::{
     BanStyle, MaxBanLength, VarnishHttpMethod, VarnishMode, VarnishSettings, VarnishTags,
 };
+pub use crate::fleet::settings::{AgentSettings, NodeName, StartFrom, WhenAway};
 pub use crate::tag_index::settings::{KeyPrefix, RedisUrl, TagIndexKind, TagIndexSettings};
 pub use types::{FieldError, HeaderName, HostName, HttpMethod, InvalidValue, ServerAddr};
 
@@ -180,6 +181,10 @@ pub struct Settings {
     /// [`PurgerBuilder::tag_index`](crate::PurgerBuilder::tag_index)).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tag_index: Option<TagIndexSettings>,
+    /// What `cache-purge agent` consumes on this cache node (`[agent]`, default: none); see
+    /// [`AgentSettings`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub agent: Option<AgentSettings>,
 }
 
 /// The file's top level but `backends`, which is read table by table (see
@@ -208,6 +213,8 @@ struct TopLevel {
     repurge_after: Option<Duration>,
     #[serde(default)]
     tag_index: Option<TagIndexSettings>,
+    #[serde(default)]
+    agent: Option<AgentSettings>,
 }
 
 fn default_queue_capacity() -> usize {
@@ -234,6 +241,7 @@ impl Default for Settings {
             spill_dir: None,
             repurge_after: None,
             tag_index: None,
+            agent: None,
         }
     }
 }
@@ -609,11 +617,17 @@ fn settings_from_table(
         spill_dir: raw.spill_dir,
         repurge_after: raw.repurge_after,
         tag_index: raw.tag_index,
+        agent: raw.agent,
     };
     if let Some(index) = &settings.tag_index {
         index
             .check()
             .map_err(|e| scope.error(&[key("tag_index"), key(e.key)], e.message))?;
+    }
+    if let Some(agent) = &settings.agent {
+        agent
+            .check()
+            .map_err(|e| scope.error(&[key("agent"), key(e.key)], e.message))?;
     }
     check_top(&settings).map_err(|(path, message)| scope.error(&path, message))?;
     Ok(settings)
@@ -1016,7 +1030,8 @@ mod tests {
                 "when_full",
                 "spill_dir",
                 "repurge_after",
-                "tag_index"
+                "tag_index",
+                "agent"
             ]
         );
         assert!(field_names::<LogSettings>().is_empty());

@@ -1,0 +1,458 @@
+//! `cache-purge agent` and `cache-purge fleet status` as real processes: a real
+//! `nats-server -js`, real nginx (files mode, each its own cache dir) and varnishd nodes on
+//! loopback, one agent process per node, and the application's side as a `kind = "nats"`
+//! backend in the test. What is checked is what a person would: the page is a MISS with fresh
+//! content on every node, its neighbour still a HIT; the agents exit 0 on SIGTERM; a killed
+//! agent's node ends with every page fresh.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream;
+use cache_purge_hooks_engine::backend::NatsBackend;
+use cache_purge_hooks_engine::backend::nats::stream_config;
+use cache_purge_hooks_engine::settings::NatsSettings;
+use cache_purge_hooks_engine::{Delivery, Purger, Target};
+use cache_purge_hooks_testing::{
+    CacheServer, Nats, Nginx, NginxConfig, Origin, Varnish, assert_cached, assert_purged, warm,
+};
+use serde_json::Value;
+
+/// The fleet of one test: its NATS server, the stream's names, the publishing purger.
+struct Fleet {
+    nats: Nats,
+    settings: NatsSettings,
+    bucket: String,
+    dir: tempfile::TempDir,
+    js: jetstream::Context,
+}
+
+impl Fleet {
+    async fn start(max_age: Duration) -> Fleet {
+        let nats = Nats::start().await.unwrap();
+        let mut settings = NatsSettings::default();
+        settings.servers = vec![nats.addr().parse().unwrap()];
+        settings.stream = Nats::unique_name("CPH_FLEET_").parse().unwrap();
+        settings.subject_prefix = Nats::unique_name("cph-fleet-").parse().unwrap();
+        settings.max_age = max_age;
+        settings.timeout = Duration::from_secs(2);
+        let js = jetstream::new(async_nats::connect(nats.url()).await.unwrap());
+        // The stream exists before the agents start (the first publish would create it too).
+        js.create_stream(stream_config(&settings)).await.unwrap();
+        Fleet {
+            nats,
+            settings,
+            bucket: Nats::unique_name("cph_nodes_"),
+            dir: tempfile::tempdir().unwrap(),
+            js,
+        }
+    }
+
+    /// The application's purger: one `kind = "nats"` backend publishing to group `all`, at
+    /// most `max_batch` targets per message.
+    fn publisher(&self, max_batch: usize) -> Purger {
+        let mut settings = self.settings.clone();
+        settings.max_batch = max_batch.try_into().unwrap();
+        Purger::builder()
+            .delivery(Delivery::Immediate)
+            .backend("fleet", NatsBackend::new(&settings).unwrap())
+            .build()
+            .unwrap()
+    }
+
+    /// The settings file of node `name` with these `[backends.*]` tables.
+    fn node_settings(&self, name: &str, backends: &str) -> PathBuf {
+        let path = self.dir.path().join(format!("{name}.toml"));
+        let text = format!(
+            "{backends}\n[agent]\nnode = \"{name}\"\nservers = [\"{}\"]\nstream = \"{}\"\n\
+             subject_prefix = \"{}\"\nstate_bucket = \"{}\"\nack_wait = \"2s\"\nheartbeat = \"200ms\"\n",
+            self.nats.addr(),
+            self.settings.stream,
+            self.settings.subject_prefix,
+            self.bucket
+        );
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    /// The stream's last sequence.
+    async fn last_sequence(&self) -> u64 {
+        let stream = self
+            .js
+            .get_stream(self.settings.stream.as_str())
+            .await
+            .unwrap();
+        stream.get_info().await.unwrap().state.last_sequence
+    }
+
+    /// The node's consumer: (acked up to, deliveries made, pending + unacked).
+    async fn consumer(&self, node: &str) -> Option<(u64, u64, u64)> {
+        let stream = self
+            .js
+            .get_stream(self.settings.stream.as_str())
+            .await
+            .ok()?;
+        let info = stream
+            .consumer_info(format!("cache-purge-agent-{node}"))
+            .await
+            .ok()?;
+        Some((
+            info.ack_floor.stream_sequence,
+            info.delivered.consumer_sequence,
+            info.num_pending + info.num_ack_pending as u64,
+        ))
+    }
+
+    /// Waits until the node's agent has created its consumer.
+    async fn wait_for_consumer(&self, node: &str) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.consumer(node).await.is_none() {
+            assert!(Instant::now() < deadline, "agent {node} made no consumer");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits until the node's agent has acked everything on the stream.
+    async fn wait_until_applied(&self, node: &str, timeout: Duration) {
+        let last = self.last_sequence().await;
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some((acked, _, outstanding)) = self.consumer(node).await
+                && acked >= last
+                && outstanding == 0
+            {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "agent {node} did not apply up to {last}: {:?}",
+                self.consumer(node).await
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// One `cache-purge agent` process.
+struct AgentProcess {
+    child: tokio::process::Child,
+    log: PathBuf,
+}
+
+impl AgentProcess {
+    fn start(config: &Path, dir: &Path, node: &str) -> AgentProcess {
+        let log = dir.join(format!("{node}-{}.log", fastrand_suffix()));
+        let stderr = std::fs::File::create(&log).unwrap();
+        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_cache-purge"))
+            .args(["agent", "--json", "-vv", "--config"])
+            .arg(config)
+            .current_dir(dir)
+            .env_remove("RUST_LOG")
+            .env_remove("CACHE_PURGE_CONFIG")
+            .env_remove("CACHE_PURGE_NODE")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("the cache-purge binary starts");
+        AgentProcess { child, log }
+    }
+
+    fn signal(&self, signal: i32) {
+        let pid = self.child.id().expect("the agent runs") as libc::pid_t;
+        // SAFETY: kill(2) on the PID of our own child, which has not been reaped yet.
+        assert_eq!(unsafe { libc::kill(pid, signal) }, 0);
+    }
+
+    /// SIGTERM, then the exit code and the summary it printed.
+    async fn terminate(mut self) -> (i32, Value) {
+        self.signal(libc::SIGTERM);
+        let output = tokio::time::timeout(Duration::from_secs(10), async {
+            let status = self.child.wait().await.unwrap();
+            let mut stdout = String::new();
+            if let Some(mut pipe) = self.child.stdout.take() {
+                tokio::io::AsyncReadExt::read_to_string(&mut pipe, &mut stdout)
+                    .await
+                    .unwrap();
+            }
+            (status, stdout)
+        })
+        .await
+        .unwrap_or_else(|_| {
+            panic!(
+                "the agent did not exit within 10 s of SIGTERM: {}",
+                self.log()
+            )
+        });
+        let code = output.0.code().unwrap_or(-1);
+        let summary = serde_json::from_str(&output.1)
+            .unwrap_or_else(|e| panic!("no JSON summary ({e}): {:?}\n{}", output.1, self.log()));
+        (code, summary)
+    }
+
+    /// SIGKILL: no chance to ack, hand back or write its state.
+    async fn kill(mut self) {
+        self.signal(libc::SIGKILL);
+        let _ = self.child.wait().await;
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+fn fastrand_suffix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+/// `[backends.cache]` for an nginx started by the harness, in files mode on its own cache dir.
+fn nginx_files_backend(nginx: &Nginx) -> String {
+    format!(
+        "[backends.cache]\nkind = \"nginx\"\nmode = \"files\"\ncache_dir = \"{}\"\nlevels = \"1:2\"\nkey_template = \"$uri$is_args$args\"\n",
+        nginx.cache_dir().display()
+    )
+}
+
+/// `[backends.cache]` for a varnishd started by the harness, over its admin CLI.
+fn varnish_cli_backend(varnish: &Varnish) -> String {
+    format!(
+        "[backends.cache]\nkind = \"varnish\"\nservers = [\"{}\"]\nsecret_file = \"{}\"\ntimeout = \"2s\"\n",
+        varnish.admin_addr(),
+        varnish.secret_file().display()
+    )
+}
+
+/// `cache-purge fleet status --json` with this settings file.
+async fn fleet_status(config: &Path) -> (i32, Value) {
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_cache-purge"))
+        .args(["fleet", "status", "--json", "--config"])
+        .arg(config)
+        .env_remove("CACHE_PURGE_CONFIG")
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let json = serde_json::from_str(&stdout).unwrap_or_else(|e| {
+        panic!(
+            "fleet status printed no JSON ({e}): {stdout}\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        )
+    });
+    (output.status.code().unwrap_or(-1), json)
+}
+
+async fn save(purger: &Purger, path: &str) {
+    purger.purge([Target::url(path).unwrap()]).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_save_purges_the_page_on_three_nginx_and_one_varnish_node_and_keeps_the_neighbour() {
+    let origin = Origin::start().unwrap();
+    let (fleet, n1, n2, n3, varnish) = tokio::join!(
+        Fleet::start(Duration::from_secs(3600)),
+        Nginx::start(&origin, NginxConfig::default()),
+        Nginx::start(&origin, NginxConfig::default()),
+        Nginx::start(&origin, NginxConfig::default()),
+        Varnish::start(&origin),
+    );
+    let (n1, n2, n3, varnish) = (n1.unwrap(), n2.unwrap(), n3.unwrap(), varnish.unwrap());
+    let nodes: [(&str, String); 4] = [
+        ("nginx-1", nginx_files_backend(&n1)),
+        ("nginx-2", nginx_files_backend(&n2)),
+        ("nginx-3", nginx_files_backend(&n3)),
+        ("varnish-1", varnish_cli_backend(&varnish)),
+    ];
+    let mut agents = Vec::new();
+    for (name, backend) in &nodes {
+        let config = fleet.node_settings(name, backend);
+        agents.push((*name, AgentProcess::start(&config, fleet.dir.path(), name)));
+    }
+    for (name, _) in &nodes {
+        fleet.wait_for_consumer(name).await;
+    }
+    let caches: [&dyn Warmable; 4] = [&n1, &n2, &n3, &varnish];
+    for cache in caches {
+        cache.warm(&["/posts/a", "/posts/ab"]).await;
+    }
+
+    let purger = fleet.publisher(500);
+    save(&purger, "/posts/a").await;
+    purger.flush().await;
+    for (name, _) in &nodes {
+        fleet
+            .wait_until_applied(name, Duration::from_secs(10))
+            .await;
+    }
+
+    for cache in caches {
+        cache.purged(&origin, "/posts/a").await;
+        cache.cached("/posts/ab").await;
+    }
+
+    // Every node reports in: healthy, nothing left to purge.
+    let status_config = fleet.node_settings("status", "");
+    let (code, status) = fleet_status(&status_config).await;
+    assert_eq!(code, 0, "{status}\n{}", agents[0].1.log());
+    let listed: Vec<(&str, &str, u64)> = status["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| {
+            (
+                n["node"].as_str().unwrap(),
+                n["health"].as_str().unwrap(),
+                n["lag"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            ("nginx-1", "ok", 0),
+            ("nginx-2", "ok", 0),
+            ("nginx-3", "ok", 0),
+            ("varnish-1", "ok", 0)
+        ],
+        "{status}"
+    );
+
+    for (name, agent) in agents {
+        let log = agent.log();
+        let (code, summary) = agent.terminate().await;
+        assert_eq!(code, 0, "{name}: {log}");
+        assert_eq!(summary["purged"], 1, "{name}: {summary}\n{log}");
+        assert_eq!(summary["dead_lettered"], 0, "{name}: {summary}");
+    }
+    let (_, status) = fleet_status(&status_config).await;
+    assert!(
+        status["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|n| n["health"] == "stopped"),
+        "{status}"
+    );
+    purger.shutdown(Duration::from_secs(5)).await.unwrap();
+}
+
+/// The assertion helpers over nginx and Varnish alike.
+trait Warmable: Sync {
+    fn warm<'a>(&'a self, paths: &'a [&'a str]) -> futures::future::BoxFuture<'a, ()>;
+    fn purged<'a>(
+        &'a self,
+        origin: &'a Origin,
+        path: &'a str,
+    ) -> futures::future::BoxFuture<'a, ()>;
+    fn cached<'a>(&'a self, path: &'a str) -> futures::future::BoxFuture<'a, ()>;
+}
+
+impl<T: CacheServer> Warmable for T {
+    fn warm<'a>(&'a self, paths: &'a [&'a str]) -> futures::future::BoxFuture<'a, ()> {
+        Box::pin(warm(self, paths))
+    }
+    fn purged<'a>(
+        &'a self,
+        origin: &'a Origin,
+        path: &'a str,
+    ) -> futures::future::BoxFuture<'a, ()> {
+        Box::pin(assert_purged(self, origin, path))
+    }
+    fn cached<'a>(&'a self, path: &'a str) -> futures::future::BoxFuture<'a, ()> {
+        Box::pin(assert_cached(self, path))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_agent_killed_during_saves_resumes_after_its_last_ack_and_its_node_ends_fresh() {
+    // The issue's 500 saves, each its own message (max_batch = 1).
+    const PAGES: usize = 500;
+    let origin = Origin::start().unwrap();
+    let (fleet, steady, killed) = tokio::join!(
+        Fleet::start(Duration::from_secs(3600)),
+        Nginx::start(&origin, NginxConfig::default()),
+        Nginx::start(&origin, NginxConfig::default()),
+    );
+    let (steady, killed) = (steady.unwrap(), killed.unwrap());
+    let steady_config = fleet.node_settings("steady", &nginx_files_backend(&steady));
+    let killed_config = fleet.node_settings("killed", &nginx_files_backend(&killed));
+    let steady_agent = AgentProcess::start(&steady_config, fleet.dir.path(), "steady");
+    let mut first = Some(AgentProcess::start(
+        &killed_config,
+        fleet.dir.path(),
+        "killed",
+    ));
+    fleet.wait_for_consumer("steady").await;
+    fleet.wait_for_consumer("killed").await;
+    let pages: Vec<String> = (0..PAGES).map(|i| format!("/pages/{i}")).collect();
+    for page in &pages {
+        warm(&steady, &[page.as_str()]).await;
+        warm(&killed, &[page.as_str()]).await;
+    }
+    warm(&steady, &["/pages/neighbour"]).await;
+    warm(&killed, &["/pages/neighbour"]).await;
+    let start_sequence = fleet.last_sequence().await;
+
+    let purger = fleet.publisher(1);
+    for (i, page) in pages.iter().enumerate() {
+        save(&purger, page).await;
+        if i == PAGES / 3 {
+            // Once it has purged some, kill it in the middle of the saves.
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while fleet.consumer("killed").await.unwrap().0 < start_sequence + 20 {
+                assert!(Instant::now() < deadline, "the agent purges nothing");
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            if let Some(agent) = first.take() {
+                agent.kill().await;
+            }
+        }
+    }
+    purger.flush().await;
+    let acked_before_restart = fleet.consumer("killed").await.unwrap().0;
+    let last = fleet.last_sequence().await;
+    assert!(
+        acked_before_restart < last,
+        "the killed agent had acked everything ({acked_before_restart} of {last}): nothing to resume"
+    );
+    let second = AgentProcess::start(&killed_config, fleet.dir.path(), "killed");
+    fleet
+        .wait_until_applied("steady", Duration::from_secs(20))
+        .await;
+    fleet
+        .wait_until_applied("killed", Duration::from_secs(20))
+        .await;
+
+    for page in &pages {
+        assert_purged(&steady, &origin, page).await;
+        assert_purged(&killed, &origin, page).await;
+    }
+    assert_cached(&steady, "/pages/neighbour").await;
+    assert_cached(&killed, "/pages/neighbour").await;
+
+    // At least once: the killed node may have purged a message twice (one it purged but had
+    // not acked when it was killed); the node that kept running saw every message once.
+    let messages = last - start_sequence;
+    let (_, steady_deliveries, _) = fleet.consumer("steady").await.unwrap();
+    let (_, killed_deliveries, _) = fleet.consumer("killed").await.unwrap();
+    assert_eq!(messages, PAGES as u64);
+    eprintln!(
+        "{messages} messages for {PAGES} saves; killed node: {} redeliveries (delivered to the killed agent but not acked: at most that many purged twice); steady node: {}",
+        killed_deliveries - messages,
+        steady_deliveries - messages
+    );
+    assert_eq!(
+        steady_deliveries, messages,
+        "the steady node saw a duplicate"
+    );
+
+    let (code, _) = steady_agent.terminate().await;
+    assert_eq!(code, 0);
+    let (code, summary) = second.terminate().await;
+    assert_eq!(code, 0, "{summary}");
+    purger.shutdown(Duration::from_secs(5)).await.unwrap();
+}
