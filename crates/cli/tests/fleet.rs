@@ -52,7 +52,13 @@ impl Fleet {
     /// The application's purger: one `kind = "nats"` backend publishing to group `all`, at
     /// most `max_batch` targets per message.
     fn publisher(&self, max_batch: usize) -> Purger {
+        self.group_publisher("all", max_batch)
+    }
+
+    /// A publisher to this group.
+    fn group_publisher(&self, group: &str, max_batch: usize) -> Purger {
         let mut settings = self.settings.clone();
+        settings.group = group.parse().unwrap();
         settings.max_batch = max_batch.try_into().unwrap();
         Purger::builder()
             .delivery(Delivery::Immediate)
@@ -63,10 +69,15 @@ impl Fleet {
 
     /// The settings file of node `name` with these `[backends.*]` tables.
     fn node_settings(&self, name: &str, backends: &str) -> PathBuf {
+        self.node_settings_with(name, backends, "")
+    }
+
+    /// The settings file of node `name`, with more `[agent]` keys.
+    fn node_settings_with(&self, name: &str, backends: &str, agent: &str) -> PathBuf {
         let path = self.dir.path().join(format!("{name}.toml"));
         let text = format!(
             "{backends}\n[agent]\nnode = \"{name}\"\nservers = [\"{}\"]\nstream = \"{}\"\n\
-             subject_prefix = \"{}\"\nstate_bucket = \"{}\"\nack_wait = \"2s\"\nheartbeat = \"200ms\"\n",
+             subject_prefix = \"{}\"\nstate_bucket = \"{}\"\nack_wait = \"2s\"\nheartbeat = \"200ms\"\n{agent}",
             self.nats.addr(),
             self.settings.stream,
             self.settings.subject_prefix,
@@ -106,22 +117,30 @@ impl Fleet {
 
     /// Waits until the node's agent has created its consumer.
     async fn wait_for_consumer(&self, node: &str) {
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let deadline = Instant::now() + Duration::from_secs(30);
         while self.consumer(node).await.is_none() {
-            assert!(Instant::now() < deadline, "agent {node} made no consumer");
+            if Instant::now() >= deadline {
+                let logs: Vec<String> = std::fs::read_dir(self.dir.path())
+                    .unwrap()
+                    .filter_map(|e| e.ok())
+                    .filter(|e| e.file_name().to_string_lossy().starts_with(node))
+                    .filter(|e| e.file_name().to_string_lossy().ends_with(".log"))
+                    .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+                    .collect();
+                panic!("agent {node} made no consumer:\n{}", logs.join("\n---\n"));
+            }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
-    /// Waits until the node's agent has acked everything on the stream.
+    /// Waits until the node's agent has acked every message of its groups on the stream
+    /// (nothing pending, nothing unacked; a filtered consumer's ack floor stays at its own
+    /// last message).
     async fn wait_until_applied(&self, node: &str, timeout: Duration) {
         let last = self.last_sequence().await;
         let deadline = Instant::now() + timeout;
         loop {
-            if let Some((acked, _, outstanding)) = self.consumer(node).await
-                && acked >= last
-                && outstanding == 0
-            {
+            if let Some((_, _, 0)) = self.consumer(node).await {
                 return;
             }
             assert!(
@@ -454,5 +473,288 @@ async fn an_agent_killed_during_saves_resumes_after_its_last_ack_and_its_node_en
     assert_eq!(code, 0);
     let (code, summary) = second.terminate().await;
     assert_eq!(code, 0, "{summary}");
+    purger.shutdown(Duration::from_secs(5)).await.unwrap();
+}
+
+/// The node's entry in `fleet status --json`.
+async fn node_status(config: &Path, node: &str) -> Value {
+    let (_, status) = fleet_status(config).await;
+    status["nodes"]
+        .as_array()
+        .and_then(|nodes| nodes.iter().find(|n| n["node"] == node).cloned())
+        .unwrap_or_else(|| panic!("{node} is not in {status}"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hostile_messages_are_dead_lettered_never_widened_and_the_agent_purges_on() {
+    let origin = Origin::start().unwrap();
+    let (fleet, nginx) = tokio::join!(
+        Fleet::start(Duration::from_secs(3600)),
+        Nginx::start(&origin, NginxConfig::default()),
+    );
+    let nginx = nginx.unwrap();
+    let config = fleet.node_settings("edge", &nginx_files_backend(&nginx));
+    let agent = AgentProcess::start(&config, fleet.dir.path(), "edge");
+    fleet.wait_for_consumer("edge").await;
+    warm(&nginx, &["/posts/a", "/posts/ab", "/other"]).await;
+
+    let subject = format!("{}.all", fleet.settings.subject_prefix);
+    let hostile: [&[u8]; 5] = [
+        b"not json",
+        br#"{"v": 2, "targets": ["url /posts/a"], "sent_at_ms": 0}"#,
+        br#"{"v": 1, "targets": ["everythin"], "sent_at_ms": 0}"#,
+        br#"{"v": 1, "targets": ["url /posts/a"], "sent_at_ms": 0, "all": true}"#,
+        br#"{"v": 1, "targets": [], "sent_at_ms": 0}"#,
+    ];
+    for payload in hostile {
+        fleet
+            .js
+            .publish(subject.clone(), payload.to_vec().into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    let purger = fleet.publisher(500);
+    save(&purger, "/posts/a").await;
+    purger.flush().await;
+    fleet
+        .wait_until_applied("edge", Duration::from_secs(10))
+        .await;
+
+    // The valid purge went through; nothing was widened: the neighbours are still cached.
+    assert_purged(&nginx, &origin, "/posts/a").await;
+    assert_cached(&nginx, "/posts/ab").await;
+    assert_cached(&nginx, "/other").await;
+
+    // Each hostile message is in the dead-letter stream, with the reason.
+    let dead = fleet
+        .js
+        .get_stream(format!("{}_DEAD", fleet.settings.stream))
+        .await
+        .unwrap();
+    let mut reasons = Vec::new();
+    for sequence in 1..=5 {
+        let message = dead.get_raw_message(sequence).await.unwrap();
+        let reason = message
+            .headers
+            .get("Cache-Purge-Reason")
+            .map(|v| v.to_string())
+            .unwrap_or_default();
+        reasons.push(reason);
+    }
+    for (reason, expected) in reasons.iter().zip([
+        "not a purge message",
+        "version 2",
+        "invalid target",
+        "unknown field",
+        "no targets",
+    ]) {
+        assert!(reason.contains(expected), "{reasons:?}");
+    }
+    // The node's state says so within a heartbeat (200ms here).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let state = node_status(&config, "edge").await;
+        if state["dead_lettered"] == 5 && state["purged"] == 1 {
+            assert_eq!(state["health"], "ok", "{state}");
+            assert!(
+                state["last_error"]
+                    .as_str()
+                    .unwrap()
+                    .contains("dead-lettered"),
+                "{state}"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "{state}\n{}", agent.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (code, summary) = agent.terminate().await;
+    assert_eq!((code, &summary["dead_lettered"]), (0, &Value::from(5)));
+    purger.shutdown(Duration::from_secs(5)).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_purge_failing_on_a_node_is_redelivered_with_backoff_until_the_cache_is_back() {
+    let origin = Origin::start().unwrap();
+    let (fleet, nginx) = tokio::join!(
+        Fleet::start(Duration::from_secs(3600)),
+        Nginx::start(&origin, NginxConfig::default()),
+    );
+    let mut nginx = nginx.unwrap();
+    // HTTP mode (ngx_cache_purge), so that a stopped nginx fails the purge.
+    let backend = format!(
+        "[backends.cache]\nkind = \"nginx\"\nservers = [\"{}\"]\npurge_prefix = \"/purge\"\ntimeout = \"1s\"\n",
+        nginx.addr()
+    );
+    let config = fleet.node_settings(
+        "edge",
+        &format!("{backend}\n[retry]\ninitial_backoff = \"100ms\"\nmax_backoff = \"500ms\"\nmax_attempts = 100\n"),
+    );
+    let agent = AgentProcess::start(&config, fleet.dir.path(), "edge");
+    fleet.wait_for_consumer("edge").await;
+    warm(&nginx, &["/posts/a", "/posts/ab"]).await;
+
+    nginx.kill_server().unwrap();
+    let purger = fleet.publisher(500);
+    save(&purger, "/posts/a").await;
+    purger.flush().await;
+    // The node says it is failing, and the message is not acked.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let state = node_status(&config, "edge").await;
+        if state["health"] == "failing" {
+            assert!(
+                state["last_error"].as_str().unwrap().contains("cache"),
+                "{state}"
+            );
+            assert_eq!(state["lag"], 1, "{state}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "never failing: {state}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (code, _) = fleet_status(&config).await;
+    assert_eq!(code, 1, "a failing node fails `fleet status`");
+
+    nginx.restart().unwrap();
+    fleet
+        .wait_until_applied("edge", Duration::from_secs(10))
+        .await;
+    assert_purged(&nginx, &origin, "/posts/a").await;
+    assert_cached(&nginx, "/posts/ab").await;
+    let (_, deliveries, _) = fleet.consumer("edge").await.unwrap();
+    assert!(
+        deliveries > 1,
+        "it was redelivered ({deliveries} deliveries)"
+    );
+    let (code, summary) = agent.terminate().await;
+    assert_eq!(code, 0);
+    assert!(summary["retried"].as_u64().unwrap() >= 1, "{summary}");
+    purger.shutdown(Duration::from_secs(5)).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_purge_for_a_group_or_a_routed_host_reaches_only_the_nodes_of_that_group() {
+    let origin = Origin::start().unwrap();
+    let (fleet, blog, shop) = tokio::join!(
+        Fleet::start(Duration::from_secs(3600)),
+        Nginx::start(&origin, NginxConfig::default()),
+        Nginx::start(&origin, NginxConfig::default()),
+    );
+    let (blog, shop) = (blog.unwrap(), shop.unwrap());
+    let blog_config = fleet.node_settings_with(
+        "blog-node",
+        &nginx_files_backend(&blog),
+        "groups = [\"all\", \"blog\"]\n",
+    );
+    let shop_config = fleet.node_settings("shop-node", &nginx_files_backend(&shop));
+    let blog_agent = AgentProcess::start(&blog_config, fleet.dir.path(), "blog-node");
+    let shop_agent = AgentProcess::start(&shop_config, fleet.dir.path(), "shop-node");
+    fleet.wait_for_consumer("blog-node").await;
+    fleet.wait_for_consumer("shop-node").await;
+    for cache in [&blog, &shop] {
+        warm(cache, &["/blog/post", "/blog/other", "/home"]).await;
+    }
+
+    // The app routes the blog's host to group `blog`; everything else goes to `all`.
+    let mut settings = fleet.settings.clone();
+    settings
+        .hosts
+        .insert("blog.example".parse().unwrap(), "blog".parse().unwrap());
+    let app = Purger::builder()
+        .delivery(Delivery::Immediate)
+        .backend("fleet", NatsBackend::new(&settings).unwrap())
+        .build()
+        .unwrap();
+    save(&app, "http://blog.example/blog/post").await;
+    save(&app, "/home").await;
+    app.flush().await;
+    // And a backend whose group is `blog` sends everything there.
+    let to_blog = fleet.group_publisher("blog", 500);
+    save(&to_blog, "/blog/other").await;
+    to_blog.flush().await;
+    fleet
+        .wait_until_applied("blog-node", Duration::from_secs(10))
+        .await;
+    fleet
+        .wait_until_applied("shop-node", Duration::from_secs(10))
+        .await;
+
+    assert_purged(&blog, &origin, "/blog/post").await;
+    assert_cached(&shop, "/blog/post").await;
+    assert_purged(&blog, &origin, "/blog/other").await;
+    assert_cached(&shop, "/blog/other").await;
+    assert_purged(&blog, &origin, "/home").await;
+    assert_purged(&shop, &origin, "/home").await;
+    let (_, blog_summary) = blog_agent.terminate().await;
+    let (_, shop_summary) = shop_agent.terminate().await;
+    assert!(
+        blog_summary["purged"].as_u64().unwrap() >= 2,
+        "{blog_summary}"
+    );
+    assert_eq!(shop_summary["purged"], 1, "{shop_summary}");
+    to_blog.shutdown(Duration::from_secs(5)).await.unwrap();
+    app.shutdown(Duration::from_secs(5)).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_away_longer_than_the_stream_keeps_purges_everything_when_it_is_back() {
+    let origin = Origin::start().unwrap();
+    let (fleet, nginx) = tokio::join!(
+        Fleet::start(Duration::from_secs(1)),
+        Nginx::start(&origin, NginxConfig::default()),
+    );
+    let nginx = nginx.unwrap();
+    let config = fleet.node_settings("edge", &nginx_files_backend(&nginx));
+    let agent = AgentProcess::start(&config, fleet.dir.path(), "edge");
+    fleet.wait_for_consumer("edge").await;
+    let purger = fleet.publisher(500);
+    save(&purger, "/warm-up").await;
+    purger.flush().await;
+    fleet
+        .wait_until_applied("edge", Duration::from_secs(10))
+        .await;
+    let (code, _) = agent.terminate().await;
+    assert_eq!(code, 0);
+
+    // While the node is away, a purge is published and dropped by the stream (max_age 1s).
+    warm(&nginx, &["/posts/a", "/posts/ab"]).await;
+    save(&purger, "/posts/a").await;
+    purger.flush().await;
+    let stream = fleet
+        .js
+        .get_stream(fleet.settings.stream.as_str())
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while stream.get_info().await.unwrap().state.messages > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the stream never dropped the purge"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let agent = AgentProcess::start(&config, fleet.dir.path(), "edge");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let state = node_status(&config, "edge").await;
+        if state["purged_everything_at_ms"].is_u64() && state["status"] == "running" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never purged everything: {state}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The missed purge is made good, at the price of the whole cache: the neighbour too.
+    assert_purged(&nginx, &origin, "/posts/a").await;
+    assert_purged(&nginx, &origin, "/posts/ab").await;
+    let (code, summary) = agent.terminate().await;
+    assert_eq!(code, 0);
+    assert_eq!(summary["purged_everything"], true, "{summary}");
     purger.shutdown(Duration::from_secs(5)).await.unwrap();
 }

@@ -7,7 +7,7 @@ use tokio::sync::OnceCell;
 
 use super::settings::{NatsSettings, StreamRetention, StreamStorage};
 use super::wire;
-use crate::backend::{Backend, Capabilities, Cause, PurgeError, SetupError};
+use crate::backend::{Backend, Capabilities, Cause, Failures, PurgeError, SetupError};
 use crate::target::Target;
 
 /// Publishes each batch to a JetStream stream and waits for the stream's ack.
@@ -251,11 +251,44 @@ impl Backend for NatsBackend {
 
     async fn purge(&self, batch: &[Target]) -> Result<(), PurgeError> {
         let context = self.context().await?;
+        if self.settings.hosts.is_empty() {
+            return self.publish(context, &self.subject, batch).await;
+        }
+        // One message per group, in the order of the groups' first targets.
+        let mut by_group: Vec<(String, Vec<Target>)> = Vec::new();
+        for target in batch {
+            let subject = self
+                .settings
+                .subject_prefix
+                .subject(self.settings.group_of(target));
+            match by_group.iter_mut().find(|(s, _)| *s == subject) {
+                Some((_, targets)) => targets.push(target.clone()),
+                None => by_group.push((subject, vec![target.clone()])),
+            }
+        }
+        let mut failures = Failures::new(batch);
+        for (subject, targets) in &by_group {
+            if let Err(e) = self.publish(context, subject, targets).await {
+                failures.push(e.only(targets.clone()));
+            }
+        }
+        failures.into_result()
+    }
+}
+
+impl NatsBackend {
+    /// Publishes one message and waits for the stream's ack.
+    async fn publish(
+        &self,
+        context: &jetstream::Context,
+        subject: &str,
+        batch: &[Target],
+    ) -> Result<(), PurgeError> {
         let payload = wire::encode(batch);
         let stream = self.settings.stream.as_str();
         let on = |e: PurgeError| e.on_server(format!("stream {stream}"));
         let ack = context
-            .publish(self.subject.clone(), payload.into())
+            .publish(subject.to_owned(), payload.into())
             .await
             .map_err(|e| on(publish_error(e.kind(), &e.to_string())))?;
         let ack = tokio::time::timeout(self.settings.timeout + Duration::from_secs(1), ack)
@@ -271,12 +304,12 @@ impl Backend for NatsBackend {
             return Err(on(PurgeError::new(
                 Cause::Misconfigured,
                 format!(
-                    "subject `{}` was stored by stream `{}`, not `{stream}`",
-                    self.subject, ack.stream
+                    "subject `{subject}` was stored by stream `{}`, not `{stream}`",
+                    ack.stream
                 ),
             )));
         }
-        tracing::debug!(target: "cache_purge_hooks", stream, sequence = ack.sequence, targets = batch.len(), "published");
+        tracing::debug!(target: "cache_purge_hooks", stream, subject, sequence = ack.sequence, targets = batch.len(), "published");
         Ok(())
     }
 }

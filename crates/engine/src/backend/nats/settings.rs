@@ -22,7 +22,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::settings::types::{
-    self, FieldError, InvalidValue, ServerAddr, named_enum, string_serde,
+    self, FieldError, HostName, InvalidValue, ServerAddr, named_enum, string_serde,
 };
 
 /// Whether `s` is one NATS subject token this crate accepts: ASCII letters, digits, `-`, `_`.
@@ -205,6 +205,12 @@ pub struct NatsSettings {
     /// The group of nodes this backend's purges go to (default `all`): the subject is
     /// `<subject_prefix>.<group>`.
     pub group: GroupName,
+    /// Host routing (`[backends.NAME.hosts]`, default none): the purges of absolute URLs (and
+    /// prefixes) of a host listed here go to its group instead of `group`, so that each site's
+    /// pages are purged only on its own nodes. Tags, everything and URLs given as paths go to
+    /// `group`.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub hosts: std::collections::BTreeMap<HostName, GroupName>,
     /// The stream's retention: `limits` (default) or `interest`.
     pub retention: StreamRetention,
     /// How long the stream keeps a purge (default `24h`): a node away for longer cannot catch
@@ -240,6 +246,7 @@ impl Default for NatsSettings {
             stream: StreamName("CACHE_PURGE".to_owned()),
             subject_prefix: SubjectPrefix::default(),
             group: GroupName::default(),
+            hosts: std::collections::BTreeMap::new(),
             retention: StreamRetention::default(),
             max_age: Duration::from_secs(24 * 3600),
             replicas: NonZeroUsize::MIN,
@@ -265,6 +272,23 @@ impl NatsSettings {
     /// The subject this backend publishes to: `<subject_prefix>.<group>`.
     pub fn subject(&self) -> String {
         self.subject_prefix.subject(&self.group)
+    }
+
+    /// The group a target goes to: its host's in [`hosts`](Self::hosts) (compared without
+    /// case), else [`group`](Self::group).
+    pub fn group_of(&self, target: &crate::target::Target) -> &GroupName {
+        use crate::target::Target;
+        let host = match target {
+            Target::Url(u) | Target::Prefix(u) => u.host(),
+            _ => None,
+        };
+        host.and_then(|h| {
+            self.hosts
+                .iter()
+                .find(|(k, _)| k.as_str().eq_ignore_ascii_case(h))
+                .map(|(_, g)| g)
+        })
+        .unwrap_or(&self.group)
     }
 
     /// The rules across keys: `replicas` is at most 5 (JetStream's limit), and no server is
@@ -307,6 +331,33 @@ mod tests {
         for bad in ["", "a..b", ".a", "a.*", "a.>", "a b"] {
             assert!(bad.parse::<SubjectPrefix>().is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn hosts_route_their_urls_to_their_group() {
+        use crate::target::Target;
+        let s = crate::settings::Settings::from_toml_str(
+            "[backends.fleet]\nkind = \"nats\"\n[backends.fleet.hosts]\n\"blog.example.com\" = \"blog\"\n",
+        )
+        .unwrap();
+        let crate::settings::BackendSettings::Nats(n) = &s.backends["fleet"] else {
+            panic!("{s:?}")
+        };
+        let group = |t: &str| n.group_of(&t.parse::<Target>().unwrap()).to_string();
+        assert_eq!(group("url https://Blog.Example.com/a"), "blog");
+        assert_eq!(group("prefix https://blog.example.com/posts/"), "blog");
+        assert_eq!(group("url https://shop.example.com/a"), "all");
+        assert_eq!(group("url /a"), "all");
+        assert_eq!(group("tag post-1"), "all");
+        let err = crate::settings::Settings::from_toml_str(
+            "[backends.fleet]\nkind = \"nats\"\n[backends.fleet.hosts]\n\"blog.example.com\" = \"a.b\"\n",
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.key.as_deref(),
+            Some("backends.fleet.hosts.blog.example.com"),
+            "{err}"
+        );
     }
 
     #[test]
