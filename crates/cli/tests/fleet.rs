@@ -758,3 +758,219 @@ async fn a_node_away_longer_than_the_stream_keeps_purges_everything_when_it_is_b
     assert_eq!(summary["purged_everything"], true, "{summary}");
     purger.shutdown(Duration::from_secs(5)).await.unwrap();
 }
+
+/// `cache-purge ARGS --config CONFIG`: the exit code and stderr.
+async fn cache_purge(config: &Path, args: &[&str]) -> (i32, String) {
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_cache-purge"))
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .env_remove("CACHE_PURGE_CONFIG")
+        .env_remove("DATABASE_URL")
+        .output()
+        .await
+        .unwrap();
+    (
+        output.status.code().unwrap_or(-1),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        ),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_nats_server_restarted_mid_stream_in_outbox_mode_loses_nothing() {
+    use cache_purge_hooks_sea_orm::outbox;
+    let origin = Origin::start().unwrap();
+    let (mut fleet, nginx) = tokio::join!(
+        Fleet::start(Duration::from_secs(3600)),
+        Nginx::start(&origin, NginxConfig::default()),
+    );
+    assert!(
+        !fleet.nats.is_shared(),
+        "this test restarts its own nats-server"
+    );
+    let nginx = nginx.unwrap();
+    let node_config = fleet.node_settings("edge", &nginx_files_backend(&nginx));
+    let agent = AgentProcess::start(&node_config, fleet.dir.path(), "edge");
+    fleet.wait_for_consumer("edge").await;
+    let pages: Vec<String> = (0..10).map(|i| format!("/posts/{i}")).collect();
+    for page in &pages {
+        warm(&nginx, &[page.as_str()]).await;
+    }
+    warm(&nginx, &["/posts/neighbour"]).await;
+
+    // The app's side: outbox rows for the nats backend, as saves in outbox mode leave them.
+    let app_config = fleet.dir.path().join("app.toml");
+    std::fs::write(
+        &app_config,
+        format!(
+            "delivery = \"outbox\"\n[retry]\ninitial_backoff = \"100ms\"\nmax_backoff = \"500ms\"\nmax_attempts = 1000\n\
+             [backends.fleet]\nkind = \"nats\"\nservers = [\"{}\"]\nstream = \"{}\"\nsubject_prefix = \"{}\"\nmax_age = \"1h\"\ntimeout = \"1s\"\n",
+            fleet.nats.addr(),
+            fleet.settings.stream,
+            fleet.settings.subject_prefix
+        ),
+    )
+    .unwrap();
+    let db_url = format!(
+        "sqlite://{}?mode=rwc",
+        fleet.dir.path().join("app.db").display()
+    );
+    let db = sea_orm::Database::connect(&db_url).await.unwrap();
+    outbox::create_table(&db).await.unwrap();
+    let enqueue = |pages: &[String]| {
+        let targets: Vec<Target> = pages.iter().map(|p| Target::url(p).unwrap()).collect();
+        let db = &db;
+        async move {
+            for target in targets {
+                outbox::enqueue(db, &["fleet"], &[target], outbox::now_ms())
+                    .await
+                    .unwrap();
+            }
+        }
+    };
+    enqueue(&pages[..5]).await;
+    let (code, out) = cache_purge(
+        &app_config,
+        &[
+            "outbox",
+            "drain",
+            "--timeout",
+            "10s",
+            "--database-url",
+            &db_url,
+        ],
+    )
+    .await;
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = cache_purge(
+        &app_config,
+        &["outbox", "status", "--json", "--database-url", &db_url],
+    )
+    .await;
+    assert!(code == 0 && out.contains("\"dead\": 0"), "{out}");
+
+    // NATS goes down mid-stream: the rows stay, since no publish is acked.
+    fleet.nats.kill_server().unwrap();
+    enqueue(&pages[5..]).await;
+    let (code, out) = cache_purge(
+        &app_config,
+        &[
+            "outbox",
+            "drain",
+            "--timeout",
+            "2s",
+            "--database-url",
+            &db_url,
+        ],
+    )
+    .await;
+    assert_eq!(
+        code, 1,
+        "the rows cannot be delivered while NATS is down: {out}"
+    );
+
+    // Back (same store): the rows go out, the agent reconnects and purges every page.
+    fleet.nats.restart().unwrap();
+    let (code, out) = cache_purge(
+        &app_config,
+        &[
+            "outbox",
+            "drain",
+            "--timeout",
+            "20s",
+            "--database-url",
+            &db_url,
+        ],
+    )
+    .await;
+    assert_eq!(code, 0, "{out}");
+    fleet
+        .wait_until_applied("edge", Duration::from_secs(20))
+        .await;
+    // (The outbox worker batches rows: fewer messages than rows.)
+    let messages = fleet.last_sequence().await;
+    assert!(messages >= 2);
+    for page in &pages {
+        assert_purged(&nginx, &origin, page).await;
+    }
+    assert_cached(&nginx, "/posts/neighbour").await;
+    let (code, summary) = agent.terminate().await;
+    assert_eq!(code, 0);
+    assert!(summary["purged"].as_u64().unwrap() >= messages, "{summary}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_new_node_starts_from_now_from_the_first_purge_kept_or_from_a_time() {
+    let origin = Origin::start().unwrap();
+    let (fleet, first, now, since) = tokio::join!(
+        Fleet::start(Duration::from_secs(3600)),
+        Nginx::start(&origin, NginxConfig::default()),
+        Nginx::start(&origin, NginxConfig::default()),
+        Nginx::start(&origin, NginxConfig::default()),
+    );
+    let (first, now, since) = (first.unwrap(), now.unwrap(), since.unwrap());
+    for cache in [&first, &now, &since] {
+        warm(cache, &["/a", "/b", "/c"]).await;
+    }
+    // Two purges before any node exists, with a moment between them.
+    let purger = fleet.publisher(500);
+    save(&purger, "/a").await;
+    purger.flush().await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let between = humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    save(&purger, "/b").await;
+    purger.flush().await;
+
+    let configs = [
+        (
+            "first",
+            fleet.node_settings_with("first", &nginx_files_backend(&first), "start = \"first\"\n"),
+        ),
+        (
+            "now",
+            fleet.node_settings_with("now", &nginx_files_backend(&now), "start = \"now\"\n"),
+        ),
+        (
+            "since",
+            fleet.node_settings_with(
+                "since",
+                &nginx_files_backend(&since),
+                &format!("start = \"{between}\"\n"),
+            ),
+        ),
+    ];
+    let mut agents = Vec::new();
+    for (name, config) in &configs {
+        agents.push(AgentProcess::start(config, fleet.dir.path(), name));
+    }
+    for (name, _) in &configs {
+        fleet.wait_for_consumer(name).await;
+    }
+    save(&purger, "/c").await;
+    purger.flush().await;
+    for (name, _) in &configs {
+        fleet
+            .wait_until_applied(name, Duration::from_secs(10))
+            .await;
+    }
+
+    for path in ["/a", "/b", "/c"] {
+        assert_purged(&first, &origin, path).await;
+    }
+    assert_cached(&now, "/a").await;
+    assert_cached(&now, "/b").await;
+    assert_purged(&now, &origin, "/c").await;
+    assert_cached(&since, "/a").await;
+    assert_purged(&since, &origin, "/b").await;
+    assert_purged(&since, &origin, "/c").await;
+    for agent in agents {
+        let (code, _) = agent.terminate().await;
+        assert_eq!(code, 0);
+    }
+    purger.shutdown(Duration::from_secs(5)).await.unwrap();
+}
