@@ -120,6 +120,8 @@ What is checked, per backend:
   nginx http          the purge request for <purge_prefix>/__cache_purge_check/<random>
   nginx files, wipe   cache_dir exists, is a readable and writable directory; levels and
                       key_template parse
+  nats                the servers answer; the stream exists with the settings' subjects,
+                      retention, max_age, replicas, storage (or will be created)
   log, dummy, memory  nothing to check
 
 The probes purge a URL nobody caches; an HTTP BAN probe adds one ban that matches nothing.";

@@ -34,18 +34,15 @@ pub(crate) fn run_agent(
             other => CliError::usage(other.to_string())
                 .with_hint("docs/fleet.md: an agent's settings are the node's own backends and an [agent] table"),
         })?;
-        let shutdown = async {
-            use tokio::signal::unix::{SignalKind, signal};
-            match signal(SignalKind::terminate()) {
-                Ok(mut term) => {
-                    tokio::select! {
-                        _ = term.recv() => {}
-                        _ = tokio::signal::ctrl_c() => {}
-                    }
-                }
-                Err(_) => {
-                    let _ = tokio::signal::ctrl_c().await;
-                }
+        // The handler is installed now, before the agent starts: a SIGTERM from then on stops
+        // it cleanly.
+        let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .map_err(|e| CliError::failed(format!("cannot handle SIGTERM: {e}")))?;
+        let shutdown = async move {
+            let mut term = term;
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
             }
         };
         let summary = agent

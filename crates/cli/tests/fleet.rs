@@ -974,3 +974,31 @@ async fn a_new_node_starts_from_now_from_the_first_purge_kept_or_from_a_time() {
     }
     purger.shutdown(Duration::from_secs(5)).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn check_finds_the_nats_servers_and_a_stream_with_other_settings() {
+    let fleet = Fleet::start(Duration::from_secs(3600)).await;
+    let app = |max_age: &str| {
+        let path = fleet.dir.path().join(format!("app-{max_age}.toml"));
+        std::fs::write(
+            &path,
+            format!(
+                "[backends.fleet]\nkind = \"nats\"\nservers = [\"{}\"]\nstream = \"{}\"\nsubject_prefix = \"{}\"\nmax_age = \"{max_age}\"\n",
+                fleet.nats.addr(),
+                fleet.settings.stream,
+                fleet.settings.subject_prefix
+            ),
+        )
+        .unwrap();
+        path
+    };
+    let (code, out) = cache_purge(&app("1h"), &["check"]).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("connected") && out.contains("exists as configured"),
+        "{out}"
+    );
+    let (code, out) = cache_purge(&app("2h"), &["check"]).await;
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("max_age 1h, not 2h"), "{out}");
+}

@@ -164,7 +164,7 @@ async fn ensure_stream(
     };
     match existing {
         Some(config) => {
-            let differences = differences(&config, &wanted);
+            let differences = stream_differences(&config, &wanted);
             if differences.is_empty() {
                 Ok(())
             } else {
@@ -192,8 +192,9 @@ async fn ensure_stream(
     }
 }
 
-/// How an existing stream's settings differ from the wanted ones, in words.
-fn differences(have: &stream::Config, want: &stream::Config) -> Vec<String> {
+/// How an existing stream's settings (`have`) differ from the wanted ones
+/// ([`stream_config`]), in words: empty when the stream is right.
+pub fn stream_differences(have: &stream::Config, want: &stream::Config) -> Vec<String> {
     let mut out = Vec::new();
     for subject in &want.subjects {
         if !have.subjects.iter().any(|s| s == subject) {

@@ -21,4 +21,4 @@ pub mod wire;
 mod backend;
 
 #[cfg(feature = "nats")]
-pub use backend::{NatsBackend, connect, stream_config};
+pub use backend::{NatsBackend, connect, stream_config, stream_differences};
