@@ -1002,3 +1002,67 @@ async fn check_finds_the_nats_servers_and_a_stream_with_other_settings() {
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("max_age 1h, not 2h"), "{out}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_purge_failing_on_every_delivery_is_dead_lettered_after_max_attempts() {
+    let origin = Origin::start().unwrap();
+    let (fleet, nginx) = tokio::join!(
+        Fleet::start(Duration::from_secs(3600)),
+        Nginx::start(&origin, NginxConfig::default()),
+    );
+    let mut nginx = nginx.unwrap();
+    let backend = format!(
+        "[backends.cache]\nkind = \"nginx\"\nservers = [\"{}\"]\npurge_prefix = \"/purge\"\ntimeout = \"1s\"\n\
+         [retry]\ninitial_backoff = \"50ms\"\nmax_backoff = \"100ms\"\nmax_attempts = 3\n",
+        nginx.addr()
+    );
+    let config = fleet.node_settings("edge", &backend);
+    let agent = AgentProcess::start(&config, fleet.dir.path(), "edge");
+    fleet.wait_for_consumer("edge").await;
+    nginx.kill_server().unwrap();
+    let purger = fleet.publisher(500);
+    save(&purger, "/posts/a").await;
+    purger.flush().await;
+    fleet
+        .wait_until_applied("edge", Duration::from_secs(15))
+        .await;
+
+    let (_, deliveries, _) = fleet.consumer("edge").await.unwrap();
+    assert_eq!(deliveries, 3, "delivered max_attempts times, then given up");
+    let dead = fleet
+        .js
+        .get_stream(format!("{}_DEAD", fleet.settings.stream))
+        .await
+        .unwrap();
+    let message = dead.get_raw_message(1).await.unwrap();
+    let reason = message
+        .headers
+        .get("Cache-Purge-Reason")
+        .map(|v| v.to_string())
+        .unwrap_or_default();
+    assert!(reason.contains("backend `cache`"), "{reason}");
+    let (code, summary) = agent.terminate().await;
+    assert_eq!(code, 0);
+    assert_eq!(summary["dead_lettered"], 1, "{summary}");
+    assert_eq!(summary["retried"], 2, "{summary}");
+    purger.shutdown(Duration::from_secs(5)).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_agent_refuses_a_nats_backend_and_a_missing_node_name() {
+    let fleet = Fleet::start(Duration::from_secs(3600)).await;
+    let config = fleet.dir.path().join("loop.toml");
+    std::fs::write(
+        &config,
+        "[backends.fleet]\nkind = \"nats\"\n[agent]\nnode = \"edge\"\n",
+    )
+    .unwrap();
+    let (code, out) = cache_purge(&config, &["agent"]).await;
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("backend `fleet` is kind = \"nats\""), "{out}");
+    let config = fleet.dir.path().join("nameless.toml");
+    std::fs::write(&config, "[backends.cache]\nkind = \"dummy\"\n").unwrap();
+    let (code, out) = cache_purge(&config, &["agent"]).await;
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("set agent.node (or pass --node)"), "{out}");
+}
