@@ -210,3 +210,24 @@ async fn a_publish_not_acked_while_nats_is_down_is_retried_and_lands_once_it_is_
     );
     purger.shutdown(Duration::from_secs(5)).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_batch_larger_than_the_servers_max_payload_is_split_into_messages_that_fit() {
+    let nats = Nats::start().await.unwrap();
+    let mut s = settings(&nats);
+    s.max_batch = 1000.try_into().unwrap();
+    let long = "x".repeat(2000);
+    let batch: Vec<Target> = (0..700)
+        .map(|i| Target::url(&format!("/{long}/{i}")).unwrap())
+        .collect();
+    // About 1.4 MB of targets, past nats-server's default max_payload of 1 MB.
+    NatsBackend::new(&s).unwrap().purge(&batch).await.unwrap();
+
+    let got = messages(&nats, s.stream.as_str()).await;
+    assert!(got.len() >= 2, "{} messages", got.len());
+    let mut published: Vec<Target> = got.into_iter().flat_map(|(_, t)| t).collect();
+    published.sort();
+    let mut expected = batch;
+    expected.sort();
+    assert_eq!(published, expected, "every target once");
+}

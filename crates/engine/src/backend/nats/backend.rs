@@ -252,25 +252,42 @@ impl Backend for NatsBackend {
 
     async fn purge(&self, batch: &[Target]) -> Result<(), PurgeError> {
         let context = self.context().await?;
-        if self.settings.hosts.is_empty() {
-            return self.publish(context, &self.subject, batch).await;
-        }
         // One message per group, in the order of the groups' first targets.
         let mut by_group: Vec<(String, Vec<Target>)> = Vec::new();
         for target in batch {
-            let subject = self
-                .settings
-                .subject_prefix
-                .subject(self.settings.group_of(target));
+            let subject = if self.settings.hosts.is_empty() {
+                self.subject.clone()
+            } else {
+                self.settings
+                    .subject_prefix
+                    .subject(self.settings.group_of(target))
+            };
             match by_group.iter_mut().find(|(s, _)| *s == subject) {
                 Some((_, targets)) => targets.push(target.clone()),
                 None => by_group.push((subject, vec![target.clone()])),
             }
         }
+        // A message larger than the server takes is split in halves until each fits.
+        let max_payload = match context.client().server_info().max_payload {
+            0 => 1024 * 1024,
+            n => n,
+        };
         let mut failures = Failures::new(batch);
-        for (subject, targets) in &by_group {
-            if let Err(e) = self.publish(context, subject, targets).await {
-                failures.push(e.only(targets.clone()));
+        let mut work: Vec<(String, Vec<Target>)> = by_group.into_iter().rev().collect();
+        while let Some((subject, targets)) = work.pop() {
+            let payload = wire::encode(&targets);
+            if payload.len() > max_payload && targets.len() > 1 {
+                let mut first = targets;
+                let second = first.split_off(first.len() / 2);
+                work.push((subject.clone(), second));
+                work.push((subject, first));
+                continue;
+            }
+            if let Err(e) = self
+                .publish(context, &subject, payload, targets.len())
+                .await
+            {
+                failures.push(e.only(targets));
             }
         }
         failures.into_result()
@@ -283,9 +300,9 @@ impl NatsBackend {
         &self,
         context: &jetstream::Context,
         subject: &str,
-        batch: &[Target],
+        payload: Vec<u8>,
+        targets: usize,
     ) -> Result<(), PurgeError> {
-        let payload = wire::encode(batch);
         let stream = self.settings.stream.as_str();
         let on = |e: PurgeError| e.on_server(format!("stream {stream}"));
         let ack = context
@@ -310,7 +327,7 @@ impl NatsBackend {
                 ),
             )));
         }
-        tracing::debug!(target: "cache_purge_hooks", stream, subject, sequence = ack.sequence, targets = batch.len(), "published");
+        tracing::debug!(target: "cache_purge_hooks", stream, subject, sequence = ack.sequence, targets, "published");
         Ok(())
     }
 }
