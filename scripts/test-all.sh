@@ -2,7 +2,7 @@
 # Runs every check and test of cache-purge-hooks: formatting, clippy, unit, integration,
 # compile-fail (trybuild) and doc tests, against SQLite and, on 127.0.0.1, PostgreSQL
 # (trust auth, database `test`) and MariaDB (root, empty password, database `test`), and
-# real nginx (with ngx_cache_purge), varnishd and redis-server instances that the tests start themselves on
+# real nginx (with ngx_cache_purge), varnishd, redis-server and nats-server instances that the tests start themselves on
 # free loopback ports.
 #
 # It installs and starts what it needs where it can (it must run as root for that) and, with
@@ -59,6 +59,8 @@ ensure_proxies() {
   command -v curl >/dev/null 2>&1 || missing+=(curl)
   # The tag index tests start their own redis-server (no persistence) on a free port.
   [ -x /usr/bin/redis-server ] || missing+=(redis-server)
+  # The fleet tests (nats backend, cache-purge agent) start their own nats-server -js.
+  [ -x /usr/sbin/nats-server ] || missing+=(nats-server)
   if [ ${#missing[@]} -gt 0 ]; then
     log "installing ${missing[*]}"
     if [ "$(id -u)" != 0 ]; then
@@ -72,6 +74,7 @@ ensure_proxies() {
     service nginx stop >/dev/null 2>&1 || true
     service varnish stop >/dev/null 2>&1 || true
     service redis-server stop >/dev/null 2>&1 || true
+    service nats-server stop >/dev/null 2>&1 || true
   fi
 }
 
@@ -114,6 +117,8 @@ cargo clippy -p cache-purge-hooks-engine --all-targets --features metrics -- -D 
 cargo clippy -p cache-purge-hooks-engine --no-default-features --features cloudflare -- -D warnings
 cargo clippy -p cache-purge-hooks-engine --no-default-features --features fastly -- -D warnings
 cargo clippy -p cache-purge-hooks-engine --all-targets --features cloudflare,fastly -- -D warnings
+cargo clippy -p cache-purge-hooks-engine --no-default-features --features nats -- -D warnings
+cargo clippy -p cache-purge-hooks-engine --all-targets --features nats -- -D warnings
 # The crate for backend authors stays lean: no HTTP client, no settings, no digests.
 if cargo tree -p cache-purge-hooks-core -e normal --prefix none | grep -E '^(reqwest|hyper|config|sha2|md-5|serde) '; then
   echo "cache-purge-hooks-core must not depend on the crates above" >&2
@@ -138,6 +143,13 @@ cargo test -p cache-purge-hooks-engine --features metrics --lib dispatch 2>&1 | 
 # The CDN backends against the enforcing fakes of their APIs (required-features: the
 # workspace run above builds them through the CLI's features; this says so explicitly).
 cargo test -p cache-purge-hooks-engine --features cloudflare,fastly --test cloudflare --test fastly 2>&1 | tee -a "$results"
+# The `nats` backend (feature nats): its wire format, settings, and against a real nats-server.
+cargo test -p cache-purge-hooks-engine --features nats --lib backend::nats 2>&1 | tee -a "$results"
+cargo test -p cache-purge-hooks-engine --features nats --test nats 2>&1 | tee -a "$results"
+cargo test -p cache-purge-hooks-engine --features nats --doc nats 2>&1 | tee -a "$results"
+cargo test -p cache-purge-hooks-engine --features nats --lib fleet 2>&1 | tee -a "$results"
+# (cache-purge agent and fleet status, crates/cli/tests/fleet.rs, run with the workspace: the
+# CLI enables the engine's nats feature.)
 
 log "cargo publish --dry-run: every published crate packages and builds from its tarball"
 # (--allow-dirty: the tests may leave proptest regression files behind.)

@@ -73,6 +73,14 @@ pub(crate) enum Command {
     /// Look after the outbox table of `delivery = "outbox"`: counts, dead rows, drain.
     Outbox(OutboxArgs),
 
+    /// Run beside a cache node: purge what the fleet's NATS stream says with this node's own
+    /// backends, until SIGTERM.
+    #[command(after_long_help = AGENT_HELP)]
+    Agent(AgentArgs),
+
+    /// The fleet of cache nodes fed by a `kind = "nats"` backend: each agent's state.
+    Fleet(FleetArgs),
+
     /// Print the effective settings (file, then environment overrides) as TOML (or JSON).
     Settings,
 
@@ -112,9 +120,49 @@ What is checked, per backend:
   nginx http          the purge request for <purge_prefix>/__cache_purge_check/<random>
   nginx files, wipe   cache_dir exists, is a readable and writable directory; levels and
                       key_template parse
+  nats                the servers answer; the stream exists with the settings' subjects,
+                      retention, max_age, replicas, storage (or will be created)
   log, dummy, memory  nothing to check
 
 The probes purge a URL nobody caches; an HTTP BAN probe adds one ban that matches nothing.";
+
+const AGENT_HELP: &str = "\
+The settings file of an agent lists the node's own caches as [backends.NAME] (nginx files
+mode, varnish cli on localhost, ...; never kind = \"nats\") and an [agent] table:
+
+  [agent]
+  node = \"edge-1\"                # the durable consumer is cache-purge-agent-edge-1
+  servers = [\"10.0.0.5:4222\"]
+  groups = [\"all\"]
+  start = \"now\"                  # a new node: now, first, or 2026-12-01T10:00:00Z
+  when_away_too_long = \"purge_everything\"
+
+Each message is acked only when every backend purged it; failures are redelivered after the
+retry policy's backoff; invalid messages and given-up purges are dead-lettered. SIGTERM (or
+Ctrl-C) finishes the message in hand and exits 0; a restarted agent resumes after its last
+ack. Guide: docs/fleet.md";
+
+/// `cache-purge agent`.
+#[derive(Debug, Args)]
+pub(crate) struct AgentArgs {
+    /// This node's name [default: agent.node of the settings].
+    #[arg(long, value_name = "NAME", env = "CACHE_PURGE_NODE")]
+    pub(crate) node: Option<String>,
+}
+
+/// `cache-purge fleet`.
+#[derive(Debug, Args)]
+pub(crate) struct FleetArgs {
+    #[command(subcommand)]
+    pub(crate) command: FleetCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum FleetCommand {
+    /// Every node that reported: health (ok, failing, stale, stopped), lag, applied sequence,
+    /// last error. Exit code 1 when a node is failing or stale.
+    Status,
+}
 
 /// `cache-purge purge`.
 #[derive(Debug, Args)]

@@ -197,6 +197,7 @@ async fn check_backend(name: &str, settings: &BackendSettings) -> Vec<Finding> {
         BackendSettings::Nginx(n) => check_nginx(name, n).await,
         BackendSettings::Cloudflare(c) => check_cloudflare(c).await,
         BackendSettings::Fastly(f) => check_fastly(f).await,
+        BackendSettings::Nats(n) => check_nats(n).await,
         BackendSettings::Log(_) => vec![Finding::note(
             "log",
             "nothing to check: this backend only logs what it would purge (target cache_purge_hooks, level info)",
@@ -735,6 +736,68 @@ fn writable(dir: &Path) -> std::io::Result<()> {
     let probe = dir.join(format!(".cache-purge-check-{:016x}", fastrand::u64(..)));
     std::fs::File::create(&probe)?;
     std::fs::remove_file(&probe)
+}
+
+/// `kind = "nats"`: the servers answer, and the stream exists with the settings (or will be
+/// created on the first purge).
+async fn check_nats(n: &cache_purge_hooks_engine::settings::NatsSettings) -> Vec<Finding> {
+    use cache_purge_hooks_engine::backend::nats::{connect, stream_config, stream_differences};
+    let servers: Vec<String> = n
+        .servers_or_default()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    let subject = servers.join(", ");
+    let client = match connect(n, "cache-purge check").await {
+        Ok(client) => client,
+        Err(e) => {
+            return vec![
+                Finding::fail(subject, e.to_string())
+                    .hint("is nats-server running with JetStream (-js) and listening there?"),
+            ];
+        }
+    };
+    let mut findings = vec![Finding::ok(subject, "connected")];
+    let mut js = async_nats::jetstream::new(client);
+    js.set_timeout(n.timeout);
+    let name = n.stream.as_str();
+    match js.get_stream(name).await {
+        Ok(mut stream) => match stream.info().await {
+            Ok(info) => {
+                let differences = stream_differences(&info.config, &stream_config(n));
+                if differences.is_empty() {
+                    findings.push(Finding::ok(
+                        format!("stream {name}"),
+                        format!(
+                            "exists as configured: {} messages, sequences {}..{}, subject {}",
+                            info.state.messages,
+                            info.state.first_sequence,
+                            info.state.last_sequence,
+                            n.subject()
+                        ),
+                    ));
+                } else {
+                    findings.push(
+                        Finding::fail(
+                            format!("stream {name}"),
+                            format!("exists with other settings: {}", differences.join(", ")),
+                        )
+                        .hint("every publish fails until the stream or the settings change (nats stream edit)"),
+                    );
+                }
+            }
+            Err(e) => findings.push(Finding::fail(format!("stream {name}"), e.to_string())),
+        },
+        Err(_) if n.create_stream => findings.push(Finding::note(
+            format!("stream {name}"),
+            "does not exist yet: the first purge creates it (create_stream = true)",
+        )),
+        Err(e) => findings.push(
+            Finding::fail(format!("stream {name}"), format!("does not exist ({e})"))
+                .hint("create it, or set create_stream = true"),
+        ),
+    }
+    findings
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ use cache_purge_hooks_engine::settings::{BackendSettings, NginxMode, ServerAddr,
 pub(crate) struct BackendInfo {
     /// Its name (`[backends.NAME]`).
     pub(crate) name: String,
-    /// `log`, `dummy`, `memory`, `varnish`, `nginx`, `cloudflare`, `fastly`.
+    /// `log`, `dummy`, `memory`, `varnish`, `nginx`, `cloudflare`, `fastly`, `nats`.
     pub(crate) kind: &'static str,
     /// `cli`, `varnishadm`, `http`, `files`, `wipe`; `None` for kinds without modes.
     pub(crate) mode: Option<&'static str>,
@@ -64,6 +64,7 @@ pub(crate) fn info(name: &str, settings: &BackendSettings) -> BackendInfo {
                 .map(|s| format!("service {s}{}", if f.soft { " (soft)" } else { "" }))
                 .collect(),
         ),
+        BackendSettings::Nats(n) => (Some("jetstream"), shown(n.servers_or_default())),
         _ => (None, Vec::new()),
     };
     BackendInfo {

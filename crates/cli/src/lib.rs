@@ -11,6 +11,8 @@
 //! cache-purge check                          # diagnose every backend
 //! cache-purge outbox status --database-url sqlite://app.db
 //! cache-purge settings                       # the effective settings (file + environment)
+//! cache-purge agent --node edge-1             # beside a cache node: purge what the fleet says
+//! cache-purge fleet status                   # every node's health and lag
 //! ```
 //!
 //! The binary is the whole interface; this library exists so that the binary stays a
@@ -27,6 +29,7 @@ mod args;
 mod check;
 mod describe;
 mod error;
+mod fleet;
 mod logging;
 mod outbox;
 mod output;
@@ -63,6 +66,8 @@ fn run(cli: Cli) -> ExitCode {
         args::Command::Purge(a) => purge::run(&cli.global, a, &out),
         args::Command::Check(a) => check::run(&cli.global, a, &out),
         args::Command::Outbox(a) => outbox::run(&cli.global, a, &out),
+        args::Command::Agent(a) => fleet::run_agent(&cli.global, a, &out),
+        args::Command::Fleet(a) => fleet::run_fleet(&cli.global, a, &out),
         args::Command::Settings => show_settings::run(&cli.global, &out),
         args::Command::Completions { shell } => {
             let mut command = <Cli as clap::CommandFactory>::command();

@@ -21,6 +21,8 @@
 //!   outbox worker), with the engine's verdict per target.
 //! - [`backend`]: the [`Backend`](backend::Backend) trait and the built-in backends.
 //! - [`settings`]: the settings file and its validation.
+//! - [`fleet`]: the agent of a cache node, consuming the `nats` backend's stream, and the
+//!   nodes' reported state (`[agent]` settings; the agent needs the `nats` feature).
 //! - [`outbox`]: the stored format of the outbox table, shared by the ORM integrations.
 //! - [`tag_index`]: the tag→URL index through which caches without tags (nginx) purge by
 //!   tag ([`TagIndex`], [`tag_index::MemoryTagIndex`], `RedisTagIndex` with the `redis`
@@ -36,6 +38,7 @@ pub mod after_commit;
 pub mod attempt;
 pub mod backend;
 mod dispatch;
+pub mod fleet;
 pub mod outbox;
 pub mod purger;
 mod queue;

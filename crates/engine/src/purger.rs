@@ -346,14 +346,16 @@ impl PurgerBuilder {
             feature = "varnish",
             feature = "nginx",
             feature = "cloudflare",
-            feature = "fastly"
+            feature = "fastly",
+            feature = "nats"
         ))]
         use crate::settings::BackendSettings;
         #[cfg(any(
             feature = "varnish",
             feature = "nginx",
             feature = "cloudflare",
-            feature = "fastly"
+            feature = "fastly",
+            feature = "nats"
         ))]
         let named = |error| BuildError::Backend {
             name: name.to_owned(),
@@ -387,6 +389,10 @@ impl PurgerBuilder {
             #[cfg(feature = "fastly")]
             BackendSettings::Fastly(f) => {
                 Ok(self.backend(name, crate::backend::FastlyBackend::new(f).map_err(named)?))
+            }
+            #[cfg(feature = "nats")]
+            BackendSettings::Nats(n) => {
+                Ok(self.backend(name, crate::backend::NatsBackend::new(n).map_err(named)?))
             }
             #[allow(unreachable_patterns)]
             other => Err(BuildError::Unavailable {

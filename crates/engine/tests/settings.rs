@@ -115,11 +115,11 @@ fn every_kind_of_invalid_setting_names_key_file_and_expectation() {
     let cases = [
         (
             "[backends.edge]\nkind = \"varnsh\"\n",
-            "invalid cache purge setting `backends.edge.kind` (from FILE): unknown backend kind `varnsh`; expected one of `log`, `dummy`, `memory`, `varnish`, `nginx`, `cloudflare`, `fastly`",
+            "invalid cache purge setting `backends.edge.kind` (from FILE): unknown backend kind `varnsh`; expected one of `log`, `dummy`, `memory`, `varnish`, `nginx`, `cloudflare`, `fastly`, `nats`",
         ),
         (
             "[backends.edge]\nservers = \"a:1\"\n",
-            "invalid cache purge setting `backends.edge.kind` (from FILE): missing `kind`; expected one of `log`, `dummy`, `memory`, `varnish`, `nginx`, `cloudflare`, `fastly`",
+            "invalid cache purge setting `backends.edge.kind` (from FILE): missing `kind`; expected one of `log`, `dummy`, `memory`, `varnish`, `nginx`, `cloudflare`, `fastly`, `nats`",
         ),
         (
             "[backends.edge]\nkind = \"varnish\"\nsecrett = \"/x\"\n",
@@ -154,12 +154,24 @@ fn every_kind_of_invalid_setting_names_key_file_and_expectation() {
             "invalid cache purge setting `backends.n.levels` (from FILE): `3:3` is not an nginx levels value: up to three levels of 1 or 2, like `1:2`",
         ),
         (
+            "[backends.f]\nkind = \"nats\"\ngroup = \"blog.example\"\n",
+            "invalid cache purge setting `backends.f.group` (from FILE): `blog.example` is not a group name: ASCII letters, digits, `-` or `_` (one subject token)",
+        ),
+        (
+            "[backends.f]\nkind = \"nats\"\nretention = \"workqueue\"\n",
+            "invalid cache purge setting `backends.f.retention` (from FILE): unknown stream retention `workqueue`; expected one of `limits`, `interest`",
+        ),
+        (
+            "[backends.f]\nkind = \"nats\"\nreplicas = 7\n",
+            "invalid cache purge setting `backends.f.replicas` (from FILE): expected 1 to 5 (JetStream's limit), got 7",
+        ),
+        (
             "[backends.l]\nkind = \"log\"\nlevel = \"debug\"\n",
             "invalid cache purge setting `backends.l.level` (from FILE): unknown key `level`; this backend has no options",
         ),
         (
             "speed = 3\n",
-            "invalid cache purge setting `speed` (from FILE): unknown key `speed`; expected one of `delivery`, `shutdown_timeout`, `backends`, `retry`, `queue_capacity`, `when_full`, `spill_dir`, `repurge_after`, `tag_index`",
+            "invalid cache purge setting `speed` (from FILE): unknown key `speed`; expected one of `delivery`, `shutdown_timeout`, `backends`, `retry`, `queue_capacity`, `when_full`, `spill_dir`, `repurge_after`, `tag_index`, `agent`",
         ),
         (
             "[backends]\n",

@@ -27,6 +27,8 @@
 //!   items per request, rate limits answered with 429 and `Retry-After`) and record what was
 //!   purged: [`CloudflareFake`] (API v4 `purge_cache`, the plan's token bucket, optionally
 //!   run faster) and [`FastlyFake`] (URL `PURGE`, batch surrogate keys, purge-all, soft).
+//! - [`Nats`]: a `nats-server -js` (JetStream in its own temp dir) for the fleet tests, with
+//!   [`Nats::kill_server`] and [`Nats::restart`] for fault tests.
 //! - Broken peers: [`refused_addr`], [`SilentServer`] (never answers), [`StatusServer`]
 //!   (always answers, say, `503`).
 //! - What a user checks after a purge: [`warm`] (cached), [`assert_purged`] (the next GET is
@@ -99,6 +101,7 @@ mod error;
 mod fastly;
 mod faults;
 pub mod logs;
+mod nats;
 mod nginx;
 mod origin;
 mod page;
@@ -112,6 +115,7 @@ pub use cloudflare::{CloudflareFake, CloudflareFakeConfig, CloudflarePlanLimits,
 pub use error::{HarnessError, INSTALL_COMMAND, Result};
 pub use fastly::{FASTLY_MAX_KEYS_PER_REQUEST, FastlyFake, FastlyFakeConfig, FastlyPurge};
 pub use faults::{SilentServer, StatusServer};
+pub use nats::{Nats, nats_answers};
 pub use nginx::{
     CACHE_PURGE_MODULE, CACHE_ZONE, NGINX_CONF, NGINX_SITE_CONF, Nginx, NginxConfig, PurgeLocation,
 };

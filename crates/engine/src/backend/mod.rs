@@ -4,9 +4,10 @@
 //! [`cache_purge_hooks_core::backend`]'s, re-exported here; this module adds the built-in
 //! backends, each behind the cargo feature of its name: [`LogBackend`] (`log`),
 //! [`DummyBackend`] (`dummy`), [`MemoryBackend`] (`memory`), [`VarnishBackend`] (`varnish`)
-//! [`NginxBackend`] (`nginx`), and the CDNs: [`CloudflareBackend`] (`cloudflare`) and
-//! [`FastlyBackend`] (`fastly`). [`RateLimit`] is the client-side token bucket the CDN
-//! backends keep their provider's request rate with.
+//! [`NginxBackend`] (`nginx`), `NatsBackend` (`nats`, for a fleet of cache nodes), and the
+//! CDNs: [`CloudflareBackend`] (`cloudflare`) and [`FastlyBackend`] (`fastly`).
+//! [`RateLimit`] is the client-side token bucket the CDN backends keep their provider's
+//! request rate with.
 //!
 //! A backend is named where it is registered: `Purger::builder().backend("edge", backend)`.
 
@@ -28,6 +29,7 @@ pub mod fastly;
 mod http_client;
 pub(crate) mod log;
 pub(crate) mod memory;
+pub mod nats;
 pub mod nginx;
 mod rate_limit;
 pub mod varnish;
@@ -43,6 +45,8 @@ pub use fastly::{FastlyBackend, FastlyService};
 pub use log::LogBackend;
 #[cfg(feature = "memory")]
 pub use memory::{MemoryBackend, PurgeRecord};
+#[cfg(feature = "nats")]
+pub use nats::NatsBackend;
 #[cfg(feature = "nginx")]
 pub use nginx::NginxBackend;
 #[cfg(feature = "varnish")]

@@ -82,6 +82,9 @@ pub use crate::backend::dummy::DummySettings;
 pub use crate::backend::fastly::settings::{FASTLY_API, FastlySettings, ServiceId};
 pub use crate::backend::log::LogSettings;
 pub use crate::backend::memory::MemorySettings;
+pub use crate::backend::nats::settings::{
+    GroupName, NatsSettings, StreamName, StreamRetention, StreamStorage, SubjectPrefix,
+};
 pub use crate::backend::nginx::settings::{
     CacheDir, KeyPart, KeyTemplate, Levels, NGINX_KEY_VARIABLES, NginxMode, NginxSettings,
     NginxTags, PurgePrefix, Scheme,
@@ -89,6 +92,7 @@ pub use crate::backend::nginx::settings::{
 pub use crate::backend::varnish::settings::{
     BanStyle, MaxBanLength, VarnishHttpMethod, VarnishMode, VarnishSettings, VarnishTags,
 };
+pub use crate::fleet::settings::{AgentSettings, NodeName, StartFrom, WhenAway};
 pub use crate::tag_index::settings::{KeyPrefix, RedisUrl, TagIndexKind, TagIndexSettings};
 pub use types::{
     BaseUrl, FieldError, HeaderName, HostName, HttpMethod, InvalidValue, RequestRate, Secret,
@@ -184,6 +188,10 @@ pub struct Settings {
     /// [`PurgerBuilder::tag_index`](crate::PurgerBuilder::tag_index)).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tag_index: Option<TagIndexSettings>,
+    /// What `cache-purge agent` consumes on this cache node (`[agent]`, default: none); see
+    /// [`AgentSettings`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub agent: Option<AgentSettings>,
 }
 
 /// The file's top level but `backends`, which is read table by table (see
@@ -212,6 +220,8 @@ struct TopLevel {
     repurge_after: Option<Duration>,
     #[serde(default)]
     tag_index: Option<TagIndexSettings>,
+    #[serde(default)]
+    agent: Option<AgentSettings>,
 }
 
 fn default_queue_capacity() -> usize {
@@ -238,6 +248,7 @@ impl Default for Settings {
             spill_dir: None,
             repurge_after: None,
             tag_index: None,
+            agent: None,
         }
     }
 }
@@ -275,6 +286,8 @@ pub enum BackendSettings {
     Cloudflare(CloudflareSettings),
     /// `kind = "fastly"`: purge a Fastly service.
     Fastly(FastlySettings),
+    /// `kind = "nats"`: publish to a JetStream stream for the fleet's agents.
+    Nats(NatsSettings),
 }
 
 impl BackendSettings {
@@ -288,6 +301,7 @@ impl BackendSettings {
             Self::Nginx(_) => "nginx",
             Self::Cloudflare(_) => "cloudflare",
             Self::Fastly(_) => "fastly",
+            Self::Nats(_) => "nats",
         }
     }
 }
@@ -300,7 +314,8 @@ impl<'de> Deserialize<'de> for BackendSettings {
     }
 }
 
-const BACKEND_KINDS: &str = "`log`, `dummy`, `memory`, `varnish`, `nginx`, `cloudflare`, `fastly`";
+const BACKEND_KINDS: &str =
+    "`log`, `dummy`, `memory`, `varnish`, `nginx`, `cloudflare`, `fastly`, `nats`";
 
 /// A setting is invalid. Says which key, where it came from and what was expected.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -616,11 +631,17 @@ fn settings_from_table(
         spill_dir: raw.spill_dir,
         repurge_after: raw.repurge_after,
         tag_index: raw.tag_index,
+        agent: raw.agent,
     };
     if let Some(index) = &settings.tag_index {
         index
             .check()
             .map_err(|e| scope.error(&[key("tag_index"), key(e.key)], e.message))?;
+    }
+    if let Some(agent) = &settings.agent {
+        agent
+            .check()
+            .map_err(|e| scope.error(&[key("agent"), key(e.key)], e.message))?;
     }
     check_top(&settings).map_err(|(path, message)| scope.error(&path, message))?;
     Ok(settings)
@@ -723,6 +744,12 @@ fn backend_from_value(
                 .check()
                 .map_err(|e| scope.error(&[key(e.key)], e.message))?;
             BackendSettings::Fastly(fastly)
+        }
+        "nats" => {
+            let nats: NatsSettings = options(&scope, table)?;
+            nats.check()
+                .map_err(|e| scope.error(&[key(e.key)], e.message))?;
+            BackendSettings::Nats(nats)
         }
         other => {
             return Err(scope.error(
@@ -1031,7 +1058,8 @@ mod tests {
                 "when_full",
                 "spill_dir",
                 "repurge_after",
-                "tag_index"
+                "tag_index",
+                "agent"
             ]
         );
         assert!(field_names::<LogSettings>().is_empty());

@@ -255,7 +255,7 @@ string_serde!(ServerAddr);
 
 /// A host name, optionally with a port (`www.example.com`, `example.com:8080`, `[::1]`):
 /// letters, digits, `-`, `.`, and `:`, `[`, `]`. Always a valid `Host` header value.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct HostName(String);
 
 impl HostName {
