@@ -16,7 +16,7 @@ type Entries = HashMap<Tag, HashMap<PurgeUrl, u64>>;
 /// Bounded like every index: entries expire with their responses (pruned on each write and
 /// lookup of their tag), and a tag takes at most `max_urls_per_tag` live URLs (default
 /// [`DEFAULT_MAX_URLS_PER_TAG`]); past that, [`record`](TagIndex::record) refuses new URLs
-/// with [`TagIndexErrorKind::Full`] (see the [module documentation](super)).
+/// with [`TagIndexErrorKind::Full`](super::TagIndexErrorKind::Full) (see the [module documentation](super)).
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]

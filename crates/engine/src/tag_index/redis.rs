@@ -315,7 +315,7 @@ impl TagIndex for RedisTagIndex {
         self.forget_each(&[(tag.clone(), urls.to_vec())]).await
     }
 
-    /// One pipeline: `ZREM` per tag, [`FORGET_CHUNK`] URLs per command.
+    /// One pipeline: `ZREM` per tag, 1,000 URLs per command.
     async fn forget_each(&self, purged: &[(Tag, Vec<PurgeUrl>)]) -> Result<(), TagIndexError> {
         let mut pipe = redis::pipe();
         let mut commands = 0;
