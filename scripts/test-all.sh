@@ -158,9 +158,10 @@ cargo publish --workspace --dry-run --allow-dirty --quiet
 log "main job: the blog demo on SQLite with the default backend"
 cargo run -q -p migrations-example >/dev/null
 
-log "benchmark smoke run: every purge method against real nginx and varnishd, small counts"
+log "benchmark smoke run: every purge method against real nginx and varnishd, and the fleet over nats-server, small counts"
 # Debug-build figures mean nothing; this checks that the benchmark runs, purges what it says
-# (it exits 1 when a check fails) and stops its servers.
+# (it exits 1 when a check fails: scenario 7, when a save is not purged on every node) and
+# stops its servers.
 cargo run -q -p cache-purge-hooks-bench -- --quick >/dev/null
 
 log "all checks passed"

@@ -16,6 +16,7 @@
 
 mod cdn_bench;
 mod cpu;
+mod fleet_bench;
 mod nginx_bench;
 mod report;
 mod save_path;
@@ -89,6 +90,9 @@ enum Scenario {
     /// 6. The CDN backends against enforcing fakes: Cloudflare per plan at its limit vs that
     ///    limit, Fastly URLs and surrogate keys.
     Cdn,
+    /// 7. The fleet over NATS JetStream: save → purged on every node, p50/p90/p99/max at a
+    ///    fixed rate with 3 nginx nodes and 10 `memory` nodes, beside direct fan-out.
+    Fleet,
 }
 
 /// Measures purge throughput against real nginx and varnishd started on free loopback ports,
@@ -125,6 +129,12 @@ struct Args {
     /// Rounds of scenario 4 (variants interleaved; the median is printed).
     #[arg(long, value_name = "N", default_value_t = 3)]
     rounds: usize,
+    /// Saves per configuration of scenario 7 (the fleet) [default: 5000; --quick: 300].
+    #[arg(long, value_name = "N")]
+    fleet_saves: Option<usize>,
+    /// Saves per second of scenario 7, on a fixed schedule [default: 1000].
+    #[arg(long, value_name = "N", default_value_t = 1000)]
+    fleet_rate: u32,
     /// A smoke run with small counts: finishes well under a minute.
     #[arg(long)]
     quick: bool,
@@ -155,6 +165,8 @@ pub(crate) struct Config {
     pub nginx_concurrency: Option<usize>,
     /// Whether to `sync` the freshly written nginx cache files before measuring.
     pub sync: bool,
+    /// Scenario 7's counts.
+    pub fleet: fleet_bench::FleetConfig,
 }
 
 impl Args {
@@ -171,7 +183,15 @@ impl Args {
             rounds: self.rounds,
             nginx_concurrency: self.nginx_concurrency,
             sync: !self.no_sync,
+            fleet: fleet_bench::FleetConfig {
+                saves: pick(self.fleet_saves, 5_000, 300),
+                rate: self.fleet_rate,
+                check: pick(self.check, 50, 20),
+            },
         };
+        if config.fleet.rate == 0 || config.fleet.rate > 100_000 {
+            return Err("--fleet-rate must be between 1 and 100000".into());
+        }
         if self.nginx_concurrency == Some(0) {
             return Err("--nginx-concurrency must be at least 1".into());
         }
@@ -182,6 +202,7 @@ impl Args {
             ("--purge-calls", config.purge_calls),
             ("--inserts", config.inserts),
             ("--rounds", config.rounds),
+            ("--fleet-saves", config.fleet.saves),
         ] {
             if value == 0 {
                 return Err(format!("{name} must be at least 1").into());
@@ -442,6 +463,12 @@ async fn run(args: &Args) -> Result<bool> {
         tables.push(t);
     }
 
+    if args.runs(Scenario::Fleet) {
+        let t = fleet_bench::run(config.fleet).await?;
+        print(&t);
+        tables.push(t);
+    }
+
     if args.runs(Scenario::Save) {
         for t in save_path::run(&config, seed_varnish_per_url, seed_nginx_per_url).await? {
             print(&t);
@@ -464,6 +491,8 @@ async fn run(args: &Args) -> Result<bool> {
                 "rounds": config.rounds,
                 "nginx_concurrency": config.nginx_concurrency,
                 "sync_nginx_cache_files": config.sync,
+                "fleet_saves": config.fleet.saves,
+                "fleet_rate": config.fleet.rate,
             },
             "scenarios": tables.iter().map(Table::to_json).collect::<Vec<_>>(),
             "checks_passed": passed,

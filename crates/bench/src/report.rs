@@ -21,6 +21,42 @@ pub(crate) struct Row {
     pub ours: bool,
     /// CPU time spent meanwhile, when measured.
     pub cpu: Option<CpuUsed>,
+    /// The latency of each operation, when measured one by one.
+    pub latency: Option<Latency>,
+}
+
+/// Percentiles of per-operation latencies (seconds), nearest rank.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Latency {
+    /// The median.
+    pub p50: f64,
+    /// The 90th percentile.
+    pub p90: f64,
+    /// The 99th percentile.
+    pub p99: f64,
+    /// The slowest.
+    pub max: f64,
+}
+
+impl Latency {
+    /// The percentiles of `seconds` (sorted here); `None` when empty.
+    pub(crate) fn of(seconds: &mut [f64]) -> Option<Latency> {
+        if seconds.is_empty() {
+            return None;
+        }
+        seconds.sort_by(f64::total_cmp);
+        let rank = |q: f64| {
+            // Nearest rank: the smallest value with at least q of the values at or below it.
+            let k = (q * seconds.len() as f64).ceil() as usize;
+            seconds[k.clamp(1, seconds.len()) - 1]
+        };
+        Some(Latency {
+            p50: rank(0.50),
+            p90: rank(0.90),
+            p99: rank(0.99),
+            max: seconds[seconds.len() - 1],
+        })
+    }
 }
 
 impl Row {
@@ -39,6 +75,7 @@ impl Row {
             rate: count as f64 / seconds.max(1e-12),
             ours: false,
             cpu: None,
+            latency: None,
         }
     }
 
@@ -52,6 +89,7 @@ impl Row {
             rate,
             ours: false,
             cpu: None,
+            latency: None,
         }
     }
 
@@ -64,6 +102,12 @@ impl Row {
     /// Records the CPU time spent meanwhile.
     pub(crate) fn cpu(mut self, used: CpuUsed) -> Row {
         self.cpu = Some(used);
+        self
+    }
+
+    /// Records the per-operation latencies.
+    pub(crate) fn latency(mut self, latency: Latency) -> Row {
+        self.latency = Some(latency);
         self
     }
 
@@ -158,8 +202,12 @@ impl Table {
             "CPU here".to_owned(),
             "CPU server".to_owned(),
             "ours ÷ this".to_owned(),
+            "p50".to_owned(),
+            "p90".to_owned(),
+            "p99".to_owned(),
+            "max".to_owned(),
         ];
-        let mut cells: Vec<[String; 8]> = vec![header];
+        let mut cells: Vec<[String; COLUMNS]> = vec![header];
         for r in &self.rows {
             let ratio = match ours {
                 Some(_) if r.ours => "1 (ours)".to_owned(),
@@ -179,6 +227,10 @@ impl Table {
                 r.cpu_per_op().0.map_or("-".to_owned(), duration),
                 r.cpu_per_op().1.map_or("-".to_owned(), duration),
                 ratio,
+                r.latency.map_or("-".to_owned(), |l| duration(l.p50)),
+                r.latency.map_or("-".to_owned(), |l| duration(l.p90)),
+                r.latency.map_or("-".to_owned(), |l| duration(l.p99)),
+                r.latency.map_or("-".to_owned(), |l| duration(l.max)),
             ]);
         }
         let with_cpu = self.rows.iter().any(|r| r.cpu.is_some());
@@ -189,7 +241,21 @@ impl Table {
                 row[6].clear();
             }
         }
-        let mut widths = [0usize; 8];
+        if ours.is_none() {
+            // No row is ours: nothing to compare with.
+            for row in &mut cells {
+                row[7].clear();
+            }
+        }
+        if !self.rows.iter().any(|r| r.latency.is_some()) {
+            // Columns 8 to 11 (latency) neither.
+            for row in &mut cells {
+                for cell in &mut row[8..] {
+                    cell.clear();
+                }
+            }
+        }
+        let mut widths = [0usize; COLUMNS];
         for row in &cells {
             for (w, c) in widths.iter_mut().zip(row) {
                 *w = (*w).max(c.chars().count());
@@ -260,6 +326,9 @@ impl Table {
                 "cpu_seconds_here": r.cpu.map(|c| c.own),
                 "cpu_seconds_server": r.cpu.and_then(|c| c.server),
                 "ours_over_this": ours.map(|o| o / r.rate.max(1e-12)),
+                "latency_seconds": r.latency.map(|l| json!({
+                    "p50": l.p50, "p90": l.p90, "p99": l.p99, "max": l.max,
+                })),
             })).collect::<Vec<_>>(),
             "notes": self.notes,
             "checks": self.checks.iter().map(|c| json!({
@@ -268,6 +337,9 @@ impl Table {
         })
     }
 }
+
+/// The columns of a rendered table.
+const COLUMNS: usize = 12;
 
 /// `12345678` as `12,345,678`.
 pub(crate) fn grouped(n: u64) -> String {
@@ -348,5 +420,19 @@ mod tests {
         assert!(text.contains("100"), "{text}");
         let json = t.to_json();
         assert_eq!(json["rows"][1]["ours_over_this"], 100.0);
+        assert!(!text.contains("p99"), "{text}");
+    }
+
+    #[test]
+    fn latencies_are_nearest_rank_percentiles() {
+        let mut values: Vec<f64> = (1..=100).rev().map(|i| i as f64 / 1000.0).collect();
+        let l = Latency::of(&mut values).unwrap();
+        assert_eq!((l.p50, l.p90, l.p99, l.max), (0.050, 0.090, 0.099, 0.100));
+        assert_eq!(Latency::of(&mut []), None);
+        let mut t = Table::new("t", "T", "save");
+        t.rows
+            .push(Row::measured("a", "fleet", 100, 0.1).latency(l));
+        let text = t.render();
+        assert!(text.contains("p99") && text.contains("99.00 ms"), "{text}");
     }
 }
