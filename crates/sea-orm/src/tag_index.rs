@@ -25,7 +25,8 @@
 //!   `max_urls_per_tag` live URLs takes no new one ([`TagIndexErrorKind::Full`], see
 //!   [`cache_purge_hooks_engine::tag_index`]). Every 1024 records, the expired rows of all
 //!   tags are deleted too ([`SqlTagIndex::prune_expired`]).
-//! - [`urls`](TagIndex::urls): deletes the tags' expired rows and selects the others.
+//! - [`urls`](TagIndex::urls) and [`urls_of_each`](TagIndex::urls_of_each): delete the tags' expired rows
+//!   and select the others, 500 tags per statement.
 //! - [`forget`](TagIndex::forget): deletes the rows.
 //!
 //! ```
@@ -287,51 +288,14 @@ impl TagIndex for SqlTagIndex {
     }
 
     async fn urls(&self, tags: &[Tag]) -> Result<Vec<PurgeUrl>, TagIndexError> {
-        if tags.is_empty() {
-            return Ok(Vec::new());
-        }
-        let (t, tag_c, url_c, exp) = (
-            self.table(),
-            q(self, "tag"),
-            q(self, "url"),
-            q(self, "expires_at"),
-        );
-        let now = now();
-        let mut values: Vec<Value> = tags.iter().map(|t| t.as_str().into()).collect();
-        values.push(now.into());
-        let in_tags = placeholders(tags.len());
-        self.db
-            .execute_raw(self.statement(
-                &format!("DELETE FROM {t} WHERE {tag_c} IN ({in_tags}) AND {exp} <= ?"),
-                values.clone(),
-            ))
-            .await
-            .map_err(db_error)?;
-        let rows = self
-            .db
-            .query_all_raw(self.statement(
-                &format!(
-                    "SELECT DISTINCT {url_c} AS url FROM {t} WHERE {tag_c} IN ({in_tags}) AND {exp} > ?"
-                ),
-                values,
-            ))
-            .await
-            .map_err(db_error)?;
         let mut seen = HashSet::new();
-        let mut out = Vec::with_capacity(rows.len());
-        for row in rows {
-            let text: String = row.try_get("", "url").map_err(db_error)?;
-            match PurgeUrl::parse(&text) {
-                Ok(url) if seen.insert(url.clone()) => out.push(url),
-                Ok(_) => {}
-                Err(e) => tracing::warn!(
-                    target: "cache_purge_hooks",
-                    %e,
-                    "tag index: a row's url is not a URL (written by something else?); skipped"
-                ),
-            }
-        }
-        Ok(out)
+        Ok(self
+            .urls_of_each(tags)
+            .await?
+            .into_iter()
+            .flatten()
+            .filter(|url| seen.insert(url.clone()))
+            .collect())
     }
 
     /// One `DELETE` of the tags' expired rows and one `SELECT` of the others, for every tag.
