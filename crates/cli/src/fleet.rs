@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime};
 use async_nats::jetstream;
 use cache_purge_hooks_engine::backend::nats::connect;
 use cache_purge_hooks_engine::fleet::{Agent, AgentError, Health, NodeState, consumer_name};
-use cache_purge_hooks_engine::settings::{AgentSettings, BackendSettings, NatsSettings, NodeName};
+use cache_purge_hooks_engine::settings::{AgentSettings, BackendSettings, NodeName};
 use futures::StreamExt as _;
 
 use crate::args::{AgentArgs, FleetArgs, FleetCommand, GlobalArgs};
@@ -102,6 +102,8 @@ fn fleet_settings(settings: &cache_purge_hooks_engine::Settings) -> Option<Agent
         BackendSettings::Nats(n) => {
             let mut agent = AgentSettings::default();
             agent.servers = n.servers_or_default();
+            agent.auth = n.auth.clone();
+            agent.tls = n.tls.clone();
             agent.stream = n.stream.clone();
             agent.subject_prefix = n.subject_prefix.clone();
             agent.timeout = n.timeout;
@@ -119,10 +121,7 @@ struct Row {
 }
 
 async fn status(settings: &AgentSettings, out: &Output) -> Result<u8, CliError> {
-    let mut nats = NatsSettings::default();
-    nats.servers = settings.servers_or_default();
-    nats.timeout = settings.timeout;
-    let client = connect(&nats, "cache-purge fleet status")
+    let client = connect(&settings.connection(), "cache-purge fleet status")
         .await
         .map_err(|e| CliError::failed(e.to_string()))?;
     let mut js = jetstream::new(client);

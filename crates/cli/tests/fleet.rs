@@ -11,11 +11,12 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
 use cache_purge_hooks_engine::backend::NatsBackend;
-use cache_purge_hooks_engine::backend::nats::stream_config;
-use cache_purge_hooks_engine::settings::NatsSettings;
+use cache_purge_hooks_engine::backend::nats::{connect, stream_config};
+use cache_purge_hooks_engine::settings::{NatsSettings, NatsTls};
 use cache_purge_hooks_engine::{Delivery, Purger, Target};
 use cache_purge_hooks_testing::{
-    CacheServer, Nats, Nginx, NginxConfig, Origin, Varnish, assert_cached, assert_purged, warm,
+    CacheServer, Nats, NatsConfig, Nginx, NginxConfig, Origin, Varnish, assert_cached,
+    assert_purged, warm,
 };
 use serde_json::Value;
 
@@ -30,14 +31,27 @@ struct Fleet {
 
 impl Fleet {
     async fn start(max_age: Duration) -> Fleet {
-        let nats = Nats::start().await.unwrap();
+        Self::start_with(max_age, NatsConfig::default()).await
+    }
+
+    /// A fleet whose server wants the token of `config` (the test passes it to the agents as
+    /// `CACHE_PURGE__AGENT__AUTH__TOKEN`) and TLS, with its CA in every node's settings.
+    async fn start_with(max_age: Duration, config: NatsConfig) -> Fleet {
+        let token = config.token.clone();
+        let nats = Nats::start_with(config).await.unwrap();
         let mut settings = NatsSettings::default();
+        settings.auth.token = token.map(|t| t.parse().unwrap());
+        if let Some(files) = nats.tls() {
+            let mut tls = NatsTls::default();
+            tls.ca_file = Some(files.ca_file.clone());
+            settings.tls = Some(tls);
+        }
         settings.servers = vec![nats.addr().parse().unwrap()];
         settings.stream = Nats::unique_name("CPH_FLEET_").parse().unwrap();
         settings.subject_prefix = Nats::unique_name("cph-fleet-").parse().unwrap();
         settings.max_age = max_age;
         settings.timeout = Duration::from_secs(2);
-        let js = jetstream::new(async_nats::connect(nats.url()).await.unwrap());
+        let js = jetstream::new(connect(&settings, "test").await.unwrap());
         // The stream exists before the agents start (the first publish would create it too).
         js.create_stream(stream_config(&settings)).await.unwrap();
         Fleet {
@@ -75,9 +89,13 @@ impl Fleet {
     /// The settings file of node `name`, with more `[agent]` keys.
     fn node_settings_with(&self, name: &str, backends: &str, agent: &str) -> PathBuf {
         let path = self.dir.path().join(format!("{name}.toml"));
+        let tls = match self.nats.tls() {
+            Some(files) => format!("\n[agent.tls]\nca_file = \"{}\"\n", files.ca_file.display()),
+            None => String::new(),
+        };
         let text = format!(
             "{backends}\n[agent]\nnode = \"{name}\"\nservers = [\"{}\"]\nstream = \"{}\"\n\
-             subject_prefix = \"{}\"\nstate_bucket = \"{}\"\nack_wait = \"2s\"\nheartbeat = \"200ms\"\n{agent}",
+             subject_prefix = \"{}\"\nstate_bucket = \"{}\"\nack_wait = \"2s\"\nheartbeat = \"200ms\"\n{agent}{tls}",
             self.nats.addr(),
             self.settings.stream,
             self.settings.subject_prefix,
@@ -161,11 +179,17 @@ struct AgentProcess {
 
 impl AgentProcess {
     fn start(config: &Path, dir: &Path, node: &str) -> AgentProcess {
+        Self::start_with_env(config, dir, node, &[])
+    }
+
+    /// An agent with these environment variables set.
+    fn start_with_env(config: &Path, dir: &Path, node: &str, env: &[(&str, &str)]) -> AgentProcess {
         let log = dir.join(format!("{node}-{}.log", fastrand_suffix()));
         let stderr = std::fs::File::create(&log).unwrap();
         let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_cache-purge"))
             .args(["agent", "--json", "-vv", "--config"])
             .arg(config)
+            .envs(env.iter().copied())
             .current_dir(dir)
             .env_remove("RUST_LOG")
             .env_remove("CACHE_PURGE_CONFIG")
@@ -248,9 +272,15 @@ fn varnish_cli_backend(varnish: &Varnish) -> String {
 
 /// `cache-purge fleet status --json` with this settings file.
 async fn fleet_status(config: &Path) -> (i32, Value) {
+    fleet_status_with_env(config, &[]).await
+}
+
+/// [`fleet_status`] with these environment variables set.
+async fn fleet_status_with_env(config: &Path, env: &[(&str, &str)]) -> (i32, Value) {
     let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_cache-purge"))
         .args(["fleet", "status", "--json", "--config"])
         .arg(config)
+        .envs(env.iter().copied())
         .env_remove("CACHE_PURGE_CONFIG")
         .output()
         .await
@@ -1065,4 +1095,52 @@ async fn an_agent_refuses_a_nats_backend_and_a_missing_node_name() {
     let (code, out) = cache_purge(&config, &["agent"]).await;
     assert_eq!(code, 2, "{out}");
     assert!(out.contains("set agent.node (or pass --node)"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn over_tls_with_a_token_from_the_environment_an_agent_purges_its_node_and_status_reads_it() {
+    let origin = Origin::start().unwrap();
+    let (fleet, nginx) = tokio::join!(
+        Fleet::start_with(
+            Duration::from_secs(3600),
+            NatsConfig::token("fleet-t0ken").with_tls()
+        ),
+        Nginx::start(&origin, NginxConfig::default()),
+    );
+    let nginx = nginx.unwrap();
+    let env = [("CACHE_PURGE__AGENT__AUTH__TOKEN", "fleet-t0ken")];
+    let config = fleet.node_settings("edge-tls", &nginx_files_backend(&nginx));
+    assert!(
+        !std::fs::read_to_string(&config)
+            .unwrap()
+            .contains("fleet-t0ken")
+    );
+    let agent = AgentProcess::start_with_env(&config, fleet.dir.path(), "edge-tls", &env);
+    fleet.wait_for_consumer("edge-tls").await;
+    warm(&nginx, &["/posts/a", "/posts/ab"]).await;
+
+    let purger = fleet.publisher(500);
+    save(&purger, "/posts/a").await;
+    purger.flush().await;
+    fleet
+        .wait_until_applied("edge-tls", Duration::from_secs(10))
+        .await;
+    assert_purged(&nginx, &origin, "/posts/a").await;
+    assert_cached(&nginx, "/posts/ab").await;
+
+    let status_config = fleet.node_settings("status", "");
+    let (code, status) = fleet_status_with_env(&status_config, &env).await;
+    assert_eq!(code, 0, "{status}\n{}", agent.log());
+    let node = &status["nodes"][0];
+    assert_eq!(node["node"], "edge-tls", "{status}");
+    assert_eq!(node["health"], "ok", "{status}");
+
+    // Without the token, status is refused, and says what to set.
+    let (code, refused) = fleet_status(&status_config).await;
+    assert_ne!(code, 0, "{refused}");
+    assert!(refused.to_string().contains("`auth` table"), "{refused}");
+
+    let (code, summary) = agent.terminate().await;
+    assert_eq!(code, 0, "{summary}");
+    assert_eq!(summary["purged"], 1, "{summary}");
 }

@@ -11,9 +11,9 @@ use cache_purge_hooks_engine::attempt::History;
 use cache_purge_hooks_engine::backend::nats::wire;
 use cache_purge_hooks_engine::backend::{Backend, Cause, NatsBackend};
 use cache_purge_hooks_engine::retry::Verdict;
-use cache_purge_hooks_engine::settings::{NatsSettings, StreamRetention};
+use cache_purge_hooks_engine::settings::{NatsSettings, NatsTls, StreamRetention};
 use cache_purge_hooks_engine::{Purger, Target};
-use cache_purge_hooks_testing::Nats;
+use cache_purge_hooks_testing::{Nats, NatsConfig};
 use futures::StreamExt;
 
 fn settings(nats: &Nats) -> NatsSettings {
@@ -230,4 +230,140 @@ async fn a_batch_larger_than_the_servers_max_payload_is_split_into_messages_that
     let mut expected = batch;
     expected.sort();
     assert_eq!(published, expected, "every target once");
+}
+
+/// The number of messages on `stream`, read with an authenticated client.
+async fn stream_messages(client: async_nats::Client, stream: &str) -> u64 {
+    let js = jetstream::new(client);
+    let mut stream = js.get_stream(stream).await.unwrap();
+    stream.info().await.unwrap().state.messages
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_server_wanting_a_token_gets_it_and_a_missing_or_wrong_one_is_an_authentication_failure()
+{
+    let nats = Nats::start_with(NatsConfig::token("s3cret-token"))
+        .await
+        .unwrap();
+    let mut s = settings(&nats);
+    let err = NatsBackend::new(&s)
+        .unwrap()
+        .purge(&targets(&["url /a"]))
+        .await
+        .unwrap_err();
+    assert_eq!(*err.cause(), Cause::Authentication, "{err}");
+    assert!(err.to_string().contains("set the `auth` table"), "{err}");
+
+    s.auth.token = Some("wrong".parse().unwrap());
+    let err = NatsBackend::new(&s)
+        .unwrap()
+        .purge(&targets(&["url /a"]))
+        .await
+        .unwrap_err();
+    assert_eq!(*err.cause(), Cause::Authentication, "{err}");
+    assert!(err.to_string().contains("check the `auth` table"), "{err}");
+    assert!(
+        !err.to_string().contains("wrong"),
+        "the token is quoted: {err}"
+    );
+
+    s.auth.token = Some("s3cret-token".parse().unwrap());
+    let backend = NatsBackend::new(&s).unwrap();
+    assert!(!format!("{backend:?}").contains("s3cret"), "{backend:?}");
+    backend.purge(&targets(&["url /a"])).await.unwrap();
+    let client = async_nats::ConnectOptions::with_token("s3cret-token".to_owned())
+        .connect(nats.url())
+        .await
+        .unwrap();
+    assert_eq!(stream_messages(client, s.stream.as_str()).await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_server_wanting_a_user_and_password_gets_them_and_a_wrong_password_is_refused() {
+    let nats = Nats::start_with(NatsConfig::user("app", "pa55word"))
+        .await
+        .unwrap();
+    let mut s = settings(&nats);
+    s.auth.user = Some("app".to_owned());
+    s.auth.password = Some("not-it".parse().unwrap());
+    let err = NatsBackend::new(&s)
+        .unwrap()
+        .purge(&targets(&["url /a"]))
+        .await
+        .unwrap_err();
+    assert_eq!(*err.cause(), Cause::Authentication, "{err}");
+
+    s.auth.password = Some("pa55word".parse().unwrap());
+    NatsBackend::new(&s)
+        .unwrap()
+        .purge(&targets(&["url /a", "url /b"]))
+        .await
+        .unwrap();
+    let client =
+        async_nats::ConnectOptions::with_user_and_password("app".into(), "pa55word".into())
+            .connect(nats.url())
+            .await
+            .unwrap();
+    assert_eq!(stream_messages(client, s.stream.as_str()).await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn over_tls_a_publisher_with_the_ca_and_a_client_certificate_publishes_and_others_are_refused()
+ {
+    let nats = Nats::start_with(NatsConfig::default().with_client_certificates())
+        .await
+        .unwrap();
+    let files = nats.tls().unwrap().clone();
+    let mut s = settings(&nats);
+
+    // Without the `tls` table: the server requires TLS, the system's roots do not know its CA.
+    let err = NatsBackend::new(&s)
+        .unwrap()
+        .purge(&targets(&["url /a"]))
+        .await
+        .unwrap_err();
+    assert_eq!(*err.cause(), Cause::Misconfigured, "{err}");
+    assert!(err.to_string().contains("`tls` table"), "{err}");
+
+    // The CA, but no client certificate: the server refuses the handshake.
+    let mut tls = NatsTls::default();
+    tls.ca_file = Some(files.ca_file.clone());
+    s.tls = Some(tls.clone());
+    let refused = NatsBackend::new(&s)
+        .unwrap()
+        .purge(&targets(&["url /a"]))
+        .await;
+    assert!(refused.is_err(), "published without a client certificate");
+
+    tls.cert_file = Some(files.client_cert_file.clone());
+    tls.key_file = Some(files.client_key_file.clone());
+    s.tls = Some(tls);
+    NatsBackend::new(&s)
+        .unwrap()
+        .purge(&targets(&["url /a"]))
+        .await
+        .unwrap();
+    let client = cache_purge_hooks_engine::backend::nats::connect(&s, "test reader")
+        .await
+        .unwrap();
+    assert_eq!(stream_messages(client, s.stream.as_str()).await, 1);
+}
+
+#[test]
+fn credential_and_certificate_files_that_cannot_be_read_fail_when_the_backend_is_built() {
+    let mut s = NatsSettings::default();
+    s.auth.credentials_file = Some("/nonexistent/app.creds".into());
+    let err = NatsBackend::new(&s).unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("cannot read auth.credentials_file `/nonexistent/app.creds`"),
+        "{err}"
+    );
+
+    let mut s = NatsSettings::default();
+    let mut tls = NatsTls::default();
+    tls.ca_file = Some("/nonexistent/ca.pem".into());
+    s.tls = Some(tls);
+    let err = NatsBackend::new(&s).unwrap_err();
+    assert!(err.to_string().contains("tls.ca_file"), "{err}");
 }

@@ -28,7 +28,8 @@
 //!   purged: [`CloudflareFake`] (API v4 `purge_cache`, the plan's token bucket, optionally
 //!   run faster) and [`FastlyFake`] (URL `PURGE`, batch surrogate keys, purge-all, soft).
 //! - [`Nats`]: a `nats-server -js` (JetStream in its own temp dir) for the fleet tests, with
-//!   [`Nats::kill_server`] and [`Nats::restart`] for fault tests.
+//!   [`Nats::kill_server`] and [`Nats::restart`] for fault tests, and with a token, a user
+//!   and password or TLS ([`NatsConfig`]).
 //! - Broken peers: [`refused_addr`], [`SilentServer`] (never answers), [`StatusServer`]
 //!   (always answers, say, `503`).
 //! - What a user checks after a purge: [`warm`] (cached), [`assert_purged`] (the next GET is
@@ -115,7 +116,7 @@ pub use cloudflare::{CloudflareFake, CloudflareFakeConfig, CloudflarePlanLimits,
 pub use error::{HarnessError, INSTALL_COMMAND, Result};
 pub use fastly::{FASTLY_MAX_KEYS_PER_REQUEST, FastlyFake, FastlyFakeConfig, FastlyPurge};
 pub use faults::{SilentServer, StatusServer};
-pub use nats::{Nats, nats_answers};
+pub use nats::{Nats, NatsConfig, NatsTlsFiles, nats_answers};
 pub use nginx::{
     CACHE_PURGE_MODULE, CACHE_ZONE, NGINX_CONF, NGINX_SITE_CONF, Nginx, NginxConfig, PurgeLocation,
 };

@@ -1,6 +1,6 @@
 //! A real `nats-server` with JetStream on a free loopback port, for the fleet tests.
 
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::io::Read;
 use std::net::{Ipv4Addr, SocketAddrV4, TcpStream};
 use std::path::{Path, PathBuf};
@@ -47,6 +47,83 @@ pub struct Nats {
     root: PathBuf,
     pid: u32,
     port: u16,
+    /// The options of its [`NatsConfig`], kept for [`Nats::restart`].
+    options: Vec<OsString>,
+    tls: Option<NatsTlsFiles>,
+}
+
+/// How a [`Nats`] server authenticates its clients and whether it speaks TLS
+/// ([`Nats::start_with`]); the default is neither, as [`Nats::start`].
+///
+/// ```no_run
+/// use cache_purge_hooks_testing::{Nats, NatsConfig};
+///
+/// # fn example() -> Result<(), cache_purge_hooks_testing::HarnessError> {
+/// let nats = Nats::start_with_blocking(NatsConfig::token("s3cret").with_tls())?;
+/// let ca = &nats.tls().unwrap().ca_file; // trust it in the client's settings
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct NatsConfig {
+    /// Clients must give this token (`--auth`).
+    pub token: Option<String>,
+    /// Clients must give this user and password (`--user`, `--pass`).
+    pub user: Option<(String, String)>,
+    /// Only TLS clients (`--tls`), with a certificate for `127.0.0.1` and `localhost` signed
+    /// by a CA made for this server ([`Nats::tls`]).
+    pub tls: bool,
+    /// With `tls`, clients must also show a certificate signed by that CA (`--tlsverify`).
+    pub verify_clients: bool,
+}
+
+impl NatsConfig {
+    /// Clients must give `token`.
+    pub fn token(token: &str) -> Self {
+        Self {
+            token: Some(token.to_owned()),
+            ..Self::default()
+        }
+    }
+
+    /// Clients must give `user` and `password`.
+    pub fn user(user: &str, password: &str) -> Self {
+        Self {
+            user: Some((user.to_owned(), password.to_owned())),
+            ..Self::default()
+        }
+    }
+
+    /// Only TLS clients.
+    pub fn with_tls(mut self) -> Self {
+        self.tls = true;
+        self
+    }
+
+    /// Only TLS clients with a client certificate of the server's CA.
+    pub fn with_client_certificates(mut self) -> Self {
+        self.tls = true;
+        self.verify_clients = true;
+        self
+    }
+
+    fn is_plain(&self) -> bool {
+        self == &Self::default()
+    }
+}
+
+/// The PEM files of a TLS [`Nats`] server, in its temp dir: the CA to trust, and a client
+/// certificate the CA signed (for [`NatsConfig::verify_clients`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct NatsTlsFiles {
+    /// The CA certificate that signed the server's and the client's certificates.
+    pub ca_file: PathBuf,
+    /// A client certificate signed by the CA.
+    pub client_cert_file: PathBuf,
+    /// Its private key.
+    pub client_key_file: PathBuf,
 }
 
 impl Nats {
@@ -64,6 +141,17 @@ impl Nats {
 
     /// [`Nats::start`] for synchronous code.
     pub fn start_blocking() -> Result<Nats> {
+        Self::start_with_blocking(NatsConfig::default())
+    }
+
+    /// [`Nats::start`] with authentication or TLS. Never uses the shared server (it cannot
+    /// be configured): without the binary this fails with [`HarnessError::MissingBinary`].
+    pub async fn start_with(config: NatsConfig) -> Result<Nats> {
+        off_thread("cph-nats-start", move || Nats::start_with_blocking(config)).await
+    }
+
+    /// [`Nats::start_with`] for synchronous code.
+    pub fn start_with_blocking(config: NatsConfig) -> Result<Nats> {
         let binary = match process::find_binary(
             "nats-server",
             &[NATS_BIN],
@@ -71,7 +159,7 @@ impl Nats {
         ) {
             Ok(binary) => binary,
             Err(missing) => {
-                if jetstream_answers(SHARED_PORT) {
+                if config.is_plain() && jetstream_answers(SHARED_PORT) {
                     tracing::warn!(
                         "nats-server is not installed: using the shared JetStream server on 127.0.0.1:{SHARED_PORT}"
                     );
@@ -82,6 +170,8 @@ impl Nats {
                         root: PathBuf::new(),
                         pid: 0,
                         port: SHARED_PORT,
+                        options: Vec::new(),
+                        tls: None,
                     });
                 }
                 return Err(missing);
@@ -89,11 +179,43 @@ impl Nats {
         };
         let dir = process::server_temp_dir("cph-nats-")?;
         let root = dir.path().to_path_buf();
+        let mut options: Vec<OsString> = Vec::new();
+        if let Some(token) = &config.token {
+            options.extend(["--auth".into(), token.into()]);
+        }
+        if let Some((user, password)) = &config.user {
+            options.extend([
+                "--user".into(),
+                user.into(),
+                "--pass".into(),
+                password.into(),
+            ]);
+        }
+        let tls = if config.tls {
+            let files = write_certificates(&root)?;
+            options.extend([
+                "--tls".into(),
+                "--tlscert".into(),
+                root.join("server.pem").into(),
+                "--tlskey".into(),
+                root.join("server-key.pem").into(),
+            ]);
+            if config.verify_clients {
+                options.extend([
+                    "--tlsverify".into(),
+                    "--tlscacert".into(),
+                    files.ca_file.clone().into(),
+                ]);
+            }
+            Some(files)
+        } else {
+            None
+        };
         let mut attempt = 0;
         loop {
             attempt += 1;
             let port = ports::free_port()?;
-            match spawn_ready(&binary, &root, port) {
+            match spawn_ready(&binary, &root, port, &options) {
                 Ok(server) => {
                     return Ok(Nats {
                         pid: server.pid(),
@@ -102,6 +224,8 @@ impl Nats {
                         binary: Some(binary),
                         root,
                         port,
+                        options,
+                        tls,
                     });
                 }
                 Err((in_use, _)) if in_use && attempt < process::PORT_ATTEMPTS => {
@@ -127,6 +251,11 @@ impl Nats {
     /// `nats://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
         format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// The CA and client certificate of a server started [`NatsConfig::with_tls`].
+    pub fn tls(&self) -> Option<&NatsTlsFiles> {
+        self.tls.as_ref()
     }
 
     /// The PID of the server (0 for the shared server).
@@ -168,7 +297,8 @@ impl Nats {
         let Some(binary) = self.binary.clone() else {
             return Err(self.refused("restart"));
         };
-        let server = spawn_ready(&binary, &self.root, self.port).map_err(|(_, e)| e)?;
+        let server =
+            spawn_ready(&binary, &self.root, self.port, &self.options).map_err(|(_, e)| e)?;
         self.pid = server.pid();
         self.process = Some(server);
         Ok(())
@@ -223,12 +353,13 @@ fn spawn_ready(
     binary: &Path,
     root: &Path,
     port: u16,
+    options: &[OsString],
 ) -> std::result::Result<ServerProcess, (bool, HarnessError)> {
     let stdout = root.join("stdout.log");
     let stderr = root.join("stderr.log");
     let store = root.join("jetstream");
     let port_text = port.to_string();
-    let args: [&OsStr; 7] = [
+    let mut args: Vec<&OsStr> = vec![
         OsStr::new("-js"),
         OsStr::new("-p"),
         OsStr::new(&port_text),
@@ -237,6 +368,7 @@ fn spawn_ready(
         OsStr::new("-a"),
         OsStr::new("127.0.0.1"),
     ];
+    args.extend(options.iter().map(OsString::as_os_str));
     let mut server = ServerProcess::spawn("nats-server", binary, &args, root, &stdout, &stderr)
         .map_err(|e| (false, e))?;
     let logs = [stdout.as_path(), stderr.as_path()];
@@ -308,6 +440,63 @@ fn jetstream_answers(port: u16) -> bool {
     }
     let greeting = String::from_utf8_lossy(&buf[..read]);
     greeting.starts_with("INFO ") && greeting.contains("\"jetstream\":true")
+}
+
+/// Writes a CA, a server certificate for `127.0.0.1` and `localhost` and a client certificate,
+/// both signed by the CA, as PEM files into `root`.
+fn write_certificates(root: &Path) -> Result<NatsTlsFiles> {
+    use rcgen::{
+        BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose,
+        IsCa, KeyPair, KeyUsagePurpose,
+    };
+    let failed = |reason: String| HarnessError::StartFailed {
+        server: "nats-server",
+        reason: format!("cannot make its TLS certificates: {reason}"),
+        config: root.to_path_buf(),
+        logs: String::new(),
+    };
+    let made = (|| -> std::result::Result<[(String, String); 3], rcgen::Error> {
+        let mut ca = CertificateParams::new(Vec::<String>::new())?;
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca.distinguished_name
+            .push(DnType::CommonName, "cache-purge-hooks test CA");
+        ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate()?)?;
+        let mut server =
+            CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])?;
+        server.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let server_key = KeyPair::generate()?;
+        let server = server.signed_by(&server_key, &ca)?;
+        let mut client = CertificateParams::new(vec!["cache-purge-client".to_owned()])?;
+        client.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let client_key = KeyPair::generate()?;
+        let client = client.signed_by(&client_key, &ca)?;
+        Ok([
+            (ca.pem(), String::new()),
+            (server.pem(), server_key.serialize_pem()),
+            (client.pem(), client_key.serialize_pem()),
+        ])
+    })()
+    .map_err(|e| failed(e.to_string()))?;
+    let [(ca, _), (server, server_key), (client, client_key)] = made;
+    let files = NatsTlsFiles {
+        ca_file: root.join("ca.pem"),
+        client_cert_file: root.join("client.pem"),
+        client_key_file: root.join("client-key.pem"),
+    };
+    for (path, text) in [
+        (files.ca_file.clone(), ca),
+        (root.join("server.pem"), server),
+        (root.join("server-key.pem"), server_key),
+        (files.client_cert_file.clone(), client),
+        (files.client_key_file.clone(), client_key),
+    ] {
+        std::fs::write(&path, text).map_err(|source| HarnessError::Io {
+            context: format!("writing {}", path.display()),
+            source,
+        })?;
+    }
+    Ok(files)
 }
 
 /// A random byte from the clock and a counter (the harness has no RNG dependency).

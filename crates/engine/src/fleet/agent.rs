@@ -12,7 +12,6 @@ use futures::StreamExt;
 use super::settings::{AgentSettings, NodeName, StartFrom, WhenAway};
 use super::state::{NodeState, STATE_VERSION, millis};
 use crate::attempt::History;
-use crate::backend::nats::settings::NatsSettings;
 use crate::backend::nats::wire;
 use crate::retry::Verdict;
 use crate::settings::{BackendSettings, Settings};
@@ -46,6 +45,10 @@ pub enum AgentError {
     /// The purger could not be built from the settings.
     #[error(transparent)]
     Build(#[from] crate::BuildError),
+    /// The agent's own NATS settings cannot be used (a credentials or certificate file that
+    /// cannot be read, a rule across keys of `[agent]` built in code).
+    #[error("agent: {0}")]
+    Setup(#[from] crate::backend::SetupError),
 }
 
 /// What an agent did before it stopped.
@@ -123,6 +126,11 @@ impl Agent {
     /// An agent with these settings purging through this purger's backends.
     pub fn new(settings: AgentSettings, purger: Purger) -> Result<Self, AgentError> {
         let node = settings.node.clone().ok_or(AgentError::NoNode)?;
+        settings.check().map_err(crate::backend::SetupError::from)?;
+        settings.auth.check_files()?;
+        if let Some(tls) = &settings.tls {
+            tls.check_files()?;
+        }
         let backends: Vec<String> = purger
             .backend_names()
             .into_iter()
@@ -171,14 +179,6 @@ impl Agent {
         let _ = self.purger.shutdown(Duration::from_secs(5)).await;
         tracing::info!(target: "cache_purge_hooks", node = %self.node, purged = summary.purged, dead_lettered = summary.dead_lettered, "agent stopped");
         Ok(summary)
-    }
-
-    fn nats_settings(&self) -> NatsSettings {
-        NatsSettings {
-            servers: self.settings.servers_or_default(),
-            timeout: self.settings.timeout,
-            ..NatsSettings::default()
-        }
     }
 
     fn filter_subject(&self) -> String {
@@ -244,7 +244,7 @@ impl Agent {
         started: SystemTime,
         state: &mut NodeState,
     ) -> Result<Running, String> {
-        let client = crate::backend::nats::connect(&self.nats_settings(), name)
+        let client = crate::backend::nats::connect(&self.settings.connection(), name)
             .await
             .map_err(|e| e.to_string())?;
         let mut js = jetstream::new(client);

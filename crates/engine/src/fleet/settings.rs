@@ -12,6 +12,12 @@
 //! groups = ["all"]                # default: the groups this node belongs to
 //! start = "now"                   # a new node: "now", "first", or a time (RFC 3339)
 //! when_away_too_long = "purge_everything"  # or "warn"
+//!
+//! [agent.auth]                    # as a `kind = "nats"` backend's (NatsAuth)
+//! token = "..."                   # or CACHE_PURGE__AGENT__AUTH__TOKEN
+//!
+//! [agent.tls]                     # TLS required (NatsTls)
+//! ca_file = "/etc/nats/ca.pem"
 //! ```
 //!
 //! ```
@@ -29,7 +35,7 @@ use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
-use crate::backend::nats::settings::{GroupName, StreamName, SubjectPrefix};
+use crate::backend::nats::settings::{GroupName, NatsAuth, NatsTls, StreamName, SubjectPrefix};
 use crate::settings::types::{
     self, FieldError, InvalidValue, ServerAddr, named_enum, string_serde,
 };
@@ -143,6 +149,12 @@ pub struct AgentSettings {
     /// `host:port` of the NATS servers (default `localhost:4222`).
     #[serde(deserialize_with = "types::servers")]
     pub servers: Vec<ServerAddr>,
+    /// How to authenticate (`[agent.auth]`, default none): see [`NatsAuth`].
+    #[serde(skip_serializing_if = "NatsAuth::is_none")]
+    pub auth: NatsAuth,
+    /// TLS (`[agent.tls]`): see [`NatsTls`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<NatsTls>,
     /// The stream (default `CACHE_PURGE`), created by the publishing side.
     pub stream: StreamName,
     /// The subjects' first tokens (default `cache-purge`).
@@ -173,6 +185,8 @@ impl Default for AgentSettings {
         Self {
             node: None,
             servers: Vec::new(),
+            auth: NatsAuth::default(),
+            tls: None,
             stream: default_stream(),
             subject_prefix: SubjectPrefix::default(),
             groups: vec![GroupName::default()],
@@ -207,8 +221,29 @@ impl AgentSettings {
         }
     }
 
-    /// The rules across keys: at least one group, no group twice.
+    /// The connection part as a [`NatsSettings`](crate::settings::NatsSettings) (servers,
+    /// `auth`, `tls`, timeout, stream and subject prefix), for
+    /// [`connect`](crate::backend::nats::connect).
+    #[cfg(feature = "nats")]
+    pub fn connection(&self) -> crate::backend::nats::settings::NatsSettings {
+        crate::backend::nats::settings::NatsSettings {
+            servers: self.servers_or_default(),
+            auth: self.auth.clone(),
+            tls: self.tls.clone(),
+            timeout: self.timeout,
+            stream: self.stream.clone(),
+            subject_prefix: self.subject_prefix.clone(),
+            ..Default::default()
+        }
+    }
+
+    /// The rules across keys: at least one group, no group twice, and those of
+    /// [`NatsAuth::check`] and [`NatsTls::check`].
     pub fn check(&self) -> Result<(), FieldError> {
+        self.auth.check()?;
+        if let Some(tls) = &self.tls {
+            tls.check()?;
+        }
         if self.groups.is_empty() {
             return Err(FieldError::new(
                 "groups",

@@ -83,7 +83,8 @@ pub use crate::backend::fastly::settings::{FASTLY_API, FastlySettings, ServiceId
 pub use crate::backend::log::LogSettings;
 pub use crate::backend::memory::MemorySettings;
 pub use crate::backend::nats::settings::{
-    GroupName, NatsSettings, StreamName, StreamRetention, StreamStorage, SubjectPrefix,
+    GroupName, NatsAuth, NatsSettings, NatsTls, StreamName, StreamRetention, StreamStorage,
+    SubjectPrefix,
 };
 pub use crate::backend::nginx::settings::{
     CacheDir, KeyPart, KeyTemplate, Levels, NGINX_KEY_VARIABLES, NginxMode, NginxSettings,

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use async_nats::jetstream::{self, context::PublishErrorKind, stream};
+use async_nats::rustls;
 use tokio::sync::OnceCell;
 
 use super::settings::{NatsSettings, StreamRetention, StreamStorage};
@@ -46,9 +47,14 @@ impl std::fmt::Debug for NatsBackend {
 }
 
 impl NatsBackend {
-    /// A backend with these settings (checked again: see [`NatsSettings::check`]).
+    /// A backend with these settings (checked again: see [`NatsSettings::check`]); the files
+    /// of `auth` and `tls` must be readable.
     pub fn new(settings: &NatsSettings) -> Result<Self, SetupError> {
         settings.check()?;
+        settings.auth.check_files()?;
+        if let Some(tls) = &settings.tls {
+            tls.check_files()?;
+        }
         Ok(Self {
             settings: settings.clone(),
             subject: settings.subject(),
@@ -74,9 +80,11 @@ impl NatsBackend {
     }
 }
 
-/// A NATS client for these settings' servers, connected within `timeout` (reconnecting on
-/// its own afterwards), named `name` in the server's connection list. A failure is
-/// [`Cause::Unreachable`], [`Cause::Timeout`] or [`Cause::Authentication`].
+/// A NATS client for these settings' servers, authenticated and over TLS as their `auth` and
+/// `tls` say, connected within `timeout` (reconnecting on its own afterwards), named `name` in
+/// the server's connection list. A failure is [`Cause::Unreachable`], [`Cause::Timeout`],
+/// [`Cause::Authentication`] (refused credentials) or [`Cause::Misconfigured`] (a file that
+/// cannot be read, a TLS handshake that fails).
 pub async fn connect(
     settings: &NatsSettings,
     name: &str,
@@ -94,22 +102,144 @@ pub async fn connect(
                 PurgeError::new(Cause::Misconfigured, format!("server `{s}`: {e}"))
             })?);
     }
-    async_nats::ConnectOptions::new()
-        .name(name)
-        .connection_timeout(settings.timeout)
-        .connect(addrs)
+    let options = connect_options(settings, name)
         .await
-        .map_err(|e| {
-            use async_nats::ConnectErrorKind as K;
-            let cause = match e.kind() {
-                K::TimedOut => Cause::Timeout,
-                K::Authentication | K::AuthorizationViolation => Cause::Authentication,
-                K::ServerParse => Cause::Misconfigured,
-                _ => Cause::Unreachable,
-            };
-            PurgeError::new(cause, format!("cannot connect to NATS at {shown}: {e}"))
-                .on_server(shown.clone())
-        })
+        .map_err(|e| e.on_server(shown.clone()))?;
+    options.connect(addrs).await.map_err(|e| {
+        use async_nats::ConnectErrorKind as K;
+        let (cause, hint) = match e.kind() {
+            K::TimedOut => (Cause::Timeout, ""),
+            K::Authentication | K::AuthorizationViolation => (
+                Cause::Authentication,
+                if settings.auth.is_none() {
+                    " (the server wants credentials: set the `auth` table)"
+                } else {
+                    " (check the `auth` table against the server's authorization)"
+                },
+            ),
+            _ if tls_refused(&e) => (
+                Cause::Misconfigured,
+                " (check the `tls` table: the CA in `ca_file` must have signed the server's certificate, for the name in `servers`)",
+            ),
+            K::ServerParse => (Cause::Misconfigured, ""),
+            _ => (Cause::Unreachable, ""),
+        };
+        PurgeError::new(cause, format!("cannot connect to NATS at {shown}: {e}{hint}"))
+            .on_server(shown.clone())
+    })
+}
+
+/// Whether the connection failed in the TLS handshake (an unknown CA, a refused client
+/// certificate): async-nats reports those as I/O errors carrying rustls' error, or as `Tls`.
+fn tls_refused(e: &async_nats::ConnectError) -> bool {
+    if e.kind() == async_nats::ConnectErrorKind::Tls {
+        return true;
+    }
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        if cause.is::<rustls::Error>() {
+            return true;
+        }
+        if let Some(io) = cause.downcast_ref::<std::io::Error>()
+            && io
+                .get_ref()
+                .is_some_and(|inner| inner.is::<rustls::Error>())
+        {
+            return true;
+        }
+        source = cause.source();
+    }
+    false
+}
+
+/// The client options of `auth` and `tls`; a credentials file is read here.
+async fn connect_options(
+    settings: &NatsSettings,
+    name: &str,
+) -> Result<async_nats::ConnectOptions, PurgeError> {
+    let auth = &settings.auth;
+    let mut options = async_nats::ConnectOptions::new()
+        .name(name)
+        .connection_timeout(settings.timeout);
+    if let Some(token) = &auth.token {
+        options = options.token(token.expose().to_owned());
+    }
+    if let (Some(user), Some(password)) = (&auth.user, &auth.password) {
+        options = options.user_and_password(user.clone(), password.expose().to_owned());
+    }
+    if let Some(seed) = &auth.nkey_seed {
+        options = options.nkey(seed.expose().to_owned());
+    }
+    if let Some(path) = &auth.credentials_file {
+        options = options.credentials_file(path).await.map_err(|e| {
+            PurgeError::new(
+                Cause::Misconfigured,
+                format!(
+                    "auth.credentials_file `{}`: {e} (expected a .creds file from `nsc generate creds`)",
+                    path.display()
+                ),
+            )
+        })?;
+    }
+    // Always our own client config, also without the `tls` table (a server may require TLS
+    // anyway): async-nats would otherwise build one on rustls' process-wide provider, which
+    // panics in an app that compiles in both of rustls' providers.
+    options = options.tls_client_config(tls_client_config(settings.tls.as_ref())?);
+    if let Some(tls) = &settings.tls {
+        options = options.require_tls(true);
+        if tls.handshake_first {
+            options = options.tls_first();
+        }
+    }
+    Ok(options)
+}
+
+/// The rustls client config of `tls` (the system's roots without it), on aws-lc-rs.
+fn tls_client_config(
+    tls: Option<&super::settings::NatsTls>,
+) -> Result<rustls::ClientConfig, PurgeError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let bad = |setting: &str, path: &std::path::Path, e: &dyn std::fmt::Display| {
+        PurgeError::new(
+            Cause::Misconfigured,
+            format!("tls.{setting} `{}`: {e}", path.display()),
+        )
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    match tls.and_then(|t| t.ca_file.as_deref()) {
+        Some(ca) => {
+            let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(ca)
+                .and_then(|certs| certs.collect::<Result<_, _>>())
+                .map_err(|e| bad("ca_file", ca, &e))?;
+            if certs.is_empty() {
+                return Err(bad("ca_file", ca, &"no PEM certificate in it"));
+            }
+            for cert in certs {
+                roots.add(cert).map_err(|e| bad("ca_file", ca, &e))?;
+            }
+        }
+        None => {
+            roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+        }
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| PurgeError::new(Cause::Misconfigured, format!("TLS: {e}")))?
+        .with_root_certificates(roots);
+    match tls.and_then(|t| t.cert_file.as_deref().zip(t.key_file.as_deref())) {
+        Some((cert, key)) => {
+            let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+                .and_then(|certs| certs.collect::<Result<_, _>>())
+                .map_err(|e| bad("cert_file", cert, &e))?;
+            let key = PrivateKeyDer::from_pem_file(key).map_err(|e| bad("key_file", key, &e))?;
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| bad("cert_file", cert, &e))
+        }
+        None => Ok(builder.with_no_client_auth()),
+    }
 }
 
 /// The stream these settings describe: `stream`, taking `<subject_prefix>.>`, with their

@@ -22,7 +22,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::settings::types::{
-    self, FieldError, HostName, InvalidValue, ServerAddr, named_enum, string_serde,
+    self, FieldError, HostName, InvalidValue, Secret, ServerAddr, named_enum, string_serde,
 };
 
 /// Whether `s` is one NATS subject token this crate accepts: ASCII letters, digits, `-`, `_`.
@@ -187,6 +187,193 @@ pub enum StreamStorage {
 
 named_enum!(StreamStorage, "stream storage", { File = "file", Memory = "memory" });
 
+/// How a client proves who it is to the NATS servers: the `auth` table of `kind = "nats"`
+/// (`[backends.NAME.auth]`) and of the agent (`[agent.auth]`). At most one way; none (the
+/// default) for a server without authorization.
+///
+/// ```toml
+/// [backends.fleet.auth]
+/// token = "s3cret"                      # the server's `authorization { token }`
+/// # or: user = "app" and password = "..."
+/// # or: credentials_file = "/etc/nats/app.creds" (a JWT and an NKey seed, from `nsc`)
+/// # or: nkey_seed = "SUA..."            # a user NKey seed (the server lists its public key)
+/// ```
+///
+/// Keep the secrets out of the file: `CACHE_PURGE__BACKENDS__FLEET__AUTH__TOKEN=...`,
+/// `CACHE_PURGE__AGENT__AUTH__PASSWORD=...`. They are shown as `<redacted>`.
+///
+/// ```
+/// use cache_purge_hooks_engine::settings::Settings;
+///
+/// let err = Settings::from_toml_str(
+///     "[backends.fleet]\nkind = \"nats\"\n[backends.fleet.auth]\ntoken = \"t\"\nuser = \"app\"\npassword = \"p\"\n",
+/// )
+/// .unwrap_err();
+/// assert_eq!(err.key.as_deref(), Some("backends.fleet.auth"));
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct NatsAuth {
+    /// A token (the server's `authorization { token }`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token: Option<Secret>,
+    /// A user name, with [`password`](Self::password).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// The user's password, with [`user`](Self::user).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password: Option<Secret>,
+    /// A `.creds` file (a user JWT and its NKey seed, as `nsc generate creds` writes it), for
+    /// servers in operator mode (decentralized JWT authentication).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub credentials_file: Option<std::path::PathBuf>,
+    /// A user NKey seed (`SU...`), whose public key the server's `authorization` lists.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nkey_seed: Option<Secret>,
+}
+
+impl NatsAuth {
+    /// Whether no way is set (a server without authorization).
+    pub fn is_none(&self) -> bool {
+        self == &Self::default()
+    }
+
+    /// The rules across keys: at most one way, `user` and `password` together, an NKey seed
+    /// that is a user seed.
+    pub fn check(&self) -> Result<(), FieldError> {
+        let ways = [
+            self.token.is_some(),
+            self.user.is_some() || self.password.is_some(),
+            self.credentials_file.is_some(),
+            self.nkey_seed.is_some(),
+        ];
+        if ways.iter().filter(|w| **w).count() > 1 {
+            return Err(FieldError::new(
+                "auth",
+                "give one way to authenticate: `token`, `user` with `password`, \
+                 `credentials_file` or `nkey_seed`",
+            ));
+        }
+        match (&self.user, &self.password) {
+            (Some(_), None) => {
+                return Err(FieldError::new(
+                    "auth.password",
+                    "missing: `user` needs a `password`",
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(FieldError::new(
+                    "auth.user",
+                    "missing: `password` needs a `user`",
+                ));
+            }
+            (Some(user), Some(_)) if user.trim().is_empty() => {
+                return Err(FieldError::new("auth.user", "empty: expected a user name"));
+            }
+            _ => {}
+        }
+        if let Some(seed) = &self.nkey_seed
+            && !seed.expose().starts_with("SU")
+        {
+            return Err(FieldError::new(
+                "auth.nkey_seed",
+                "not a user NKey seed: those start with `SU` (a public key starts with `U`; \
+                 give the seed, which stays on this machine)",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Checks that `credentials_file` can be read, at start-up rather than at the first
+    /// connection.
+    pub fn check_files(&self) -> Result<(), crate::backend::SetupError> {
+        if let Some(path) = &self.credentials_file {
+            readable(
+                "auth.credentials_file",
+                path,
+                "a .creds file from `nsc generate creds`",
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// TLS to the NATS servers: the `tls` table of `kind = "nats"` (`[backends.NAME.tls]`) and
+/// of the agent (`[agent.tls]`). Its presence requires TLS (a server that does not offer it is
+/// refused); without the table, TLS is used only where the server requires it, with the
+/// system's root certificates.
+///
+/// ```toml
+/// [backends.fleet.tls]
+/// ca_file = "/etc/nats/ca.pem"          # the CA that signed the servers' certificates
+/// cert_file = "/etc/nats/client.pem"    # a client certificate, for `verify: true` servers
+/// key_file = "/etc/nats/client-key.pem"
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct NatsTls {
+    /// PEM root certificates to trust (default: the system's).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<std::path::PathBuf>,
+    /// A PEM client certificate, with [`key_file`](Self::key_file).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cert_file: Option<std::path::PathBuf>,
+    /// The client certificate's PEM private key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_file: Option<std::path::PathBuf>,
+    /// Start TLS before the server's greeting (default `false`), for servers configured with
+    /// `handshake_first`.
+    pub handshake_first: bool,
+}
+
+impl NatsTls {
+    /// The rules across keys: `cert_file` and `key_file` together.
+    pub fn check(&self) -> Result<(), FieldError> {
+        match (&self.cert_file, &self.key_file) {
+            (Some(_), None) => Err(FieldError::new(
+                "tls.key_file",
+                "missing: `cert_file` needs its `key_file`",
+            )),
+            (None, Some(_)) => Err(FieldError::new(
+                "tls.cert_file",
+                "missing: `key_file` needs its `cert_file`",
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// Checks that the files can be read, at start-up rather than at the first connection.
+    pub fn check_files(&self) -> Result<(), crate::backend::SetupError> {
+        for (setting, path, hint) in [
+            ("tls.ca_file", &self.ca_file, "PEM certificates of the CA"),
+            ("tls.cert_file", &self.cert_file, "a PEM certificate"),
+            ("tls.key_file", &self.key_file, "a PEM private key"),
+        ] {
+            if let Some(path) = path {
+                readable(setting, path, hint)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn readable(
+    setting: &'static str,
+    path: &std::path::Path,
+    hint: &'static str,
+) -> Result<(), crate::backend::SetupError> {
+    std::fs::File::open(path)
+        .map(drop)
+        .map_err(|source| crate::backend::SetupError::File {
+            setting,
+            path: path.to_path_buf(),
+            source,
+            hint,
+        })
+}
+
 /// Options of `kind = "nats"`: publish each batch to a JetStream stream, consumed by one
 /// `cache-purge agent` per cache node (docs/fleet.md).
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
@@ -197,6 +384,12 @@ pub struct NatsSettings {
     /// works too.
     #[serde(deserialize_with = "types::servers")]
     pub servers: Vec<ServerAddr>,
+    /// How to authenticate (`[backends.NAME.auth]`, default none): see [`NatsAuth`].
+    #[serde(skip_serializing_if = "NatsAuth::is_none")]
+    pub auth: NatsAuth,
+    /// TLS (`[backends.NAME.tls]`): see [`NatsTls`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<NatsTls>,
     /// The JetStream stream (default `CACHE_PURGE`).
     pub stream: StreamName,
     /// The first tokens of the subjects (default `cache-purge`): the stream takes
@@ -243,6 +436,8 @@ impl Default for NatsSettings {
     fn default() -> Self {
         Self {
             servers: Vec::new(),
+            auth: NatsAuth::default(),
+            tls: None,
             stream: StreamName("CACHE_PURGE".to_owned()),
             subject_prefix: SubjectPrefix::default(),
             group: GroupName::default(),
@@ -291,9 +486,14 @@ impl NatsSettings {
         .unwrap_or(&self.group)
     }
 
-    /// The rules across keys: `replicas` is at most 5 (JetStream's limit), and no server is
-    /// given as `https://` (NATS TLS is configured on the server, not by scheme).
+    /// The rules across keys: `replicas` is at most 5 (JetStream's limit), no server is
+    /// given as `https://` (TLS is the `tls` table), and those of [`NatsAuth::check`] and
+    /// [`NatsTls::check`].
     pub fn check(&self) -> Result<(), FieldError> {
+        self.auth.check()?;
+        if let Some(tls) = &self.tls {
+            tls.check()?;
+        }
         if self.replicas.get() > 5 {
             return Err(FieldError::new(
                 "replicas",
@@ -303,7 +503,7 @@ impl NatsSettings {
         if let Some(server) = self.servers.iter().find(|s| s.is_https()) {
             return Err(FieldError::new(
                 "servers",
-                format!("`{server}`: give NATS servers as `host:port`"),
+                format!("`{server}`: give NATS servers as `host:port` (TLS is the `tls` table)"),
             ));
         }
         Ok(())
@@ -358,6 +558,73 @@ mod tests {
             Some("backends.fleet.hosts.blog.example.com"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn the_auth_and_tls_tables_are_checked_where_they_are_read() {
+        let err = |text: &str| {
+            crate::settings::Settings::from_toml_str(&format!(
+                "[backends.fleet]\nkind = \"nats\"\n{text}"
+            ))
+            .unwrap_err()
+        };
+        for (text, key, says) in [
+            (
+                "[backends.fleet.auth]\ntoken = \"t\"\nnkey_seed = \"SUABC\"\n",
+                "backends.fleet.auth",
+                "give one way",
+            ),
+            (
+                "[backends.fleet.auth]\nuser = \"app\"\n",
+                "backends.fleet.auth.password",
+                "`user` needs a `password`",
+            ),
+            (
+                "[backends.fleet.auth]\npassword = \"p\"\n",
+                "backends.fleet.auth.user",
+                "needs a `user`",
+            ),
+            (
+                "[backends.fleet.auth]\nnkey_seed = \"UABC\"\n",
+                "backends.fleet.auth.nkey_seed",
+                "start with `SU`",
+            ),
+            (
+                "[backends.fleet.auth]\ntokn = \"t\"\n",
+                "backends.fleet.auth.tokn",
+                "unknown",
+            ),
+            (
+                "[backends.fleet.tls]\ncert_file = \"/c.pem\"\n",
+                "backends.fleet.tls.key_file",
+                "needs its `key_file`",
+            ),
+        ] {
+            let e = err(text);
+            assert_eq!(e.key.as_deref(), Some(key), "{text}: {e}");
+            assert!(e.to_string().contains(says), "{text}: {e}");
+        }
+        let agent = crate::settings::Settings::from_toml_str(
+            "[agent]\nnode = \"a\"\n[agent.auth]\nuser = \"app\"\n",
+        )
+        .unwrap_err();
+        assert_eq!(agent.key.as_deref(), Some("agent.auth.password"), "{agent}");
+
+        let s = crate::settings::Settings::from_toml_str(
+            "[backends.fleet]\nkind = \"nats\"\n[backends.fleet.auth]\nuser = \"app\"\npassword = \"hunter2\"\n[backends.fleet.tls]\n",
+        )
+        .unwrap();
+        let crate::settings::BackendSettings::Nats(n) = &s.backends["fleet"] else {
+            panic!("{s:?}")
+        };
+        assert_eq!(n.auth.user.as_deref(), Some("app"));
+        assert_eq!(
+            n.tls,
+            Some(NatsTls::default()),
+            "an empty table requires TLS"
+        );
+        assert!(!format!("{n:?}").contains("hunter2"));
+        assert!(!toml::to_string(&s).unwrap().contains("hunter2"));
     }
 
     #[test]
