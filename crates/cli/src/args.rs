@@ -162,6 +162,18 @@ pub(crate) enum FleetCommand {
     /// Every node that reported: health (ok, failing, stale, stopped), lag, applied sequence,
     /// last error. Exit code 1 when a node is failing or stale.
     Status,
+    /// Forget a retired node: delete its durable consumer and its state, so that `status` no
+    /// longer lists it (and, with `retention = "interest"`, the stream no longer keeps purges
+    /// for it). Refused while the node's agent reports in, unless --force.
+    Forget {
+        /// The node's name (as in its `[agent]` table).
+        #[arg(value_name = "NODE")]
+        node: String,
+        /// Forget it even though its agent reported in recently (it would create its consumer
+        /// again, starting as a new node).
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 /// `cache-purge purge`.

@@ -69,6 +69,99 @@ pub(crate) fn run_agent(
     result
 }
 
+/// `cache-purge fleet forget NODE`: deletes the node's consumer and its state key.
+async fn forget(
+    settings: &AgentSettings,
+    node: &NodeName,
+    force: bool,
+    out: &Output,
+) -> Result<u8, CliError> {
+    let client = connect(&settings.connection(), "cache-purge fleet forget")
+        .await
+        .map_err(|e| CliError::failed(e.to_string()))?;
+    let mut js = jetstream::new(client);
+    js.set_timeout(settings.timeout);
+    let bucket = settings.state_bucket.as_str();
+    let store = js.get_key_value(bucket).await.ok();
+    let state = match &store {
+        Some(store) => match store.get(node.as_str()).await {
+            Ok(Some(bytes)) => serde_json::from_slice::<NodeState>(&bytes).ok(),
+            _ => None,
+        },
+        None => None,
+    };
+    if let Some(state) = &state {
+        let health = state.health(SystemTime::now());
+        if matches!(health, Health::Ok | Health::Failing) && !force {
+            return Err(CliError::failed(format!(
+                "node `{node}` is {} (it reported {} ago): its agent still runs",
+                health.as_str(),
+                human_duration(state.age(SystemTime::now()))
+            ))
+            .with_hint("stop its agent first, or pass --force"));
+        }
+    }
+    let consumer = consumer_name(node);
+    let stream_name = settings.stream.as_str();
+    let deleted_consumer = match js.get_stream(stream_name).await {
+        Ok(stream) => match stream.delete_consumer(&consumer).await {
+            Ok(_) => true,
+            Err(e) => match e.kind() {
+                jetstream::stream::ConsumerErrorKind::JetStream(j)
+                    if j.error_code() == jetstream::ErrorCode::CONSUMER_NOT_FOUND =>
+                {
+                    false
+                }
+                _ => {
+                    return Err(CliError::failed(format!(
+                        "cannot delete consumer `{consumer}` of stream `{stream_name}`: {e}"
+                    )));
+                }
+            },
+        },
+        Err(_) => false,
+    };
+    let deleted_state = match (&store, &state) {
+        (Some(store), Some(_)) => {
+            store.purge(node.as_str()).await.map_err(|e| {
+                CliError::failed(format!(
+                    "cannot remove `{node}` from bucket `{bucket}`: {e}"
+                ))
+            })?;
+            true
+        }
+        _ => false,
+    };
+    if !deleted_consumer && !deleted_state {
+        return Err(CliError::failed(format!(
+            "no node `{node}`: no consumer `{consumer}` on stream `{stream_name}` and no state in bucket `{bucket}`"
+        ))
+        .with_hint("`cache-purge fleet status` lists the nodes"));
+    }
+    if out.json {
+        out.json(&serde_json::json!({
+            "node": node.as_str(),
+            "consumer_deleted": deleted_consumer,
+            "state_deleted": deleted_state,
+        }));
+    } else {
+        out.line(format!(
+            "forgot node `{node}`: consumer `{consumer}` {}, state {}",
+            if deleted_consumer {
+                "deleted"
+            } else {
+                "was not there"
+            },
+            if deleted_state {
+                "removed"
+            } else {
+                "was not there"
+            },
+        ));
+    }
+    Ok(exit::SUCCESS)
+}
+
 /// `cache-purge fleet ...`.
 pub(crate) fn run_fleet(
     global: &GlobalArgs,
@@ -86,6 +179,12 @@ pub(crate) fn run_fleet(
     let result = runtime.block_on(async {
         match args.command {
             FleetCommand::Status => status(&settings, out).await,
+            FleetCommand::Forget { node, force } => {
+                let node = node
+                    .parse::<NodeName>()
+                    .map_err(|e| CliError::usage(format!("NODE: {}", e.message)))?;
+                forget(&settings, &node, force, out).await
+            }
         }
     });
     runtime.shutdown_timeout(Duration::from_millis(200));

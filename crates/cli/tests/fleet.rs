@@ -1144,3 +1144,71 @@ async fn over_tls_with_a_token_from_the_environment_an_agent_purges_its_node_and
     assert_eq!(code, 0, "{summary}");
     assert_eq!(summary["purged"], 1, "{summary}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_consumer_deleted_under_a_running_agent_is_created_again_and_a_retired_node_is_forgotten()
+{
+    let origin = Origin::start().unwrap();
+    let (fleet, nginx) = tokio::join!(
+        Fleet::start(Duration::from_secs(3600)),
+        Nginx::start(&origin, NginxConfig::default()),
+    );
+    let nginx = nginx.unwrap();
+    let config = fleet.node_settings("edge-1", &nginx_files_backend(&nginx));
+    let agent = AgentProcess::start(&config, fleet.dir.path(), "edge-1");
+    fleet.wait_for_consumer("edge-1").await;
+    warm(&nginx, &["/posts/a", "/posts/b", "/posts/c"]).await;
+    let purger = fleet.publisher(500);
+    save(&purger, "/posts/a").await;
+    purger.flush().await;
+    fleet
+        .wait_until_applied("edge-1", Duration::from_secs(10))
+        .await;
+    assert_purged(&nginx, &origin, "/posts/a").await;
+
+    let stream = fleet
+        .js
+        .get_stream(fleet.settings.stream.as_str())
+        .await
+        .unwrap();
+    stream
+        .delete_consumer("cache-purge-agent-edge-1")
+        .await
+        .unwrap();
+    save(&purger, "/posts/b").await;
+    purger.flush().await;
+    fleet.wait_for_consumer("edge-1").await;
+    fleet
+        .wait_until_applied("edge-1", Duration::from_secs(10))
+        .await;
+    assert_purged(&nginx, &origin, "/posts/b").await;
+    assert_cached(&nginx, "/posts/c").await;
+
+    // A running node is not forgotten without --force.
+    let status_config = fleet.node_settings("status", "");
+    let (code, text) = cache_purge(&status_config, &["fleet", "forget", "edge-1"]).await;
+    assert_eq!(code, 1, "{text}");
+    assert!(
+        text.contains("its agent still runs") && text.contains("--force"),
+        "{text}"
+    );
+
+    let (code, summary) = agent.terminate().await;
+    assert_eq!(code, 0, "{summary}");
+    assert_eq!(summary["purged"], 2, "{summary}");
+
+    // Retired: forgotten, its consumer and its state gone, no longer listed.
+    let (code, text) = cache_purge(&status_config, &["fleet", "forget", "edge-1"]).await;
+    assert_eq!(code, 0, "{text}");
+    assert!(
+        text.contains("consumer `cache-purge-agent-edge-1` deleted, state removed"),
+        "{text}"
+    );
+    assert!(fleet.consumer("edge-1").await.is_none());
+    let (code, status) = fleet_status(&status_config).await;
+    assert_eq!(code, 0, "{status}");
+    assert_eq!(status["nodes"], serde_json::json!([]), "{status}");
+    let (code, text) = cache_purge(&status_config, &["fleet", "forget", "edge-1"]).await;
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("no node `edge-1`"), "{text}");
+}

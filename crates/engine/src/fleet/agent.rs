@@ -3,7 +3,6 @@
 
 use std::collections::BTreeSet;
 use std::future::Future;
-use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use async_nats::jetstream::{self, AckKind, consumer, kv, stream};
@@ -92,6 +91,28 @@ impl std::fmt::Debug for Agent {
     }
 }
 
+/// Why [`Agent::consume`] returned.
+enum Ended {
+    /// The agent was told to stop.
+    Stopped,
+    /// The node's consumer was deleted from the stream: start again.
+    ConsumerLost,
+}
+
+/// What [`Agent::process`] did with one message.
+enum Outcome {
+    /// Not this node's, not a stream message, or handed back because the agent is stopping.
+    Skipped,
+    /// Purged on every backend and acked (the ack confirmed).
+    Purged { sequence: u64 },
+    /// Purged, but the server did not confirm the ack: it may come again.
+    Unconfirmed { message: String },
+    /// Handed back for redelivery after the backoff; the backends' errors.
+    Retried { errors: Vec<String> },
+    /// Stored on the dead-letter stream and terminated.
+    DeadLettered { sequence: u64, reason: String },
+}
+
 /// Everything the running agent holds.
 struct Running {
     js: jetstream::Context,
@@ -169,11 +190,28 @@ impl Agent {
             std::future::pending::<()>().await;
         });
         let mut summary = AgentSummary::default();
-        let running = self.start(&mut stop_rx).await;
-        if let Some(mut running) = running {
-            self.consume(&mut running, &mut stop_rx, &mut summary).await;
-            self.write_state(&mut running, "stopped").await;
-            let _ = running.js.client().flush().await;
+        let mut running = self.start(&mut stop_rx).await;
+        while let Some(mut current) = running.take() {
+            match self.consume(&mut current, &mut stop_rx, &mut summary).await {
+                Ended::Stopped => {
+                    self.write_state(&mut current, "stopped").await;
+                    let _ = current.js.client().flush().await;
+                }
+                Ended::ConsumerLost => {
+                    // Deleted under a running agent (by an operator, or a stream recreated):
+                    // a new one, from after the last purge the node's state records.
+                    let message = format!(
+                        "consumer `{}` was deleted while the agent ran: creating it again after sequence {}",
+                        self.consumer_name(),
+                        current.state.applied_sequence
+                    );
+                    self.failed(&mut current, message);
+                    self.write_state(&mut current, "running").await;
+                    let _ = current.js.client().flush().await;
+                    drop(current);
+                    running = self.start(&mut stop_rx).await;
+                }
+            }
         }
         stopper.abort();
         let _ = self.purger.shutdown(Duration::from_secs(5)).await;
@@ -478,7 +516,7 @@ impl Agent {
         running: &mut Running,
         stop: &mut tokio::sync::watch::Receiver<bool>,
         summary: &mut AgentSummary,
-    ) {
+    ) -> Ended {
         let mut heartbeat = tokio::time::interval(self.settings.heartbeat);
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let groups: BTreeSet<String> = self
@@ -487,19 +525,27 @@ impl Agent {
             .iter()
             .map(|g| self.settings.subject_prefix.subject(g))
             .collect();
-        let groups = Arc::new(groups);
+        let concurrency = self.settings.concurrency.get();
+        // Messages being purged: each on every backend, acked on its own, so that one slow
+        // purge does not hold up the ones behind it (purges commute: order does not matter).
+        let mut in_flight = futures::stream::FuturesUnordered::new();
         let mut stopping = *stop.borrow();
-        while !stopping {
+        let mut ended = Ended::Stopped;
+        while !stopping && matches!(ended, Ended::Stopped) {
             let mut batch = match running
                 .consumer
                 .batch()
-                .max_messages(PULL_BATCH)
+                .max_messages(PULL_BATCH.max(concurrency))
                 .expires(PULL_EXPIRES)
                 .messages()
                 .await
             {
                 Ok(batch) => batch,
                 Err(e) => {
+                    if self.consumer_gone(running).await {
+                        ended = Ended::ConsumerLost;
+                        break;
+                    }
                     self.failed(running, format!("cannot pull from the stream: {e}"));
                     tokio::select! {
                         _ = tokio::time::sleep(RECONNECT_PAUSE) => {}
@@ -512,27 +558,61 @@ impl Agent {
                 tokio::select! {
                     biased;
                     _ = stop.changed(), if !stopping => stopping = true,
-                    _ = heartbeat.tick() => self.write_state(running, "running").await,
-                    next = batch.next() => match next {
+                    Some(outcome) = in_flight.next(), if !in_flight.is_empty() => {
+                        self.record(running, outcome, summary);
+                    }
+                    _ = heartbeat.tick() => {
+                        if self.consumer_gone(running).await {
+                            ended = Ended::ConsumerLost;
+                            break;
+                        }
+                        self.write_state(running, "running").await;
+                    }
+                    next = batch.next(), if in_flight.len() < concurrency => match next {
                         None => break,
                         Some(Ok(message)) => {
                             if stopping {
                                 // Back to the stream at once, for the next agent of this node.
                                 let _ = message.ack_with(AckKind::Nak(None)).await;
                             } else {
-                                self.handle(running, &groups, message, summary).await;
+                                in_flight.push(self.process(
+                                    running.js.clone(),
+                                    &groups,
+                                    message,
+                                    running.started,
+                                ));
                             }
                         }
                         Some(Err(e)) => {
                             tracing::debug!(target: "cache_purge_hooks", node = %self.node, "pull ended: {e}");
+                            if self.consumer_gone(running).await {
+                                ended = Ended::ConsumerLost;
+                            }
                             break;
                         }
                     }
                 }
+                if stopping && in_flight.is_empty() {
+                    break;
+                }
             }
+        }
+        // Stopping: the messages in hand are finished, not abandoned.
+        while let Some(outcome) = in_flight.next().await {
+            self.record(running, outcome, summary);
         }
         summary.applied_sequence = running.state.applied_sequence;
         summary.purged_everything = running.state.purged_everything_at_ms.is_some();
+        ended
+    }
+
+    /// Whether the node's consumer is gone from the stream (the server says so; an error
+    /// reaching the server is not that).
+    async fn consumer_gone(&self, running: &Running) -> bool {
+        matches!(
+            running.stream.consumer_info(self.consumer_name()).await,
+            Err(e) if e.kind() == jetstream::context::ConsumerInfoErrorKind::NotFound
+        )
     }
 
     fn failed(&self, running: &mut Running, message: String) {
@@ -541,31 +621,33 @@ impl Agent {
         running.state.last_error_at_ms = Some(millis(SystemTime::now()));
     }
 
-    async fn handle(
+    /// Purges one message on every backend and acks, hands back or dead-letters it; what it
+    /// did is recorded in the node's state by [`Agent::record`].
+    async fn process(
         &self,
-        running: &mut Running,
+        js: jetstream::Context,
         groups: &BTreeSet<String>,
         message: jetstream::Message,
-        summary: &mut AgentSummary,
-    ) {
+        started: SystemTime,
+    ) -> Outcome {
         let (sequence, delivered) = match message.info() {
             Ok(info) => (info.stream_sequence, info.delivered.max(1) as u32),
-            Err(_) => return,
+            Err(_) => return Outcome::Skipped,
         };
         if !groups.contains(message.subject.as_str()) {
             // Another group's purge, seen through a wildcard filter: not this node's.
             let _ = message.ack().await;
-            return;
+            return Outcome::Skipped;
         }
         let decoded = match wire::decode(&message.payload) {
             Ok(decoded) => decoded,
             Err(e) => {
-                self.dead_letter(running, &message, sequence, &e.to_string(), summary)
+                return self
+                    .dead_letter(&js, &message, sequence, &e.to_string())
                     .await;
-                return;
             }
         };
-        let since = decoded.sent_at.max(running.started);
+        let since = decoded.sent_at.max(started);
         let history = History::after(delivered - 1, since);
         let reports = futures::future::join_all(self.backends.iter().map(|backend| {
             self.purger
@@ -573,6 +655,7 @@ impl Agent {
         }))
         .await;
         let mut retry_after: Option<Duration> = None;
+        let mut errors = Vec::new();
         let mut give_up: Option<String> = None;
         for (backend, report) in self.backends.iter().zip(&reports) {
             match report {
@@ -581,7 +664,7 @@ impl Agent {
                     Some(Verdict::Retry { after }) => {
                         retry_after = Some(retry_after.map_or(after, |a| a.max(after)));
                         if let Some(e) = r.error() {
-                            self.failed(running, format!("backend `{backend}`: {e} (sequence {sequence}, attempt {delivered}, retried)"));
+                            errors.push(format!("backend `{backend}`: {e} (sequence {sequence}, attempt {delivered}, retried)"));
                         }
                     }
                     _ => {
@@ -593,52 +676,72 @@ impl Agent {
                 },
                 Err(crate::attempt::AttemptError::Stopped) => {
                     let _ = message.ack_with(AckKind::Nak(None)).await;
-                    return;
+                    return Outcome::Skipped;
                 }
                 Err(e) => give_up = Some(e.to_string()),
             }
         }
         if let Some(reason) = give_up {
-            self.dead_letter(running, &message, sequence, &reason, summary)
-                .await;
+            self.dead_letter(&js, &message, sequence, &reason).await
         } else if let Some(after) = retry_after {
-            running.state.retried += 1;
-            summary.retried += 1;
             let _ = message.ack_with(AckKind::Nak(Some(after))).await;
+            Outcome::Retried { errors }
         } else {
             // Acked only now that every backend purged it; confirmed by the server, so that a
             // restart resumes after it.
             match message.double_ack().await {
-                Ok(()) => {
-                    summary.purged += 1;
-                    running.state.purged += 1;
-                    running.state.applied_sequence = running.state.applied_sequence.max(sequence);
-                    running.state.last_purge_at_ms = Some(millis(SystemTime::now()));
+                Ok(()) => Outcome::Purged { sequence },
+                Err(e) => Outcome::Unconfirmed {
+                    message: format!(
+                        "purged sequence {sequence} but its ack was not confirmed ({e}): it may be purged again"
+                    ),
+                },
+            }
+        }
+    }
+
+    /// Records what [`Agent::process`] did in the node's state and the summary.
+    fn record(&self, running: &mut Running, outcome: Outcome, summary: &mut AgentSummary) {
+        match outcome {
+            Outcome::Skipped => {}
+            Outcome::Purged { sequence } => {
+                summary.purged += 1;
+                running.state.purged += 1;
+                running.state.applied_sequence = running.state.applied_sequence.max(sequence);
+                running.state.last_purge_at_ms = Some(millis(SystemTime::now()));
+            }
+            Outcome::Unconfirmed { message } => self.failed(running, message),
+            Outcome::Retried { errors } => {
+                running.state.retried += 1;
+                summary.retried += 1;
+                for error in errors {
+                    self.failed(running, error);
                 }
-                Err(e) => self.failed(
-                    running,
-                    format!("purged sequence {sequence} but its ack was not confirmed ({e}): it may be purged again"),
-                ),
+            }
+            Outcome::DeadLettered { sequence, reason } => {
+                summary.dead_lettered += 1;
+                running.state.dead_lettered += 1;
+                running.state.last_error =
+                    Some(format!("sequence {sequence} dead-lettered: {reason}"));
+                running.state.last_error_at_ms = Some(millis(SystemTime::now()));
             }
         }
     }
 
     async fn dead_letter(
         &self,
-        running: &mut Running,
+        js: &jetstream::Context,
         message: &jetstream::Message,
         sequence: u64,
         reason: &str,
-        summary: &mut AgentSummary,
-    ) {
+    ) -> Outcome {
         tracing::error!(target: "cache_purge_hooks", node = %self.node, sequence, subject = message.subject.as_str(), "dead-lettered: {reason}");
         let mut headers = async_nats::HeaderMap::new();
         headers.insert("Cache-Purge-Reason", one_line(reason).as_str());
         headers.insert("Cache-Purge-Subject", message.subject.as_str());
         headers.insert("Cache-Purge-Sequence", sequence.to_string().as_str());
         headers.insert("Cache-Purge-Node", self.node.as_str());
-        let published = match running
-            .js
+        let published = match js
             .publish_with_headers(self.dead_letter_subject(), headers, message.payload.clone())
             .await
         {
@@ -649,10 +752,10 @@ impl Agent {
             tracing::error!(target: "cache_purge_hooks", node = %self.node, sequence, "cannot store the dead letter: {e}");
         }
         let _ = message.ack_with(AckKind::Term).await;
-        summary.dead_lettered += 1;
-        running.state.dead_lettered += 1;
-        running.state.last_error = Some(format!("sequence {sequence} dead-lettered: {reason}"));
-        running.state.last_error_at_ms = Some(millis(SystemTime::now()));
+        Outcome::DeadLettered {
+            sequence,
+            reason: reason.to_owned(),
+        }
     }
 
     async fn write_state(&self, running: &mut Running, status: &str) {

@@ -178,6 +178,11 @@ pub struct AgentSettings {
     /// Connecting, and one JetStream call (default `5s`).
     #[serde(with = "types::timeout")]
     pub timeout: Duration,
+    /// Messages purged at once (default 16): each is purged on every backend and acked on
+    /// its own, so a slow purge does not hold up the ones behind it. 1 purges one message
+    /// at a time, in stream order.
+    #[serde(deserialize_with = "types::at_least_one")]
+    pub concurrency: std::num::NonZeroUsize,
 }
 
 impl Default for AgentSettings {
@@ -196,6 +201,7 @@ impl Default for AgentSettings {
             heartbeat: Duration::from_secs(5),
             state_bucket: default_bucket(),
             timeout: Duration::from_secs(5),
+            concurrency: std::num::NonZeroUsize::new(16).unwrap_or(std::num::NonZeroUsize::MIN),
         }
     }
 }
