@@ -10,7 +10,7 @@ use cache_purge_hooks_engine::settings::{BackendSettings, NginxMode, ServerAddr,
 pub(crate) struct BackendInfo {
     /// Its name (`[backends.NAME]`).
     pub(crate) name: String,
-    /// `log`, `dummy`, `memory`, `varnish`, `nginx`, `cloudflare`, `fastly`, `nats`.
+    /// `log`, `dummy`, `memory`, `varnish`, `nginx`, `cloudflare`, `fastly`, `cloudfront`, `nats`.
     pub(crate) kind: &'static str,
     /// `cli`, `varnishadm`, `http`, `files`, `wipe`; `None` for kinds without modes.
     pub(crate) mode: Option<&'static str>,
