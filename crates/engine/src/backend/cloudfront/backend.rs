@@ -110,6 +110,8 @@ struct State {
     /// create a second invalidation. Forgotten once CloudFront accepted the batch.
     references: HashMap<u64, (String, Instant)>,
     counter: u64,
+    /// How long the last invalidation seen completed took, from its creation.
+    typical: Option<Duration>,
 }
 
 #[derive(Clone, Debug)]
@@ -117,6 +119,7 @@ struct InProgress {
     id: String,
     paths: usize,
     wildcards: usize,
+    created: Instant,
 }
 
 /// One path to invalidate and the target it stands for.
@@ -370,6 +373,22 @@ impl CloudFrontBackend {
         (0, 0)
     }
 
+    /// When room in the limits is expected: the oldest invalidation in progress plus the time
+    /// the last one took to complete (`poll_interval` before any completed), at least
+    /// `poll_interval`. The engine retries no sooner, so a retry is not spent in vain.
+    fn room_in(&self) -> Duration {
+        let state = self.lock();
+        let typical = state.typical.unwrap_or(self.poll_interval);
+        let now = Instant::now();
+        state
+            .in_progress
+            .iter()
+            .map(|i| (i.created + typical).saturating_duration_since(now))
+            .min()
+            .unwrap_or(Duration::ZERO)
+            .max(self.poll_interval)
+    }
+
     fn release(&self, files: usize, wildcards: usize) {
         let mut state = self.lock();
         state.paths = state.paths.saturating_sub(files);
@@ -391,6 +410,7 @@ impl CloudFrontBackend {
         let mut state = self.lock();
         if let Some(k) = state.in_progress.iter().position(|i| i.id == id) {
             let done = state.in_progress.remove(k);
+            state.typical = Some(done.created.elapsed());
             state.paths = state.paths.saturating_sub(done.paths);
             state.wildcards = state.wildcards.saturating_sub(done.wildcards);
         }
@@ -484,6 +504,7 @@ impl CloudFrontBackend {
                     id: id.clone(),
                     paths: batch.files,
                     wildcards: batch.wildcards,
+                    created: Instant::now(),
                 });
             }
         }
@@ -806,7 +827,7 @@ impl Backend for CloudFrontBackend {
                 failures.push(
                     PurgeError::new(
                         Cause::RateLimited {
-                            retry_after: Some(self.poll_interval),
+                            retry_after: Some(self.room_in()),
                         },
                         format!(
                             "the invalidations in progress of distribution {} are at the limit ({paths} of {} paths, \
@@ -827,7 +848,7 @@ impl Backend for CloudFrontBackend {
                 failures.push(
                     PurgeError::new(
                         Cause::RateLimited {
-                            retry_after: Some(self.poll_interval),
+                            retry_after: Some(self.room_in()),
                         },
                         format!(
                             "the wildcard invalidations in progress of distribution {} are at the limit ({}); \

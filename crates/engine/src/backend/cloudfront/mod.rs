@@ -25,8 +25,9 @@
 //!   invalidations within what is left of both limits.
 //! - This client counts the paths of its own invalidations until it sees them `Completed`:
 //!   when the limits are full it asks `GetInvalidation` about them first; what still does not
-//!   fit fails as [`Cause::RateLimited`](crate::backend::Cause::RateLimited) with `retry_after = poll_interval`, and the engine
-//!   retries it then. `TooManyInvalidationsInProgress` from CloudFront (other clients of the
+//!   fit fails as [`Cause::RateLimited`](crate::backend::Cause::RateLimited), with `retry_after` when room is expected (the
+//!   oldest invalidation in progress plus the time the last one took to complete, at least
+//!   `poll_interval`), and the engine retries it then. `TooManyInvalidationsInProgress` from CloudFront (other clients of the
 //!   distribution) is the same cause; `Throttling` too (with its `Retry-After`, if any).
 //!   `max_paths_in_progress` and `max_wildcards_in_progress` lower the share this client takes.
 //!
