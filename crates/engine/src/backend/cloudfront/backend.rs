@@ -30,6 +30,8 @@ const SIGNING_NAME: &str = "cloudfront";
 /// paths: long enough for the engine's retries of that purge, short enough that a later
 /// save purging the same paths is not taken for a retry (and deduplicated away).
 const REUSE_REFERENCE_FOR: Duration = Duration::from_secs(120);
+/// Invalidations in progress asked about (the oldest) when the limits are full.
+const REFRESH_AT_MOST: usize = 8;
 
 /// Invalidates paths of a CloudFront distribution (see the [module documentation](super)).
 ///
@@ -398,7 +400,11 @@ impl CloudFrontBackend {
     /// Asks CloudFront for the status of this client's invalidations in progress, and gives
     /// back the limits' share of the completed ones.
     async fn refresh(&self) {
-        let list: Vec<InProgress> = self.lock().in_progress.clone();
+        // The oldest complete first: asking about a few of them is enough to find room, and
+        // keeps the GetInvalidation calls few however many small invalidations there are.
+        let mut list: Vec<InProgress> = self.lock().in_progress.clone();
+        list.sort_by_key(|i| i.created);
+        list.truncate(REFRESH_AT_MOST);
         for invalidation in list {
             if let Ok(true) = self.completed(&invalidation.id).await {
                 self.completed_release(&invalidation.id);
