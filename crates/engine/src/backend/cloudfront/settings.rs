@@ -154,7 +154,8 @@ impl Default for CloudFrontSettings {
     }
 }
 
-/// The required keys, borrowed.
+/// The required keys, borrowed (read by the backend, which is behind the feature).
+#[cfg_attr(not(feature = "cloudfront"), allow(dead_code))]
 pub(crate) struct Required<'a> {
     pub(crate) distribution: &'a DistributionId,
     pub(crate) access_key_id: &'a Secret,
