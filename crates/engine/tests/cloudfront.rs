@@ -184,6 +184,13 @@ async fn splitting_respects_the_documented_3000_paths_and_15_wildcards_in_progre
         fake.error_codes().is_empty(),
         "refused on this side, not sent"
     );
+    // Everything (`/*`) is a wildcard too: it waits for room like the rest.
+    let everything = backend.purge(&[Target::Everything]).await.unwrap_err();
+    assert!(
+        matches!(everything.cause(), Cause::RateLimited { .. }),
+        "{everything}"
+    );
+    assert_eq!(fake.invalidations().len(), 1);
 
     // Once they completed, the rest goes.
     fake.complete_all();
@@ -195,6 +202,31 @@ async fn splitting_respects_the_documented_3000_paths_and_15_wildcards_in_progre
     backend.purge(&rest).await.unwrap();
     assert_eq!(fake.paths().len(), 3520);
     assert_eq!(backend.in_progress(), (500, 5));
+}
+
+#[tokio::test]
+async fn prefixes_beyond_15_wildcards_in_progress_go_as_earlier_ones_complete() {
+    let fake = fake_with(|c| c.completes_after = Some(Duration::from_millis(100)));
+    let purger = Purger::builder()
+        .delivery(Delivery::Immediate)
+        .retry(quick_retries())
+        .backend("cf", CloudFrontBackend::new(&settings(&fake)).unwrap())
+        .build()
+        .unwrap();
+    purger.purge(prefixes(40)).await;
+    settle(&purger, Duration::from_secs(20)).await;
+    let mut paths = fake.paths();
+    paths.sort();
+    let mut want: Vec<String> = (0..40).map(|i| format!("/section/{i}/*")).collect();
+    want.sort();
+    assert_eq!(paths, want);
+    let sizes: Vec<usize> = fake.invalidations().iter().map(|i| i.paths.len()).collect();
+    assert!(
+        sizes.len() >= 3 && sizes.iter().all(|&n| n <= 15),
+        "{sizes:?}"
+    );
+    assert!(fake.error_codes().is_empty(), "{:?}", fake.error_codes());
+    assert_eq!(purger.stats()[0].dead, 0);
 }
 
 #[tokio::test]
