@@ -116,7 +116,8 @@ cargo clippy -p cache-purge-hooks-engine --all-targets --features metrics -- -D 
 # The CDN backends, each alone and together with their tests (against local fakes).
 cargo clippy -p cache-purge-hooks-engine --no-default-features --features cloudflare -- -D warnings
 cargo clippy -p cache-purge-hooks-engine --no-default-features --features fastly -- -D warnings
-cargo clippy -p cache-purge-hooks-engine --all-targets --features cloudflare,fastly -- -D warnings
+cargo clippy -p cache-purge-hooks-engine --no-default-features --features cloudfront -- -D warnings
+cargo clippy -p cache-purge-hooks-engine --all-targets --features cloudflare,fastly,cloudfront -- -D warnings
 cargo clippy -p cache-purge-hooks-engine --no-default-features --features nats -- -D warnings
 cargo clippy -p cache-purge-hooks-engine --all-targets --features nats -- -D warnings
 # The crate for backend authors stays lean: no HTTP client, no settings, no digests.
@@ -142,7 +143,7 @@ cargo test --workspace --doc 2>&1 | tee -a "$results"
 cargo test -p cache-purge-hooks-engine --features metrics --lib dispatch 2>&1 | tee -a "$results"
 # The CDN backends against the enforcing fakes of their APIs (required-features: the
 # workspace run above builds them through the CLI's features; this says so explicitly).
-cargo test -p cache-purge-hooks-engine --features cloudflare,fastly --test cloudflare --test fastly 2>&1 | tee -a "$results"
+cargo test -p cache-purge-hooks-engine --features cloudflare,fastly,cloudfront --test cloudflare --test fastly --test cloudfront 2>&1 | tee -a "$results"
 # The `nats` backend (feature nats): its wire format, settings, and against a real nats-server.
 cargo test -p cache-purge-hooks-engine --features nats --lib backend::nats 2>&1 | tee -a "$results"
 cargo test -p cache-purge-hooks-engine --features nats --test nats 2>&1 | tee -a "$results"

@@ -11,14 +11,24 @@
 //!
 //! Fastly documents no purge rate limit: its row is what one `PURGE` per URL reaches against
 //! the fake on this machine, beside surrogate-key batches of 256.
+//!
+//! CloudFront limits paths in progress (3,000 per distribution), not requests: how fast URLs
+//! go depends on how long invalidations take to complete. The fake completes each one after
+//! one second, so the limit it enforces is 3,000 URLs per second; the row is the URLs per
+//! second the backend reaches through a `Purger` (polling `GetInvalidation` every 100 ms to
+//! see room, the engine's default retry policy), overall and after the first 3,000 (which go
+//! at once), beside that limit. A `TooManyInvalidationsInProgress` from the fake fails the run.
 
 use std::time::Duration;
 
 use cache_purge_hooks::Target;
-use cache_purge_hooks::backend::{CloudflareBackend, FastlyBackend};
-use cache_purge_hooks::settings::{CloudflarePlan, CloudflareSettings, FastlySettings};
+use cache_purge_hooks::backend::{CloudFrontBackend, CloudflareBackend, FastlyBackend};
+use cache_purge_hooks::settings::{
+    CloudFrontSettings, CloudflarePlan, CloudflareSettings, FastlySettings,
+};
 use cache_purge_hooks_testing::{
-    CloudflareFake, CloudflareFakeConfig, CloudflarePlanLimits, FastlyFake, FastlyFakeConfig,
+    CLOUDFRONT_MAX_PATHS_IN_PROGRESS, CloudFrontFake, CloudFrontFakeConfig, CloudflareFake,
+    CloudflareFakeConfig, CloudflarePlanLimits, FastlyFake, FastlyFakeConfig,
 };
 
 use crate::report::{Row, Table, grouped};
@@ -244,5 +254,98 @@ pub(crate) async fn run(config: &Config, quick: bool) -> Result<Table> {
         true,
         format!("fastly: every URL and key purged ({} of {})", purged, 2 * n),
     );
+
+    cloudfront(&mut table, quick).await?;
     Ok(table)
+}
+
+/// CloudFront: URLs per second through the 3,000 paths in progress of a fake whose
+/// invalidations complete after one second.
+async fn cloudfront(table: &mut Table, quick: bool) -> Result<()> {
+    let completes_after = Duration::from_secs(1);
+    let fake = CloudFrontFake::start(CloudFrontFakeConfig {
+        completes_after: Some(completes_after),
+        ..CloudFrontFakeConfig::default()
+    })
+    .context("starting the CloudFront fake")?;
+    let mut s = CloudFrontSettings::default();
+    s.distribution_id = Some(fake.distribution_id().parse().context("the fake's ID")?);
+    s.access_key_id = Some(fake.access_key_id().parse().context("the fake's key")?);
+    s.secret_access_key = Some(
+        fake.secret_access_key()
+            .parse()
+            .context("the fake's secret")?,
+    );
+    s.base_url = fake.base_url().parse().context("the fake's URL")?;
+    s.poll_interval = Duration::from_millis(100);
+    s.timeout = Duration::from_secs(10);
+    // Three (quick: two) limits' worth: the first goes at once, the rest as room comes.
+    let rounds = if quick { 2 } else { 3 };
+    let n = rounds * CLOUDFRONT_MAX_PATHS_IN_PROGRESS;
+    progress!(
+        "cloudfront: {} URLs through {} paths in progress, invalidations completing after {:?}",
+        grouped(n as u64),
+        grouped(CLOUDFRONT_MAX_PATHS_IN_PROGRESS as u64),
+        completes_after
+    );
+    let purger = cache_purge_hooks::Purger::builder()
+        .delivery(cache_purge_hooks::Delivery::Immediate)
+        .backend(
+            "cloudfront",
+            CloudFrontBackend::new(&s).context("CloudFrontBackend::new")?,
+        )
+        .build()
+        .context("building the Purger")?;
+    let started = std::time::Instant::now();
+    purger.purge(urls("cloudfront", n)?).await;
+    purger.flush().await;
+    while purger.undelivered() > 0 && started.elapsed() < Duration::from_secs(60) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let stats = purger.stats().into_iter().next().ok_or("no backend")?;
+    purger
+        .shutdown(Duration::from_secs(10))
+        .await
+        .context("shutting the Purger down")?;
+    table.rows.push(Row::measured(
+        "ours-cloudfront",
+        "ours: Purger + CloudFrontBackend, 3,000 paths in progress (fake completes in 1 s)",
+        n as u64,
+        seconds,
+    ));
+    // The first limit's worth goes at once; the rest as invalidations complete, which is
+    // the rate the limit allows.
+    table.rows.push(Row::derived(
+        "after-first-cloudfront",
+        "ours, after the first 3,000 (sent at once): the rest over the whole run",
+        (n - CLOUDFRONT_MAX_PATHS_IN_PROGRESS) as f64 / seconds,
+    ));
+    let limit = CLOUDFRONT_MAX_PATHS_IN_PROGRESS as f64 / completes_after.as_secs_f64();
+    table.rows.push(Row::derived(
+        "limit-cloudfront",
+        "CloudFront's limit here: 3,000 paths in progress / 1 s to complete",
+        limit,
+    ));
+    let refused = fake
+        .error_codes()
+        .iter()
+        .filter(|c| *c == "TooManyInvalidationsInProgress" || *c == "BatchTooLarge")
+        .count();
+    table.check(
+        refused == 0,
+        true,
+        "cloudfront: no TooManyInvalidationsInProgress nor BatchTooLarge from the fake",
+    );
+    let purged = fake.paths().len();
+    table.check(
+        purged == n && stats.dead == 0,
+        true,
+        format!(
+            "cloudfront: every URL invalidated ({} of {})",
+            grouped(purged as u64),
+            grouped(n as u64)
+        ),
+    );
+    Ok(())
 }

@@ -88,7 +88,7 @@ enum Scenario {
     ///    requests, beside the URL rate.
     Tags,
     /// 6. The CDN backends against enforcing fakes: Cloudflare per plan at its limit vs that
-    ///    limit, Fastly URLs and surrogate keys.
+    ///    limit, Fastly URLs and surrogate keys, CloudFront through its paths in progress.
     Cdn,
     /// 7. The fleet over NATS JetStream: save → purged on every node, p50/p90/p99/max at a
     ///    fixed rate with 3 nginx nodes and 10 `memory` nodes, beside direct fan-out.

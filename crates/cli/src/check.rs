@@ -13,11 +13,12 @@ use std::time::Duration;
 use cache_purge_hooks_engine::Target;
 use cache_purge_hooks_engine::backend::varnish::{AdminClient, CliError as AdminError};
 use cache_purge_hooks_engine::backend::{
-    Backend, Cause, CloudflareBackend, FastlyBackend, NginxBackend, SetupError, VarnishBackend,
+    Backend, Cause, CloudFrontBackend, CloudflareBackend, FastlyBackend, NginxBackend, SetupError,
+    VarnishBackend,
 };
 use cache_purge_hooks_engine::settings::{
-    BackendSettings, CloudflareSettings, FastlySettings, NginxMode, NginxSettings, ServerAddr,
-    VarnishMode, VarnishSettings,
+    BackendSettings, CloudFrontSettings, CloudflareSettings, FastlySettings, NginxMode,
+    NginxSettings, ServerAddr, VarnishMode, VarnishSettings,
 };
 use futures::future::join_all;
 use serde_json::json;
@@ -197,6 +198,7 @@ async fn check_backend(name: &str, settings: &BackendSettings) -> Vec<Finding> {
         BackendSettings::Nginx(n) => check_nginx(name, n).await,
         BackendSettings::Cloudflare(c) => check_cloudflare(c).await,
         BackendSettings::Fastly(f) => check_fastly(f).await,
+        BackendSettings::CloudFront(c) => check_cloudfront(c).await,
         BackendSettings::Nats(n) => check_nats(n).await,
         BackendSettings::Log(_) => vec![Finding::note(
             "log",
@@ -587,6 +589,96 @@ async fn check_fastly(settings: &FastlySettings) -> Vec<Finding> {
                 ),
                 other => (
                     e.server().unwrap_or("api.fastly.com").to_owned(),
+                    http_hint(other, e.server().unwrap_or("")),
+                ),
+            };
+            let mut finding = Finding::fail(subject, e.message().to_owned());
+            if let Some(hint) = hint {
+                finding = finding.hint(hint);
+            }
+            vec![finding]
+        }
+    }
+}
+
+/// CloudFront: the credentials are valid (the signature is accepted) and can read the
+/// distribution, and `hosts` are the distribution's. Invalidates nothing.
+async fn check_cloudfront(settings: &CloudFrontSettings) -> Vec<Finding> {
+    let backend = match CloudFrontBackend::new(settings) {
+        Ok(b) => b,
+        Err(e) => return vec![setup_failure(&e)],
+    };
+    let id = settings
+        .distribution_id
+        .as_ref()
+        .map(ToString::to_string)
+        .unwrap_or_default();
+    match backend.check().await {
+        Ok(d) => {
+            let mut findings = vec![
+                Finding::ok(
+                    "credentials",
+                    "valid: the SigV4 signature and the access key were accepted",
+                ),
+                Finding::ok(
+                    format!("distribution {id}"),
+                    format!(
+                        "{} ({}), reachable with these credentials",
+                        d.domain_name, d.status
+                    ),
+                ),
+            ];
+            for host in &settings.hosts {
+                let h = host.as_str();
+                if !h.eq_ignore_ascii_case(&d.domain_name)
+                    && !d.aliases.iter().any(|a| a.eq_ignore_ascii_case(h))
+                {
+                    findings.push(
+                        Finding::fail(
+                            "hosts",
+                            format!(
+                                "{h} is not a domain of distribution {id} (it serves {}{}): its URLs would be invalidated on the wrong site",
+                                d.domain_name,
+                                d.aliases
+                                    .iter()
+                                    .map(|a| format!(", {a}"))
+                                    .collect::<String>()
+                            ),
+                        )
+                        .hint("list in hosts only the distribution's domain name and alternate domain names (CNAMEs)"),
+                    );
+                }
+            }
+            findings.push(Finding::note(
+                "limits",
+                format!(
+                    "at most {} paths and {} wildcard paths in progress{}",
+                    settings.max_paths_in_progress,
+                    settings.max_wildcards_in_progress,
+                    if settings.wait {
+                        "; each purge waits for Completed (wait = true)"
+                    } else {
+                        ""
+                    }
+                ),
+            ));
+            findings
+        }
+        Err(e) => {
+            let (subject, hint) = match e.cause() {
+                Cause::Authentication => (
+                    "credentials".to_owned(),
+                    Some(
+                        "create an access key for an IAM user or role allowed cloudfront:CreateInvalidation,                          cloudfront:GetInvalidation and cloudfront:GetDistribution, and set access_key_id and                          secret_access_key (or CACHE_PURGE__BACKENDS__<NAME>__SECRET_ACCESS_KEY)"
+                            .to_owned(),
+                    ),
+                ),
+                Cause::Misconfigured => (
+                    format!("distribution {id}"),
+                    Some("distribution_id is the ID column of the CloudFront console (like EDFDVBD6EXAMPLE), not the domain name".to_owned()),
+                ),
+                other => (
+                    e.server().unwrap_or("cloudfront.amazonaws.com").to_owned(),
                     http_hint(other, e.server().unwrap_or("")),
                 ),
             };

@@ -10,7 +10,7 @@ use cache_purge_hooks_engine::settings::{BackendSettings, NginxMode, ServerAddr,
 pub(crate) struct BackendInfo {
     /// Its name (`[backends.NAME]`).
     pub(crate) name: String,
-    /// `log`, `dummy`, `memory`, `varnish`, `nginx`, `cloudflare`, `fastly`, `nats`.
+    /// `log`, `dummy`, `memory`, `varnish`, `nginx`, `cloudflare`, `fastly`, `cloudfront`, `nats`.
     pub(crate) kind: &'static str,
     /// `cli`, `varnishadm`, `http`, `files`, `wipe`; `None` for kinds without modes.
     pub(crate) mode: Option<&'static str>,
@@ -62,6 +62,22 @@ pub(crate) fn info(name: &str, settings: &BackendSettings) -> BackendInfo {
             f.service_id
                 .iter()
                 .map(|s| format!("service {s}{}", if f.soft { " (soft)" } else { "" }))
+                .collect(),
+        ),
+        BackendSettings::CloudFront(c) => (
+            None,
+            c.distribution_id
+                .iter()
+                .map(|d| {
+                    format!(
+                        "distribution {d}{}",
+                        if c.wait {
+                            " (waits for completion)"
+                        } else {
+                            ""
+                        }
+                    )
+                })
                 .collect(),
         ),
         BackendSettings::Nats(n) => (Some("jetstream"), shown(n.servers_or_default())),
@@ -139,6 +155,11 @@ pub(crate) fn unsupported_reason(settings: &BackendSettings, caps: Capabilities)
                 });
             }
             reasons.join("; ")
+        }
+        BackendSettings::CloudFront(_) if !caps.supports(TargetKind::Tag) => {
+            "CloudFront has no tag invalidation: it invalidates paths (URLs, prefixes as `/prefix*`, \
+             everything as `/*`)"
+                .to_owned()
         }
         BackendSettings::Fastly(_) if !caps.supports(TargetKind::Prefix) => {
             "Fastly has no prefix purge: tag the pages (Surrogate-Key) and purge the tag".to_owned()

@@ -12,8 +12,9 @@ use std::time::Duration;
 use cache_purge_hooks_engine::Target;
 use cache_purge_hooks_sea_orm::outbox;
 use cache_purge_hooks_testing::{
-    CacheServer, CloudflareFake, CloudflareFakeConfig, FastlyFake, FastlyFakeConfig, Nginx,
-    NginxConfig, Origin, PurgeLocation, Varnish, assert_cached, assert_purged, refused_addr, warm,
+    CacheServer, CloudFrontFake, CloudFrontFakeConfig, CloudflareFake, CloudflareFakeConfig,
+    FastlyFake, FastlyFakeConfig, Nginx, NginxConfig, Origin, PurgeLocation, Varnish,
+    assert_cached, assert_purged, refused_addr, warm,
 };
 use serde_json::Value;
 
@@ -868,4 +869,72 @@ async fn check_validates_cdn_credentials_and_zones_and_names_what_is_wrong() {
         assert!(f["hint"].as_str().is_some_and(|h| !h.is_empty()), "{b}");
     }
     assert!(cloudflare.purges().is_empty() && fastly.purges().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn check_validates_cloudfront_credentials_and_the_distribution_and_names_what_is_wrong() {
+    let fake = CloudFrontFake::start(CloudFrontFakeConfig::default()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cf = |name: &str, distribution: &str, secret: &str, hosts: &str| {
+        format!(
+            "[backends.{name}]\nkind = \"cloudfront\"\ndistribution_id = \"{distribution}\"\n\
+             access_key_id = \"{}\"\nsecret_access_key = \"{secret}\"\nhosts = [{hosts}]\nbase_url = \"{}\"\n",
+            fake.access_key_id(),
+            fake.base_url()
+        )
+    };
+    let secret = fake.secret_access_key();
+    let id = fake.distribution_id();
+    write_settings(
+        dir.path(),
+        &[
+            cf("cfr", &id, &secret, "\"www.example.com\""),
+            cf("cfr-secret", &id, "wrong-secret-value", ""),
+            cf("cfr-dist", "E2WRONGEXAMPLE", &secret, ""),
+            cf("cfr-hosts", &id, &secret, "\"shop.example.org\""),
+        ]
+        .concat(),
+    );
+
+    let run = cache_purge(dir.path(), &["--json", "check"], None, &[]).await;
+
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(!run.stdout.contains("wrong-secret-value") && !run.stdout.contains(&secret));
+    let report = run.json();
+    let backend = |name: &str| {
+        report["backends"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|b| b["backend"] == name)
+            .unwrap_or_else(|| panic!("no backend {name}: {report}"))
+            .clone()
+    };
+    let ok = backend("cfr");
+    assert_eq!(ok["ok"], true, "{ok}");
+    assert!(
+        ok["findings"][1]["message"]
+            .as_str()
+            .unwrap()
+            .contains("d111111abcdef8.cloudfront.net (Deployed)"),
+        "{ok}"
+    );
+    for (name, at, subject, says) in [
+        ("cfr-secret", 0, "credentials", "SignatureDoesNotMatch"),
+        (
+            "cfr-dist",
+            0,
+            "distribution E2WRONGEXAMPLE",
+            "check distribution_id",
+        ),
+        ("cfr-hosts", 2, "hosts", "shop.example.org is not a domain"),
+    ] {
+        let b = backend(name);
+        assert_eq!(b["ok"], false, "{b}");
+        let f = &b["findings"][at];
+        assert_eq!(f["subject"], subject, "{b}");
+        assert!(f["message"].as_str().unwrap().contains(says), "{b}");
+        assert!(f["hint"].as_str().is_some_and(|h| !h.is_empty()), "{b}");
+    }
+    assert!(fake.invalidations().is_empty(), "check invalidates nothing");
 }

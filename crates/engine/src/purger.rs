@@ -347,6 +347,7 @@ impl PurgerBuilder {
             feature = "nginx",
             feature = "cloudflare",
             feature = "fastly",
+            feature = "cloudfront",
             feature = "nats"
         ))]
         use crate::settings::BackendSettings;
@@ -355,6 +356,7 @@ impl PurgerBuilder {
             feature = "nginx",
             feature = "cloudflare",
             feature = "fastly",
+            feature = "cloudfront",
             feature = "nats"
         ))]
         let named = |error| BuildError::Backend {
@@ -390,6 +392,11 @@ impl PurgerBuilder {
             BackendSettings::Fastly(f) => {
                 Ok(self.backend(name, crate::backend::FastlyBackend::new(f).map_err(named)?))
             }
+            #[cfg(feature = "cloudfront")]
+            BackendSettings::CloudFront(c) => Ok(self.backend(
+                name,
+                crate::backend::CloudFrontBackend::new(c).map_err(named)?,
+            )),
             #[cfg(feature = "nats")]
             BackendSettings::Nats(n) => {
                 Ok(self.backend(name, crate::backend::NatsBackend::new(n).map_err(named)?))

@@ -115,11 +115,11 @@ fn every_kind_of_invalid_setting_names_key_file_and_expectation() {
     let cases = [
         (
             "[backends.edge]\nkind = \"varnsh\"\n",
-            "invalid cache purge setting `backends.edge.kind` (from FILE): unknown backend kind `varnsh`; expected one of `log`, `dummy`, `memory`, `varnish`, `nginx`, `cloudflare`, `fastly`, `nats`",
+            "invalid cache purge setting `backends.edge.kind` (from FILE): unknown backend kind `varnsh`; expected one of `log`, `dummy`, `memory`, `varnish`, `nginx`, `cloudflare`, `fastly`, `cloudfront`, `nats`",
         ),
         (
             "[backends.edge]\nservers = \"a:1\"\n",
-            "invalid cache purge setting `backends.edge.kind` (from FILE): missing `kind`; expected one of `log`, `dummy`, `memory`, `varnish`, `nginx`, `cloudflare`, `fastly`, `nats`",
+            "invalid cache purge setting `backends.edge.kind` (from FILE): missing `kind`; expected one of `log`, `dummy`, `memory`, `varnish`, `nginx`, `cloudflare`, `fastly`, `cloudfront`, `nats`",
         ),
         (
             "[backends.edge]\nkind = \"varnish\"\nsecrett = \"/x\"\n",
@@ -942,4 +942,68 @@ fn cdn_backends_are_read_and_each_mistake_names_its_key() {
         panic!()
     };
     assert_eq!(cf.api_token.as_ref().unwrap().expose(), "from-env");
+}
+
+#[test]
+fn cloudfront_settings_take_their_keys_from_the_environment_and_refuse_limits_above_cloudfronts() {
+    let s = SettingsLoader::default()
+        .toml(
+            "[backends.cdn]\nkind = \"cloudfront\"\ndistribution_id = \"EDFDVBD6EXAMPLE\"\n\
+             hosts = [\"www.example.com\"]\nwait = true\npoll_interval = \"5s\"\n",
+        )
+        .env_vars([
+            (
+                "CACHE_PURGE__BACKENDS__CDN__ACCESS_KEY_ID",
+                "AKIAIOSFODNN7EXAMPLE",
+            ),
+            (
+                "CACHE_PURGE__BACKENDS__CDN__SECRET_ACCESS_KEY",
+                "from-env-secret",
+            ),
+        ])
+        .load()
+        .unwrap();
+    let BackendSettings::CloudFront(cf) = &s.backends["cdn"] else {
+        panic!("{:?}", s.backends["cdn"])
+    };
+    assert_eq!(
+        cf.secret_access_key.as_ref().unwrap().expose(),
+        "from-env-secret"
+    );
+    assert_eq!(
+        cf.access_key_id.as_ref().unwrap().expose(),
+        "AKIAIOSFODNN7EXAMPLE"
+    );
+    assert!(cf.wait);
+    assert_eq!(cf.poll_interval, std::time::Duration::from_secs(5));
+    assert_eq!(cf.base_url.as_str(), "https://cloudfront.amazonaws.com");
+    assert_eq!(s.backends["cdn"].kind(), "cloudfront");
+
+    for (text, key, says) in [
+        (
+            "[backends.cdn]\nkind = \"cloudfront\"\naccess_key_id = \"A\"\nsecret_access_key = \"S\"\n",
+            "backends.cdn.distribution_id",
+            "required",
+        ),
+        (
+            "[backends.cdn]\nkind = \"cloudfront\"\ndistribution_id = \"EDFDVBD6EXAMPLE\"\nsecret_access_key = \"S\"\n",
+            "backends.cdn.access_key_id",
+            "ACCESS_KEY_ID",
+        ),
+        (
+            "[backends.cdn]\nkind = \"cloudfront\"\ndistribution_id = \"d111.cloudfront.net\"\n",
+            "backends.cdn.distribution_id",
+            "domain name",
+        ),
+        (
+            "[backends.cdn]\nkind = \"cloudfront\"\ndistribution_id = \"EDFDVBD6EXAMPLE\"\naccess_key_id = \"A\"\n\
+             secret_access_key = \"S\"\nmax_wildcards_in_progress = 20\n",
+            "backends.cdn.max_wildcards_in_progress",
+            "at most 15",
+        ),
+    ] {
+        let err = Settings::from_toml_str(text).unwrap_err();
+        assert_eq!(err.key.as_deref(), Some(key), "{err}");
+        assert!(err.to_string().contains(says), "{err}");
+    }
 }

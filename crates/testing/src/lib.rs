@@ -96,6 +96,7 @@ mod assertions;
 mod background;
 mod cdn;
 mod cloudflare;
+mod cloudfront;
 #[cfg(feature = "sea-orm")]
 pub mod db;
 mod error;
@@ -113,6 +114,10 @@ mod varnish;
 
 pub use assertions::{CacheServer, assert_cached, assert_purged, warm};
 pub use cloudflare::{CloudflareFake, CloudflareFakeConfig, CloudflarePlanLimits, CloudflarePurge};
+pub use cloudfront::{
+    CLOUDFRONT_MAX_PATHS_IN_PROGRESS, CLOUDFRONT_MAX_WILDCARDS_IN_PROGRESS, CloudFrontFake,
+    CloudFrontFakeConfig, CloudFrontInvalidation,
+};
 pub use error::{HarnessError, INSTALL_COMMAND, Result};
 pub use fastly::{FASTLY_MAX_KEYS_PER_REQUEST, FastlyFake, FastlyFakeConfig, FastlyPurge};
 pub use faults::{SilentServer, StatusServer};

@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use cache_purge_hooks_testing::{
-    CloudflareFake, CloudflareFakeConfig, CloudflarePlanLimits, CloudflarePurge, FastlyFake,
-    FastlyFakeConfig, FastlyPurge,
+    CloudFrontFake, CloudFrontFakeConfig, CloudflareFake, CloudflareFakeConfig,
+    CloudflarePlanLimits, CloudflarePurge, FastlyFake, FastlyFakeConfig, FastlyPurge,
 };
 use serde_json::{Value, json};
 
@@ -212,4 +212,214 @@ async fn the_fastly_fake_checks_the_key_the_service_and_256_keys_per_request() {
             FastlyPurge::All
         ]
     );
+}
+
+/// A request signed with SigV4 for `region`/`service` with this secret, as any AWS client
+/// would sign it (the `aws-sigv4` crate).
+fn aws_signed(
+    client: &reqwest::Client,
+    method: &str,
+    url: &str,
+    body: &str,
+    secret: &str,
+    region: &str,
+) -> reqwest::RequestBuilder {
+    use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
+    let identity =
+        aws_credential_types::Credentials::new("AKIAIOSFODNN7EXAMPLE", secret, None, None, "test")
+            .into();
+    let params = aws_sigv4::sign::v4::SigningParams::builder()
+        .identity(&identity)
+        .region(region)
+        .name("cloudfront")
+        .time(std::time::SystemTime::now())
+        .settings(SigningSettings::default())
+        .build()
+        .unwrap()
+        .into();
+    let headers = [("content-type", "application/xml")];
+    let signable = SignableRequest::new(
+        method,
+        url,
+        headers.into_iter(),
+        SignableBody::Bytes(body.as_bytes()),
+    )
+    .unwrap();
+    let (instructions, _) = sign(signable, &params).unwrap().into_parts();
+    let mut request = client
+        .request(method.parse().unwrap(), url)
+        .header("content-type", "application/xml")
+        .body(body.to_owned());
+    for (name, value) in instructions.headers() {
+        request = request.header(name, value);
+    }
+    request
+}
+
+fn batch(reference: &str, quantity: usize, paths: &[String]) -> String {
+    let items: String = paths.iter().map(|p| format!("<Path>{p}</Path>")).collect();
+    format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?><InvalidationBatch xmlns=\"http://cloudfront.amazonaws.com/doc/2020-05-31/\">\
+         <CallerReference>{reference}</CallerReference><Paths><Quantity>{quantity}</Quantity><Items>{items}</Items></Paths></InvalidationBatch>"
+    )
+}
+
+async fn aws_send(request: reqwest::RequestBuilder) -> (u16, String) {
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.text().await.unwrap())
+}
+
+fn code(body: &str) -> &str {
+    body.split("<Code>")
+        .nth(1)
+        .and_then(|rest| rest.split("</Code>").next())
+        .unwrap_or("")
+}
+
+#[tokio::test]
+async fn the_cloudfront_fake_verifies_signatures_and_the_invalidation_batch() {
+    let fake = CloudFrontFake::start(CloudFrontFakeConfig {
+        completes_after: None,
+        ..CloudFrontFakeConfig::default()
+    })
+    .unwrap();
+    let secret = fake.secret_access_key();
+    let client = reqwest::Client::new();
+    let url = format!(
+        "{}/2020-05-31/distribution/{}/invalidation",
+        fake.base_url(),
+        fake.distribution_id()
+    );
+    let one = vec!["/a".to_owned()];
+    let post = |body: &str| aws_signed(&client, "POST", &url, body, &secret, "us-east-1");
+
+    // Signatures: none, another secret, another region, a body changed after signing.
+    let (status, body) = aws_send(client.post(&url).body(batch("r0", 1, &one))).await;
+    assert_eq!(
+        (status, code(&body)),
+        (403, "MissingAuthenticationToken"),
+        "{body}"
+    );
+    let (status, body) = aws_send(aws_signed(
+        &client,
+        "POST",
+        &url,
+        &batch("r0", 1, &one),
+        "wrong",
+        "us-east-1",
+    ))
+    .await;
+    assert_eq!(
+        (status, code(&body)),
+        (403, "SignatureDoesNotMatch"),
+        "{body}"
+    );
+    assert!(body.contains("<Type>Sender</Type>"), "{body}");
+    let (status, body) = aws_send(aws_signed(
+        &client,
+        "POST",
+        &url,
+        &batch("r0", 1, &one),
+        &secret,
+        "eu-west-1",
+    ))
+    .await;
+    assert_eq!(
+        (status, code(&body)),
+        (403, "SignatureDoesNotMatch"),
+        "{body}"
+    );
+    let tampered = post(&batch("r0", 1, &one)).body(batch("r0", 1, &["/b".to_owned()]));
+    let (status, body) = aws_send(tampered).await;
+    assert_eq!(
+        (status, code(&body)),
+        (403, "SignatureDoesNotMatch"),
+        "{body}"
+    );
+
+    // The batch's shape.
+    let (status, body) = aws_send(post(&batch("r1", 2, &one))).await;
+    assert_eq!(
+        (status, code(&body)),
+        (400, "InconsistentQuantities"),
+        "{body}"
+    );
+    let (status, body) = aws_send(post(&batch("r1", 1, &["/a*b".to_owned()]))).await;
+    assert_eq!((status, code(&body)), (400, "InvalidArgument"), "{body}");
+    let (status, body) = aws_send(post(&batch("r1", 1, &["a".to_owned()]))).await;
+    assert_eq!((status, code(&body)), (400, "InvalidArgument"), "{body}");
+    let (status, body) = aws_send(post("<Nope/>")).await;
+    assert_eq!((status, code(&body)), (400, "InvalidArgument"), "{body}");
+    let (status, body) = aws_send(post("")).await;
+    assert_eq!((status, code(&body)), (400, "MissingBody"), "{body}");
+
+    // Limits: 3,000 paths or 15 wildcards in one batch is the most; in progress likewise.
+    let many: Vec<String> = (0..3001).map(|i| format!("/p/{i}")).collect();
+    let (status, body) = aws_send(post(&batch("r2", many.len(), &many))).await;
+    assert_eq!((status, code(&body)), (413, "BatchTooLarge"), "{body}");
+    let wild: Vec<String> = (0..16).map(|i| format!("/w/{i}/*")).collect();
+    let (status, body) = aws_send(post(&batch("r2", wild.len(), &wild))).await;
+    assert_eq!((status, code(&body)), (413, "BatchTooLarge"), "{body}");
+    let (status, body) = aws_send(post(&batch("r3", 3000, &many[..3000]))).await;
+    assert_eq!(status, 201, "{body}");
+    assert!(body.contains("<Status>InProgress</Status>"), "{body}");
+    let (status, body) = aws_send(post(&batch("r4", 1, &one))).await;
+    assert_eq!(
+        (status, code(&body)),
+        (400, "TooManyInvalidationsInProgress"),
+        "{body}"
+    );
+    let (status, body) = aws_send(post(&batch("r4", 15, &wild[..15]))).await;
+    assert_eq!(status, 201, "wildcards are counted apart: {body}");
+    let (status, body) = aws_send(post(&batch("r5", 1, &["/z/*".to_owned()]))).await;
+    assert_eq!(
+        (status, code(&body)),
+        (400, "TooManyInvalidationsInProgress"),
+        "{body}"
+    );
+
+    // The same caller reference: the same paths get the first invalidation back, others 409.
+    let (status, body) = aws_send(post(&batch("r4", 15, &wild[..15]))).await;
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = aws_send(post(&batch("r4", 1, &one))).await;
+    assert_eq!(
+        (status, code(&body)),
+        (409, "InvalidationBatchAlreadyExists"),
+        "{body}"
+    );
+    assert_eq!(fake.invalidations().len(), 2);
+
+    // Completed ones free the limits; GetInvalidation says so.
+    fake.complete_all();
+    let id = fake.invalidations()[0].id.clone();
+    let get = aws_signed(
+        &client,
+        "GET",
+        &format!("{url}/{id}"),
+        "",
+        &secret,
+        "us-east-1",
+    );
+    let (status, body) = aws_send(get).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("<Status>Completed</Status>"), "{body}");
+    let (status, _) = aws_send(post(&batch("r6", 1, &one))).await;
+    assert_eq!(status, 201);
+
+    // Another distribution; throttling.
+    let other = url.replace(&fake.distribution_id(), "E2WRONGEXAMPLE");
+    let (status, body) = aws_send(aws_signed(
+        &client,
+        "POST",
+        &other,
+        &batch("r7", 1, &one),
+        &secret,
+        "us-east-1",
+    ))
+    .await;
+    assert_eq!((status, code(&body)), (404, "NoSuchDistribution"), "{body}");
+    fake.throttle(1);
+    let (status, body) = aws_send(post(&batch("r8", 1, &one))).await;
+    assert_eq!((status, code(&body)), (400, "Throttling"), "{body}");
 }

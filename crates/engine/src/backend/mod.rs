@@ -5,7 +5,8 @@
 //! backends, each behind the cargo feature of its name: [`LogBackend`] (`log`),
 //! [`DummyBackend`] (`dummy`), [`MemoryBackend`] (`memory`), [`VarnishBackend`] (`varnish`)
 //! [`NginxBackend`] (`nginx`), `NatsBackend` (`nats`, for a fleet of cache nodes), and the
-//! CDNs: [`CloudflareBackend`] (`cloudflare`) and [`FastlyBackend`] (`fastly`).
+//! CDNs: [`CloudflareBackend`] (`cloudflare`), [`FastlyBackend`] (`fastly`) and
+//! [`CloudFrontBackend`] (`cloudfront`).
 //! [`RateLimit`] is the client-side token bucket the CDN backends keep their provider's
 //! request rate with.
 //!
@@ -18,13 +19,15 @@ pub use rate_limit::RateLimit;
 // Every backend's module is compiled whatever the features, for its settings (a settings
 // file may name any kind); the backend itself is behind the feature of its name.
 pub mod cloudflare;
+pub mod cloudfront;
 pub(crate) mod dummy;
 pub mod fastly;
 #[cfg(any(
     feature = "varnish",
     feature = "nginx",
     feature = "cloudflare",
-    feature = "fastly"
+    feature = "fastly",
+    feature = "cloudfront"
 ))]
 mod http_client;
 pub(crate) mod log;
@@ -37,6 +40,8 @@ pub mod varnish;
 #[cfg(feature = "cloudflare")]
 pub use cloudflare::{CloudflareBackend, CloudflareZone};
 
+#[cfg(feature = "cloudfront")]
+pub use cloudfront::{CloudFrontBackend, CloudFrontDistribution};
 #[cfg(feature = "dummy")]
 pub use dummy::DummyBackend;
 #[cfg(feature = "fastly")]

@@ -78,6 +78,10 @@ pub mod types;
 pub use crate::backend::cloudflare::settings::{
     CLOUDFLARE_API, CloudflarePlan, CloudflareSettings, SiteUrl, ZoneId,
 };
+pub use crate::backend::cloudfront::settings::{
+    CLOUDFRONT_API, CloudFrontSettings, DistributionId, MAX_PATHS_IN_PROGRESS,
+    MAX_WILDCARDS_IN_PROGRESS,
+};
 pub use crate::backend::dummy::DummySettings;
 pub use crate::backend::fastly::settings::{FASTLY_API, FastlySettings, ServiceId};
 pub use crate::backend::log::LogSettings;
@@ -287,6 +291,9 @@ pub enum BackendSettings {
     Cloudflare(CloudflareSettings),
     /// `kind = "fastly"`: purge a Fastly service.
     Fastly(FastlySettings),
+    /// `kind = "cloudfront"`: invalidate paths of a CloudFront distribution.
+    #[serde(rename = "cloudfront")]
+    CloudFront(CloudFrontSettings),
     /// `kind = "nats"`: publish to a JetStream stream for the fleet's agents.
     Nats(NatsSettings),
 }
@@ -302,6 +309,7 @@ impl BackendSettings {
             Self::Nginx(_) => "nginx",
             Self::Cloudflare(_) => "cloudflare",
             Self::Fastly(_) => "fastly",
+            Self::CloudFront(_) => "cloudfront",
             Self::Nats(_) => "nats",
         }
     }
@@ -316,7 +324,7 @@ impl<'de> Deserialize<'de> for BackendSettings {
 }
 
 const BACKEND_KINDS: &str =
-    "`log`, `dummy`, `memory`, `varnish`, `nginx`, `cloudflare`, `fastly`, `nats`";
+    "`log`, `dummy`, `memory`, `varnish`, `nginx`, `cloudflare`, `fastly`, `cloudfront`, `nats`";
 
 /// A setting is invalid. Says which key, where it came from and what was expected.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -745,6 +753,13 @@ fn backend_from_value(
                 .check()
                 .map_err(|e| scope.error(&[key(e.key)], e.message))?;
             BackendSettings::Fastly(fastly)
+        }
+        "cloudfront" => {
+            let cloudfront: CloudFrontSettings = options(&scope, table)?;
+            cloudfront
+                .check()
+                .map_err(|e| scope.error(&[key(e.key)], e.message))?;
+            BackendSettings::CloudFront(cloudfront)
         }
         "nats" => {
             let nats: NatsSettings = options(&scope, table)?;
