@@ -347,6 +347,7 @@ impl PurgerBuilder {
             feature = "nginx",
             feature = "cloudflare",
             feature = "fastly",
+            feature = "akamai",
             feature = "nats"
         ))]
         use crate::settings::BackendSettings;
@@ -355,6 +356,7 @@ impl PurgerBuilder {
             feature = "nginx",
             feature = "cloudflare",
             feature = "fastly",
+            feature = "akamai",
             feature = "nats"
         ))]
         let named = |error| BuildError::Backend {
@@ -389,6 +391,10 @@ impl PurgerBuilder {
             #[cfg(feature = "fastly")]
             BackendSettings::Fastly(f) => {
                 Ok(self.backend(name, crate::backend::FastlyBackend::new(f).map_err(named)?))
+            }
+            #[cfg(feature = "akamai")]
+            BackendSettings::Akamai(a) => {
+                Ok(self.backend(name, crate::backend::AkamaiBackend::new(a).map_err(named)?))
             }
             #[cfg(feature = "nats")]
             BackendSettings::Nats(n) => {

@@ -115,11 +115,11 @@ fn every_kind_of_invalid_setting_names_key_file_and_expectation() {
     let cases = [
         (
             "[backends.edge]\nkind = \"varnsh\"\n",
-            "invalid cache purge setting `backends.edge.kind` (from FILE): unknown backend kind `varnsh`; expected one of `log`, `dummy`, `memory`, `varnish`, `nginx`, `cloudflare`, `fastly`, `nats`",
+            "invalid cache purge setting `backends.edge.kind` (from FILE): unknown backend kind `varnsh`; expected one of `log`, `dummy`, `memory`, `varnish`, `nginx`, `cloudflare`, `fastly`, `akamai`, `nats`",
         ),
         (
             "[backends.edge]\nservers = \"a:1\"\n",
-            "invalid cache purge setting `backends.edge.kind` (from FILE): missing `kind`; expected one of `log`, `dummy`, `memory`, `varnish`, `nginx`, `cloudflare`, `fastly`, `nats`",
+            "invalid cache purge setting `backends.edge.kind` (from FILE): missing `kind`; expected one of `log`, `dummy`, `memory`, `varnish`, `nginx`, `cloudflare`, `fastly`, `akamai`, `nats`",
         ),
         (
             "[backends.edge]\nkind = \"varnish\"\nsecrett = \"/x\"\n",

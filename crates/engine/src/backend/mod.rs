@@ -5,7 +5,8 @@
 //! backends, each behind the cargo feature of its name: [`LogBackend`] (`log`),
 //! [`DummyBackend`] (`dummy`), [`MemoryBackend`] (`memory`), [`VarnishBackend`] (`varnish`)
 //! [`NginxBackend`] (`nginx`), `NatsBackend` (`nats`, for a fleet of cache nodes), and the
-//! CDNs: [`CloudflareBackend`] (`cloudflare`) and [`FastlyBackend`] (`fastly`).
+//! CDNs: [`CloudflareBackend`] (`cloudflare`), [`FastlyBackend`] (`fastly`) and
+//! [`AkamaiBackend`] (`akamai`).
 //! [`RateLimit`] is the client-side token bucket the CDN backends keep their provider's
 //! request rate with.
 //!
@@ -17,6 +18,7 @@ pub use rate_limit::RateLimit;
 
 // Every backend's module is compiled whatever the features, for its settings (a settings
 // file may name any kind); the backend itself is behind the feature of its name.
+pub mod akamai;
 pub mod cloudflare;
 pub(crate) mod dummy;
 pub mod fastly;
@@ -24,7 +26,8 @@ pub mod fastly;
     feature = "varnish",
     feature = "nginx",
     feature = "cloudflare",
-    feature = "fastly"
+    feature = "fastly",
+    feature = "akamai"
 ))]
 mod http_client;
 pub(crate) mod log;
@@ -34,6 +37,8 @@ pub mod nginx;
 mod rate_limit;
 pub mod varnish;
 
+#[cfg(feature = "akamai")]
+pub use akamai::{AkamaiBackend, AkamaiCheck};
 #[cfg(feature = "cloudflare")]
 pub use cloudflare::{CloudflareBackend, CloudflareZone};
 

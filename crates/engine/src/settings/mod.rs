@@ -75,6 +75,9 @@ use serde::{Deserialize, Serialize};
 mod env;
 pub mod types;
 
+pub use crate::backend::akamai::settings::{
+    AkamaiAction, AkamaiNetwork, AkamaiSettings, CpCode, EdgeGridCredentials, EdgercSection,
+};
 pub use crate::backend::cloudflare::settings::{
     CLOUDFLARE_API, CloudflarePlan, CloudflareSettings, SiteUrl, ZoneId,
 };
@@ -286,6 +289,8 @@ pub enum BackendSettings {
     Cloudflare(CloudflareSettings),
     /// `kind = "fastly"`: purge a Fastly service.
     Fastly(FastlySettings),
+    /// `kind = "akamai"`: purge Akamai through Fast Purge API v3.
+    Akamai(AkamaiSettings),
     /// `kind = "nats"`: publish to a JetStream stream for the fleet's agents.
     Nats(NatsSettings),
 }
@@ -301,6 +306,7 @@ impl BackendSettings {
             Self::Nginx(_) => "nginx",
             Self::Cloudflare(_) => "cloudflare",
             Self::Fastly(_) => "fastly",
+            Self::Akamai(_) => "akamai",
             Self::Nats(_) => "nats",
         }
     }
@@ -315,7 +321,7 @@ impl<'de> Deserialize<'de> for BackendSettings {
 }
 
 const BACKEND_KINDS: &str =
-    "`log`, `dummy`, `memory`, `varnish`, `nginx`, `cloudflare`, `fastly`, `nats`";
+    "`log`, `dummy`, `memory`, `varnish`, `nginx`, `cloudflare`, `fastly`, `akamai`, `nats`";
 
 /// A setting is invalid. Says which key, where it came from and what was expected.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -744,6 +750,13 @@ fn backend_from_value(
                 .check()
                 .map_err(|e| scope.error(&[key(e.key)], e.message))?;
             BackendSettings::Fastly(fastly)
+        }
+        "akamai" => {
+            let akamai: AkamaiSettings = options(&scope, table)?;
+            akamai
+                .check()
+                .map_err(|e| scope.error(&[key(e.key)], e.message))?;
+            BackendSettings::Akamai(akamai)
         }
         "nats" => {
             let nats: NatsSettings = options(&scope, table)?;

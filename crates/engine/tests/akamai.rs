@@ -1,0 +1,1 @@
+//! The Akamai backend against `AkamaiFake`.
