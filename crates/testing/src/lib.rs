@@ -91,6 +91,7 @@
 
 #![warn(missing_docs)]
 
+mod akamai;
 mod assertions;
 mod background;
 mod cdn;
@@ -110,6 +111,9 @@ mod process;
 mod redis;
 mod varnish;
 
+pub use akamai::{
+    AKAMAI_MAX_BODY_BYTES, AkamaiFake, AkamaiFakeConfig, AkamaiObjectType, AkamaiPurge,
+};
 pub use assertions::{CacheServer, assert_cached, assert_purged, warm};
 pub use cloudflare::{CloudflareFake, CloudflareFakeConfig, CloudflarePlanLimits, CloudflarePurge};
 pub use error::{HarnessError, INSTALL_COMMAND, Result};
