@@ -107,6 +107,8 @@ pub struct AkamaiPurge {
     pub objects: Vec<String>,
     /// The size of the request body, in bytes.
     pub body_bytes: usize,
+    /// When the fake accepted it.
+    pub received: std::time::Instant,
 }
 
 #[derive(Debug)]
@@ -600,6 +602,7 @@ async fn handle(
         network,
         objects,
         body_bytes: body.len(),
+        received: std::time::Instant::now(),
     });
     let id = support_id(state);
     let mut response = Response::new(Body::from(
