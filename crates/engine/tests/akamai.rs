@@ -496,3 +496,43 @@ async fn the_fake_refuses_stale_timestamps_reused_nonces_and_bodies_over_50_kb()
     let (status, problem, _) = post(&fake, br#"{"objects":["/relative"]}"#, &now, "n-4").await;
     assert_eq!((status, problem["title"].as_str()), (400, Some("bad URL")));
 }
+
+#[tokio::test]
+async fn a_429_without_retry_after_waits_for_the_refill_its_headers_name() {
+    let speedup = 10.0;
+    let fake = fake(speedup);
+    // Another client leaves 100 URL tokens: a request of 800 is refused (the documented 429
+    // has no Retry-After) and takes none.
+    fake.spend(AkamaiObjectType::Url, 9_900);
+    let backend = AkamaiBackend::new(&settings(&fake, speedup)).unwrap();
+    let err = backend.purge(&urls(800, 0)).await.unwrap_err();
+    let Cause::RateLimited {
+        retry_after: Some(wait),
+    } = err.cause()
+    else {
+        panic!("{err}")
+    };
+    // 700 tokens short at 2,000 per second.
+    let expected = 700.0 / (200.0 * speedup);
+    assert!(
+        (wait.as_secs_f64() - expected).abs() < 0.05,
+        "{wait:?}, expected about {expected}s"
+    );
+    assert!(err.message().contains("URL Rate Limit exceeded"), "{err}");
+    assert_eq!(fake.statuses(), [429]);
+
+    // The engine retries no sooner, and the retry goes through.
+    let purger = Purger::builder()
+        .delivery(Delivery::Immediate)
+        .retry(
+            RetryPolicy::default()
+                .with_backoff(Duration::from_millis(10), Duration::from_millis(20)),
+        )
+        .backend("akamai", backend)
+        .build()
+        .unwrap();
+    purger.purge(urls(800, 0)).await;
+    settle(&purger, Duration::from_secs(10)).await;
+    assert_eq!(purger.stats()[0].purged, 800);
+    assert_eq!(fake.statuses().last(), Some(&201));
+}
