@@ -322,14 +322,12 @@ impl AkamaiSettings {
                 problem: format!("`{}` has no section [{section}]", path.display()),
             })?;
         }
-        let from_file = |key: &'static str| -> Result<Option<String>, SetupError> {
-            Ok(file.get(key).cloned())
-        };
+        let from_file = |key: &'static str| file.get(key).cloned();
         let secret = |key: &'static str, inline: &Option<Secret>| -> Result<Secret, SetupError> {
             if let Some(s) = inline {
                 return Ok(s.clone());
             }
-            let value = from_file(key)?.ok_or_else(|| SetupError::Invalid {
+            let value = from_file(key).ok_or_else(|| SetupError::Invalid {
                 setting: key,
                 problem: "missing: not set inline, nor in the edgerc section".to_owned(),
             })?;
@@ -343,7 +341,7 @@ impl AkamaiSettings {
         let base_url = match &self.base_url {
             Some(url) => url.clone(),
             None => {
-                let host = from_file("host")?.ok_or_else(|| SetupError::Invalid {
+                let host = from_file("host").ok_or_else(|| SetupError::Invalid {
                     setting: "base_url",
                     problem: "missing: not set inline, and the edgerc section has no `host`"
                         .to_owned(),
