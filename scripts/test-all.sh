@@ -118,6 +118,8 @@ cargo clippy -p cache-purge-hooks-engine --no-default-features --features cloudf
 cargo clippy -p cache-purge-hooks-engine --no-default-features --features fastly -- -D warnings
 cargo clippy -p cache-purge-hooks-engine --no-default-features --features cloudfront -- -D warnings
 cargo clippy -p cache-purge-hooks-engine --all-targets --features cloudflare,fastly,cloudfront -- -D warnings
+cargo clippy -p cache-purge-hooks-engine --no-default-features --features akamai -- -D warnings
+cargo clippy -p cache-purge-hooks-engine --all-targets --features akamai -- -D warnings
 cargo clippy -p cache-purge-hooks-engine --no-default-features --features nats -- -D warnings
 cargo clippy -p cache-purge-hooks-engine --all-targets --features nats -- -D warnings
 # The crate for backend authors stays lean: no HTTP client, no settings, no digests.
@@ -144,6 +146,10 @@ cargo test -p cache-purge-hooks-engine --features metrics --lib dispatch 2>&1 | 
 # The CDN backends against the enforcing fakes of their APIs (required-features: the
 # workspace run above builds them through the CLI's features; this says so explicitly).
 cargo test -p cache-purge-hooks-engine --features cloudflare,fastly,cloudfront --test cloudflare --test fastly --test cloudfront 2>&1 | tee -a "$results"
+# Akamai: EdgeGrid signing against Akamai's published vectors, settings, and the backend
+# against the enforcing Fast Purge fake.
+cargo test -p cache-purge-hooks-engine --features akamai --lib akamai 2>&1 | tee -a "$results"
+cargo test -p cache-purge-hooks-engine --features akamai --test akamai 2>&1 | tee -a "$results"
 # The `nats` backend (feature nats): its wire format, settings, and against a real nats-server.
 cargo test -p cache-purge-hooks-engine --features nats --lib backend::nats 2>&1 | tee -a "$results"
 cargo test -p cache-purge-hooks-engine --features nats --test nats 2>&1 | tee -a "$results"

@@ -9,6 +9,10 @@
 //! the plan's rate times the same factor); the figures are divided by the factor, so they
 //! read as real-clock URLs per second. A 429 from the fake fails the run.
 //!
+//! Akamai, the same way: once the account's URL bucket (10,000) is spent, the URLs per second
+//! through a `Purger` as the fake received the second half of them, beside the documented
+//! 200 URLs per second (the object limit binds: 50 requests per second carry far more).
+//!
 //! Fastly documents no purge rate limit: its row is what one `PURGE` per URL reaches against
 //! the fake on this machine, beside surrogate-key batches of 256.
 //!
@@ -22,13 +26,16 @@
 use std::time::Duration;
 
 use cache_purge_hooks::Target;
-use cache_purge_hooks::backend::{CloudFrontBackend, CloudflareBackend, FastlyBackend};
+use cache_purge_hooks::backend::{
+    AkamaiBackend, CloudFrontBackend, CloudflareBackend, FastlyBackend,
+};
 use cache_purge_hooks::settings::{
-    CloudFrontSettings, CloudflarePlan, CloudflareSettings, FastlySettings,
+    AkamaiSettings, CloudFrontSettings, CloudflarePlan, CloudflareSettings, FastlySettings,
 };
 use cache_purge_hooks_testing::{
-    CLOUDFRONT_MAX_PATHS_IN_PROGRESS, CloudFrontFake, CloudFrontFakeConfig, CloudflareFake,
-    CloudflareFakeConfig, CloudflarePlanLimits, FastlyFake, FastlyFakeConfig,
+    AkamaiFake, AkamaiFakeConfig, CLOUDFRONT_MAX_PATHS_IN_PROGRESS, CloudFrontFake,
+    CloudFrontFakeConfig, CloudflareFake, CloudflareFakeConfig, CloudflarePlanLimits, FastlyFake,
+    FastlyFakeConfig,
 };
 
 use crate::report::{Row, Table, grouped};
@@ -203,6 +210,8 @@ pub(crate) async fn run(config: &Config, quick: bool) -> Result<Table> {
         );
     }
 
+    akamai(&mut table, window, quick).await?;
+
     // Fastly: URLs one PURGE each, and surrogate keys in batches of 256.
     let fake =
         FastlyFake::start(FastlyFakeConfig::default()).context("starting the Fastly fake")?;
@@ -346,6 +355,106 @@ async fn cloudfront(table: &mut Table, quick: bool) -> Result<()> {
             grouped(purged as u64),
             grouped(n as u64)
         ),
+    );
+    Ok(())
+}
+
+/// The Akamai row: URLs per second past the account's URL bucket, beside the documented 200.
+async fn akamai(table: &mut Table, window: f64, quick: bool) -> Result<()> {
+    const LIMIT: f64 = 200.0;
+    const BUCKET: usize = 10_000;
+    let speedup = 50.0;
+    let fake = AkamaiFake::start(AkamaiFakeConfig {
+        speedup,
+        ..AkamaiFakeConfig::default()
+    })
+    .context("starting the Akamai fake")?;
+    let (client, access, secret) = fake.credentials();
+    let mut s = AkamaiSettings::default();
+    s.base_url = Some(fake.base_url().parse().context("the fake's URL")?);
+    s.client_token = Some(client.parse().context("the fake's client token")?);
+    s.access_token = Some(access.parse().context("the fake's access token")?);
+    s.client_secret = Some(secret.parse().context("the fake's secret")?);
+    s.site_url = Some("https://www.example.com".parse().context("site_url")?);
+    s.rate = Some(
+        format!("{}/s", 50.0 * speedup)
+            .parse()
+            .context("the scaled rate")?,
+    );
+    s.timeout = Duration::from_secs(10);
+    // Three buckets' worth at least, so that the second half is paced by the refill.
+    let timed = ((LIMIT * speedup * window).round() as usize).max(3 * BUCKET);
+    progress!(
+        "akamai: {} URLs to spend the bucket, then {} timed (clock x{speedup})",
+        grouped(BUCKET as u64),
+        grouped(timed as u64)
+    );
+    let purger = cache_purge_hooks::Purger::builder()
+        .delivery(cache_purge_hooks::Delivery::Immediate)
+        .backend(
+            "akamai",
+            AkamaiBackend::new(&s).context("AkamaiBackend::new")?,
+        )
+        .build()
+        .context("building the Purger")?;
+    purger.purge(urls("warm", BUCKET)?).await;
+    purger.flush().await;
+    let already = fake.purges().len();
+    let started = std::time::Instant::now();
+    purger.purge(urls("timed", timed)?).await;
+    purger.flush().await;
+    let seconds = started.elapsed().as_secs_f64() * speedup;
+    let stats = purger.stats().into_iter().next().ok_or("no backend")?;
+    purger
+        .shutdown(Duration::from_secs(10))
+        .await
+        .context("shutting the Purger down")?;
+    let purges = fake.purges();
+    let purged: usize = purges.iter().map(|p| p.objects.len()).sum();
+    table.rows.push(Row::measured(
+        "ours-akamai",
+        "ours: Purger + AkamaiBackend, URLs (real-clock equivalent)",
+        timed as u64,
+        seconds,
+    ));
+    // The second half of the timed requests, as the fake received them.
+    let timed_purges = &purges[already.min(purges.len())..];
+    let tail = &timed_purges[timed_purges.len() / 2..];
+    let steady = match (tail.first(), tail.last()) {
+        (Some(first), Some(last)) if tail.len() > 1 && last.received > first.received => {
+            let urls: usize = tail[1..].iter().map(|p| p.objects.len()).sum();
+            urls as f64 / (last.received.duration_since(first.received).as_secs_f64() * speedup)
+        }
+        _ => 0.0,
+    };
+    table.rows.push(Row::derived(
+        "steady-akamai",
+        "ours, steady: the second half of the Akamai requests as the fake received them",
+        steady,
+    ));
+    table.rows.push(Row::derived(
+        "limit-akamai",
+        "Akamai Fast Purge's documented URL rate (200/s after a bucket of 10,000)",
+        LIMIT,
+    ));
+    table.check(
+        fake.statuses().iter().all(|s| *s == 201),
+        true,
+        "akamai: no 429 (nor any other error) from the fake",
+    );
+    table.check(
+        purged == BUCKET + timed && stats.dead == 0,
+        true,
+        format!(
+            "akamai: every URL purged ({} of {})",
+            grouped(purged as u64),
+            grouped((BUCKET + timed) as u64)
+        ),
+    );
+    table.check(
+        steady / LIMIT >= 0.9,
+        !quick,
+        "akamai: steady at 90% of the documented URL rate or more",
     );
     Ok(())
 }

@@ -13,12 +13,12 @@ use std::time::Duration;
 use cache_purge_hooks_engine::Target;
 use cache_purge_hooks_engine::backend::varnish::{AdminClient, CliError as AdminError};
 use cache_purge_hooks_engine::backend::{
-    Backend, Cause, CloudFrontBackend, CloudflareBackend, FastlyBackend, NginxBackend, SetupError,
-    VarnishBackend,
+    AkamaiBackend, Backend, Cause, CloudFrontBackend, CloudflareBackend, FastlyBackend,
+    NginxBackend, SetupError, VarnishBackend,
 };
 use cache_purge_hooks_engine::settings::{
-    BackendSettings, CloudFrontSettings, CloudflareSettings, FastlySettings, NginxMode,
-    NginxSettings, ServerAddr, VarnishMode, VarnishSettings,
+    AkamaiSettings, BackendSettings, CloudFrontSettings, CloudflareSettings, FastlySettings,
+    NginxMode, NginxSettings, ServerAddr, VarnishMode, VarnishSettings,
 };
 use futures::future::join_all;
 use serde_json::json;
@@ -199,6 +199,7 @@ async fn check_backend(name: &str, settings: &BackendSettings) -> Vec<Finding> {
         BackendSettings::Cloudflare(c) => check_cloudflare(c).await,
         BackendSettings::Fastly(f) => check_fastly(f).await,
         BackendSettings::CloudFront(c) => check_cloudfront(c).await,
+        BackendSettings::Akamai(a) => check_akamai(a).await,
         BackendSettings::Nats(n) => check_nats(n).await,
         BackendSettings::Log(_) => vec![Finding::note(
             "log",
@@ -589,6 +590,86 @@ async fn check_fastly(settings: &FastlySettings) -> Vec<Finding> {
                 ),
                 other => (
                     e.server().unwrap_or("api.fastly.com").to_owned(),
+                    http_hint(other, e.server().unwrap_or("")),
+                ),
+            };
+            let mut finding = Finding::fail(subject, e.message().to_owned());
+            if let Some(hint) = hint {
+                finding = finding.hint(hint);
+            }
+            vec![finding]
+        }
+    }
+}
+
+/// Akamai: the credentials are accepted by the EdgeGrid gateway and Fast Purge answers (one
+/// request with no objects). Purges nothing.
+async fn check_akamai(settings: &AkamaiSettings) -> Vec<Finding> {
+    let backend = match AkamaiBackend::new(settings) {
+        Ok(b) => b,
+        Err(e) => return vec![setup_failure(&e)],
+    };
+    let source = match &settings.edgerc {
+        Some(path) => format!(
+            "{} [{}]",
+            path.display(),
+            settings.section.as_ref().map_or("default", |s| s.as_str())
+        ),
+        None => "inline settings".to_owned(),
+    };
+    match backend.check().await {
+        Ok(found) => {
+            let mut findings = vec![Finding::ok(
+                "credentials",
+                format!("accepted by the EdgeGrid gateway ({source})"),
+            )];
+            let limit = backend.rate_limit();
+            let urls = backend.url_rate_limit();
+            findings.push(Finding::note(
+                "limits",
+                format!(
+                    "{} purges on {}; at most {} requests per second here (bucket of {}), {} URLs per second \
+                     (bucket of {}), bodies of at most 50,000 bytes; the account's bucket: {} requests, {} left",
+                    found.action,
+                    found.network,
+                    limit.per_second(),
+                    limit.burst(),
+                    urls.per_second(),
+                    urls.burst(),
+                    found.rate_limit.map_or("?".to_owned(), |v| v.to_string()),
+                    found.rate_limit_remaining.map_or("?".to_owned(), |v| v.to_string()),
+                ),
+            ));
+            findings.push(Finding::note(
+                "everything",
+                if settings.cp_codes.is_empty() {
+                    "not supported: set cp_codes = [12345] to purge everything by CP code"
+                        .to_owned()
+                } else {
+                    format!(
+                        "purges CP codes {}",
+                        settings
+                            .cp_codes
+                            .iter()
+                            .map(ToString::to_string)
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
+                },
+            ));
+            findings
+        }
+        Err(e) => {
+            let (subject, hint) = match e.cause() {
+                Cause::Authentication => (
+                    "credentials".to_owned(),
+                    Some(format!(
+                        "the API client's credentials ({source}) must be those of an API client with the CCU APIs \
+                         (Fast Purge) service at READ-WRITE (Control Center > Identity & access > API clients)"
+                    )),
+                ),
+                other => (
+                    e.server().unwrap_or("akamaiapis.net").to_owned(),
                     http_hint(other, e.server().unwrap_or("")),
                 ),
             };

@@ -10,7 +10,7 @@ use cache_purge_hooks_engine::settings::{BackendSettings, NginxMode, ServerAddr,
 pub(crate) struct BackendInfo {
     /// Its name (`[backends.NAME]`).
     pub(crate) name: String,
-    /// `log`, `dummy`, `memory`, `varnish`, `nginx`, `cloudflare`, `fastly`, `cloudfront`, `nats`.
+    /// `log`, `dummy`, `memory`, `varnish`, `nginx`, `cloudflare`, `fastly`, `cloudfront`, `akamai`, `nats`.
     pub(crate) kind: &'static str,
     /// `cli`, `varnishadm`, `http`, `files`, `wipe`; `None` for kinds without modes.
     pub(crate) mode: Option<&'static str>,
@@ -79,6 +79,19 @@ pub(crate) fn info(name: &str, settings: &BackendSettings) -> BackendInfo {
                     )
                 })
                 .collect(),
+        ),
+        BackendSettings::Akamai(a) => (
+            Some(a.action.as_str()),
+            vec![match &a.base_url {
+                Some(url) => format!("{url} ({})", a.network),
+                None => format!(
+                    "the host of {} ({})",
+                    a.edgerc
+                        .as_ref()
+                        .map_or_else(String::new, |p| p.display().to_string()),
+                    a.network
+                ),
+            }],
         ),
         BackendSettings::Nats(n) => (Some("jetstream"), shown(n.servers_or_default())),
         _ => (None, Vec::new()),
@@ -160,6 +173,17 @@ pub(crate) fn unsupported_reason(settings: &BackendSettings, caps: Capabilities)
             "CloudFront has no tag invalidation: it invalidates paths (URLs, prefixes as `/prefix*`, \
              everything as `/*`)"
                 .to_owned()
+        }
+        BackendSettings::Akamai(a) => {
+            let mut reasons = vec![
+                "Fast Purge has no prefix purge: tag the pages (Edge-Cache-Tag) and purge the tag",
+            ];
+            if a.cp_codes.is_empty() && !caps.supports(TargetKind::Everything) {
+                reasons.push(
+                    "everything needs cp_codes = [12345]: Akamai purges everything by CP code",
+                );
+            }
+            reasons.join("; ")
         }
         BackendSettings::Fastly(_) if !caps.supports(TargetKind::Prefix) => {
             "Fastly has no prefix purge: tag the pages (Surrogate-Key) and purge the tag".to_owned()

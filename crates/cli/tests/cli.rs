@@ -12,9 +12,9 @@ use std::time::Duration;
 use cache_purge_hooks_engine::Target;
 use cache_purge_hooks_sea_orm::outbox;
 use cache_purge_hooks_testing::{
-    CacheServer, CloudFrontFake, CloudFrontFakeConfig, CloudflareFake, CloudflareFakeConfig,
-    FastlyFake, FastlyFakeConfig, Nginx, NginxConfig, Origin, PurgeLocation, Varnish,
-    assert_cached, assert_purged, refused_addr, warm,
+    AkamaiFake, AkamaiFakeConfig, CacheServer, CloudFrontFake, CloudFrontFakeConfig,
+    CloudflareFake, CloudflareFakeConfig, FastlyFake, FastlyFakeConfig, Nginx, NginxConfig, Origin,
+    PurgeLocation, Varnish, assert_cached, assert_purged, refused_addr, warm,
 };
 use serde_json::Value;
 
@@ -937,4 +937,84 @@ async fn check_validates_cloudfront_credentials_and_the_distribution_and_names_w
         assert!(f["hint"].as_str().is_some_and(|h| !h.is_empty()), "{b}");
     }
     assert!(fake.invalidations().is_empty(), "check invalidates nothing");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn check_validates_akamai_credentials_inline_or_from_an_edgerc_and_names_what_is_wrong() {
+    let akamai = AkamaiFake::start(AkamaiFakeConfig::default()).unwrap();
+    let (client, access, secret) = akamai.credentials();
+    let dir = tempfile::tempdir().unwrap();
+    let edgerc = dir.path().join(".edgerc");
+    std::fs::write(
+        &edgerc,
+        format!(
+            "[ccu]\nclient_secret = {secret}\nhost = {}\naccess_token = {access}\nclient_token = {client}\n",
+            akamai.base_url()
+        ),
+    )
+    .unwrap();
+    let inline = |name: &str, secret: &str| {
+        format!(
+            "[backends.{name}]\nkind = \"akamai\"\nbase_url = \"{}\"\nclient_token = \"{client}\"\n\
+             access_token = \"{access}\"\nclient_secret = \"{secret}\"\n",
+            akamai.base_url()
+        )
+    };
+    write_settings(
+        dir.path(),
+        &[
+            inline("ak", &secret),
+            inline("ak-secret", "d3JvbmctY2xpZW50LXNlY3JldA=="),
+            format!(
+                "[backends.ak-edgerc]\nkind = \"akamai\"\nedgerc = \"{}\"\nsection = \"ccu\"\ncp_codes = [12345]\n",
+                edgerc.display()
+            ),
+            format!(
+                "[backends.ak-section]\nkind = \"akamai\"\nedgerc = \"{}\"\nsection = \"nosuch\"\n",
+                edgerc.display()
+            ),
+        ]
+        .concat(),
+    );
+
+    let run = cache_purge(dir.path(), &["--json", "check"], None, &[]).await;
+
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(
+        !run.stdout.contains("d3JvbmctY2xpZW50LXNlY3JldA=="),
+        "{run:?}"
+    );
+    assert!(!run.stdout.contains(&secret), "{run:?}");
+    let report = run.json();
+    let backend = |name: &str| {
+        report["backends"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|b| b["backend"] == name)
+            .unwrap_or_else(|| panic!("no backend {name}: {report}"))
+            .clone()
+    };
+    for name in ["ak", "ak-edgerc"] {
+        let b = backend(name);
+        assert_eq!(b["ok"], true, "{b}");
+        assert_eq!(b["findings"][0]["subject"], "credentials", "{b}");
+    }
+    assert!(
+        backend("ak-edgerc")
+            .to_string()
+            .contains("purges CP codes 12345"),
+        "{}",
+        backend("ak-edgerc")
+    );
+    let b = backend("ak-secret");
+    assert_eq!(b["ok"], false, "{b}");
+    assert_eq!(b["findings"][0]["subject"], "credentials", "{b}");
+    let message = b["findings"][0]["message"].as_str().unwrap();
+    assert!(message.contains("The signature does not match"), "{b}");
+    assert!(message.contains("client_secret"), "{b}");
+    let b = backend("ak-section");
+    assert_eq!(b["ok"], false, "{b}");
+    assert!(b.to_string().contains("no section [nosuch]"), "{b}");
+    assert!(akamai.purges().is_empty());
 }

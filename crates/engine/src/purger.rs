@@ -348,6 +348,7 @@ impl PurgerBuilder {
             feature = "cloudflare",
             feature = "fastly",
             feature = "cloudfront",
+            feature = "akamai",
             feature = "nats"
         ))]
         use crate::settings::BackendSettings;
@@ -357,6 +358,7 @@ impl PurgerBuilder {
             feature = "cloudflare",
             feature = "fastly",
             feature = "cloudfront",
+            feature = "akamai",
             feature = "nats"
         ))]
         let named = |error| BuildError::Backend {
@@ -397,6 +399,10 @@ impl PurgerBuilder {
                 name,
                 crate::backend::CloudFrontBackend::new(c).map_err(named)?,
             )),
+            #[cfg(feature = "akamai")]
+            BackendSettings::Akamai(a) => {
+                Ok(self.backend(name, crate::backend::AkamaiBackend::new(a).map_err(named)?))
+            }
             #[cfg(feature = "nats")]
             BackendSettings::Nats(n) => {
                 Ok(self.backend(name, crate::backend::NatsBackend::new(n).map_err(named)?))

@@ -2,7 +2,9 @@
 
 use std::io::Write;
 
-use cache_purge_hooks_engine::settings::{BackendSettings, NginxMode, SettingsLoader, VarnishMode};
+use cache_purge_hooks_engine::settings::{
+    AkamaiAction, AkamaiNetwork, BackendSettings, NginxMode, SettingsLoader, VarnishMode,
+};
 use cache_purge_hooks_engine::{Delivery, Purger, Settings};
 
 fn file(text: &str) -> tempfile::NamedTempFile {
@@ -115,11 +117,11 @@ fn every_kind_of_invalid_setting_names_key_file_and_expectation() {
     let cases = [
         (
             "[backends.edge]\nkind = \"varnsh\"\n",
-            "invalid cache purge setting `backends.edge.kind` (from FILE): unknown backend kind `varnsh`; expected one of `log`, `dummy`, `memory`, `varnish`, `nginx`, `cloudflare`, `fastly`, `cloudfront`, `nats`",
+            "invalid cache purge setting `backends.edge.kind` (from FILE): unknown backend kind `varnsh`; expected one of `log`, `dummy`, `memory`, `varnish`, `nginx`, `cloudflare`, `fastly`, `cloudfront`, `akamai`, `nats`",
         ),
         (
             "[backends.edge]\nservers = \"a:1\"\n",
-            "invalid cache purge setting `backends.edge.kind` (from FILE): missing `kind`; expected one of `log`, `dummy`, `memory`, `varnish`, `nginx`, `cloudflare`, `fastly`, `cloudfront`, `nats`",
+            "invalid cache purge setting `backends.edge.kind` (from FILE): missing `kind`; expected one of `log`, `dummy`, `memory`, `varnish`, `nginx`, `cloudflare`, `fastly`, `cloudfront`, `akamai`, `nats`",
         ),
         (
             "[backends.edge]\nkind = \"varnish\"\nsecrett = \"/x\"\n",
@@ -1004,6 +1006,73 @@ fn cloudfront_settings_take_their_keys_from_the_environment_and_refuse_limits_ab
     ] {
         let err = Settings::from_toml_str(text).unwrap_err();
         assert_eq!(err.key.as_deref(), Some(key), "{err}");
+        assert!(err.to_string().contains(says), "{err}");
+    }
+}
+
+#[test]
+fn akamai_settings_are_read_and_each_mistake_names_its_key() {
+    let s = SettingsLoader::default()
+        .toml(
+            "[backends.ak]\nkind = \"akamai\"\nbase_url = \"https://akab-x.purge.akamaiapis.net\"\n\
+             client_token = \"akab-c\"\naccess_token = \"akab-a\"\n\
+             network = \"staging\"\naction = \"delete\"\ncp_codes = [12345, \"cpc_678\"]\n",
+        )
+        .env_vars([(
+            "CACHE_PURGE__BACKENDS__AK__CLIENT_SECRET",
+            "c2VjcmV0LWZyb20tZW52",
+        )])
+        .load()
+        .unwrap();
+    let BackendSettings::Akamai(ak) = &s.backends["ak"] else {
+        panic!("{:?}", s.backends["ak"])
+    };
+    assert_eq!(ak.network, AkamaiNetwork::Staging);
+    assert_eq!(ak.action, AkamaiAction::Delete);
+    assert_eq!(
+        ak.cp_codes.iter().map(|c| c.get()).collect::<Vec<_>>(),
+        [12345, 678]
+    );
+    assert_eq!(
+        ak.client_secret.as_ref().unwrap().expose(),
+        "c2VjcmV0LWZyb20tZW52"
+    );
+    let printed = toml::to_string(&s).unwrap();
+    assert!(!printed.contains("c2VjcmV0LWZyb20tZW52"), "{printed}");
+    assert!(!printed.contains("akab-a"), "{printed}");
+
+    for (text, key, says) in [
+        (
+            "[backends.ak]\nkind = \"akamai\"\n",
+            "backends.ak.base_url",
+            "edgerc",
+        ),
+        (
+            "[backends.ak]\nkind = \"akamai\"\nsection = \"ccu\"\n",
+            "backends.ak.section",
+            "needs `edgerc`",
+        ),
+        (
+            "[backends.ak]\nkind = \"akamai\"\nedgerc = \"/e\"\nnetwork = \"prod\"\n",
+            "backends.ak.network",
+            "`production`, `staging`",
+        ),
+        (
+            "[backends.ak]\nkind = \"akamai\"\nedgerc = \"/e\"\naction = \"purge\"\n",
+            "backends.ak.action",
+            "`invalidate`, `delete`",
+        ),
+        (
+            "[backends.ak]\nkind = \"akamai\"\nedgerc = \"/e\"\ncp_codes = [\"www.example.com\"]\n",
+            "backends.ak.cp_codes",
+            "not a CP code",
+        ),
+    ] {
+        let err = Settings::from_toml_str(text).unwrap_err();
+        assert!(
+            err.key.as_deref().is_some_and(|k| k.starts_with(key)),
+            "{key}: {err}"
+        );
         assert!(err.to_string().contains(says), "{err}");
     }
 }

@@ -89,6 +89,15 @@ impl Bucket {
 }
 
 impl Bucket {
+    /// The tokens in the bucket now.
+    pub(crate) fn remaining(&mut self) -> f64 {
+        let now = Instant::now();
+        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * self.per_second).min(self.burst);
+        self.at = now;
+        self.tokens.max(0.0)
+    }
+
     /// Gives back tokens taken for a request that was refused after all.
     pub(crate) fn refund(&mut self, n: f64) {
         self.tokens = (self.tokens + n).min(self.burst);

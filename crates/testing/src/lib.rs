@@ -92,6 +92,7 @@
 
 #![warn(missing_docs)]
 
+mod akamai;
 mod assertions;
 mod background;
 mod cdn;
@@ -112,6 +113,9 @@ mod process;
 mod redis;
 mod varnish;
 
+pub use akamai::{
+    AKAMAI_MAX_BODY_BYTES, AkamaiFake, AkamaiFakeConfig, AkamaiObjectType, AkamaiPurge,
+};
 pub use assertions::{CacheServer, assert_cached, assert_purged, warm};
 pub use cloudflare::{CloudflareFake, CloudflareFakeConfig, CloudflarePlanLimits, CloudflarePurge};
 pub use cloudfront::{

@@ -4,8 +4,9 @@
 use std::time::Duration;
 
 use cache_purge_hooks_testing::{
-    CloudFrontFake, CloudFrontFakeConfig, CloudflareFake, CloudflareFakeConfig,
-    CloudflarePlanLimits, CloudflarePurge, FastlyFake, FastlyFakeConfig, FastlyPurge,
+    AkamaiFake, AkamaiFakeConfig, CloudFrontFake, CloudFrontFakeConfig, CloudflareFake,
+    CloudflareFakeConfig, CloudflarePlanLimits, CloudflarePurge, FastlyFake, FastlyFakeConfig,
+    FastlyPurge,
 };
 use serde_json::{Value, json};
 
@@ -422,4 +423,72 @@ async fn the_cloudfront_fake_verifies_signatures_and_the_invalidation_batch() {
     fake.throttle(1);
     let (status, body) = aws_send(post(&batch("r8", 1, &one))).await;
     assert_eq!((status, code(&body)), (400, "Throttling"), "{body}");
+}
+
+#[tokio::test]
+async fn the_akamai_fake_refuses_unsigned_and_mis_signed_requests_with_the_gateways_401() {
+    let fake = AkamaiFake::start(AkamaiFakeConfig::default()).unwrap();
+    let (client_token, access_token, _) = fake.credentials();
+    let client = reqwest::Client::new();
+    let url = format!("{}/ccu/v3/invalidate/url/production", fake.base_url());
+    let body = r#"{"objects":["https://www.example.com/a"]}"#;
+    let post = |authorization: String| {
+        client
+            .post(&url)
+            .header("content-type", "application/json")
+            .header("authorization", authorization)
+            .body(body)
+    };
+    let timestamp = "20140321T19:34:21+0000";
+    for (authorization, detail) in [
+        ("Bearer abc".to_owned(), "Invalid authorization header"),
+        (
+            format!(
+                "EG1-HMAC-SHA256 client_token=akab-other;access_token={access_token};timestamp={timestamp};nonce=n;signature=x"
+            ),
+            "Invalid authorization client token",
+        ),
+        (
+            format!(
+                "EG1-HMAC-SHA256 client_token={client_token};access_token=akab-other;timestamp={timestamp};nonce=n;signature=x"
+            ),
+            "Invalid authorization access token",
+        ),
+        // A timestamp from 2014: stale.
+        (
+            format!(
+                "EG1-HMAC-SHA256 client_token={client_token};access_token={access_token};timestamp={timestamp};nonce=n;signature=x"
+            ),
+            "Invalid timestamp",
+        ),
+    ] {
+        let response = post(authorization).send().await.unwrap();
+        assert_eq!(response.status().as_u16(), 401);
+        // Every answer carries the request bucket's headers.
+        assert_eq!(response.headers()["x-ratelimit-limit"], "100");
+        assert!(response.headers().contains_key("x-ratelimit-remaining"));
+        let problem: Value = serde_json::from_str(&response.text().await.unwrap()).unwrap();
+        assert_eq!(problem["detail"], detail, "{problem}");
+        assert_eq!(
+            problem["type"],
+            "https://problems.luna.akamaiapis.net/-/pep-authn/request-error"
+        );
+    }
+    // The path is checked before anything else: the action, the type, the network.
+    for path in [
+        "/ccu/v3/refresh/url/production",
+        "/ccu/v3/invalidate/prefix/production",
+        "/ccu/v3/invalidate/url/qa",
+        "/ccu/v2/queues/default",
+    ] {
+        let (status, _, problem) = send(client.post(format!("{}{path}", fake.base_url()))).await;
+        assert_eq!(
+            (status, problem["httpStatus"].as_u64()),
+            (404, Some(404)),
+            "{path}"
+        );
+    }
+    let (status, _, _) = send(client.get(&url)).await;
+    assert_eq!(status, 405);
+    assert!(fake.purges().is_empty());
 }

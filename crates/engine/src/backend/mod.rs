@@ -7,6 +7,7 @@
 //! [`NginxBackend`] (`nginx`), `NatsBackend` (`nats`, for a fleet of cache nodes), and the
 //! CDNs: [`CloudflareBackend`] (`cloudflare`), [`FastlyBackend`] (`fastly`) and
 //! [`CloudFrontBackend`] (`cloudfront`).
+//! [`AkamaiBackend`] (`akamai`).
 //! [`RateLimit`] is the client-side token bucket the CDN backends keep their provider's
 //! request rate with.
 //!
@@ -18,6 +19,7 @@ pub use rate_limit::RateLimit;
 
 // Every backend's module is compiled whatever the features, for its settings (a settings
 // file may name any kind); the backend itself is behind the feature of its name.
+pub mod akamai;
 pub mod cloudflare;
 pub mod cloudfront;
 pub(crate) mod dummy;
@@ -27,7 +29,8 @@ pub mod fastly;
     feature = "nginx",
     feature = "cloudflare",
     feature = "fastly",
-    feature = "cloudfront"
+    feature = "cloudfront",
+    feature = "akamai"
 ))]
 mod http_client;
 pub(crate) mod log;
@@ -37,6 +40,8 @@ pub mod nginx;
 mod rate_limit;
 pub mod varnish;
 
+#[cfg(feature = "akamai")]
+pub use akamai::{AkamaiBackend, AkamaiCheck};
 #[cfg(feature = "cloudflare")]
 pub use cloudflare::{CloudflareBackend, CloudflareZone};
 

@@ -146,6 +146,38 @@ impl RateLimit {
     }
 }
 
+impl RateLimit {
+    /// Lowers the bucket to at most `tokens` now: what a provider says is left of its own
+    /// bucket (Akamai's `X-Ratelimit-Remaining`), when another client of the account spends
+    /// from it too. Never raises it, so reservations already made stay paid for.
+    ///
+    /// ```
+    /// use cache_purge_hooks_engine::backend::RateLimit;
+    /// use cache_purge_hooks_engine::settings::types::RequestRate;
+    ///
+    /// let limit = RateLimit::new(RequestRate::per_second_of(1.0).unwrap(), 100);
+    /// limit.at_most(0);
+    /// assert_eq!(limit.available(), 0);
+    /// ```
+    pub fn at_most(&self, tokens: u32) {
+        let now = Instant::now();
+        let mut bucket = self.lock();
+        let elapsed = now.saturating_duration_since(bucket.at).as_secs_f64();
+        let refilled = (bucket.tokens + elapsed * self.per_second).min(self.burst);
+        bucket.tokens = refilled.min(f64::from(tokens));
+        bucket.at = bucket.at.max(now);
+    }
+
+    /// Whole tokens available now (0 while callers are in debt).
+    pub fn available(&self) -> u32 {
+        let now = Instant::now();
+        let bucket = self.lock();
+        let elapsed = now.saturating_duration_since(bucket.at).as_secs_f64();
+        let tokens = (bucket.tokens + elapsed * self.per_second).min(self.burst);
+        tokens.max(0.0).floor() as u32
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -195,6 +227,23 @@ mod tests {
         assert_eq!(RateLimit::within(rate(100.0), 500).burst(), 494);
         assert_eq!(RateLimit::within(rate(10.0), 1).burst(), 1);
         assert_eq!(RateLimit::within(rate(10.0), 1).per_second(), 10.0);
+    }
+
+    #[test]
+    fn a_provider_reporting_fewer_tokens_lowers_the_bucket_but_never_raises_it() {
+        let l = limit(10.0, 100);
+        l.at_most(5);
+        let t0 = Instant::now();
+        for _ in 0..5 {
+            assert_eq!(l.reserve(1, t0), Duration::ZERO);
+        }
+        assert!(
+            l.reserve(1, t0) > Duration::ZERO,
+            "the sixth waits for the refill"
+        );
+        let l = limit(10.0, 3);
+        l.at_most(50);
+        assert_eq!(l.available(), 3);
     }
 
     #[test]

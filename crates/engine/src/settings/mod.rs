@@ -75,6 +75,9 @@ use serde::{Deserialize, Serialize};
 mod env;
 pub mod types;
 
+pub use crate::backend::akamai::settings::{
+    AkamaiAction, AkamaiNetwork, AkamaiSettings, CpCode, EdgeGridCredentials, EdgercSection,
+};
 pub use crate::backend::cloudflare::settings::{
     CLOUDFLARE_API, CloudflarePlan, CloudflareSettings, SiteUrl, ZoneId,
 };
@@ -294,6 +297,8 @@ pub enum BackendSettings {
     /// `kind = "cloudfront"`: invalidate paths of a CloudFront distribution.
     #[serde(rename = "cloudfront")]
     CloudFront(CloudFrontSettings),
+    /// `kind = "akamai"`: purge Akamai through Fast Purge API v3.
+    Akamai(AkamaiSettings),
     /// `kind = "nats"`: publish to a JetStream stream for the fleet's agents.
     Nats(NatsSettings),
 }
@@ -310,6 +315,7 @@ impl BackendSettings {
             Self::Cloudflare(_) => "cloudflare",
             Self::Fastly(_) => "fastly",
             Self::CloudFront(_) => "cloudfront",
+            Self::Akamai(_) => "akamai",
             Self::Nats(_) => "nats",
         }
     }
@@ -323,8 +329,7 @@ impl<'de> Deserialize<'de> for BackendSettings {
     }
 }
 
-const BACKEND_KINDS: &str =
-    "`log`, `dummy`, `memory`, `varnish`, `nginx`, `cloudflare`, `fastly`, `cloudfront`, `nats`";
+const BACKEND_KINDS: &str = "`log`, `dummy`, `memory`, `varnish`, `nginx`, `cloudflare`, `fastly`, `cloudfront`, `akamai`, `nats`";
 
 /// A setting is invalid. Says which key, where it came from and what was expected.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -760,6 +765,13 @@ fn backend_from_value(
                 .check()
                 .map_err(|e| scope.error(&[key(e.key)], e.message))?;
             BackendSettings::CloudFront(cloudfront)
+        }
+        "akamai" => {
+            let akamai: AkamaiSettings = options(&scope, table)?;
+            akamai
+                .check()
+                .map_err(|e| scope.error(&[key(e.key)], e.message))?;
+            BackendSettings::Akamai(akamai)
         }
         "nats" => {
             let nats: NatsSettings = options(&scope, table)?;
