@@ -375,6 +375,33 @@ impl Tag {
     /// assert_eq!(tag.fitted(128, |_| true), tag);
     /// ```
     pub fn fitted(&self, max_len: usize, allowed: impl Fn(u8) -> bool) -> Tag {
+        self.fitted_impl(max_len, allowed)
+    }
+
+    /// Whether Akamai's cache tags (`Edge-Cache-Tag`, Fast Purge's `tag` objects) accept byte
+    /// `b`: letters, digits and ``!#$%'+.^_`|~-`` (what both Akamai's "Cache tag
+    /// requirements" table and its Property Manager `cacheTag` behavior allow; `:`, `/`, `=`,
+    /// `@`, `,` and the like are refused).
+    pub fn akamai_allows(b: u8) -> bool {
+        b.is_ascii_alphanumeric() || b"!#$%'+.^_`|~-".contains(&b)
+    }
+
+    /// The form of this tag that Akamai stores and purges: itself when it is at most 128
+    /// characters of [`akamai_allows`](Self::akamai_allows), else its
+    /// [`fitted`](Self::fitted) stand-in. An `Edge-Cache-Tag` header must carry this form
+    /// and the purge must name it (`post:1` is `post_1~<digest>` on both sides).
+    ///
+    /// ```
+    /// use cache_purge_hooks_core::Tag;
+    ///
+    /// assert_eq!(Tag::parse("post-1").unwrap().akamai_form().as_str(), "post-1");
+    /// assert!(Tag::parse("post:1").unwrap().akamai_form().as_str().starts_with("post_1~"));
+    /// ```
+    pub fn akamai_form(&self) -> Tag {
+        self.fitted(128, Self::akamai_allows)
+    }
+
+    fn fitted_impl(&self, max_len: usize, allowed: impl Fn(u8) -> bool) -> Tag {
         /// `~` and 32 hex digits.
         const SUFFIX: usize = 33;
         let text = self.0.as_bytes();

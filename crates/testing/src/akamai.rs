@@ -668,10 +668,19 @@ fn parse_objects(
                 let Some(tag) = object.as_str() else {
                     return Err(bad("bad cache tag", "cache tags must be strings"));
                 };
-                if tag.is_empty() || tag.len() > 128 || !tag.bytes().all(|b| b.is_ascii_graphic()) {
+                // Akamai's cache tag requirements: at most 128 characters, RFC 7230 token
+                // characters less the ones it refuses (`:`, `/`, `=`, `@`...).
+                if tag.is_empty()
+                    || tag.len() > 128
+                    || !tag
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'+.^_`|~-".contains(&b))
+                {
                     return Err(bad(
                         "bad cache tag",
-                        &format!("Invalid cache tag '{tag}': 1 to 128 visible ASCII characters"),
+                        &format!(
+                            "Invalid cache tag '{tag}': 1 to 128 letters, digits or !#$%&'+.^_`|~-"
+                        ),
                     ));
                 }
                 objects.push(tag.to_owned());

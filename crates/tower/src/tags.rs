@@ -294,7 +294,7 @@ impl TagCharset {
     pub fn allows(self, b: u8) -> bool {
         match self {
             Self::Any => true,
-            Self::Akamai => b.is_ascii_alphanumeric() || b"!#$%'+.^_`|~-".contains(&b),
+            Self::Akamai => Tag::akamai_allows(b),
         }
     }
 }

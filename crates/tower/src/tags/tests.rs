@@ -130,6 +130,11 @@ fn akamai_edge_cache_tag_holds_128_tags_of_at_most_128_allowed_characters() {
     assert!(written[0].starts_with("post_0~"));
     assert_eq!(written[3].len(), 128);
     assert!(written[3].starts_with("long-yyy"));
+    // What the header carries is what the Akamai backend purges: `Tag::akamai_form`.
+    for (i, original) in [(0, tag("post:0")), (3, tags[3].clone())] {
+        assert_eq!(written[i], original.akamai_form().to_string());
+        assert_eq!(format.written_form(&original), original.akamai_form());
+    }
 }
 
 #[test]

@@ -289,7 +289,7 @@ impl AkamaiBackend {
                 },
                 Target::Tag(tag) => tags.push((
                     Some(target),
-                    Value::from(tag.shortened(limits::MAX_TAG_LEN).as_str()),
+                    Value::from(tag.akamai_form().as_str()),
                 )),
                 other => failures.push(
                     PurgeError::new(

@@ -10,10 +10,11 @@
 //! `action = "delete"` sends `/ccu/v3/delete/...` instead (remove rather than mark stale);
 //! `network = "staging"` ends the path with `/staging`. One object type per request, as the
 //! API wants. Fast Purge has no prefix purge: prefixes are unsupported (counted so by the
-//! engine, never widened), and so is "everything" without `cp_codes`. Tags longer than 128
-//! characters, the most an `Edge-Cache-Tag` holds, are purged as
-//! [`Tag::shortened(128)`](crate::target::Tag::shortened), the stand-in a response layer
-//! writes for them.
+//! engine, never widened), and so is "everything" without `cp_codes`. A tag is purged in
+//! [`Tag::akamai_form`](crate::target::Tag::akamai_form): itself when it is at most 128 of
+//! the characters Akamai accepts, else the stand-in `CacheTagsLayer`'s
+//! `TagHeader::edge_cache_tag()` writes for it (`post:1` is `post_1~<digest>`: Akamai
+//! refuses `:`), so the purge names what the page carries.
 //!
 //! # Limits (techdocs.akamai.com/purge-cache/reference/rate-limiting)
 //!
