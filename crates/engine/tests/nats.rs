@@ -367,3 +367,29 @@ fn credential_and_certificate_files_that_cannot_be_read_fail_when_the_backend_is
     let err = NatsBackend::new(&s).unwrap_err();
     assert!(err.to_string().contains("tls.ca_file"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_server_listing_a_user_nkey_accepts_its_seed_and_refuses_another() {
+    let nats = Nats::start_with(NatsConfig::nkey()).await.unwrap();
+    let seed = nats.nkey_seed().unwrap().to_owned();
+    let mut s = settings(&nats);
+    let other = nkeys::KeyPair::new_user().seed().unwrap();
+    s.auth.nkey_seed = Some(other.parse().unwrap());
+    let err = NatsBackend::new(&s)
+        .unwrap()
+        .purge(&targets(&["url /a"]))
+        .await
+        .unwrap_err();
+    assert_eq!(*err.cause(), Cause::Authentication, "{err}");
+
+    s.auth.nkey_seed = Some(seed.parse().unwrap());
+    NatsBackend::new(&s)
+        .unwrap()
+        .purge(&targets(&["url /a"]))
+        .await
+        .unwrap();
+    let client = cache_purge_hooks_engine::backend::nats::connect(&s, "test reader")
+        .await
+        .unwrap();
+    assert_eq!(stream_messages(client, s.stream.as_str()).await, 1);
+}

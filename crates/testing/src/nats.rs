@@ -50,6 +50,7 @@ pub struct Nats {
     /// The options of its [`NatsConfig`], kept for [`Nats::restart`].
     options: Vec<OsString>,
     tls: Option<NatsTlsFiles>,
+    nkey_seed: Option<String>,
 }
 
 /// How a [`Nats`] server authenticates its clients and whether it speaks TLS
@@ -71,6 +72,9 @@ pub struct NatsConfig {
     pub token: Option<String>,
     /// Clients must give this user and password (`--user`, `--pass`).
     pub user: Option<(String, String)>,
+    /// Clients must sign in with a user NKey made for this server (its public key in the
+    /// server's `authorization { users }`; the seed is [`Nats::nkey_seed`]).
+    pub nkey: bool,
     /// Only TLS clients (`--tls`), with a certificate for `127.0.0.1` and `localhost` signed
     /// by a CA made for this server ([`Nats::tls`]).
     pub tls: bool,
@@ -91,6 +95,14 @@ impl NatsConfig {
     pub fn user(user: &str, password: &str) -> Self {
         Self {
             user: Some((user.to_owned(), password.to_owned())),
+            ..Self::default()
+        }
+    }
+
+    /// Clients must sign in with a user NKey made for this server ([`Nats::nkey_seed`]).
+    pub fn nkey() -> Self {
+        Self {
+            nkey: true,
             ..Self::default()
         }
     }
@@ -172,6 +184,7 @@ impl Nats {
                         port: SHARED_PORT,
                         options: Vec::new(),
                         tls: None,
+                        nkey_seed: None,
                     });
                 }
                 return Err(missing);
@@ -191,6 +204,28 @@ impl Nats {
                 password.into(),
             ]);
         }
+        let nkey_seed = if config.nkey {
+            let user = nkeys::KeyPair::new_user();
+            let seed = user.seed().map_err(|e| HarnessError::StartFailed {
+                server: "nats-server",
+                reason: format!("cannot make its NKey: {e}"),
+                config: root.clone(),
+                logs: String::new(),
+            })?;
+            let conf = root.join("auth.conf");
+            let text = format!(
+                "authorization {{\n  users = [ {{ nkey: \"{}\" }} ]\n}}\n",
+                user.public_key()
+            );
+            std::fs::write(&conf, text).map_err(|source| HarnessError::Io {
+                context: format!("writing {}", conf.display()),
+                source,
+            })?;
+            options.extend(["-c".into(), conf.into()]);
+            Some(seed)
+        } else {
+            None
+        };
         let tls = if config.tls {
             let files = write_certificates(&root)?;
             options.extend([
@@ -226,6 +261,7 @@ impl Nats {
                         port,
                         options,
                         tls,
+                        nkey_seed,
                     });
                 }
                 Err((in_use, _)) if in_use && attempt < process::PORT_ATTEMPTS => {
@@ -251,6 +287,11 @@ impl Nats {
     /// `nats://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
         format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// The user NKey seed (`SU...`) of a server started with [`NatsConfig::nkey`].
+    pub fn nkey_seed(&self) -> Option<&str> {
+        self.nkey_seed.as_deref()
     }
 
     /// The CA and client certificate of a server started [`NatsConfig::with_tls`].
