@@ -1,6 +1,5 @@
 //! The CloudFront backend itself (feature `cloudfront`); see the [module documentation](super).
 
-use std::collections::HashMap;
 use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::sync::Mutex;
@@ -26,10 +25,6 @@ const XMLNS: &str = "http://cloudfront.amazonaws.com/doc/2020-05-31/";
 const SIGNING_REGION: &str = "us-east-1";
 /// The SigV4 service name.
 const SIGNING_NAME: &str = "cloudfront";
-/// How long the caller reference of a batch whose outcome is unknown is reused for the same
-/// paths: long enough for the engine's retries of that purge, short enough that a later
-/// save purging the same paths is not taken for a retry (and deduplicated away).
-const REUSE_REFERENCE_FOR: Duration = Duration::from_secs(120);
 /// Invalidations in progress asked about (the oldest) when the limits are full.
 const REFRESH_AT_MOST: usize = 8;
 
@@ -107,10 +102,7 @@ struct State {
     paths: usize,
     /// Wildcard paths held, likewise.
     wildcards: usize,
-    /// Caller references of batches whose outcome is unknown (no answer, a 5xx, a wait that
-    /// timed out): the same batch sent again reuses its reference, so CloudFront does not
-    /// create a second invalidation. Forgotten once CloudFront accepted the batch.
-    references: HashMap<u64, (String, Instant)>,
+    /// Invalidations created, for unique caller references.
     counter: u64,
     /// How long the last invalidation seen completed took, from its creation.
     typical: Option<Duration>,
@@ -438,15 +430,13 @@ impl CloudFrontBackend {
         Err(self.api_error(status, retry_after, &body))
     }
 
-    /// The caller reference of a batch: the one of an earlier attempt whose outcome is
-    /// unknown, else a new, unique one.
+    /// A new, unique caller reference, also for the retry of a request whose outcome is
+    /// unknown: reusing the earlier one would let CloudFront answer with an invalidation made
+    /// before a later save of the same paths committed (the backend cannot tell a retry from
+    /// that save), which could leave its page stale. A duplicate invalidation costs one more;
+    /// a deduplicated one could cost a stale page.
     fn reference(&self, key: u64) -> String {
         let mut state = self.lock();
-        if let Some((existing, since)) = state.references.get(&key)
-            && since.elapsed() < REUSE_REFERENCE_FOR
-        {
-            return existing.clone();
-        }
         state.counter += 1;
         let millis = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
@@ -456,9 +446,6 @@ impl CloudFrontBackend {
             std::process::id(),
             state.counter
         );
-        state
-            .references
-            .insert(key, (reference.clone(), Instant::now()));
         reference
     }
 
@@ -483,10 +470,6 @@ impl CloudFrontBackend {
         if !status.is_success() {
             self.release(batch.files, batch.wildcards);
             let error = self.api_error(status, retry_after, &text);
-            if !error.is_transient() || matches!(error.cause(), Cause::RateLimited { .. }) {
-                // Not created: a new attempt may as well have a new reference.
-                self.lock().references.remove(&key);
-            }
             return Err(error);
         }
         let Some(id) = text_of(&text, "Id") else {
@@ -526,12 +509,9 @@ impl CloudFrontBackend {
             self.completed_release(&id);
         }
         if !self.wait || done {
-            self.lock().references.remove(&key);
             return Ok(());
         }
-        self.wait_for(&id).await?;
-        self.lock().references.remove(&key);
-        Ok(())
+        self.wait_for(&id).await
     }
 
     /// Polls `GetInvalidation` until `Completed`, at most `wait_timeout`.
@@ -553,7 +533,7 @@ impl CloudFrontBackend {
                     Cause::Timeout,
                     format!(
                         "invalidation {id} of distribution {} is still in progress after {} (wait_timeout); \
-                         it goes on, and a retry waits for the same invalidation",
+                         it goes on, and a retry makes a new one",
                         self.distribution,
                         humantime::format_duration(self.wait_timeout)
                     ),

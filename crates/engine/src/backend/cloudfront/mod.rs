@@ -33,10 +33,11 @@
 //!
 //! # Caller references
 //!
-//! Each invalidation has a new, unique `CallerReference` (`cache-purge-hooks-<ms>-<pid>-<n>-<hash>`).
-//! When the outcome of a request is unknown (no answer, a 5xx, a `wait` that timed out), the
-//! same paths sent again within two minutes reuse the reference: CloudFront then returns the
-//! invalidation it may have created instead of creating a second one.
+//! Each invalidation has a new, unique `CallerReference` (`cache-purge-hooks-<ms>-<pid>-<n>-<hash>`),
+//! the retry of a request whose outcome is unknown (no answer, a 5xx, a `wait` that timed out)
+//! too: CloudFront may then hold two invalidations of the same paths (a duplicate, at the
+//! price of one more), never an invalidation made before a later save of those paths that a
+//! reused reference would have handed back (a stale page).
 //!
 //! # Waiting
 //!
