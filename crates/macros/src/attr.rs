@@ -195,7 +195,7 @@ impl Config {
             let key = quote::ToTokens::to_token_stream(path)
                 .to_string()
                 .replace(' ', "");
-            let hint = match crate::expand::closest(&key, KEYS) {
+            let hint = match crate::suggest::closest(&key, KEYS) {
                 Some(near) => format!(" (did you mean `{near}`?)"),
                 None => String::new(),
             };

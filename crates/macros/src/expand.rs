@@ -7,6 +7,7 @@ use syn::spanned::Spanned;
 use syn::{Data, DeriveInput, Fields, GenericArgument, Ident, LitStr, PathArguments, Type};
 
 use crate::attr::{Config, Errors, Source};
+use crate::suggest::closest;
 use crate::template::{Part, Template};
 
 /// A named field of the struct.
@@ -176,32 +177,6 @@ fn template_text(template: &Template) -> String {
             Part::Field { .. } => "",
         })
         .collect()
-}
-
-/// The closest name, if it is close enough to be a likely typo.
-pub(crate) fn closest<'n>(name: &str, names: &[&'n str]) -> Option<&'n str> {
-    let max = (name.chars().count() / 3).max(1);
-    names
-        .iter()
-        .map(|n| (levenshtein(name, n), *n))
-        .filter(|&(d, _)| d <= max)
-        .min_by_key(|&(d, _)| d)
-        .map(|(_, n)| n)
-}
-
-fn levenshtein(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut diag = row[0];
-        row[0] = i + 1;
-        for (j, &cb) in b.iter().enumerate() {
-            let up = row[j + 1];
-            row[j + 1] = (diag + usize::from(ca != cb)).min(up + 1).min(row[j] + 1);
-            diag = up;
-        }
-    }
-    row[b.len()]
 }
 
 /// The `T` of a field typed (syntactically) `Option<T>`.

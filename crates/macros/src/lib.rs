@@ -8,6 +8,7 @@
 
 mod attr;
 mod expand;
+mod suggest;
 mod template;
 
 use proc_macro::TokenStream;
