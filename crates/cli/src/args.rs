@@ -169,8 +169,8 @@ pub(crate) enum FleetCommand {
         /// The node's name (as in its `[agent]` table).
         #[arg(value_name = "NODE")]
         node: String,
-        /// Forget it even though its agent reported in recently (it would create its consumer
-        /// again, starting as a new node).
+        /// Forget it even though its agent reported in recently (a running agent then
+        /// creates its consumer again, resuming after what its state says it applied).
         #[arg(long)]
         force: bool,
     },

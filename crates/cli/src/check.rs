@@ -750,7 +750,9 @@ async fn check_cloudfront(settings: &CloudFrontSettings) -> Vec<Finding> {
                 Cause::Authentication => (
                     "credentials".to_owned(),
                     Some(
-                        "create an access key for an IAM user or role allowed cloudfront:CreateInvalidation,                          cloudfront:GetInvalidation and cloudfront:GetDistribution, and set access_key_id and                          secret_access_key (or CACHE_PURGE__BACKENDS__<NAME>__SECRET_ACCESS_KEY)"
+                        "create an access key for an IAM user or role allowed cloudfront:CreateInvalidation, \
+                         cloudfront:GetInvalidation and cloudfront:GetDistribution, and set access_key_id and \
+                         secret_access_key (or CACHE_PURGE__BACKENDS__<NAME>__SECRET_ACCESS_KEY)"
                             .to_owned(),
                     ),
                 ),

@@ -86,7 +86,15 @@ async fn forget(
     let state = match &store {
         Some(store) => match store.get(node.as_str()).await {
             Ok(Some(bytes)) => serde_json::from_slice::<NodeState>(&bytes).ok(),
-            _ => None,
+            Ok(None) => None,
+            // Unknown is not "not running": without --force, do not guess.
+            Err(e) if !force => {
+                return Err(CliError::failed(format!(
+                    "cannot read node `{node}` from bucket `{bucket}`: {e}"
+                ))
+                .with_hint("try again, or pass --force if its agent is stopped"));
+            }
+            Err(_) => None,
         },
         None => None,
     };
@@ -119,7 +127,18 @@ async fn forget(
                 }
             },
         },
-        Err(_) => false,
+        Err(e) => match e.kind() {
+            jetstream::context::GetStreamErrorKind::JetStream(j)
+                if j.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND =>
+            {
+                false
+            }
+            _ => {
+                return Err(CliError::failed(format!(
+                    "cannot find stream `{stream_name}` to delete consumer `{consumer}`: {e}"
+                )));
+            }
+        },
     };
     let deleted_state = match (&store, &state) {
         (Some(store), Some(_)) => {
@@ -247,7 +266,9 @@ async fn status(settings: &AgentSettings, out: &Output) -> Result<u8, CliError> 
             names.push(key);
         }
     }
+    // The listing watches the bucket: a key written meanwhile (a heartbeat) comes twice.
     names.sort();
+    names.dedup();
     let now = SystemTime::now();
     let mut rows = Vec::new();
     for name in names {

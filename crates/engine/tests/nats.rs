@@ -322,7 +322,7 @@ async fn over_tls_a_publisher_with_the_ca_and_a_client_certificate_publishes_and
         .purge(&targets(&["url /a"]))
         .await
         .unwrap_err();
-    assert_eq!(*err.cause(), Cause::Misconfigured, "{err}");
+    assert_eq!(*err.cause(), Cause::Unreachable, "{err}");
     assert!(err.to_string().contains("`tls` table"), "{err}");
 
     // The CA, but no client certificate: the server refuses the handshake.

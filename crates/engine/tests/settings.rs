@@ -1003,6 +1003,12 @@ fn cloudfront_settings_take_their_keys_from_the_environment_and_refuse_limits_ab
             "backends.cdn.max_wildcards_in_progress",
             "at most 15",
         ),
+        (
+            "[backends.cdn]\nkind = \"cloudfront\"\ndistribution_id = \"EDFDVBD6EXAMPLE\"\naccess_key_id = \"A\"\n\
+             secret_access_key = \"S\"\nwait = true\npoll_interval = \"10s\"\nwait_timeout = \"5s\"\n",
+            "backends.cdn.wait_timeout",
+            "at least poll_interval",
+        ),
     ] {
         let err = Settings::from_toml_str(text).unwrap_err();
         assert_eq!(err.key.as_deref(), Some(key), "{err}");

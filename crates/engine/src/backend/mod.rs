@@ -5,9 +5,8 @@
 //! backends, each behind the cargo feature of its name: [`LogBackend`] (`log`),
 //! [`DummyBackend`] (`dummy`), [`MemoryBackend`] (`memory`), [`VarnishBackend`] (`varnish`)
 //! [`NginxBackend`] (`nginx`), `NatsBackend` (`nats`, for a fleet of cache nodes), and the
-//! CDNs: [`CloudflareBackend`] (`cloudflare`), [`FastlyBackend`] (`fastly`) and
-//! [`CloudFrontBackend`] (`cloudfront`).
-//! [`AkamaiBackend`] (`akamai`).
+//! CDNs: [`CloudflareBackend`] (`cloudflare`), [`FastlyBackend`] (`fastly`),
+//! [`CloudFrontBackend`] (`cloudfront`) and [`AkamaiBackend`] (`akamai`).
 //! [`RateLimit`] is the client-side token bucket the CDN backends keep their provider's
 //! request rate with.
 //!

@@ -101,8 +101,10 @@ enum Ended {
 
 /// What [`Agent::process`] did with one message.
 enum Outcome {
-    /// Not this node's, not a stream message, or handed back because the agent is stopping.
+    /// Not this node's (acked), or not a stream message.
     Skipped,
+    /// Handed back at once because the agent is stopping.
+    HandedBack,
     /// Purged on every backend and acked (the ack confirmed).
     Purged { sequence: u64 },
     /// Purged, but the server did not confirm the ack: it may come again.
@@ -121,6 +123,12 @@ struct Running {
     kv: Option<kv::Store>,
     state: NodeState,
     started: SystemTime,
+    /// Sequences taken from the stream and not done yet (being purged, or handed back).
+    unfinished: BTreeSet<u64>,
+    /// The highest sequence done.
+    highest_done: u64,
+    /// Sequences being purged now.
+    in_hand: BTreeSet<u64>,
 }
 
 impl Agent {
@@ -261,6 +269,7 @@ impl Agent {
                 .collect(),
             status: "running".to_owned(),
             applied_sequence: 0,
+            done_through: 0,
             stream_last_sequence: 0,
             lag: 0,
             purged: 0,
@@ -340,14 +349,23 @@ impl Agent {
                 )
             }
             None => match &previous {
-                // The node had a consumer once (its state says how far it got): resume there.
-                Some(p) if p.applied_sequence > 0 => (
-                    Some(consumer::DeliverPolicy::ByStartSequence {
-                        start_sequence: p.applied_sequence + 1,
-                    }),
-                    Some(p.applied_sequence + 1),
-                    Some(p.updated_at_ms),
-                ),
+                // The node had a consumer once (its state says how far it got): resume after
+                // the last sequence before which everything was done (older states: after the
+                // highest one applied).
+                Some(p) if p.done_through > 0 || p.applied_sequence > 0 => {
+                    let from = if p.done_through > 0 {
+                        p.done_through + 1
+                    } else {
+                        p.applied_sequence + 1
+                    };
+                    (
+                        Some(consumer::DeliverPolicy::ByStartSequence {
+                            start_sequence: from,
+                        }),
+                        Some(from),
+                        Some(p.updated_at_ms),
+                    )
+                }
                 _ => match self.settings.start {
                     StartFrom::First => (Some(consumer::DeliverPolicy::All), None, None),
                     StartFrom::Time(t) => (
@@ -388,6 +406,7 @@ impl Agent {
         };
         if let Some(p) = &previous {
             state.applied_sequence = p.applied_sequence;
+            state.done_through = p.done_through;
         }
         let mut running = Running {
             js,
@@ -396,6 +415,9 @@ impl Agent {
             kv,
             state: state.clone(),
             started,
+            unfinished: BTreeSet::new(),
+            highest_done: state.done_through,
+            in_hand: BTreeSet::new(),
         };
         if let Some(from) = resume_from
             && missed_purges(&stream_info.state, from, last_seen)
@@ -558,8 +580,8 @@ impl Agent {
                 tokio::select! {
                     biased;
                     _ = stop.changed(), if !stopping => stopping = true,
-                    Some(outcome) = in_flight.next(), if !in_flight.is_empty() => {
-                        self.record(running, outcome, summary);
+                    Some((sequence, outcome)) = in_flight.next(), if !in_flight.is_empty() => {
+                        self.record(running, sequence, outcome, summary);
                     }
                     _ = heartbeat.tick() => {
                         if self.consumer_gone(running).await {
@@ -571,16 +593,29 @@ impl Agent {
                     next = batch.next(), if in_flight.len() < concurrency => match next {
                         None => break,
                         Some(Ok(message)) => {
+                            let sequence = message.info().ok().map(|i| i.stream_sequence);
+                            if let Some(sequence) = sequence {
+                                if running.in_hand.contains(&sequence) {
+                                    // Redelivered (its ack_wait passed) while still being
+                                    // purged: the purge in hand acks it; if that ack is lost,
+                                    // the stream delivers it again.
+                                    continue;
+                                }
+                                running.unfinished.insert(sequence);
+                            }
                             if stopping {
                                 // Back to the stream at once, for the next agent of this node.
                                 let _ = message.ack_with(AckKind::Nak(None)).await;
                             } else {
-                                in_flight.push(self.process(
-                                    running.js.clone(),
-                                    &groups,
-                                    message,
-                                    running.started,
-                                ));
+                                if let Some(sequence) = sequence {
+                                    running.in_hand.insert(sequence);
+                                }
+                                let js = running.js.clone();
+                                let started = running.started;
+                                let groups = &groups;
+                                in_flight.push(async move {
+                                    (sequence, self.process(js, groups, message, started).await)
+                                });
                             }
                         }
                         Some(Err(e)) => {
@@ -598,8 +633,8 @@ impl Agent {
             }
         }
         // Stopping: the messages in hand are finished, not abandoned.
-        while let Some(outcome) = in_flight.next().await {
-            self.record(running, outcome, summary);
+        while let Some((sequence, outcome)) = in_flight.next().await {
+            self.record(running, sequence, outcome, summary);
         }
         summary.applied_sequence = running.state.applied_sequence;
         summary.purged_everything = running.state.purged_everything_at_ms.is_some();
@@ -676,7 +711,7 @@ impl Agent {
                 },
                 Err(crate::attempt::AttemptError::Stopped) => {
                     let _ = message.ack_with(AckKind::Nak(None)).await;
-                    return Outcome::Skipped;
+                    return Outcome::HandedBack;
                 }
                 Err(e) => give_up = Some(e.to_string()),
             }
@@ -700,10 +735,30 @@ impl Agent {
         }
     }
 
-    /// Records what [`Agent::process`] did in the node's state and the summary.
-    fn record(&self, running: &mut Running, outcome: Outcome, summary: &mut AgentSummary) {
+    /// Records what [`Agent::process`] did with message `sequence` in the node's state and
+    /// the summary.
+    fn record(
+        &self,
+        running: &mut Running,
+        sequence: Option<u64>,
+        outcome: Outcome,
+        summary: &mut AgentSummary,
+    ) {
+        if let Some(sequence) = sequence {
+            running.in_hand.remove(&sequence);
+        }
+        if let Some(sequence) = sequence
+            && !matches!(outcome, Outcome::Retried { .. } | Outcome::HandedBack)
+        {
+            running.unfinished.remove(&sequence);
+            running.highest_done = running.highest_done.max(sequence);
+        }
+        running.state.done_through = match running.unfinished.first() {
+            Some(first) => first.saturating_sub(1),
+            None => running.highest_done,
+        };
         match outcome {
-            Outcome::Skipped => {}
+            Outcome::Skipped | Outcome::HandedBack => {}
             Outcome::Purged { sequence } => {
                 summary.purged += 1;
                 running.state.purged += 1;

@@ -23,6 +23,13 @@ pub struct NodeState {
     pub status: String,
     /// The highest stream sequence it purged and acked.
     pub applied_sequence: u64,
+    /// Every stream sequence up to this one is done on the node: purged and acked,
+    /// dead-lettered, or another group's. With several messages purged at once it can be
+    /// behind [`applied_sequence`](Self::applied_sequence) (a message handed back for a
+    /// retry, one still being purged); a consumer created again resumes after it. 0 in a
+    /// state written before it was kept.
+    #[serde(default)]
+    pub done_through: u64,
     /// The stream's last sequence when the state was written.
     pub stream_last_sequence: u64,
     /// Messages of its groups not yet purged (pending plus unacked) when the state was written.
@@ -117,6 +124,7 @@ mod tests {
             groups: vec!["all".into()],
             status: "running".into(),
             applied_sequence: 7,
+            done_through: 7,
             stream_last_sequence: 7,
             lag: 0,
             purged: 7,

@@ -586,7 +586,11 @@ impl AkamaiBackend {
                 Cause::Status(s.as_u16()),
                 format!("answered {status}: {quoted}"),
             ),
-            _ => (Cause::Refused, format!("answered {status}: {quoted}")),
+            // 408 and the rest: the status decides (408 is transient), as for every HTTP backend.
+            _ => (
+                Cause::Status(status.as_u16()),
+                format!("answered {status}: {quoted}"),
+            ),
         };
         PurgeError::new(cause, message).on_server(&self.host)
     }

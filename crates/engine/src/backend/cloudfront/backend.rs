@@ -281,7 +281,8 @@ impl CloudFrontBackend {
         signed
             .into_iter()
             .map(|h| {
-                let name = HeaderName::from_static(h.name());
+                let name = HeaderName::from_bytes(h.name().as_bytes())
+                    .map_err(|e| internal("header", &e))?;
                 HeaderValue::from_str(h.value())
                     .map(|v| (name, v))
                     .map_err(|e| internal("header", &e))
@@ -462,7 +463,7 @@ impl CloudFrontBackend {
         let (status, retry_after, text) = match answer {
             Ok(answer) => answer,
             Err(e) => {
-                // Maybe created: the retry sends the same reference.
+                // Maybe created: the retry is a new invalidation (see `reference`).
                 self.release(batch.files, batch.wildcards);
                 return Err(e);
             }

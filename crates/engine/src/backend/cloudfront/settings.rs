@@ -113,7 +113,8 @@ pub struct CloudFrontSettings {
     #[serde(with = "types::timeout")]
     pub poll_interval: Duration,
     /// The longest wait for `Completed` with `wait = true` (default `15m`); past it the purge
-    /// fails as timed out, and its retry joins the same invalidation (same caller reference).
+    /// fails as timed out (the invalidation goes on), and its retry makes a new invalidation;
+    /// at least `poll_interval`.
     #[serde(with = "types::timeout")]
     pub wait_timeout: Duration,
     /// Individual paths this client keeps in progress at most (default and maximum 3,000,
@@ -188,6 +189,17 @@ impl CloudFrontSettings {
             return Err(FieldError::new(
                 "poll_interval",
                 "must be above zero (like `10s`)",
+            ));
+        }
+        if self.wait && self.wait_timeout < self.poll_interval {
+            // A wait that cannot see one poll times out every time: each retry would make
+            // another invalidation and time out again, never done.
+            return Err(FieldError::new(
+                "wait_timeout",
+                format!(
+                    "must be at least poll_interval ({}): real invalidations take minutes (default `15m`)",
+                    humantime::format_duration(self.poll_interval)
+                ),
             ));
         }
         self.required().map(drop)

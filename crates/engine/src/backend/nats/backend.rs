@@ -83,8 +83,9 @@ impl NatsBackend {
 /// A NATS client for these settings' servers, authenticated and over TLS as their `auth` and
 /// `tls` say, connected within `timeout` (reconnecting on its own afterwards), named `name` in
 /// the server's connection list. A failure is [`Cause::Unreachable`], [`Cause::Timeout`],
-/// [`Cause::Authentication`] (refused credentials) or [`Cause::Misconfigured`] (a file that
-/// cannot be read, a TLS handshake that fails).
+/// [`Cause::Authentication`] (refused credentials; a TLS handshake that fails is
+/// `Unreachable`, with a hint about the `tls` table) or [`Cause::Misconfigured`] (a file that
+/// cannot be read).
 pub async fn connect(
     settings: &NatsSettings,
     name: &str,
@@ -117,8 +118,10 @@ pub async fn connect(
                     " (check the `auth` table against the server's authorization)"
                 },
             ),
+            // Transient: a handshake can fail for a while (a certificate being rotated, a
+            // server restarting behind a balancer); the outbox keeps the rows meanwhile.
             _ if tls_refused(&e) => (
-                Cause::Misconfigured,
+                Cause::Unreachable,
                 " (check the `tls` table: the CA in `ca_file` must have signed the server's certificate, for the name in `servers`)",
             ),
             K::ServerParse => (Cause::Misconfigured, ""),
