@@ -444,3 +444,29 @@ async fn a_wait_that_times_out_is_retried_as_a_new_invalidation_never_folded_int
     assert_eq!(made.len(), 2, "{made:?}");
     assert_ne!(made[0].caller_reference, made[1].caller_reference);
 }
+
+#[tokio::test]
+async fn a_key_that_may_not_get_invalidations_fails_for_good_once_the_limits_are_full() {
+    // The IAM policy allows CreateInvalidation only: the backend can never see its
+    // invalidations complete, so waiting for room would be a retry that cannot succeed.
+    let fake = fake_with(|c| {
+        c.completes_after = None;
+        c.deny_get_invalidation = true;
+        c.max_paths_in_progress = 10;
+    });
+    let mut s = settings(&fake);
+    s.max_paths_in_progress = 10.try_into().unwrap();
+    let backend = CloudFrontBackend::new(&s).unwrap();
+    backend.purge(&urls(10)).await.unwrap();
+    let err = backend
+        .purge(&[Target::url("/more").unwrap()])
+        .await
+        .unwrap_err();
+    assert_eq!(err.cause(), &Cause::Authentication, "{err}");
+    assert!(!err.is_transient(), "{err}");
+    assert!(
+        err.message().contains("cloudfront:GetInvalidation"),
+        "{err}"
+    );
+    assert_eq!(fake.invalidations().len(), 1);
+}

@@ -53,6 +53,9 @@ pub struct CloudFrontFakeConfig {
     pub max_paths_in_progress: usize,
     /// The limit of wildcard paths in progress (default the documented 15).
     pub max_wildcards_in_progress: usize,
+    /// The access key may not call `GetInvalidation` (default `false`): it is answered 403
+    /// `AccessDenied`, as for an IAM policy allowing only `cloudfront:CreateInvalidation`.
+    pub deny_get_invalidation: bool,
 }
 
 impl Default for CloudFrontFakeConfig {
@@ -67,6 +70,7 @@ impl Default for CloudFrontFakeConfig {
             completes_after: Some(Duration::from_millis(200)),
             max_paths_in_progress: CLOUDFRONT_MAX_PATHS_IN_PROGRESS,
             max_wildcards_in_progress: CLOUDFRONT_MAX_WILDCARDS_IN_PROGRESS,
+            deny_get_invalidation: false,
         }
     }
 }
@@ -359,6 +363,11 @@ async fn handle(state: &Arc<Mutex<State>>, request: Request<Body>) -> Answer {
             (response, None)
         }
         (&Method::POST, ["invalidation"]) => create(state, &parts.headers, &body),
+        (&Method::GET, ["invalidation", _]) if lock(state).config.deny_get_invalidation => error(
+            StatusCode::FORBIDDEN,
+            "AccessDenied",
+            "User is not authorized to perform: cloudfront:GetInvalidation",
+        ),
         (&Method::GET, ["invalidation", iid]) => {
             let s = lock(state);
             match s.created.iter().find(|c| c.invalidation.id == *iid) {

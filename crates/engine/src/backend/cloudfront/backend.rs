@@ -106,6 +106,10 @@ struct State {
     counter: u64,
     /// How long the last invalidation seen completed took, from its creation.
     typical: Option<Duration>,
+    /// Why `GetInvalidation` was last refused for good (`AccessDenied` to a key allowed only
+    /// `CreateInvalidation`...): the limits cannot free up, so a purge waiting for room is
+    /// reported with this cause instead of as rate limited (a retry that cannot succeed).
+    polling_refused: Option<PurgeError>,
 }
 
 #[derive(Clone, Debug)]
@@ -384,6 +388,23 @@ impl CloudFrontBackend {
             .max(self.poll_interval)
     }
 
+    /// The permanent failure to report for targets waiting for room while `GetInvalidation`
+    /// is refused (see `State::polling_refused`).
+    fn polling_refused(&self) -> Option<PurgeError> {
+        let refused = self.lock().polling_refused.clone()?;
+        Some(
+            PurgeError::new(
+                refused.cause().clone(),
+                format!(
+                    "the invalidations in progress of distribution {} are at the limit and cannot \
+                     be seen completing: GetInvalidation {refused} (allow cloudfront:GetInvalidation)",
+                    self.distribution
+                ),
+            )
+            .on_server(&self.server),
+        )
+    }
+
     fn release(&self, files: usize, wildcards: usize) {
         let mut state = self.lock();
         state.paths = state.paths.saturating_sub(files);
@@ -399,8 +420,15 @@ impl CloudFrontBackend {
         list.sort_by_key(|i| i.created);
         list.truncate(REFRESH_AT_MOST);
         for invalidation in list {
-            if let Ok(true) = self.completed(&invalidation.id).await {
-                self.completed_release(&invalidation.id);
+            match self.completed(&invalidation.id).await {
+                Ok(done) => {
+                    self.lock().polling_refused = None;
+                    if done {
+                        self.completed_release(&invalidation.id);
+                    }
+                }
+                Err(e) if !e.is_transient() => self.lock().polling_refused = Some(e),
+                Err(_) => {}
             }
         }
     }
@@ -811,6 +839,10 @@ impl Backend for CloudFrontBackend {
             let left: Vec<Target> = files.chain(wildcards).map(|i| i.target).collect();
             if !left.is_empty() {
                 let (paths, wild) = self.in_progress();
+                if let Some(refused) = self.polling_refused() {
+                    failures.push(refused.only(left));
+                    return failures.into_result();
+                }
                 failures.push(
                     PurgeError::new(
                         Cause::RateLimited {
@@ -832,6 +864,10 @@ impl Backend for CloudFrontBackend {
             let (f, w) = self.reserve(b.files, b.wildcards).await;
             if w < b.wildcards {
                 self.release(f, w);
+                if let Some(refused) = self.polling_refused() {
+                    failures.push(refused.only(b.targets));
+                    continue;
+                }
                 failures.push(
                     PurgeError::new(
                         Cause::RateLimited {
