@@ -470,3 +470,25 @@ async fn a_key_that_may_not_get_invalidations_fails_for_good_once_the_limits_are
     );
     assert_eq!(fake.invalidations().len(), 1);
 }
+
+#[tokio::test]
+async fn two_targets_of_one_path_are_sent_once_and_share_its_outcome() {
+    let fake = fake_with(|c| {
+        c.completes_after = None;
+        c.max_paths_in_progress = 1;
+    });
+    let mut s = settings(&fake);
+    s.max_paths_in_progress = 1.try_into().unwrap();
+    let backend = CloudFrontBackend::new(&s).unwrap();
+    // `/a` and `https://www.example.com/a` are the same CloudFront path.
+    let twins = [
+        Target::url("/a").unwrap(),
+        Target::url("https://www.example.com/a").unwrap(),
+    ];
+    backend.purge(&twins).await.unwrap();
+    assert_eq!(fake.paths(), ["/a"]);
+    // The limit is full now: both twins wait for room, neither is counted as purged.
+    let err = backend.purge(&twins).await.unwrap_err();
+    assert!(matches!(err.cause(), Cause::RateLimited { .. }), "{err}");
+    assert_eq!(err.failed().count(twins.len()), 2, "{err}");
+}

@@ -122,7 +122,8 @@ struct InProgress {
 
 /// One path to invalidate and the target it stands for.
 struct Item {
-    target: Target,
+    /// The targets naming this path (two URLs of two `hosts` can): each shares its outcome.
+    targets: Vec<Target>,
     path: String,
 }
 
@@ -671,25 +672,28 @@ impl CloudFrontBackend {
 
     /// The batch's paths as invalidations, each within the limits and what is left of them.
     fn items(&self, batch: &[Target], failures: &mut Failures<'_>) -> (Vec<Item>, Vec<Item>) {
-        let mut files = Vec::new();
-        let mut wildcards = Vec::new();
-        let mut seen = std::collections::HashSet::new();
+        let mut files: Vec<Item> = Vec::new();
+        let mut wildcards: Vec<Item> = Vec::new();
+        // Where each path is: the same path twice is sent once (CloudFront would count both),
+        // and its targets share that one invalidation's outcome.
+        let mut seen: std::collections::HashMap<String, (bool, usize)> =
+            std::collections::HashMap::new();
         for target in batch {
             match self.path(target) {
                 Ok(Some((path, wildcard))) => {
-                    if !seen.insert(path.clone()) {
-                        // The same path twice: one is enough (CloudFront would count both).
+                    if let Some(&(w, i)) = seen.get(&path) {
+                        let list = if w { &mut wildcards } else { &mut files };
+                        if let Some(item) = list.get_mut(i) {
+                            item.targets.push(target.clone());
+                        }
                         continue;
                     }
-                    let item = Item {
-                        target: target.clone(),
+                    let list = if wildcard { &mut wildcards } else { &mut files };
+                    seen.insert(path.clone(), (wildcard, list.len()));
+                    list.push(Item {
+                        targets: vec![target.clone()],
                         path,
-                    };
-                    if wildcard {
-                        wildcards.push(item);
-                    } else {
-                        files.push(item);
-                    }
+                    });
                 }
                 Ok(None) => {}
                 Err(message) => failures.push(
@@ -829,14 +833,14 @@ impl Backend for CloudFrontBackend {
                     wildcards: w,
                 };
                 for item in files.by_ref().take(f).chain(wildcards.by_ref().take(w)) {
-                    b.targets.push(item.target);
+                    b.targets.extend(item.targets);
                     b.paths.push(item.path);
                 }
                 if let Err(e) = self.invalidate(&b).await {
                     failures.push(e.only(b.targets));
                 }
             }
-            let left: Vec<Target> = files.chain(wildcards).map(|i| i.target).collect();
+            let left: Vec<Target> = files.chain(wildcards).flat_map(|i| i.targets).collect();
             if !left.is_empty() {
                 let (paths, wild) = self.in_progress();
                 if let Some(refused) = self.polling_refused() {
