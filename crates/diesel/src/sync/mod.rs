@@ -236,7 +236,9 @@ pub(crate) fn settle(committed: bool, pending: AfterCommit) {
         if let Some(p) = Purger::current()
             && p.delivery() == Delivery::Outbox
         {
-            p.outbox_wake().notify_waiters();
+            // As SeaORM's: wakes the worker, and counts the worker's claim cycles from this
+            // COMMIT for a read-your-writes watch (rows are visible only now).
+            p.outbox_written();
         }
     } else {
         pending.discard();
