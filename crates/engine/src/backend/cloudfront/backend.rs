@@ -514,8 +514,8 @@ impl CloudFrontBackend {
         {
             let mut state = self.lock();
             if done || state.in_progress.iter().any(|i| i.id == id) {
-                // Completed already, or the invalidation of an earlier attempt (same caller
-                // reference) that is counted already.
+                // Completed already, or an invalidation counted already (CloudFront answered
+                // with one it had): give this request's reservation back.
                 state.paths = state.paths.saturating_sub(batch.files);
                 state.wildcards = state.wildcards.saturating_sub(batch.wildcards);
             } else {
