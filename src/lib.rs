@@ -59,6 +59,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub use cache_purge_hooks_engine::*;
+#[doc = include_str!("derive.md")]
 pub use cache_purge_hooks_macros::CachePurge;
 
 /// The SeaORM integration: hooks, after-commit transactions and bulk helpers.
@@ -134,13 +135,4 @@ pub fn init_with(settings: &Settings) -> Result<Purger, InitError> {
     let purger = Purger::from_settings(settings)?;
     purger.install();
     Ok(purger)
-}
-
-#[doc(hidden)]
-pub mod __private {
-    pub use cache_purge_hooks_engine::registry;
-    pub use cache_purge_hooks_engine::template::{
-        push_path_segment, push_query_value, push_tag_value,
-    };
-    pub use cache_purge_hooks_engine::{PurgeTargets, Tag, Targets};
 }

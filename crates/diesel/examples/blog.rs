@@ -11,11 +11,11 @@
 
 use std::error::Error;
 
-use cache_purge_hooks::CachePurge;
 use cache_purge_hooks_diesel::outbox::{self, cache_purge_outbox};
 use cache_purge_hooks_diesel::{self as purge, PurgeDsl};
 use cache_purge_hooks_engine::backend::MemoryBackend;
 use cache_purge_hooks_engine::{Delivery, Purger};
+use cache_purge_hooks_macros::CachePurge;
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 use diesel::result::Error as DieselError;

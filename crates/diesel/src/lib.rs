@@ -22,6 +22,7 @@
 //!   `async_transaction`.
 //!
 //! ```
+//! # mod cache_purge_hooks { pub use cache_purge_hooks_engine::*; pub use cache_purge_hooks_macros::CachePurge; pub use cache_purge_hooks_diesel as diesel; }
 //! # #[cfg(feature = "sqlite")]
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! use cache_purge_hooks::CachePurge;

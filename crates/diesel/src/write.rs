@@ -20,6 +20,7 @@ use crate::backend::PurgeBackend;
 /// [`get_results_and_purge`](crate::PurgeDsl::get_results_and_purge):
 ///
 /// ```
+/// # mod cache_purge_hooks { pub use cache_purge_hooks_engine::*; pub use cache_purge_hooks_macros::CachePurge; pub use cache_purge_hooks_diesel as diesel; }
 /// # #[cfg(feature = "sqlite")]
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// # let rt = tokio::runtime::Builder::new_current_thread().build()?;
@@ -62,6 +63,7 @@ pub fn update<Tgt: IntoUpdateTarget>(target: Tgt) -> Update<Tgt, NoChangeset> {
 /// which has no `RETURNING`, can read the rows first.
 ///
 /// ```
+/// # mod cache_purge_hooks { pub use cache_purge_hooks_engine::*; pub use cache_purge_hooks_macros::CachePurge; pub use cache_purge_hooks_diesel as diesel; }
 /// # #[cfg(feature = "sqlite")]
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// # let rt = tokio::runtime::Builder::new_current_thread().build()?;

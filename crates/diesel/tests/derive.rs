@@ -2,7 +2,8 @@
 //! `Insertable` / `AsChangeset` / `Identifiable` structs, with Diesel's own attributes on the
 //! struct and its fields, it behaves exactly as on SeaORM models.
 
-use cache_purge_hooks::{CachePurge, PurgeTargets, registry};
+use cache_purge_hooks_engine::{PurgeTargets, registry};
+use cache_purge_hooks_macros::CachePurge;
 use diesel::prelude::*;
 
 diesel::table! {

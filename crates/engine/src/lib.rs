@@ -60,3 +60,14 @@ pub use retry::{DeadLetter, RetryPolicy};
 pub use settings::{Delivery, QueueFull, Settings, SettingsError};
 pub use tag_index::{TagIndex, TagIndexError};
 pub use target::{IntoTarget, InvalidTarget, PurgeUrl, Tag, Target, TargetKind, Targets};
+
+/// What `#[derive(CachePurge)]` expands to refers to (as `<crate>::__private`, the facade's
+/// glob re-export of this crate): not a public API.
+#[doc(hidden)]
+pub mod __private {
+    pub use cache_purge_hooks_core::registry;
+    pub use cache_purge_hooks_core::template::{
+        push_path_segment, push_query_value, push_tag_value,
+    };
+    pub use cache_purge_hooks_core::{PurgeTargets, Tag, Targets};
+}

@@ -215,12 +215,35 @@ fn mentions(tokens: TokenStream, params: &[&Ident]) -> bool {
     })
 }
 
+/// The path of the crate the generated code refers to, when no `crate = "..."` says it: the
+/// `cache-purge-hooks` facade under the name the user's `Cargo.toml` gives it (so a renamed
+/// dependency works), else `cache-purge-hooks-engine` when only that is a dependency (a crate
+/// built on the lean crates, such as this family's ORM integrations), else
+/// `::cache_purge_hooks`, whose "unresolved import" error then names the facade.
+fn default_crate_path() -> TokenStream {
+    use proc_macro_crate::{FoundCrate, crate_name};
+    let found = |name: String| {
+        let ident = Ident::new(&name, Span::call_site());
+        quote!(::#ident)
+    };
+    match crate_name("cache-purge-hooks") {
+        Ok(FoundCrate::Name(name)) => found(name),
+        // The facade's own tests and doc tests, which see it as an extern crate.
+        Ok(FoundCrate::Itself) => quote!(::cache_purge_hooks),
+        Err(_) => match crate_name("cache-purge-hooks-engine") {
+            Ok(FoundCrate::Name(name)) => found(name),
+            Ok(FoundCrate::Itself) => quote!(::cache_purge_hooks_engine),
+            Err(_) => quote!(::cache_purge_hooks),
+        },
+    }
+}
+
 fn generate(input: &DeriveInput, config: &Config, fields: &[Field<'_>]) -> TokenStream {
     let ident = &input.ident;
     let krate = config
         .krate
         .as_ref()
-        .map_or_else(|| quote!(::cache_purge_hooks), ToTokens::to_token_stream);
+        .map_or_else(default_crate_path, ToTokens::to_token_stream);
     let private = quote!(#krate::__private);
     // Local names are mixed-site, so they cannot clash with (or capture) anything the user
     // writes, such as a resolver function called `targets`.

@@ -10,7 +10,9 @@
 //! read and write see the same rows.
 //!
 //! ```
+//! # mod cache_purge_hooks { pub use cache_purge_hooks_engine::*; pub use cache_purge_hooks_macros::CachePurge; pub use cache_purge_hooks_sea_orm as sea_orm; }
 //! # mod post {
+//! #     use super::cache_purge_hooks;
 //! #     use cache_purge_hooks::CachePurge;
 //! #     use sea_orm::entity::prelude::*;
 //! #     #[derive(Clone, Debug, PartialEq, DeriveEntityModel, CachePurge)]

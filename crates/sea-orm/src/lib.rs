@@ -13,6 +13,7 @@
 //!   has it).
 //!
 //! ```
+//! # mod cache_purge_hooks { pub use cache_purge_hooks_engine::*; pub use cache_purge_hooks_macros::CachePurge; pub use cache_purge_hooks_sea_orm as sea_orm; }
 //! use cache_purge_hooks::CachePurge;
 //! use sea_orm::entity::prelude::*;
 //!
@@ -368,7 +369,9 @@ where
 /// Nested calls (savepoints) hand their purges to the enclosing transaction.
 ///
 /// ```
+/// # mod cache_purge_hooks { pub use cache_purge_hooks_engine::*; pub use cache_purge_hooks_macros::CachePurge; pub use cache_purge_hooks_sea_orm as sea_orm; }
 /// # mod post {
+/// #     use super::cache_purge_hooks;
 /// #     use cache_purge_hooks::CachePurge;
 /// #     use sea_orm::entity::prelude::*;
 /// #     #[derive(Clone, Debug, PartialEq, DeriveEntityModel, CachePurge)]
@@ -454,6 +457,7 @@ where
 /// `ActiveModel` is; pass another type name if yours differs.
 ///
 /// ```
+/// # mod cache_purge_hooks { pub use cache_purge_hooks_engine::*; pub use cache_purge_hooks_macros::CachePurge; pub use cache_purge_hooks_sea_orm as sea_orm; }
 /// # use cache_purge_hooks::CachePurge;
 /// # use sea_orm::entity::prelude::*;
 /// # #[derive(Clone, Debug, PartialEq, DeriveEntityModel, CachePurge)]
@@ -487,6 +491,7 @@ where
 /// An entity with behaviour of its own calls the hooks from its impl instead:
 ///
 /// ```
+/// # mod cache_purge_hooks { pub use cache_purge_hooks_engine::*; pub use cache_purge_hooks_macros::CachePurge; pub use cache_purge_hooks_sea_orm as sea_orm; }
 /// # use cache_purge_hooks::CachePurge;
 /// # use sea_orm::entity::prelude::*;
 /// # use sea_orm::Set;

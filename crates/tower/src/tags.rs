@@ -197,6 +197,7 @@ impl CacheTags {
     /// [`add`](Self::add) each value it shows.
     ///
     /// ```
+    /// # mod cache_purge_hooks { pub use cache_purge_hooks_engine::*; pub use cache_purge_hooks_macros::CachePurge; pub use cache_purge_hooks_tower as tower; }
     /// use cache_purge_hooks::CachePurge;
     /// use cache_purge_hooks::tower::CacheTags;
     ///

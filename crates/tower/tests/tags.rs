@@ -7,8 +7,8 @@ use axum::extract::Path;
 use axum::http::{Request, StatusCode};
 use axum::routing::get;
 use axum::{Extension, Router};
-use cache_purge_hooks::CachePurge;
-use cache_purge_hooks::{PurgeTargets, Tag, Target};
+use cache_purge_hooks_engine::{PurgeTargets, Tag, Target};
+use cache_purge_hooks_macros::CachePurge;
 use cache_purge_hooks_tower::{BAN_HEADER, CacheTags, CacheTagsLayer, TagHeader};
 use tower::ServiceExt;
 
@@ -215,8 +215,8 @@ mod tag_index {
     use std::time::Duration;
 
     use axum::http::{HeaderValue, header};
-    use cache_purge_hooks::tag_index::MemoryTagIndex;
-    use cache_purge_hooks::{PurgeUrl, TagIndex, TagIndexError};
+    use cache_purge_hooks_engine::tag_index::MemoryTagIndex;
+    use cache_purge_hooks_engine::{PurgeUrl, TagIndex, TagIndexError};
     use cache_purge_hooks_tower::X_ACCEL_EXPIRES;
 
     use super::*;
@@ -273,11 +273,11 @@ mod tag_index {
     /// An index that is down.
     struct Down;
 
-    #[cache_purge_hooks::async_trait]
+    #[cache_purge_hooks_engine::async_trait]
     impl TagIndex for Down {
         async fn record(&self, _: &PurgeUrl, _: &[Tag], _: Duration) -> Result<(), TagIndexError> {
             Err(TagIndexError::new(
-                cache_purge_hooks::tag_index::TagIndexErrorKind::Unreachable,
+                cache_purge_hooks_engine::tag_index::TagIndexErrorKind::Unreachable,
                 "connection refused",
             ))
         }

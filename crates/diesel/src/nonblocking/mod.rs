@@ -28,6 +28,7 @@ mod select_first;
 /// `diesel::RunQueryDsl`).
 ///
 /// ```
+/// # mod cache_purge_hooks { pub use cache_purge_hooks_engine::*; pub use cache_purge_hooks_macros::CachePurge; pub use cache_purge_hooks_diesel as diesel; }
 /// # #[cfg(feature = "sqlite")]
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -192,6 +193,7 @@ pub type TransactionFuture<'r, T, E> = Pin<Box<dyn Future<Output = Result<T, E>>
 /// has succeeded; on rollback they are discarded. The body returns a boxed future:
 ///
 /// ```
+/// # mod cache_purge_hooks { pub use cache_purge_hooks_engine::*; pub use cache_purge_hooks_macros::CachePurge; pub use cache_purge_hooks_diesel as diesel; }
 /// # #[cfg(feature = "sqlite")]
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// # let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;

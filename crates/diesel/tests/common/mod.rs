@@ -7,9 +7,9 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use cache_purge_hooks::CachePurge;
 use cache_purge_hooks_engine::backend::MemoryBackend;
 use cache_purge_hooks_engine::{Delivery, Purger};
+use cache_purge_hooks_macros::CachePurge;
 use diesel::connection::{Instrumentation, InstrumentationEvent, SimpleConnection};
 use diesel::prelude::*;
 
