@@ -42,7 +42,11 @@ impl Spec {
 
     /// The `--child` value.
     pub(crate) fn render(&self) -> String {
-        let params: Vec<String> = self.params.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let params: Vec<String> = self
+            .params
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
         format!("{}:{}", self.task, params.join(","))
     }
 

@@ -29,8 +29,14 @@ use crate::{Config, Context, Result, progress};
 const VARIANTS: [(&str, &str); 4] = [
     ("plain", "entity without CachePurge (no hooks)"),
     ("hooks", "hooks, no Purger installed"),
-    ("purger", "hooks + Purger (dummy backend, after-commit delivery)"),
-    ("outbox", "hooks + Purger in outbox mode (an outbox row in the save's transaction)"),
+    (
+        "purger",
+        "hooks + Purger (dummy backend, after-commit delivery)",
+    ),
+    (
+        "outbox",
+        "hooks + Purger in outbox mode (an outbox row in the save's transaction)",
+    ),
 ];
 
 /// The child: `count` saves of `variant`, after a warm-up.
@@ -97,9 +103,13 @@ fn valgrind() -> Option<PathBuf> {
 
 /// Total instructions (`Ir`) of a callgrind output file (its `summary:` or `totals:` line).
 fn total_ir(file: &Path) -> Result<u64> {
-    let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
     text.lines()
-        .find_map(|l| l.strip_prefix("summary:").or_else(|| l.strip_prefix("totals:")))
+        .find_map(|l| {
+            l.strip_prefix("summary:")
+                .or_else(|| l.strip_prefix("totals:"))
+        })
         .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse().ok())
         .ok_or_else(|| format!("no summary line in {}", file.display()).into())
@@ -116,7 +126,10 @@ fn measure(valgrind: &Path, dir: &Path, variant: &str, count: usize) -> Result<u
     ];
     let spec = child::spec(
         "saves",
-        &[("variant", variant.to_owned()), ("count", count.to_string())],
+        &[
+            ("variant", variant.to_owned()),
+            ("count", count.to_string()),
+        ],
     );
     child::run(&spec, &wrapper)?;
     total_ir(&out)
@@ -160,9 +173,21 @@ pub(crate) async fn run(config: &Config, wall: Option<&Table>) -> Result<Table> 
     }
     let plain = per_save[0].max(1.0);
     let ratios = [
-        ("hooks-over-plain", "hooks (no Purger) ÷ no hooks, in instructions", per_save[1]),
-        ("purger-over-plain", "hooks + Purger ÷ no hooks, in instructions", per_save[2]),
-        ("outbox-over-plain", "hooks + Purger, outbox mode ÷ no hooks, in instructions", per_save[3]),
+        (
+            "hooks-over-plain",
+            "hooks (no Purger) ÷ no hooks, in instructions",
+            per_save[1],
+        ),
+        (
+            "purger-over-plain",
+            "hooks + Purger ÷ no hooks, in instructions",
+            per_save[2],
+        ),
+        (
+            "outbox-over-plain",
+            "hooks + Purger, outbox mode ÷ no hooks, in instructions",
+            per_save[3],
+        ),
     ];
     for (id, what, ir) in ratios {
         table.measure(id, what, ir / plain, "×");
@@ -188,8 +213,14 @@ pub(crate) async fn run(config: &Config, wall: Option<&Table>) -> Result<Table> 
         };
         let base = rounds("no-hooks");
         for (id, what) in [
-            ("ours", "hooks + Purger (slow backend) ÷ no hooks, wall time (4b)"),
-            ("outbox", "hooks + Purger, outbox mode ÷ no hooks, wall time (4b)"),
+            (
+                "ours",
+                "hooks + Purger (slow backend) ÷ no hooks, wall time (4b)",
+            ),
+            (
+                "outbox",
+                "hooks + Purger, outbox mode ÷ no hooks, wall time (4b)",
+            ),
         ] {
             let r: Vec<f64> = rounds(id)
                 .iter()

@@ -13,9 +13,9 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use cache_purge_hooks::Purger;
 use cache_purge_hooks::backend::NginxBackend;
 use cache_purge_hooks::settings::NginxSettings;
-use cache_purge_hooks::Purger;
 use cache_purge_hooks_testing::{Nginx, NginxConfig, Origin};
 use sea_orm::{ActiveModelTrait, ConnectionTrait, Database, Schema, Set};
 
@@ -51,7 +51,10 @@ async fn measure(
     let neighbours = web::neighbours(&pages, config.check);
     let mut warm = pages.clone();
     warm.extend(neighbours.iter().cloned());
-    progress!("latency: warming {} pages on nginx", grouped(warm.len() as u64));
+    progress!(
+        "latency: warming {} pages on nginx",
+        grouped(warm.len() as u64)
+    );
     web::warm(&client, &base, CACHE_HEADER, &warm).await?;
 
     let db = Database::connect("sqlite::memory:")
@@ -95,7 +98,11 @@ async fn measure(
     for (i, commit) in commits.iter_mut().enumerate() {
         let due = start + Duration::from_secs_f64(i as f64 / f64::from(rate));
         tokio::time::sleep_until(due).await;
-        late.push(tokio::time::Instant::now().saturating_duration_since(due).as_secs_f64());
+        late.push(
+            tokio::time::Instant::now()
+                .saturating_duration_since(due)
+                .as_secs_f64(),
+        );
         let before = Instant::now();
         purger
             .scope(insert(&db, &format!("lat-{i}"), i))
@@ -111,7 +118,11 @@ async fn measure(
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     purger.flush().await;
-    let stats = purger.stats().into_iter().next().ok_or("the Purger has no backend")?;
+    let stats = purger
+        .stats()
+        .into_iter()
+        .next()
+        .ok_or("the Purger has no backend")?;
     purger
         .shutdown(Duration::from_secs(10))
         .await

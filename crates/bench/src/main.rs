@@ -263,7 +263,10 @@ impl Args {
             ("--rounds", config.rounds),
             ("--fleet-saves", config.fleet.saves),
             ("--queued-urls", config.queued_urls),
-            ("--callgrind-saves", config.callgrind_saves.1 - config.callgrind_saves.0),
+            (
+                "--callgrind-saves",
+                config.callgrind_saves.1 - config.callgrind_saves.0,
+            ),
             ("--latency-saves", config.latency_saves),
             ("--outbox-rows", config.outbox_rows),
         ] {

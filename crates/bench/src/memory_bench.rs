@@ -48,7 +48,8 @@ pub(crate) fn child(spec: &Spec) -> Result<Value> {
         .build()
         .context("starting a tokio runtime")?;
     runtime.block_on(async move {
-        let spill_dir = std::env::temp_dir().join(format!("cph-bench-spill-{}", std::process::id()));
+        let spill_dir =
+            std::env::temp_dir().join(format!("cph-bench-spill-{}", std::process::id()));
         let (release, released) = tokio::sync::watch::channel(false);
         let mut builder = Purger::builder()
             .delivery(Delivery::Immediate)
@@ -75,14 +76,22 @@ pub(crate) fn child(spec: &Spec) -> Result<Value> {
         }
         let queue_seconds = started.elapsed().as_secs_f64();
         let (rss_queued, hwm_queued) = child::rss();
-        let stats = purger.stats().into_iter().next().ok_or("the Purger has no backend")?;
+        let stats = purger
+            .stats()
+            .into_iter()
+            .next()
+            .ok_or("the Purger has no backend")?;
         let spilled_bytes = dir_size(&spill_dir);
         let started = Instant::now();
         let _ = release.send(true);
         purger.flush().await;
         let deliver_seconds = started.elapsed().as_secs_f64();
         let (_, hwm_end) = child::rss();
-        let end = purger.stats().into_iter().next().ok_or("the Purger has no backend")?;
+        let end = purger
+            .stats()
+            .into_iter()
+            .next()
+            .ok_or("the Purger has no backend")?;
         purger
             .shutdown(Duration::from_secs(10))
             .await
@@ -129,13 +138,31 @@ pub(crate) async fn run(config: &Config) -> Result<Table> {
         "URL",
     );
     let variants: [(&'static str, &str, usize, &str); 3] = [
-        ("default", "defaults: queue_capacity 100,000, when_full = \"spill\"", 0, "spill"),
-        ("in-memory", "queue_capacity ≥ count: all in memory", n + 16, "spill"),
-        ("coalesce", "queue_capacity 100,000, when_full = \"coalesce\" (opt-in)", 0, "coalesce"),
+        (
+            "default",
+            "defaults: queue_capacity 100,000, when_full = \"spill\"",
+            0,
+            "spill",
+        ),
+        (
+            "in-memory",
+            "queue_capacity ≥ count: all in memory",
+            n + 16,
+            "spill",
+        ),
+        (
+            "coalesce",
+            "queue_capacity 100,000, when_full = \"coalesce\" (opt-in)",
+            0,
+            "coalesce",
+        ),
     ];
     let mut per_target = None;
     for (id, what, capacity, policy) in variants {
-        progress!("memory: {id}, {} URLs in a child process", grouped(n as u64));
+        progress!(
+            "memory: {id}, {} URLs in a child process",
+            grouped(n as u64)
+        );
         let spec = child::spec(
             "memory",
             &[
@@ -148,15 +175,43 @@ pub(crate) async fn run(config: &Config) -> Result<Table> {
             .await
             .context("the memory child")??;
         let get = |k: &str| v[k].as_f64().unwrap_or(0.0);
-        table
-            .rows
-            .push(Row::measured(id, format!("{what}: try_purge, 3 URLs per call"), n as u64, get("queue_seconds")));
+        table.rows.push(Row::measured(
+            id,
+            format!("{what}: try_purge, 3 URLs per call"),
+            n as u64,
+            get("queue_seconds"),
+        ));
         let grown = get("rss_queued") - get("rss_before");
-        table.measure(id, format!("{id}: peak RSS (VmHWM) before queueing"), get("hwm_before"), "bytes");
-        table.measure(id, format!("{id}: peak RSS with {} queued", grouped(n as u64)), get("hwm_queued"), "bytes");
-        table.measure(id, format!("{id}: RSS growth while queueing"), grown, "bytes");
-        table.measure(id, format!("{id}: spill file on disk"), get("spilled_bytes"), "bytes");
-        table.measure(id, format!("{id}: peak RSS at the end (after delivery)"), get("hwm_end"), "bytes");
+        table.measure(
+            id,
+            format!("{id}: peak RSS (VmHWM) before queueing"),
+            get("hwm_before"),
+            "bytes",
+        );
+        table.measure(
+            id,
+            format!("{id}: peak RSS with {} queued", grouped(n as u64)),
+            get("hwm_queued"),
+            "bytes",
+        );
+        table.measure(
+            id,
+            format!("{id}: RSS growth while queueing"),
+            grown,
+            "bytes",
+        );
+        table.measure(
+            id,
+            format!("{id}: spill file on disk"),
+            get("spilled_bytes"),
+            "bytes",
+        );
+        table.measure(
+            id,
+            format!("{id}: peak RSS at the end (after delivery)"),
+            get("hwm_end"),
+            "bytes",
+        );
         if id == "in-memory" {
             per_target = Some(grown / n as f64);
             table.measure(

@@ -95,7 +95,10 @@ async fn fill(db: &DatabaseConnection, rows: usize, run: usize) -> Result<()> {
         let models = (i..end).map(|j| outbox::entity::ActiveModel {
             id: NotSet,
             backend: Set(BACKEND.to_owned()),
-            targets: Set(format!("url /posts/r{run}-{j}\nurl /\nurl /archive?category={}", j % 10)),
+            targets: Set(format!(
+                "url /posts/r{run}-{j}\nurl /\nurl /archive?category={}",
+                j % 10
+            )),
             created_at: Set(now),
             available_at: Set(now),
             locked_until: Set(None),
@@ -114,18 +117,24 @@ async fn fill(db: &DatabaseConnection, rows: usize, run: usize) -> Result<()> {
 }
 
 /// Starts `n` worker processes and waits for each to say `READY`.
-fn start_workers(spec: &Spec, n: usize) -> Result<Vec<(Child, BufReader<std::process::ChildStdout>)>> {
+fn start_workers(
+    spec: &Spec,
+    n: usize,
+) -> Result<Vec<(Child, BufReader<std::process::ChildStdout>)>> {
     let mut children = Vec::new();
     for _ in 0..n {
         let mut cmd = child::command(spec, &[])?;
-        cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         let mut c = cmd.spawn().context("starting an outbox worker process")?;
         let stdout = c.stdout.take().ok_or("no stdout of the worker process")?;
         children.push((c, BufReader::new(stdout)));
     }
     for (c, out) in &mut children {
         let mut line = String::new();
-        out.read_line(&mut line).context("reading a worker's READY")?;
+        out.read_line(&mut line)
+            .context("reading a worker's READY")?;
         if line.trim() != "READY" {
             let _ = c.kill();
             return Err(format!("an outbox worker process did not start: {line:?}").into());
@@ -151,7 +160,9 @@ pub(crate) async fn run(config: &Config) -> Result<Table> {
         let admin = match Database::connect(&admin_url).await {
             Ok(a) => a,
             Err(e) => {
-                table.notes.push(format!("skipped {label}: {admin_url} unreachable ({e})"));
+                table
+                    .notes
+                    .push(format!("skipped {label}: {admin_url} unreachable ({e})"));
                 continue;
             }
         };
@@ -190,13 +201,18 @@ async fn drain_runs(
     rows: usize,
     run_no: &mut usize,
 ) -> Result<()> {
-    let db = Database::connect(url).await.with_context(|| format!("connecting to {label}"))?;
+    let db = Database::connect(url)
+        .await
+        .with_context(|| format!("connecting to {label}"))?;
     outbox::create_table(&db)
         .await
         .with_context(|| format!("{label}: creating the outbox table"))?;
     for workers in [1usize, 2] {
         *run_no += 1;
-        progress!("outbox: {label}, {} rows, {workers} worker process(es)", grouped(rows as u64));
+        progress!(
+            "outbox: {label}, {} rows, {workers} worker process(es)",
+            grouped(rows as u64)
+        );
         fill(&db, rows, *run_no).await?;
         let spec = child::spec("outbox", &[("url", url.to_owned())]);
         let mut children = tokio::task::spawn_blocking({
@@ -225,7 +241,9 @@ async fn drain_runs(
                 stdout
                     .read_to_end(&mut rest)
                     .context("reading a worker's result")?;
-                let mut out = c.wait_with_output().context("waiting for a worker process")?;
+                let mut out = c
+                    .wait_with_output()
+                    .context("waiting for a worker process")?;
                 out.stdout = rest;
                 results.push(child::result_of(&spec, &out)?);
             }
@@ -233,7 +251,12 @@ async fn drain_runs(
         })
         .await
         .context("the worker processes")??;
-        let sum = |k: &str| results.iter().map(|r| r[k].as_u64().unwrap_or(0)).sum::<u64>();
+        let sum = |k: &str| {
+            results
+                .iter()
+                .map(|r| r[k].as_u64().unwrap_or(0))
+                .sum::<u64>()
+        };
         let id: &'static str = match (label, workers) {
             ("postgres", 1) => "postgres-1",
             ("postgres", _) => "postgres-2",

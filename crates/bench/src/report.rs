@@ -348,7 +348,12 @@ impl Table {
             .unwrap_or(0);
         for m in &self.measures {
             let pad = width - m.what.chars().count();
-            out.push_str(&format!("  {}{}  {}\n", m.what, " ".repeat(pad), m.render()));
+            out.push_str(&format!(
+                "  {}{}  {}\n",
+                m.what,
+                " ".repeat(pad),
+                m.render()
+            ));
         }
         if with_cpu {
             out.push_str(&format!(

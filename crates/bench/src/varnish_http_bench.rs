@@ -226,7 +226,10 @@ pub(crate) async fn run(config: &Config, origin: &Origin, varnish: &Varnish) -> 
         all.extend(m.urls.iter().cloned());
         all.extend(neighbours(&m.urls));
     }
-    progress!("varnishd (http): warming {} URLs", grouped(all.len() as u64));
+    progress!(
+        "varnishd (http): warming {} URLs",
+        grouped(all.len() as u64)
+    );
     web::warm(&client, &base, CACHE_HEADER, &all).await?;
     for m in methods.iter().filter(|m| m.cached) {
         let sample = web::sample(&m.urls, config.check);

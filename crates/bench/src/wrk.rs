@@ -30,8 +30,9 @@ pub(crate) const CONNECTIONS: usize = 16;
 
 /// The wrk binary, or the message saying how to install it.
 pub(crate) fn find() -> Result<PathBuf> {
-    crate::web::find_program("wrk", WRK_CANDIDATES)
-        .ok_or_else(|| "wrk not found (the HTTP scenarios' reference): apt-get install -y wrk".into())
+    crate::web::find_program("wrk", WRK_CANDIDATES).ok_or_else(|| {
+        "wrk not found (the HTTP scenarios' reference): apt-get install -y wrk".into()
+    })
 }
 
 /// wrk's first line (`wrk 4.1.0 [epoll] ...`).
@@ -222,9 +223,10 @@ fn parse(line: &str) -> Result<Outcome> {
                     let (s, n) = pair
                         .split_once(':')
                         .ok_or_else(|| format!("wrk's statuses {value:?}"))?;
-                    outcome
-                        .statuses
-                        .insert(s.parse().context("a status")?, n.parse().context("a count")?);
+                    outcome.statuses.insert(
+                        s.parse().context("a status")?,
+                        n.parse().context("a count")?,
+                    );
                 }
             }
             _ => {}
