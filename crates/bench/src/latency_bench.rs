@@ -38,6 +38,7 @@ pub(crate) async fn run(config: &Config, origin: &Origin) -> Result<Table> {
     outcome
 }
 
+/// Scenario 9 on a started nginx.
 async fn measure(
     config: &Config,
     origin: &Origin,

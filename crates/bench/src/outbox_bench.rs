@@ -194,6 +194,7 @@ pub(crate) async fn run(config: &Config) -> Result<Table> {
     Ok(table)
 }
 
+/// The runs with 1 and 2 workers on one server's database at `url`.
 async fn drain_runs(
     table: &mut Table,
     label: &'static str,

@@ -40,6 +40,7 @@ enum Way {
     Wrk { bin: PathBuf, expect: u16 },
 }
 
+/// One method, its URLs and what was measured over its turns.
 struct Method {
     id: &'static str,
     what: String,
@@ -53,6 +54,7 @@ struct Method {
 }
 
 impl Method {
+    /// A method purging `urls` its way (`cached`: whether they are warmed first).
     fn new(id: &'static str, what: String, urls: Vec<String>, way: Way, cached: bool) -> Method {
         Method {
             id,
@@ -67,6 +69,7 @@ impl Method {
         }
     }
 
+    /// Purges turn `turn`'s fifth of the URLs, adding the time, CPU and statuses.
     async fn turn(&mut self, turn: usize, base: &str, server_group: u32) -> Result<()> {
         let n = self.urls.len();
         let chunk = self.urls[turn * n / TURNS..(turn + 1) * n / TURNS].to_vec();

@@ -159,6 +159,7 @@ pub(crate) fn run(
     outcome
 }
 
+/// [`run`] with its files in `dir`.
 fn run_in(
     dir: &Path,
     wrk: &Path,
