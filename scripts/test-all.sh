@@ -57,6 +57,8 @@ ensure_proxies() {
   command -v gcc >/dev/null 2>&1 || missing+=(gcc)
   # The benchmark's smoke run forks curl (the seed's way of purging nginx) as a reference.
   command -v curl >/dev/null 2>&1 || missing+=(curl)
+  # ... and runs wrk (the load generator) as the reference of its HTTP purge scenarios.
+  [ -x /usr/bin/wrk ] || missing+=(wrk)
   # The tag index tests start their own redis-server (no persistence) on a free port.
   [ -x /usr/bin/redis-server ] || missing+=(redis-server)
   # The fleet tests (nats backend, cache-purge agent) start their own nats-server -js.

@@ -60,20 +60,21 @@ pub(crate) struct FleetConfig {
 
 /// When each node's backend acknowledged each save's URL: nanoseconds since `base`, plus 1
 /// (0: not yet).
-struct Stamps {
+pub(crate) struct Stamps {
     base: Instant,
     /// `/f/<configuration>/`: the measured saves' URLs are this and the save's index.
     prefix: String,
     /// `[node][save]`.
-    at: Vec<Vec<AtomicU64>>,
+    pub(crate) at: Vec<Vec<AtomicU64>>,
     /// Purges of a URL a node had already purged (at-least-once: possible, counted).
-    duplicates: AtomicU64,
+    pub(crate) duplicates: AtomicU64,
     /// Other URLs (the warm-up's) acknowledged, per node.
     others: Vec<AtomicU64>,
 }
 
 impl Stamps {
-    fn new(base: Instant, prefix: String, nodes: usize, saves: usize) -> Stamps {
+    /// Stamps for `saves` URLs `prefix<i>` on `nodes` nodes, in nanoseconds since `base`.
+    pub(crate) fn new(base: Instant, prefix: String, nodes: usize, saves: usize) -> Stamps {
         Stamps {
             base,
             prefix,
@@ -120,16 +121,20 @@ impl Stamps {
             .count()
     }
 
-    fn all_purged(&self) -> bool {
+    /// Whether every save was purged on every node.
+    pub(crate) fn all_purged(&self) -> bool {
         (0..self.at.len()).all(|n| self.purged_on(n) == self.at[n].len())
     }
 }
 
 /// A node's backend that records, in [`Stamps`], when each batch was acknowledged.
-struct Stamped {
-    inner: Box<dyn Backend>,
-    node: usize,
-    stamps: Arc<Stamps>,
+pub(crate) struct Stamped {
+    /// The node's real backend.
+    pub(crate) inner: Box<dyn Backend>,
+    /// Its index in the stamps.
+    pub(crate) node: usize,
+    /// Where acknowledgements are recorded.
+    pub(crate) stamps: Arc<Stamps>,
 }
 
 #[cache_purge_hooks::async_trait]

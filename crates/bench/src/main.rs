@@ -15,14 +15,21 @@
 #![warn(missing_docs)]
 
 mod cdn_bench;
+mod child;
 mod cpu;
 mod fleet_bench;
+mod instructions;
+mod latency_bench;
+mod memory_bench;
 mod nginx_bench;
+mod outbox_bench;
 mod report;
 mod save_path;
 mod tags_bench;
 mod varnish_bench;
+mod varnish_http_bench;
 mod web;
+mod wrk;
 
 use std::fmt::Display;
 use std::process::ExitCode;
@@ -78,6 +85,9 @@ pub(crate) use progress;
 enum Scenario {
     /// 1. Varnish bans: ours (batched, admin CLI) vs varnishadm per URL vs one ban per URL.
     Varnish,
+    /// 1b. Varnish over HTTP (`PURGE`): ours (`http` mode) vs wrk -t1 -c16 vs keep-alive,
+    ///     and wrk purging keys not cached (the ceiling).
+    VarnishHttp,
     /// 2. nginx ngx_cache_purge over HTTP: ours vs a new connection per URL vs keep-alive.
     Nginx,
     /// 3. nginx `files` mode (unlink the cache files) vs a bare unlink.
@@ -93,6 +103,15 @@ enum Scenario {
     /// 7. The fleet over NATS JetStream: save → purged on every node, p50/p90/p99/max at a
     ///    fixed rate with 3 nginx nodes and 10 `memory` nodes, beside direct fan-out.
     Fleet,
+    /// 4c. The save path in instructions (valgrind callgrind), with and without hooks, and in
+    ///     outbox mode.
+    Callgrind,
+    /// 8. Peak RSS with many distinct URLs queued (a child process per variant).
+    Memory,
+    /// 9. Commit → purge acknowledged by a local nginx at a fixed save rate: p50/p90/p99/max.
+    Latency,
+    /// 10. Outbox drain rows/s with 1 and 2 worker processes, PostgreSQL and MariaDB.
+    Outbox,
 }
 
 /// Measures purge throughput against real nginx and varnishd started on free loopback ports,
@@ -135,6 +154,25 @@ struct Args {
     /// Saves per second of scenario 7, on a fixed schedule [default: 1000].
     #[arg(long, value_name = "N", default_value_t = 1000)]
     fleet_rate: u32,
+    /// Distinct URLs queued in scenario 8 [default: 1000000; --quick: 20000].
+    #[arg(long, value_name = "N")]
+    queued_urls: Option<usize>,
+    /// Saves per variant in scenario 4c: Ir of N + 100 saves minus Ir of 100 [default:
+    /// 1000; --quick: 20].
+    #[arg(long, value_name = "N")]
+    callgrind_saves: Option<usize>,
+    /// Saves in scenario 9 [default: 5000; --quick: 300].
+    #[arg(long, value_name = "N")]
+    latency_saves: Option<usize>,
+    /// Saves per second in scenario 9, on a fixed schedule.
+    #[arg(long, value_name = "N", default_value_t = 1000)]
+    latency_rate: u32,
+    /// Outbox rows drained per run in scenario 10 [default: 50000; --quick: 1000].
+    #[arg(long, value_name = "N")]
+    outbox_rows: Option<usize>,
+    /// Internal: run a measurement child (`TASK:key=value,...`) and exit.
+    #[arg(long, hide = true, value_name = "SPEC")]
+    child: Option<String>,
     /// A smoke run with small counts: finishes well under a minute.
     #[arg(long)]
     quick: bool,
@@ -167,6 +205,16 @@ pub(crate) struct Config {
     pub sync: bool,
     /// Scenario 7's counts.
     pub fleet: fleet_bench::FleetConfig,
+    /// Distinct URLs queued, scenario 8.
+    pub queued_urls: usize,
+    /// Saves of the two callgrind runs per variant, scenario 4c: (fewer, more).
+    pub callgrind_saves: (usize, usize),
+    /// Saves, scenario 9.
+    pub latency_saves: usize,
+    /// Saves per second, scenario 9.
+    pub latency_rate: u32,
+    /// Rows per drain, scenario 10.
+    pub outbox_rows: usize,
 }
 
 impl Args {
@@ -188,7 +236,18 @@ impl Args {
                 rate: self.fleet_rate,
                 check: pick(self.check, 50, 20),
             },
+            queued_urls: pick(self.queued_urls, 1_000_000, 20_000),
+            callgrind_saves: {
+                let (base, more) = if self.quick { (5, 20) } else { (100, 1_000) };
+                (base, base + self.callgrind_saves.unwrap_or(more))
+            },
+            latency_saves: pick(self.latency_saves, 5_000, 300),
+            latency_rate: self.latency_rate,
+            outbox_rows: pick(self.outbox_rows, 50_000, 1_000),
         };
+        if config.latency_rate == 0 || config.latency_rate > 100_000 {
+            return Err("--latency-rate must be between 1 and 100000".into());
+        }
         if config.fleet.rate == 0 || config.fleet.rate > 100_000 {
             return Err("--fleet-rate must be between 1 and 100000".into());
         }
@@ -203,6 +262,13 @@ impl Args {
             ("--inserts", config.inserts),
             ("--rounds", config.rounds),
             ("--fleet-saves", config.fleet.saves),
+            ("--queued-urls", config.queued_urls),
+            (
+                "--callgrind-saves",
+                config.callgrind_saves.1 - config.callgrind_saves.0,
+            ),
+            ("--latency-saves", config.latency_saves),
+            ("--outbox-rows", config.outbox_rows),
         ] {
             if value == 0 {
                 return Err(format!("{name} must be at least 1").into());
@@ -230,6 +296,7 @@ struct Machine {
     nginx: String,
     varnishd: String,
     curl: String,
+    wrk: String,
     build: &'static str,
 }
 
@@ -248,6 +315,7 @@ impl Machine {
             nginx: web::first_line("nginx", &["/usr/sbin/nginx"], &["-v"]),
             varnishd: web::first_line("varnishd", &["/usr/sbin/varnishd"], &["-V"]),
             curl: web::first_line("curl", &["/usr/bin/curl"], &["--version"]),
+            wrk: wrk::version(),
             build: if cfg!(debug_assertions) {
                 "debug (figures are not representative: use --release)"
             } else {
@@ -263,6 +331,7 @@ impl Machine {
              nginx:   {}\n\
              varnish: {}\n\
              curl:    {}\n\
+             wrk:     {}\n\
              build:   {}\n\
              counts:  {} URLs per method, {} per forking reference, {} checked; \
              {} purge calls and {} inserts per round, {} round(s); nginx cache files {}\n",
@@ -274,6 +343,7 @@ impl Machine {
             self.nginx,
             self.varnishd,
             self.curl,
+            self.wrk,
             self.build,
             grouped(config.urls as u64),
             grouped(config.fork_sample as u64),
@@ -298,6 +368,7 @@ impl Machine {
             "nginx": self.nginx,
             "varnishd": self.varnishd,
             "curl": self.curl,
+            "wrk": self.wrk,
             "build": self.build,
         })
     }
@@ -315,6 +386,9 @@ fn load_average() -> String {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let Some(spec) = &args.child {
+        return child::main(spec);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -374,7 +448,12 @@ async fn run(args: &Args) -> Result<bool> {
     let needs_varnish = args.runs(Scenario::Varnish);
     let needs_nginx = args.runs(Scenario::Nginx) || args.runs(Scenario::Files);
     let needs_xkey = args.runs(Scenario::Tags);
-    let origin = if needs_varnish || needs_nginx || needs_xkey {
+    let origin = if needs_varnish
+        || needs_nginx
+        || needs_xkey
+        || args.runs(Scenario::VarnishHttp)
+        || args.runs(Scenario::Latency)
+    {
         Some(Origin::start().context("starting the origin server")?)
     } else {
         None
@@ -436,6 +515,16 @@ async fn run(args: &Args) -> Result<bool> {
         if let Some(n) = nginx {
             n.stop().context("stopping nginx")?;
         }
+        if args.runs(Scenario::VarnishHttp) {
+            progress!("starting varnishd for HTTP purges");
+            let varnish = Varnish::start(origin)
+                .await
+                .context("starting varnishd (cache-purge-hooks-testing)")?;
+            let t = varnish_http_bench::run(&config, origin, &varnish).await?;
+            print(&t);
+            tables.push(t);
+            varnish.stop().context("stopping varnishd (http)")?;
+        }
         if needs_xkey {
             progress!("starting varnishd with the xkey VCL");
             let varnish = Varnish::start_xkey(origin)
@@ -453,6 +542,11 @@ async fn run(args: &Args) -> Result<bool> {
             print(&t);
             tables.push(t);
             nginx.stop().context("stopping nginx (tag index)")?;
+        }
+        if args.runs(Scenario::Latency) {
+            let t = latency_bench::run(&config, origin).await?;
+            print(&t);
+            tables.push(t);
         }
         progress!("servers stopped");
     }
@@ -475,6 +569,22 @@ async fn run(args: &Args) -> Result<bool> {
             tables.push(t);
         }
     }
+    if args.runs(Scenario::Callgrind) {
+        let wall = tables.iter().find(|t| t.key == "save-path-inserts");
+        let t = instructions::run(&config, wall).await?;
+        print(&t);
+        tables.push(t);
+    }
+    if args.runs(Scenario::Memory) {
+        let t = memory_bench::run(&config).await?;
+        print(&t);
+        tables.push(t);
+    }
+    if args.runs(Scenario::Outbox) {
+        let t = outbox_bench::run(&config).await?;
+        print(&t);
+        tables.push(t);
+    }
 
     let passed = tables.iter().all(Table::passed);
     let load_at_end = load_average();
@@ -493,6 +603,11 @@ async fn run(args: &Args) -> Result<bool> {
                 "sync_nginx_cache_files": config.sync,
                 "fleet_saves": config.fleet.saves,
                 "fleet_rate": config.fleet.rate,
+                "queued_urls": config.queued_urls,
+                "callgrind_saves": [config.callgrind_saves.0, config.callgrind_saves.1],
+                "latency_saves": config.latency_saves,
+                "latency_rate": config.latency_rate,
+                "outbox_rows": config.outbox_rows,
             },
             "scenarios": tables.iter().map(Table::to_json).collect::<Vec<_>>(),
             "checks_passed": passed,

@@ -61,6 +61,9 @@ enum Way {
     Reqwest(reqwest::Client),
     /// md5 → path → unlink, in this process.
     Unlink,
+    /// `wrk -t1 -c16` with a Lua script, one PURGE per URL (the load generator as the
+    /// reference); `expect` is the status of a listed URL's answer (200 cached, 404 not).
+    Wrk { bin: PathBuf, expect: u16 },
 }
 
 /// One method, its URLs and what was measured.
@@ -75,6 +78,11 @@ struct Method {
     statuses: BTreeMap<u16, u64>,
     /// A direct call's failure.
     failure: Option<String>,
+    /// Whether its URLs are cached before purging (false: the ceiling of a PURGE that finds
+    /// nothing to remove).
+    cached: bool,
+    /// wrk's requests beyond the list (keys never cached), over every turn.
+    extra: u64,
 }
 
 impl Method {
@@ -88,7 +96,15 @@ impl Method {
             cpu: CpuUsed::default(),
             statuses: BTreeMap::new(),
             failure: None,
+            cached: true,
+            extra: 0,
         }
+    }
+
+    /// Marks the method's URLs as never cached.
+    fn uncached(mut self) -> Method {
+        self.cached = false;
+        self
     }
 
     /// The URLs of turn `turn`.
@@ -105,6 +121,8 @@ impl Method {
         }
         let clock = CpuClock::start(Some(ctx.server_group));
         let started = Instant::now();
+        // wrk times itself (from its first request to the last answer, without its start).
+        let mut timed_by_wrk = None;
         let statuses = match &mut self.way {
             Way::Purger(purger) => {
                 for t in crate::targets(&chunk)? {
@@ -208,8 +226,21 @@ impl Method {
                 })
                 .await?
             }
+            Way::Wrk { bin, expect } => {
+                let (bin, expect, base) = (bin.clone(), *expect, ctx.base.clone());
+                let targets: Vec<String> =
+                    chunk.iter().map(|u| format!("{PURGE_PREFIX}{u}")).collect();
+                let extra = format!("{PURGE_PREFIX}/n/wrk-extra/{}/{turn}", self.id);
+                let outcome = blocking(move || {
+                    crate::wrk::run(&bin, &base, "PURGE", &targets, &extra, expect)
+                })
+                .await?;
+                timed_by_wrk = Some(outcome.seconds);
+                self.extra += outcome.extra;
+                outcome.statuses
+            }
         };
-        self.seconds += started.elapsed().as_secs_f64();
+        self.seconds += timed_by_wrk.unwrap_or_else(|| started.elapsed().as_secs_f64());
         let used = clock.stop();
         self.cpu.own += used.own;
         self.cpu.server = Some(self.cpu.server.unwrap_or(0.0) + used.server.unwrap_or(0.0));
@@ -327,6 +358,33 @@ pub(crate) async fn run(
             web::paths("/n/keepasync", n),
             Way::Reqwest(web::client(1)?),
         ));
+        let bin = crate::wrk::find()?;
+        methods.push(Method::new(
+            "wrk",
+            format!(
+                "wrk -t{} -c{}, Lua script: one PURGE per cached URL (the load generator)",
+                crate::wrk::THREADS,
+                crate::wrk::CONNECTIONS
+            ),
+            web::paths("/n/wrk", n),
+            Way::Wrk {
+                bin: bin.clone(),
+                expect: 200,
+            },
+        ));
+        methods.push(
+            Method::new(
+                "wrk-not-cached",
+                format!(
+                    "ceiling: wrk -t{} -c{}, PURGE of keys not cached (404: nothing to unlink)",
+                    crate::wrk::THREADS,
+                    crate::wrk::CONNECTIONS
+                ),
+                web::paths("/n/wrkmiss", n),
+                Way::Wrk { bin, expect: 404 },
+            )
+            .uncached(),
+        );
     }
     if files {
         methods.push(Method::new(
@@ -360,7 +418,7 @@ pub(crate) async fn run(
     let neighbours = |set: &[String]| web::neighbours(set, config.check);
 
     let mut all: Vec<String> = Vec::new();
-    for m in &methods {
+    for m in methods.iter().filter(|m| m.cached) {
         all.extend(m.urls.iter().cloned());
         all.extend(neighbours(&m.urls));
     }
@@ -382,7 +440,7 @@ pub(crate) async fn run(
     };
 
     let mut before = Vec::new();
-    for m in &methods {
+    for m in methods.iter().filter(|m| m.cached) {
         let files = files_of(&m.urls)?;
         let sample = web::sample(&m.urls, config.check);
         let gets = web::get_all(&client, &ctx.base, CACHE_HEADER, &sample, 8).await;
@@ -412,6 +470,19 @@ pub(crate) async fn run(
     let mut checks: BTreeMap<&'static str, Table> = BTreeMap::new();
     for m in &methods {
         let mut t = Table::new("scratch", "", "URL");
+        if !m.cached {
+            t.check(
+                m.statuses.get(&404).copied().unwrap_or(0) >= m.urls.len() as u64,
+                true,
+                format!(
+                    "{}: answers {} (404: not in the cache)",
+                    m.id,
+                    describe(&m.statuses)
+                ),
+            );
+            checks.insert(m.id, t);
+            continue;
+        }
         if let Some((_, ok, what)) = before.iter().find(|(id, ..)| *id == m.id) {
             t.check(*ok, true, what.clone());
         }
@@ -465,7 +536,7 @@ pub(crate) async fn run(
         );
         checks.insert(m.id, t);
     }
-    for m in &methods {
+    for m in methods.iter().filter(|m| m.cached) {
         if let Some(t) = checks.get_mut(m.id) {
             verify_after(
                 t,
@@ -521,8 +592,23 @@ pub(crate) async fn run(
                 "seed-new-connection",
                 "peer-keepalive",
                 "keepalive-reqwest",
+                "wrk",
+                "wrk-not-cached",
             ],
         );
+        let extra: u64 = methods
+            .iter()
+            .filter(|m| matches!(m.way, Way::Wrk { .. }))
+            .map(|m| m.extra)
+            .sum();
+        table.notes.push(format!(
+            "wrk ({}) is timed by its script, from its first request to the answer completing \
+             its URLs (its start and connects are not in its figure); once the list was \
+             exhausted its other connections sent {} PURGE(s) of keys never cached (404), \
+             answered meanwhile; CPU here includes wrk's (a reaped child)",
+            crate::wrk::version(),
+            grouped(extra)
+        ));
         table.notes.push(format!(
             "nginx's access log for ours: {} (200 = an entry removed, 404 = none)",
             describe(&purge_log(&log, &format!("{PURGE_PREFIX}/n/ours/")))

@@ -126,6 +126,37 @@ impl Row {
     }
 }
 
+/// A figure that is not a rate: bytes, instructions, a ratio.
+#[derive(Debug, Clone)]
+pub(crate) struct Measure {
+    /// A stable identifier, for JSON readers.
+    pub id: &'static str,
+    /// What was measured, for people.
+    pub what: String,
+    /// The value, in `unit`.
+    pub value: f64,
+    /// `bytes`, `Ir`, `×`, `rows/s`...
+    pub unit: &'static str,
+}
+
+impl Measure {
+    /// The value as text: bytes in MB/kB, counts grouped, ratios with 3 digits.
+    fn render(&self) -> String {
+        match self.unit {
+            "bytes" if self.value >= 1e6 => format!("{:.1} MB", self.value / 1e6),
+            "bytes" if self.value >= 1e4 => format!("{:.1} kB", self.value / 1e3),
+            "bytes" => format!("{:.0} bytes", self.value),
+            "×" => format!("{} ×", ratio(self.value)),
+            "s" => duration(self.value),
+            unit if self.value.abs() >= 100.0 => {
+                let sign = if self.value < 0.0 { "-" } else { "" };
+                format!("{sign}{} {unit}", grouped(self.value.abs().round() as u64))
+            }
+            unit => format!("{:.2} {unit}", self.value),
+        }
+    }
+}
+
 /// A verification made on the real servers.
 #[derive(Debug, Clone)]
 pub(crate) struct Check {
@@ -153,6 +184,8 @@ pub(crate) struct Table {
     pub notes: Vec<String>,
     /// What was verified on the servers.
     pub checks: Vec<Check>,
+    /// Figures that are not rates, printed under the rows.
+    pub measures: Vec<Measure>,
 }
 
 impl Table {
@@ -164,7 +197,24 @@ impl Table {
             rows: Vec::new(),
             notes: Vec::new(),
             checks: Vec::new(),
+            measures: Vec::new(),
         }
+    }
+
+    /// Records a figure that is not a rate.
+    pub(crate) fn measure(
+        &mut self,
+        id: &'static str,
+        what: impl Into<String>,
+        value: f64,
+        unit: &'static str,
+    ) {
+        self.measures.push(Measure {
+            id,
+            what: what.into(),
+            value,
+            unit,
+        });
     }
 
     /// Records a check.
@@ -262,6 +312,9 @@ impl Table {
             }
         }
         let mut out = format!("\n== {} ==\n", self.title);
+        if self.rows.is_empty() {
+            cells.clear();
+        }
         for (i, row) in cells.iter().enumerate() {
             let mut line = String::new();
             for (j, (c, w)) in row.iter().zip(widths).enumerate() {
@@ -286,6 +339,21 @@ impl Table {
                 out.push_str(&"-".repeat(total));
                 out.push('\n');
             }
+        }
+        let width = self
+            .measures
+            .iter()
+            .map(|m| m.what.chars().count())
+            .max()
+            .unwrap_or(0);
+        for m in &self.measures {
+            let pad = width - m.what.chars().count();
+            out.push_str(&format!(
+                "  {}{}  {}\n",
+                m.what,
+                " ".repeat(pad),
+                m.render()
+            ));
         }
         if with_cpu {
             out.push_str(&format!(
@@ -329,6 +397,9 @@ impl Table {
                 "latency_seconds": r.latency.map(|l| json!({
                     "p50": l.p50, "p90": l.p90, "p99": l.p99, "max": l.max,
                 })),
+            })).collect::<Vec<_>>(),
+            "measures": self.measures.iter().map(|m| json!({
+                "id": m.id, "what": m.what, "value": m.value, "unit": m.unit,
             })).collect::<Vec<_>>(),
             "notes": self.notes,
             "checks": self.checks.iter().map(|c| json!({

@@ -22,7 +22,7 @@ use crate::{Config, Context, Result, progress};
 
 /// The entities: the tests' `post` (three URL templates), and the same table shape without
 /// hooks.
-mod entities {
+pub(crate) mod entities {
     /// A post that purges `/posts/{slug}`, `/` and `/archive?category={category_id}`.
     pub(crate) mod post {
         use cache_purge_hooks::CachePurge;
@@ -74,7 +74,7 @@ mod entities {
     }
 }
 
-use entities::{plain_post, post};
+pub(crate) use entities::{plain_post, post};
 
 /// A cache that takes `delay` to answer every purge call (one URL per call).
 struct SlowBackend {
@@ -93,6 +93,9 @@ impl Backend for SlowBackend {
         Ok(())
     }
 }
+
+/// The variants of 4b: slow backend, no Purger, no hooks, outbox.
+const VARIANTS: usize = 4;
 
 /// Inserts per turn of a variant in 4b.
 const BLOCK: usize = 250;
@@ -234,7 +237,7 @@ async fn purge_call(
 async fn inserts(config: &Config) -> Result<Table> {
     let n = config.inserts;
     progress!(
-        "save path: {} SeaORM inserts x 3 variants x {} round(s)",
+        "save path: {} SeaORM inserts x 4 variants x {} round(s)",
         grouped(n as u64),
         config.rounds
     );
@@ -248,6 +251,9 @@ async fn inserts(config: &Config) -> Result<Table> {
     db.execute(&schema.create_table_from_entity(plain_post::Entity))
         .await
         .context("creating the plain_posts table")?;
+    cache_purge_hooks::sea_orm::outbox::create_table(&db)
+        .await
+        .context("creating the outbox table")?;
 
     let mut table = Table::new(
         "save-path-inserts",
@@ -257,7 +263,8 @@ async fn inserts(config: &Config) -> Result<Table> {
         ),
         "insert",
     );
-    let (mut slow, mut no_purger, mut no_hooks) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut slow, mut no_purger, mut no_hooks, mut outbox) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for round in 0..config.rounds {
         // Hooks, a Purger whose backend takes 50 ms per purge call: one per round.
         let calls = Arc::new(AtomicU64::new(0));
@@ -271,17 +278,24 @@ async fn inserts(config: &Config) -> Result<Table> {
             )
             .build()
             .context("building the Purger")?;
+        // Outbox mode: the hooks write a row through the save's connection (no worker runs:
+        // the rows stay, which is what a save pays).
+        let outbox_purger = Purger::builder()
+            .delivery(cache_purge_hooks::Delivery::Outbox)
+            .backend("dummy", DummyBackend::new())
+            .build()
+            .context("building the outbox Purger")?;
         // The variants take turns by blocks of BLOCK inserts (in an order rotating from
         // block to block), so that whatever else runs on the machine meanwhile slows them
         // alike.
-        let mut seconds = [0.0f64; 3];
+        let mut seconds = [0.0f64; VARIANTS];
         let mut done = 0;
         let mut block = 0;
         while done < n {
             let size = BLOCK.min(n - done);
             let range = done..done + size;
-            for k in 0..3 {
-                let variant = (block + k) % 3;
+            for k in 0..VARIANTS {
+                let variant = (block + k) % VARIANTS;
                 let tag = format!("{round}");
                 seconds[variant] += match variant {
                     0 => {
@@ -292,7 +306,12 @@ async fn inserts(config: &Config) -> Result<Table> {
                     // Hooks, no Purger installed (they resolve the URLs and drop them).
                     1 => insert_posts(&db, "none", &tag, range.clone()).await?,
                     // No hooks at all.
-                    _ => insert_plain(&db, &tag, range.clone()).await?,
+                    2 => insert_plain(&db, &tag, range.clone()).await?,
+                    _ => {
+                        outbox_purger
+                            .scope(insert_posts(&db, "outbox", &tag, range.clone()))
+                            .await?
+                    }
                 };
             }
             done += size;
@@ -301,6 +320,8 @@ async fn inserts(config: &Config) -> Result<Table> {
         slow.push(seconds[0]);
         no_purger.push(seconds[1]);
         no_hooks.push(seconds[2]);
+        outbox.push(seconds[3]);
+        let _ = outbox_purger.shutdown(Duration::from_millis(100)).await;
         let handed = handed_over(&purger);
         let sent = calls.load(Ordering::Relaxed);
         table.check(
@@ -342,6 +363,12 @@ async fn inserts(config: &Config) -> Result<Table> {
         n as u64,
         median(&no_hooks),
     ));
+    table.rows.push(Row::measured(
+        "outbox",
+        "hooks + Purger, delivery = \"outbox\" (a row in the save's transaction)",
+        n as u64,
+        median(&outbox),
+    ));
     let per_round = |secs: &[f64]| {
         secs.iter()
             .map(|s| grouped((n as f64 / s).round() as u64))
@@ -349,10 +376,24 @@ async fn inserts(config: &Config) -> Result<Table> {
             .join(", ")
     };
     table.notes.push(format!(
-        "inserts/s by round: ours {}; no Purger {}; no hooks {}",
+        "inserts/s by round: ours {}; no Purger {}; no hooks {}; outbox {}",
         per_round(&slow),
         per_round(&no_purger),
-        per_round(&no_hooks)
+        per_round(&no_hooks),
+        per_round(&outbox)
+    ));
+    let secs = |v: &[f64]| {
+        v.iter()
+            .map(|s| format!("{s:.6}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    table.notes.push(format!(
+        "seconds by round: ours {}; no-purger {}; no-hooks {}; outbox {}",
+        secs(&slow),
+        secs(&no_purger),
+        secs(&no_hooks),
+        secs(&outbox)
     ));
     table.notes.push(format!(
         "median of {} round(s); in each, the variants take turns every {BLOCK} inserts \
@@ -384,7 +425,8 @@ fn handed_over(purger: &Purger) -> u64 {
     last
 }
 
-async fn insert_posts(
+/// Inserts posts (`variant-round-i` slugs) one after another; returns the seconds.
+pub(crate) async fn insert_posts(
     db: &DatabaseConnection,
     variant: &str,
     round: &str,
@@ -406,7 +448,8 @@ async fn insert_posts(
     Ok(started.elapsed().as_secs_f64())
 }
 
-async fn insert_plain(
+/// Inserts plain posts (no hooks) one after another; returns the seconds.
+pub(crate) async fn insert_plain(
     db: &DatabaseConnection,
     round: &str,
     range: std::ops::Range<usize>,

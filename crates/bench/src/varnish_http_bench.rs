@@ -1,0 +1,336 @@
+//! Scenario 1b: Varnish purged over HTTP (`PURGE <url>`, the shipped VCL's `purge.hard()`),
+//! on a varnishd of its own (scenario 1's bans would slow its lookups):
+//!
+//! - ours: a `Purger` with the `VarnishBackend` in `http` mode (`http_method = "purge"`,
+//!   default `concurrency`, keep-alive), one `purge` call per URL, then `flush`;
+//! - the peers' way: one `PURGE` at a time on one kept-alive connection, blocking socket;
+//! - **wrk** `-t1 -c16` with a Lua script over the same URL shape (each request a distinct
+//!   cached URL): the load generator as the reference;
+//! - the ceiling: wrk purging keys not cached (404: a lookup and nothing to remove).
+//!
+//! Every method has its own URLs, all cached before the first turn; the methods take turns
+//! (a fifth of their URLs each, order rotating), as in scenario 2. Checks: every purged URL
+//! a MISS fetched again from the origin, neighbours still HITs, the Purger's counters, wrk's
+//! answers.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use cache_purge_hooks::backend::varnish::VarnishBackend;
+use cache_purge_hooks::settings::{VarnishHttpMethod, VarnishMode, VarnishSettings};
+use cache_purge_hooks::{Delivery, Purger};
+use cache_purge_hooks_testing::{Origin, Varnish};
+
+use crate::cpu::{CpuClock, CpuUsed};
+use crate::report::{Row, Table, grouped};
+use crate::{Config, Context, Result, check_interrupted, progress, verify_after, web};
+
+const CACHE_HEADER: &str = "x-cache";
+/// How many turns each method's URLs are purged in.
+const TURNS: usize = 5;
+
+/// How a method purges.
+enum Way {
+    /// Ours.
+    Purger(Purger),
+    /// One blocking PURGE at a time on one kept connection.
+    KeepAlive(Option<web::KeepAlive>),
+    /// wrk; `expect`: the status of a listed URL's answer.
+    Wrk { bin: PathBuf, expect: u16 },
+}
+
+/// One method, its URLs and what was measured over its turns.
+struct Method {
+    id: &'static str,
+    what: String,
+    urls: Vec<String>,
+    way: Way,
+    cached: bool,
+    seconds: f64,
+    cpu: CpuUsed,
+    statuses: BTreeMap<u16, u64>,
+    extra: u64,
+}
+
+impl Method {
+    /// A method purging `urls` its way (`cached`: whether they are warmed first).
+    fn new(id: &'static str, what: String, urls: Vec<String>, way: Way, cached: bool) -> Method {
+        Method {
+            id,
+            what,
+            urls,
+            way,
+            cached,
+            seconds: 0.0,
+            cpu: CpuUsed::default(),
+            statuses: BTreeMap::new(),
+            extra: 0,
+        }
+    }
+
+    /// Purges turn `turn`'s fifth of the URLs, adding the time, CPU and statuses.
+    async fn turn(&mut self, turn: usize, base: &str, server_group: u32) -> Result<()> {
+        let n = self.urls.len();
+        let chunk = self.urls[turn * n / TURNS..(turn + 1) * n / TURNS].to_vec();
+        if chunk.is_empty() {
+            return Ok(());
+        }
+        let clock = CpuClock::start(Some(server_group));
+        let started = Instant::now();
+        let mut timed_by_wrk = None;
+        let statuses = match &mut self.way {
+            Way::Purger(purger) => {
+                for t in crate::targets(&chunk)? {
+                    purger.try_purge([t]);
+                }
+                purger.flush().await;
+                BTreeMap::new()
+            }
+            Way::KeepAlive(kept) => {
+                let addr = base
+                    .trim_start_matches("http://")
+                    .parse()
+                    .context("varnishd's address")?;
+                let mut client = kept.take().unwrap_or_else(|| web::KeepAlive::new(addr));
+                let (client, statuses) = tokio::task::spawn_blocking(move || -> Result<_> {
+                    let mut statuses = BTreeMap::new();
+                    for u in &chunk {
+                        check_interrupted()?;
+                        let status = client.purge(u).with_context(|| format!("PURGE {u}"))?;
+                        *statuses.entry(status).or_insert(0u64) += 1;
+                    }
+                    Ok((client, statuses))
+                })
+                .await
+                .context("the keep-alive loop")??;
+                *kept = Some(client);
+                statuses
+            }
+            Way::Wrk { bin, expect } => {
+                let (bin, expect, base) = (bin.clone(), *expect, base.to_owned());
+                let extra = format!("/v/wrk-extra/{}/{turn}", self.id);
+                let outcome = tokio::task::spawn_blocking(move || {
+                    crate::wrk::run(&bin, &base, "PURGE", &chunk, &extra, expect)
+                })
+                .await
+                .context("running wrk")??;
+                timed_by_wrk = Some(outcome.seconds);
+                self.extra += outcome.extra;
+                outcome.statuses
+            }
+        };
+        self.seconds += timed_by_wrk.unwrap_or_else(|| started.elapsed().as_secs_f64());
+        let used = clock.stop();
+        self.cpu.own += used.own;
+        self.cpu.server = Some(self.cpu.server.unwrap_or(0.0) + used.server.unwrap_or(0.0));
+        for (s, k) in statuses {
+            *self.statuses.entry(s).or_insert(0) += k;
+        }
+        Ok(())
+    }
+}
+
+/// `10,000 × 200, 3 × 404`.
+fn describe(statuses: &BTreeMap<u16, u64>) -> String {
+    if statuses.is_empty() {
+        return "none".to_owned();
+    }
+    statuses
+        .iter()
+        .map(|(s, n)| format!("{} × {s}", grouped(*n)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Runs scenario 1b on `varnish` (a varnishd of its own, the shipped VCL).
+pub(crate) async fn run(config: &Config, origin: &Origin, varnish: &Varnish) -> Result<Table> {
+    let client = web::client(16)?;
+    let base = format!("http://{}", varnish.http_addr());
+    let n = config.urls;
+    let mut settings = VarnishSettings::default();
+    settings.mode = VarnishMode::Http;
+    settings.http_method = VarnishHttpMethod::Purge;
+    settings.servers = vec![
+        varnish
+            .http_addr()
+            .parse()
+            .context("varnishd's HTTP address")?,
+    ];
+    settings.timeout = Duration::from_secs(5);
+    let concurrency = settings.concurrency;
+    let purger = Purger::builder()
+        .delivery(Delivery::Immediate)
+        .backend(
+            "varnish",
+            VarnishBackend::new(&settings).context("VarnishBackend::new (http)")?,
+        )
+        .build()
+        .context("building the Purger")?;
+    let wrk = crate::wrk::find()?;
+    let mut methods = vec![
+        Method::new(
+            "ours",
+            format!(
+                "Purger + VarnishBackend `http`, PURGE (keep-alive, concurrency {concurrency})"
+            ),
+            web::paths("/vh/ours", n),
+            Way::Purger(purger),
+            true,
+        ),
+        Method::new(
+            "peer-keepalive",
+            "peers: sequential PURGE, one kept-alive connection, blocking socket".to_owned(),
+            web::paths("/vh/keep", n),
+            Way::KeepAlive(None),
+            true,
+        ),
+        Method::new(
+            "wrk",
+            format!(
+                "wrk -t{} -c{}, Lua script: one PURGE per cached URL (the load generator)",
+                crate::wrk::THREADS,
+                crate::wrk::CONNECTIONS
+            ),
+            web::paths("/vh/wrk", n),
+            Way::Wrk {
+                bin: wrk.clone(),
+                expect: 200,
+            },
+            true,
+        ),
+        Method::new(
+            "wrk-not-cached",
+            format!(
+                "ceiling: wrk -t{} -c{}, PURGE of keys not cached (404: a lookup, nothing removed)",
+                crate::wrk::THREADS,
+                crate::wrk::CONNECTIONS
+            ),
+            web::paths("/vh/wrkmiss", n),
+            Way::Wrk {
+                bin: wrk,
+                expect: 404,
+            },
+            false,
+        ),
+    ];
+    let neighbours = |set: &[String]| web::neighbours(set, config.check);
+    let mut table = Table::new(
+        "varnish-http",
+        format!(
+            "1b. Varnish HTTP PURGE (purge.hard in the shipped VCL): {} cached URLs per method, varnishd {}",
+            grouped(n as u64),
+            varnish.http_addr()
+        ),
+        "URL",
+    );
+    let mut all = Vec::new();
+    for m in methods.iter().filter(|m| m.cached) {
+        all.extend(m.urls.iter().cloned());
+        all.extend(neighbours(&m.urls));
+    }
+    progress!(
+        "varnishd (http): warming {} URLs",
+        grouped(all.len() as u64)
+    );
+    web::warm(&client, &base, CACHE_HEADER, &all).await?;
+    for m in methods.iter().filter(|m| m.cached) {
+        let sample = web::sample(&m.urls, config.check);
+        let gets = web::get_all(&client, &base, CACHE_HEADER, &sample, 8).await;
+        table.check(
+            gets.hits == sample.len(),
+            true,
+            format!(
+                "{}: before purging, {}/{} sampled URLs are HITs",
+                m.id,
+                gets.hits,
+                sample.len()
+            ),
+        );
+    }
+    progress!(
+        "varnishd (http): {} methods take {TURNS} turns each",
+        methods.len()
+    );
+    for turn in 0..TURNS {
+        for k in 0..methods.len() {
+            let i = (turn + k) % methods.len();
+            methods[i].turn(turn, &base, varnish.pid()).await?;
+        }
+    }
+    for m in &methods {
+        match &m.way {
+            Way::Purger(p) => {
+                let (purged, failed) = p
+                    .stats()
+                    .into_iter()
+                    .next()
+                    .map_or((0, 0), |s| (s.purged, s.failed));
+                table.check(
+                    purged == n as u64 && failed == 0,
+                    true,
+                    format!(
+                        "{}: the Purger counted {} purged, {failed} failed",
+                        m.id,
+                        grouped(purged),
+                    ),
+                );
+            }
+            _ => {
+                let expect = if m.cached { 200 } else { 404 };
+                table.check(
+                    m.statuses.get(&expect).copied().unwrap_or(0) >= n as u64,
+                    true,
+                    format!("{}: answers {}", m.id, describe(&m.statuses)),
+                );
+            }
+        }
+    }
+    for m in methods.iter().filter(|m| m.cached) {
+        verify_after(
+            &mut table,
+            m.id,
+            (&client, &base, CACHE_HEADER, origin),
+            &m.urls,
+            &neighbours(&m.urls),
+            true,
+        )
+        .await;
+    }
+    for m in &methods {
+        table.rows.push({
+            let row = Row::measured(m.id, &m.what, m.urls.len() as u64, m.seconds).cpu(m.cpu);
+            if m.id == "ours" { row.ours() } else { row }
+        });
+    }
+    let extra: u64 = methods.iter().map(|m| m.extra).sum();
+    table.notes.push(format!(
+        "wrk ({}) is timed by its script, from its first request to the answer completing its \
+         URLs; once its list was exhausted its other connections sent {} PURGE(s) of keys never \
+         cached (404); CPU here includes wrk's (a reaped child)",
+        crate::wrk::version(),
+        grouped(extra)
+    ));
+    table.notes.push(format!(
+        "each method's figure is the sum of {TURNS} turns; the methods took turns in an order \
+         rotating from turn to turn; varnishd of its own (no bans on its list)"
+    ));
+    let nuked = varnish
+        .stat("MAIN.n_lru_nuked")
+        .context("reading MAIN.n_lru_nuked")?;
+    table.check(
+        nuked == 0,
+        true,
+        format!(
+            "no object was evicted for lack of space (n_lru_nuked = {nuked}): a MISS means purged"
+        ),
+    );
+    for m in methods {
+        if let Way::Purger(p) = m.way {
+            p.shutdown(Duration::from_secs(10))
+                .await
+                .context("shutting the Purger down")?;
+        }
+    }
+    Ok(table)
+}
