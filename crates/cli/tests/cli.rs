@@ -1018,3 +1018,46 @@ async fn check_validates_akamai_credentials_inline_or_from_an_edgerc_and_names_w
     assert!(b.to_string().contains("no section [nosuch]"), "{b}");
     assert!(akamai.purges().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn check_shows_the_routing_table_and_purge_fails_for_a_host_no_backend_serves() {
+    let dir = tempfile::tempdir().unwrap();
+    write_settings(
+        dir.path(),
+        "[backends.www]\nkind = \"dummy\"\nhosts = [\"www.example.com\"]\npaths = true\n\
+         [backends.shop]\nkind = \"dummy\"\nhosts = [\"*.shop.example\"]\n",
+    );
+    let run = cache_purge(dir.path(), &["check"], None, &[]).await;
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(
+        run.stdout.contains(
+            "    shop  URLs of *.shop.example; tags\n    www   URLs of www.example.com; paths, prefixes without a host, everything; tags\n"
+        ),
+        "{run:?}"
+    );
+    let run = cache_purge(dir.path(), &["check", "--json"], None, &[]).await;
+    let routing = &run.json()["routing"];
+    assert_eq!(routing[1]["backend"], "www", "{routing}");
+    assert_eq!(routing[1]["paths"], true, "{routing}");
+    assert_eq!(routing[0]["hosts"][0], "*.shop.example", "{routing}");
+
+    // A URL of a host nobody serves is purged nowhere: reported, exit 1.
+    let run = cache_purge(
+        dir.path(),
+        &[
+            "purge",
+            "https://other.example/a",
+            "https://www.example.com/b",
+        ],
+        None,
+        &[],
+    )
+    .await;
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(
+        run.stdout.contains(
+            "1 target: no backend serves their host (see each backend's `hosts`); not purged"
+        ),
+        "{run:?}"
+    );
+}

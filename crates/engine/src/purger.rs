@@ -25,7 +25,7 @@
 
 use std::fmt;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -37,6 +37,7 @@ use crate::backend::{Backend, Capabilities};
 use crate::dispatch::{AttemptState, Command, spawn_worker};
 use crate::queue::Queue;
 use crate::retry::{DeadLetter, RetryPolicy};
+use crate::routing::{BackendRoute, Router};
 use crate::settings::{Delivery, QueueFull};
 use crate::tag_index::TagIndex;
 use crate::target::Target;
@@ -90,6 +91,8 @@ pub struct PurgerBuilder {
     spill_dir: Option<std::path::PathBuf>,
     repurge_after: Option<Duration>,
     backends: Vec<(String, Arc<dyn Backend>)>,
+    /// The routes given by backend name ([`PurgerBuilder::backend_route`]).
+    routes: Vec<(String, BackendRoute)>,
     tag_index: Option<Arc<dyn TagIndex>>,
     /// The `tags = "index"` nginx backends added, to give the index at `build`.
     #[cfg(feature = "nginx")]
@@ -142,6 +145,10 @@ pub enum BuildError {
         /// What to do about it.
         hint: &'static str,
     },
+    /// A route was given ([`PurgerBuilder::backend_route`], or `hosts`/`paths` in the
+    /// settings) for a backend the builder does not have.
+    #[error("a route is given for backend `{0}`, and there is no backend of that name")]
+    RouteForUnknownBackend(String),
     /// A backend purges tags through the tag index (nginx's `tags = "index"`) and no index
     /// was given.
     #[error(
@@ -171,7 +178,7 @@ pub enum BuildError {
 impl PurgerBuilder {
     /// Adds a backend under this name (used in logs, statistics, the outbox's rows and the
     /// settings file's `[backends.NAME]`). Every purge goes to every backend that can purge its
-    /// kind of target.
+    /// kind of target, unless routes say otherwise ([`backend_route`](Self::backend_route)).
     pub fn backend<B: Backend>(mut self, name: impl Into<String>, backend: B) -> Self {
         let name = name.into();
         #[cfg(feature = "memory")]
@@ -258,6 +265,38 @@ impl PurgerBuilder {
         false
     }
 
+    /// Routes by host ([`crate::routing`]): the backend of this name (added before or after
+    /// this call) takes only the targets its route takes. Replaces the route the settings
+    /// gave it (`hosts`, `paths`).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// use cache_purge_hooks_engine::{backend::MemoryBackend, BackendRoute, Purger, Target};
+    ///
+    /// let (www, shop) = (MemoryBackend::new(), MemoryBackend::new());
+    /// let purger = Purger::builder()
+    ///     .backend("www", www.clone())
+    ///     .backend("shop", shop.clone())
+    ///     .backend_route("www", BackendRoute::default().hosts(["www.example.com"]).unwrap().paths(true))
+    ///     .backend_route("shop", BackendRoute::default().hosts(["shop.example.com"]).unwrap())
+    ///     .build()
+    ///     .unwrap();
+    /// purger
+    ///     .purge(["https://www.example.com/a", "https://shop.example.com/b", "/c"].map(|u| Target::url(u).unwrap()))
+    ///     .await;
+    /// purger.flush().await;
+    /// assert_eq!(www.urls(), ["https://www.example.com/a", "/c"]);
+    /// assert_eq!(shop.urls(), ["https://shop.example.com/b"]);
+    /// # }
+    /// ```
+    pub fn backend_route(mut self, backend: impl Into<String>, route: BackendRoute) -> Self {
+        let backend = backend.into();
+        self.routes.retain(|(name, _)| *name != backend);
+        self.routes.push((backend, route));
+        self
+    }
+
     /// Adds an already shared backend under this name.
     pub fn shared_backend(mut self, name: impl Into<String>, backend: Arc<dyn Backend>) -> Self {
         self.backends.push((name.into(), backend));
@@ -325,7 +364,10 @@ impl PurgerBuilder {
             builder = builder.repurge_after(after);
         }
         for (name, backend) in &settings.backends {
-            builder = builder.settings_backend(name, backend)?;
+            builder = builder.settings_backend(name, &backend.settings)?;
+            if !backend.common.route.is_default() {
+                builder = builder.backend_route(name, backend.common.route.clone());
+            }
         }
         if let Some(index) = &settings.tag_index {
             builder = builder.tag_index(settings_tag_index(index)?);
@@ -440,6 +482,23 @@ impl PurgerBuilder {
         if self.backends.is_empty() {
             tracing::warn!(target: "cache_purge_hooks", "Purger built without any backend");
         }
+        let mut routes = Vec::with_capacity(self.backends.len());
+        for (name, _) in &self.backends {
+            routes.push(
+                self.routes
+                    .iter()
+                    .find(|(n, _)| n == name)
+                    .map(|(_, r)| r.clone())
+                    .unwrap_or_default(),
+            );
+        }
+        if let Some((unknown, _)) = self
+            .routes
+            .iter()
+            .find(|(n, _)| !names.contains(n.as_str()))
+        {
+            return Err(BuildError::RouteForUnknownBackend(unknown.clone()));
+        }
         let mut workers = Vec::new();
         let mut joins = Vec::new();
         let room = Arc::new(tokio::sync::Notify::new());
@@ -472,6 +531,8 @@ impl PurgerBuilder {
                     room,
                     closed: AtomicBool::new(false),
                     spill_dir,
+                    router: Router::new(routes),
+                    unrouted: AtomicU64::new(0),
                 }),
                 outbox_wake: Arc::new(tokio::sync::Notify::new()),
                 outbox_rounds: Mutex::new(Vec::new()),
@@ -576,14 +637,40 @@ impl Purger {
                 Err(AttemptError::Stopped)
             }
             Some(w) => {
+                let (targets, not_routed) = self.routed_to(backend, targets);
                 let (tx, rx) = oneshot::channel();
                 let state = AttemptState::new(history, tx);
                 w.tx.send(Command::Attempt(state, targets))
-                    .map(|()| rx)
+                    .map(|()| (rx, not_routed))
                     .map_err(|_| AttemptError::Stopped)
             }
         };
-        async move { sent?.await.map_err(|_| AttemptError::Stopped) }
+        async move {
+            let (rx, not_routed) = sent?;
+            let mut report = rx.await.map_err(|_| AttemptError::Stopped)?;
+            report.not_routed = not_routed;
+            Ok(report)
+        }
+    }
+
+    /// Splits an attempt's targets into those the backend's route takes and the others.
+    /// Those no backend takes are counted as unrouted once, on the first backend (an outbox
+    /// writes one row per backend).
+    fn routed_to(&self, backend: &str, targets: Vec<Target>) -> (Vec<Target>, Vec<Target>) {
+        let queue = &self.inner.queue;
+        if queue.router.is_open() {
+            return (targets, Vec::new());
+        }
+        let Some(index) = queue.workers.iter().position(|w| w.name == backend) else {
+            return (targets, Vec::new());
+        };
+        let (mine, others): (Vec<Target>, Vec<Target>) = targets
+            .into_iter()
+            .partition(|t| queue.router.serves(index, t));
+        if index == 0 {
+            queue.count_unrouted(&others);
+        }
+        (mine, others)
     }
 
     /// The retry policy of this pipeline.
@@ -822,6 +909,13 @@ impl Purger {
             tracing::error!(target: "cache_purge_hooks", undelivered, "shutdown deadline passed");
             Err(ShutdownTimeout { undelivered })
         }
+    }
+
+    /// Targets no backend takes, since the start: absolute URLs (or prefixes) of a host no
+    /// backend's `hosts` matches (see [`crate::routing`]). Each is logged at WARN when
+    /// purged; also the `metrics` counter `cache_purge_unrouted_total`.
+    pub fn unrouted(&self) -> u64 {
+        self.inner.queue.unrouted.load(Ordering::Relaxed)
     }
 
     /// Targets not yet delivered nor given up on, over all backends.

@@ -171,7 +171,7 @@ pub struct Settings {
     #[serde(serialize_with = "types::duration::serialize")]
     pub shutdown_timeout: Duration,
     /// The backends by name (`[backends.NAME]`). Default: one `log` backend named `log`.
-    pub backends: BTreeMap<String, BackendSettings>,
+    pub backends: BTreeMap<String, BackendTable>,
     /// Retries and dead letters (`[retry]`).
     pub retry: crate::retry::RetryPolicy,
     /// Targets waiting per backend before the `when_full` policy applies (`queue_capacity`,
@@ -240,8 +240,11 @@ fn default_shutdown_timeout() -> Duration {
     Duration::from_secs(10)
 }
 
-fn default_backends() -> BTreeMap<String, BackendSettings> {
-    BTreeMap::from([("log".to_owned(), BackendSettings::Log(LogSettings {}))])
+fn default_backends() -> BTreeMap<String, BackendTable> {
+    BTreeMap::from([(
+        "log".to_owned(),
+        BackendTable::from(BackendSettings::Log(LogSettings {})),
+    )])
 }
 
 impl Default for Settings {
@@ -273,6 +276,78 @@ impl<'de> Deserialize<'de> for Settings {
         })?;
         settings_from_table(top, None).map_err(serde::de::Error::custom)
     }
+}
+
+/// One `[backends.NAME]` table: the options every kind has ([`BackendCommon`]: `hosts`,
+/// `paths`) and the kind's own ([`BackendSettings`], selected by `kind`). Serializes back to
+/// one flat table.
+///
+/// ```
+/// use cache_purge_hooks_engine::settings::{BackendSettings, Settings};
+///
+/// let s = Settings::from_toml_str(
+///     "[backends.www]\nkind = \"nginx\"\nhosts = [\"www.example.com\", \"*.example.org\"]\npaths = true\n",
+/// )
+/// .unwrap();
+/// let www = &s.backends["www"];
+/// assert!(matches!(www.settings, BackendSettings::Nginx(_)));
+/// assert!(www.common.route.paths);
+/// assert!(www.common.route.serves_host("shop.example.org"));
+/// assert!(!www.common.route.serves_host("example.net"));
+/// ```
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[non_exhaustive]
+pub struct BackendTable {
+    /// The kind (`kind`) and its own options.
+    #[serde(flatten)]
+    pub settings: BackendSettings,
+    /// The options every kind has.
+    #[serde(flatten)]
+    pub common: BackendCommon,
+}
+
+impl BackendTable {
+    /// The `kind` string.
+    pub fn kind(&self) -> &'static str {
+        self.settings.kind()
+    }
+}
+
+impl From<BackendSettings> for BackendTable {
+    /// The kind's options, with the default common ones (every host, paths not marked).
+    fn from(settings: BackendSettings) -> Self {
+        Self {
+            settings,
+            common: BackendCommon::default(),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for BackendTable {
+    /// Reads one backend's table (with its `kind`), with the loader's checks; keys in errors
+    /// are relative to the table.
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        backend_from_value(Value::deserialize(d)?, "", None).map_err(serde::de::Error::custom)
+    }
+}
+
+/// The options of a `[backends.NAME]` table that every kind has, read before the kind's own.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct BackendCommon {
+    /// Which targets the backend takes (`hosts`, `paths`; see [`crate::routing`]).
+    #[serde(flatten)]
+    pub route: crate::routing::BackendRoute,
+}
+
+/// The common keys as the file writes them.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CommonKeys {
+    #[serde(default, deserialize_with = "types::host_patterns")]
+    hosts: Option<Vec<crate::routing::HostPattern>>,
+    #[serde(default)]
+    paths: bool,
 }
 
 /// One backend's settings; `kind` selects the variant.
@@ -323,9 +398,17 @@ impl BackendSettings {
 
 impl<'de> Deserialize<'de> for BackendSettings {
     /// Reads one backend's table (with its `kind`), with the loader's checks; keys in errors
-    /// are relative to the table.
+    /// are relative to the table. The options every kind has (`hosts`, `paths`) are refused
+    /// here, where they would be lost: deserialize a [`BackendTable`] to read them.
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        backend_from_value(Value::deserialize(d)?, "", None).map_err(serde::de::Error::custom)
+        let table = backend_from_value(Value::deserialize(d)?, "", None)
+            .map_err(serde::de::Error::custom)?;
+        if table.common != BackendCommon::default() {
+            return Err(serde::de::Error::custom(
+                "`hosts` and `paths` are read by a BackendTable, not by BackendSettings",
+            ));
+        }
+        Ok(table.settings)
     }
 }
 
@@ -694,7 +777,7 @@ fn backend_from_value(
     value: Value,
     prefix: &str,
     fallback: Option<&str>,
-) -> Result<BackendSettings, SettingsError> {
+) -> Result<BackendTable, SettingsError> {
     let scope = Scope {
         root: value.clone(),
         prefix,
@@ -720,6 +803,7 @@ fn backend_from_value(
             )
         })?,
     };
+    let common = common_from_table(&scope, &kind, &mut table)?;
     fn options<T: DeserializeOwned>(
         scope: &Scope<'_>,
         table: Map<String, Value>,
@@ -727,7 +811,7 @@ fn backend_from_value(
         scope.unknown_key::<T>(&[], &table, "this backend has no options")?;
         scope.deserialize(&[], Value::new(None, ValueKind::Table(table)))
     }
-    Ok(match kind.as_str() {
+    let settings = match kind.as_str() {
         "log" => BackendSettings::Log(options(&scope, table)?),
         "dummy" => BackendSettings::Dummy(options(&scope, table)?),
         "memory" => BackendSettings::Memory(options(&scope, table)?),
@@ -760,7 +844,9 @@ fn backend_from_value(
             BackendSettings::Fastly(fastly)
         }
         "cloudfront" => {
-            let cloudfront: CloudFrontSettings = options(&scope, table)?;
+            let mut cloudfront: CloudFrontSettings = options(&scope, table)?;
+            // The distribution's hosts are the backend's `hosts`: one key, one meaning.
+            cloudfront.hosts = common.route.hosts.clone();
             cloudfront
                 .check()
                 .map_err(|e| scope.error(&[key(e.key)], e.message))?;
@@ -785,6 +871,41 @@ fn backend_from_value(
                 format!("unknown backend kind `{other}`; expected one of {BACKEND_KINDS}"),
             ));
         }
+    };
+    Ok(BackendTable { settings, common })
+}
+
+/// Takes the options every kind has (`hosts`, `paths`) out of a backend's table.
+fn common_from_table(
+    scope: &Scope<'_>,
+    kind: &str,
+    table: &mut Map<String, Value>,
+) -> Result<BackendCommon, SettingsError> {
+    let mut common = Map::new();
+    for name in field_names::<CommonKeys>() {
+        if let Some(v) = table.remove(*name) {
+            common.insert((*name).to_owned(), v);
+        }
+    }
+    if kind == "nats"
+        && let Some(Value {
+            kind: ValueKind::Table(_),
+            ..
+        }) = common.get("hosts")
+    {
+        return Err(scope.error(
+            &[key("hosts")],
+            "expected a list of host patterns (the hosts this backend serves); the table of \
+             host → group of a nats backend is `[backends.NAME.host_groups]`",
+        ));
+    }
+    let raw: CommonKeys = scope.deserialize(&[], Value::new(None, ValueKind::Table(common)))?;
+    // An empty list is the same as none (every host): what `hosts = []` of a CloudFront
+    // backend always meant for routing (it sends no absolute URL either way).
+    Ok(BackendCommon {
+        route: crate::routing::BackendRoute::default()
+            .with_hosts(raw.hosts.unwrap_or_default())
+            .paths(raw.paths),
     })
 }
 
@@ -1059,14 +1180,14 @@ mod tests {
         .unwrap();
         assert_eq!(s.delivery, Delivery::Immediate);
         assert_eq!(s.shutdown_timeout, Duration::from_secs(3));
-        let BackendSettings::Varnish(v) = &s.backends["edge"] else {
+        let BackendSettings::Varnish(v) = &s.backends["edge"].settings else {
             panic!()
         };
         assert_eq!(v.servers.len(), 2);
         assert_eq!(v.servers[1].host(), "::1");
         assert_eq!(v.timeout, Duration::from_millis(250));
         assert_eq!(v.ban_style, BanStyle::Lurker);
-        let BackendSettings::Nginx(n) = &s.backends["ngx"] else {
+        let BackendSettings::Nginx(n) = &s.backends["ngx"].settings else {
             panic!()
         };
         assert_eq!(n.mode, NginxMode::Files);
