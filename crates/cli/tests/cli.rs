@@ -1061,3 +1061,40 @@ async fn check_shows_the_routing_table_and_purge_fails_for_a_host_no_backend_ser
         "{run:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn verify_reports_a_purge_that_worked_and_one_aimed_at_the_wrong_key_with_a_hint() {
+    let origin = Origin::start().unwrap();
+    let nginx = Nginx::start(&origin, NginxConfig::default()).await.unwrap();
+    warm(&nginx, &["/good", "/bad"]).await;
+    let dir = tempfile::tempdir().unwrap();
+    write_settings(dir.path(), &nginx_http_backend("ngx", &nginx.addr()));
+    let run = cache_purge(dir.path(), &["verify", "/good"], None, &[]).await;
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(
+        run.stdout
+            .contains("OK ngx: 1 of 1 URL verified gone after the purge"),
+        "{run:?}"
+    );
+
+    // files mode with a key_template that is not nginx's key: the purge "works", the page stays.
+    write_settings(
+        dir.path(),
+        &format!(
+            "[backends.files]\nkind = \"nginx\"\nmode = \"files\"\ncache_dir = \"{}\"\n\
+             key_template = \"wrong$uri$is_args$args\"\nverify_url = \"http://{}\"\n",
+            nginx.cache_dir().display(),
+            nginx.addr()
+        ),
+    );
+    let run = cache_purge(dir.path(), &["verify", "--json", "/bad"], None, &[]).await;
+    assert_eq!(run.code, 1, "{run:?}");
+    let backend = &run.json()["backends"][0];
+    assert_eq!(backend["verify_failed"], 1, "{backend}");
+    assert_eq!(backend["still_cached"], "/bad", "{backend}");
+    assert!(
+        backend["hint"].as_str().unwrap().contains("key_template"),
+        "{backend}"
+    );
+    assert_cached(&nginx, "/bad").await;
+}

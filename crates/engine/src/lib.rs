@@ -47,6 +47,7 @@ pub mod routing;
 pub mod settings;
 pub(crate) mod spill;
 pub mod tag_index;
+pub mod verify;
 pub mod watch;
 
 pub use cache_purge_hooks_core::{resolve, target, template};

@@ -93,6 +93,8 @@ pub struct PurgerBuilder {
     backends: Vec<(String, Arc<dyn Backend>)>,
     /// The routes given by backend name ([`PurgerBuilder::backend_route`]).
     routes: Vec<(String, BackendRoute)>,
+    /// The verifications by backend name ([`PurgerBuilder::backend_verify`]).
+    verifies: Vec<(String, VerifyPlan)>,
     tag_index: Option<Arc<dyn TagIndex>>,
     /// The `tags = "index"` nginx backends added, to give the index at `build`.
     #[cfg(feature = "nginx")]
@@ -149,6 +151,16 @@ pub enum BuildError {
     /// settings) for a backend the builder does not have.
     #[error("a route is given for backend `{0}`, and there is no backend of that name")]
     RouteForUnknownBackend(String),
+    /// Verification is on for a backend and no cache address is known to ask
+    /// ([`VerifySettings::url`](crate::verify::VerifySettings::url)).
+    #[error("backend `{0}`: verify is on and there is no cache address to ask (set verify_url)")]
+    VerifyWithoutAddress(String),
+    /// Verification is on for a backend and this build has no HTTP client for it.
+    #[error(
+        "backend `{0}`: verify is not available in this build of cache-purge-hooks (enable the \
+         cargo feature `verify`)"
+    )]
+    VerifyUnavailable(String),
     /// A backend purges tags through the tag index (nginx's `tags = "index"`) and no index
     /// was given.
     #[error(
@@ -297,6 +309,31 @@ impl PurgerBuilder {
         self
     }
 
+    /// Verifies the purges of the backend of this name ([`crate::verify`]): each purged URL
+    /// (all, or a sample) is asked for through `settings.url`, the cache's address, and judged
+    /// by `settings.header` (default `X-Cache`). Replaces what the settings gave it.
+    pub fn backend_verify(
+        mut self,
+        backend: impl Into<String>,
+        settings: crate::verify::VerifySettings,
+    ) -> Self {
+        let backend = backend.into();
+        self.verifies.retain(|(name, _)| *name != backend);
+        let header = settings
+            .header
+            .as_ref()
+            .map_or_else(|| "X-Cache".to_owned(), |h| h.as_str().to_owned());
+        self.verifies.push((
+            backend,
+            VerifyPlan {
+                settings,
+                header,
+                hint: crate::verify::hint_for(""),
+            },
+        ));
+        self
+    }
+
     /// Adds an already shared backend under this name.
     pub fn shared_backend(mut self, name: impl Into<String>, backend: Arc<dyn Backend>) -> Self {
         self.backends.push((name.into(), backend));
@@ -367,6 +404,19 @@ impl PurgerBuilder {
             builder = builder.settings_backend(name, &backend.settings)?;
             if !backend.common.route.is_default() {
                 builder = builder.backend_route(name, backend.common.route.clone());
+            }
+            if backend.common.verify.mode.is_on() {
+                let mut verify = backend.common.verify.clone();
+                verify.url = backend.verify_url();
+                builder.verifies.retain(|(n, _)| n != name);
+                builder.verifies.push((
+                    name.clone(),
+                    VerifyPlan {
+                        settings: verify,
+                        header: backend.verify_header(),
+                        hint: backend.verify_hint(),
+                    },
+                ));
             }
         }
         if let Some(index) = &settings.tag_index {
@@ -499,6 +549,13 @@ impl PurgerBuilder {
         {
             return Err(BuildError::RouteForUnknownBackend(unknown.clone()));
         }
+        if let Some((unknown, _)) = self
+            .verifies
+            .iter()
+            .find(|(n, _)| !names.contains(n.as_str()))
+        {
+            return Err(BuildError::RouteForUnknownBackend(unknown.clone()));
+        }
         let mut workers = Vec::new();
         let mut joins = Vec::new();
         let room = Arc::new(tokio::sync::Notify::new());
@@ -508,12 +565,23 @@ impl PurgerBuilder {
         for (index, (name, backend)) in self.backends.into_iter().enumerate() {
             // Files are named by position: backend names built in code may hold any character.
             let spill = crate::spill::Spill::new(&spill_dir, &format!("{index}.targets"));
+            let plan = self
+                .verifies
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, p)| p);
+            #[cfg(not(feature = "verify"))]
+            if plan.is_some_and(|p| p.settings.mode.is_on()) {
+                return Err(BuildError::VerifyUnavailable(name));
+            }
             let config = crate::dispatch::WorkerConfig {
                 retry: self.retry.clone(),
                 room: room.clone(),
                 spill,
                 refill: crate::dispatch::Refill::for_capacity(capacity),
                 repurge_after: self.repurge_after,
+                #[cfg(feature = "verify")]
+                verifier: verifier(&name, plan)?,
             };
             let (handle, join) = spawn_worker(name, backend, config, &runtime);
             workers.push(handle);
@@ -543,6 +611,35 @@ impl PurgerBuilder {
             }),
         })
     }
+}
+
+/// A backend's verification, with the defaults of its kind resolved.
+#[derive(Clone, Debug)]
+#[cfg_attr(not(feature = "verify"), allow(dead_code))]
+struct VerifyPlan {
+    settings: crate::verify::VerifySettings,
+    header: String,
+    hint: &'static str,
+}
+
+/// The verifier of a backend's plan, if verification is on.
+#[cfg(feature = "verify")]
+fn verifier(
+    name: &str,
+    plan: Option<&VerifyPlan>,
+) -> Result<Option<Arc<crate::verify::Verifier>>, BuildError> {
+    let Some(plan) = plan.filter(|p| p.settings.mode.is_on()) else {
+        return Ok(None);
+    };
+    let Some(url) = &plan.settings.url else {
+        return Err(BuildError::VerifyWithoutAddress(name.to_owned()));
+    };
+    crate::verify::Verifier::new(&plan.settings, url, &plan.header, plan.hint)
+        .map(|v| v.map(Arc::new))
+        .map_err(|error| BuildError::Backend {
+            name: name.to_owned(),
+            error,
+        })
 }
 
 /// The index a `[tag_index]` table describes.
@@ -1005,6 +1102,14 @@ impl Purger {
                     batches: c.batches.load(Ordering::Relaxed),
                     unsupported: c.unsupported.load(Ordering::Relaxed),
                     deduplicated: c.deduplicated.load(Ordering::Relaxed),
+                    verified: c.verified.load(Ordering::Relaxed),
+                    verify_failed: c.verify_failed.load(Ordering::Relaxed),
+                    verify_unanswered: c.verify_unanswered.load(Ordering::Relaxed),
+                    last_verify_failure: w
+                        .last_verify_failure
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .clone(),
                     busy,
                     last_error: w
                         .last_error
@@ -1063,6 +1168,16 @@ pub struct BackendStats {
     pub unsupported: u64,
     /// Targets dropped because the same target was already waiting.
     pub deduplicated: u64,
+    /// Purged URLs that verification found gone from the cache (`verify`; see
+    /// [`crate::verify`]).
+    pub verified: u64,
+    /// Purged URLs the cache still served after the purge and a second one: a purge that did
+    /// not take (see [`last_verify_failure`](Self::last_verify_failure)).
+    pub verify_failed: u64,
+    /// Verification checks the cache did not answer (counted neither way).
+    pub verify_unanswered: u64,
+    /// The last purge that did not take, with what to check.
+    pub last_verify_failure: Option<crate::verify::VerifyFailure>,
     /// Time spent in purge calls (summed over concurrent calls).
     pub busy: Duration,
     /// The last failure of a purge call, if any failed: match its

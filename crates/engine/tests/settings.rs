@@ -1186,3 +1186,45 @@ fn cloudfront_hosts_are_the_backends_hosts() {
     let text = toml::to_string(&s).unwrap();
     assert_eq!(text.matches("hosts = ").count(), 1, "{text}");
 }
+
+#[test]
+fn verify_settings_are_checked_at_start_up_naming_the_key() {
+    for (text, expected) in [
+        (
+            "[backends.v]\nkind = \"varnish\"\nverify = \"all\"\n",
+            "invalid cache purge setting `backends.v.verify_url` (from FILE): required with verify: the cache's public HTTP address (`http://HOST:PORT`), where the check's GET goes (only nginx and varnish in http mode default to their first server)",
+        ),
+        (
+            "[backends.n]\nkind = \"nginx\"\nverify = 2.5\n",
+            "invalid cache purge setting `backends.n.verify` (from FILE): `2.5` is not a sample rate: expected `\"off\"`, `\"all\"` or a share above 0 and at most 1 (`0.1`)",
+        ),
+        (
+            "[backends.n]\nkind = \"nginx\"\nverify = \"sometimes\"\n",
+            "invalid cache purge setting `backends.n.verify` (from FILE): unknown verify mode `sometimes`; expected `\"off\"`, `\"all\"` or a share above 0 and at most 1 (`0.1`)",
+        ),
+        (
+            "[backends.n]\nkind = \"nginx\"\nverify = \"all\"\nverify_url = \"127.0.0.1:80\"\n",
+            "invalid cache purge setting `backends.n.verify_url` (from FILE): `127.0.0.1:80` is not a URL (relative URL without a base); expected like `https://api.example.com/v1`",
+        ),
+        (
+            "[backends.n]\nkind = \"nginx\"\nverify = \"all\"\nverify_hit = []\n",
+            "invalid cache purge setting `backends.n.verify_hit` (from FILE): expected the header's values that mean a hit, like [\"HIT\"]",
+        ),
+    ] {
+        assert_eq!(error(text), expected, "{text}");
+    }
+    // A sample, with the defaults of its kind.
+    let s = Settings::from_toml_str(
+        "[backends.n]\nkind = \"nginx\"\nservers = [\"127.0.0.1:8080\"]\nverify = 0.25\n",
+    )
+    .unwrap();
+    let n = &s.backends["n"];
+    assert_eq!(
+        n.common.verify.mode,
+        cache_purge_hooks_engine::verify::VerifyMode::Sample(0.25)
+    );
+    assert_eq!(n.verify_url().unwrap().as_str(), "http://127.0.0.1:8080");
+    assert_eq!(n.verify_header(), "X-Cache-Status");
+    let text = toml::to_string(&s).unwrap();
+    assert!(text.contains("verify = 0.25\n"), "{text}");
+}

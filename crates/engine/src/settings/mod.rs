@@ -311,6 +311,44 @@ impl BackendTable {
     pub fn kind(&self) -> &'static str {
         self.settings.kind()
     }
+
+    /// Where verification asks the cache (see [`crate::verify`]): `verify_url`, else the
+    /// first server of nginx or Varnish in `http` mode; `None` when neither is known.
+    pub fn verify_url(&self) -> Option<BaseUrl> {
+        if let Some(url) = &self.common.verify.url {
+            return Some(url.clone());
+        }
+        let server = match &self.settings {
+            BackendSettings::Nginx(n) if n.mode == NginxMode::Http => {
+                n.servers_or_default().into_iter().next()
+            }
+            BackendSettings::Varnish(v) if v.mode == VarnishMode::Http => {
+                v.servers_or_default().into_iter().next()
+            }
+            _ => None,
+        }?;
+        server.base_url().parse().ok()
+    }
+
+    /// The header that tells a hit: `verify_header`, else `X-Cache-Status` for nginx (what
+    /// `deploy/nginx/` adds), `CF-Cache-Status` for Cloudflare, `X-Cache` otherwise (what
+    /// `deploy/varnish/` sets, and most CDNs).
+    pub fn verify_header(&self) -> String {
+        if let Some(h) = &self.common.verify.header {
+            return h.as_str().to_owned();
+        }
+        match &self.settings {
+            BackendSettings::Nginx(_) => "X-Cache-Status",
+            BackendSettings::Cloudflare(_) => "CF-Cache-Status",
+            _ => "X-Cache",
+        }
+        .to_owned()
+    }
+
+    /// What to check when a purge of this kind of backend did not take.
+    pub fn verify_hint(&self) -> &'static str {
+        crate::verify::hint_for(self.kind())
+    }
 }
 
 impl From<BackendSettings> for BackendTable {
@@ -332,12 +370,15 @@ impl<'de> Deserialize<'de> for BackendTable {
 }
 
 /// The options of a `[backends.NAME]` table that every kind has, read before the kind's own.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
 #[non_exhaustive]
 pub struct BackendCommon {
     /// Which targets the backend takes (`hosts`, `paths`; see [`crate::routing`]).
     #[serde(flatten)]
     pub route: crate::routing::BackendRoute,
+    /// Whether and how purges are verified (`verify`, `verify_url`...; see [`crate::verify`]).
+    #[serde(flatten)]
+    pub verify: crate::verify::VerifySettings,
 }
 
 /// The common keys as the file writes them.
@@ -348,6 +389,16 @@ struct CommonKeys {
     hosts: Option<Vec<crate::routing::HostPattern>>,
     #[serde(default)]
     paths: bool,
+    #[serde(default)]
+    verify: crate::verify::VerifyMode,
+    #[serde(default)]
+    verify_url: Option<BaseUrl>,
+    #[serde(default)]
+    verify_header: Option<HeaderName>,
+    #[serde(default)]
+    verify_hit: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "types::optional_at_least_one")]
+    verify_concurrency: Option<std::num::NonZeroUsize>,
 }
 
 /// One backend's settings; `kind` selects the variant.
@@ -872,7 +923,16 @@ fn backend_from_value(
             ));
         }
     };
-    Ok(BackendTable { settings, common })
+    let table = BackendTable { settings, common };
+    if table.common.verify.mode.is_on() && table.verify_url().is_none() {
+        return Err(scope.error(
+            &[key("verify_url")],
+            "required with verify: the cache's public HTTP address (`http://HOST:PORT`), where \
+             the check's GET goes (only nginx and varnish in http mode default to their first \
+             server)",
+        ));
+    }
+    Ok(table)
 }
 
 /// Takes the options every kind has (`hosts`, `paths`) out of a backend's table.
@@ -902,10 +962,27 @@ fn common_from_table(
     let raw: CommonKeys = scope.deserialize(&[], Value::new(None, ValueKind::Table(common)))?;
     // An empty list is the same as none (every host): what `hosts = []` of a CloudFront
     // backend always meant for routing (it sends no absolute URL either way).
+    let mut verify = crate::verify::VerifySettings::default();
+    verify.mode = raw.verify;
+    verify.url = raw.verify_url;
+    verify.header = raw.verify_header;
+    if let Some(hit) = raw.verify_hit {
+        if hit.is_empty() || hit.iter().any(|h| h.trim().is_empty()) {
+            return Err(scope.error(
+                &[key("verify_hit")],
+                "expected the header's values that mean a hit, like [\"HIT\"]",
+            ));
+        }
+        verify.hit = hit;
+    }
+    if let Some(n) = raw.verify_concurrency {
+        verify.concurrency = n;
+    }
     Ok(BackendCommon {
         route: crate::routing::BackendRoute::default()
             .with_hosts(raw.hosts.unwrap_or_default())
             .paths(raw.paths),
+        verify,
     })
 }
 

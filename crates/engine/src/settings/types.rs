@@ -648,6 +648,13 @@ pub(crate) fn host_patterns<'de, D: Deserializer<'de>>(
     d.deserialize_any(Patterns).map(Some)
 }
 
+/// An optional integer of at least 1.
+pub(crate) fn optional_at_least_one<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<NonZeroUsize>, D::Error> {
+    at_least_one(d).map(Some)
+}
+
 /// `concurrency`, `max_batch`: an integer of at least 1.
 pub(crate) fn at_least_one<'de, D: Deserializer<'de>>(d: D) -> Result<NonZeroUsize, D::Error> {
     let n = usize::deserialize(d)?;
