@@ -76,6 +76,8 @@ pub(crate) struct Counters {
     pub(crate) verify_failed: AtomicU64,
     /// Checks the cache did not answer.
     pub(crate) verify_unanswered: AtomicU64,
+    /// Purged URLs requested again to warm the cache (`refresh`).
+    pub(crate) refreshed: AtomicU64,
 }
 
 impl Counters {
@@ -254,6 +256,8 @@ pub(crate) fn spawn_worker(
         #[cfg(feature = "verify")]
         to_verify: Vec::new(),
         #[cfg(feature = "verify")]
+        to_refresh: Vec::new(),
+        #[cfg(feature = "verify")]
         last_verify_failure: last_verify_failure.clone(),
     };
     let join = runtime.spawn(tracing::Instrument::instrument(worker.run(rx), span));
@@ -376,6 +380,9 @@ struct Worker {
     /// URLs delivered this round, to verify once the round is done.
     #[cfg(feature = "verify")]
     to_verify: Vec<Target>,
+    /// URLs delivered this round, to refresh (`refresh`) once the round is done.
+    #[cfg(feature = "verify")]
+    to_refresh: Vec<Target>,
     #[cfg(feature = "verify")]
     last_verify_failure: Arc<Mutex<Option<crate::verify::VerifyFailure>>>,
 }
@@ -856,8 +863,12 @@ impl Worker {
         #[cfg(feature = "metrics")]
         self.meters.purged.increment(1);
         #[cfg(feature = "verify")]
-        if self.verifier.as_ref().is_some_and(|v| v.picks(&target)) {
-            self.to_verify.push(target.clone());
+        if let Some(verifier) = &self.verifier {
+            if verifier.picks(&target) {
+                self.to_verify.push(target.clone());
+            } else if verifier.refreshes(&target) {
+                self.to_refresh.push(target.clone());
+            }
         }
         for attempt in waiting.attempts {
             attempt.settle(target.clone(), Settled::Delivered);
@@ -872,6 +883,7 @@ impl Worker {
         let Some(verifier) = self.verifier.clone() else {
             return;
         };
+        self.refresh_round(&verifier).await;
         let targets = std::mem::take(&mut self.to_verify);
         if targets.is_empty() {
             return;
@@ -948,6 +960,50 @@ impl Worker {
                         error = %why,
                         "could not verify the purge: the cache did not answer"
                     );
+                }
+            }
+        }
+    }
+
+    /// Requests the URLs delivered this round through the cache once (`refresh`), at most
+    /// `verify_concurrency` at a time and `refresh_rate` started per second.
+    #[cfg(feature = "verify")]
+    async fn refresh_round(&mut self, verifier: &Arc<crate::verify::Verifier>) {
+        use crate::verify::Seen;
+        let targets = std::mem::take(&mut self.to_refresh);
+        if targets.is_empty() {
+            return;
+        }
+        let start = tokio::time::Instant::now();
+        let every = verifier.refresh_every();
+        let seen: Vec<(Target, Seen)> = futures::stream::iter(targets.into_iter().enumerate())
+            .map(|(i, target)| {
+                let verifier = Arc::clone(verifier);
+                async move {
+                    if let Some(every) = every {
+                        tokio::time::sleep_until(start + every * i as u32).await;
+                    }
+                    let Some(url) = target.as_url().cloned() else {
+                        return (target, Seen::Miss);
+                    };
+                    let seen = verifier.look(&url).await;
+                    (target, seen)
+                }
+            })
+            .buffer_unordered(verifier.concurrency)
+            .collect()
+            .await;
+        for (target, seen) in seen {
+            match seen {
+                Seen::Unknown(why) => tracing::warn!(
+                    target: "cache_purge_hooks",
+                    backend = %self.name,
+                    %target,
+                    error = %why,
+                    "could not refresh the purged page: the cache did not answer"
+                ),
+                _ => {
+                    self.counters.refreshed.fetch_add(1, Ordering::Relaxed);
                 }
             }
         }

@@ -405,7 +405,7 @@ impl PurgerBuilder {
             if !backend.common.route.is_default() {
                 builder = builder.backend_route(name, backend.common.route.clone());
             }
-            if backend.common.verify.mode.is_on() {
+            if backend.common.verify.needs_address() {
                 let mut verify = backend.common.verify.clone();
                 verify.url = backend.verify_url();
                 builder.verifies.retain(|(n, _)| n != name);
@@ -571,7 +571,7 @@ impl PurgerBuilder {
                 .find(|(n, _)| *n == name)
                 .map(|(_, p)| p);
             #[cfg(not(feature = "verify"))]
-            if plan.is_some_and(|p| p.settings.mode.is_on()) {
+            if plan.is_some_and(|p| p.settings.needs_address()) {
                 return Err(BuildError::VerifyUnavailable(name));
             }
             let config = crate::dispatch::WorkerConfig {
@@ -628,7 +628,7 @@ fn verifier(
     name: &str,
     plan: Option<&VerifyPlan>,
 ) -> Result<Option<Arc<crate::verify::Verifier>>, BuildError> {
-    let Some(plan) = plan.filter(|p| p.settings.mode.is_on()) else {
+    let Some(plan) = plan.filter(|p| p.settings.needs_address()) else {
         return Ok(None);
     };
     let Some(url) = &plan.settings.url else {
@@ -1105,6 +1105,7 @@ impl Purger {
                     verified: c.verified.load(Ordering::Relaxed),
                     verify_failed: c.verify_failed.load(Ordering::Relaxed),
                     verify_unanswered: c.verify_unanswered.load(Ordering::Relaxed),
+                    refreshed: c.refreshed.load(Ordering::Relaxed),
                     last_verify_failure: w
                         .last_verify_failure
                         .lock()
@@ -1176,6 +1177,8 @@ pub struct BackendStats {
     pub verify_failed: u64,
     /// Verification checks the cache did not answer (counted neither way).
     pub verify_unanswered: u64,
+    /// Purged URLs requested again through the cache to warm it (`refresh`).
+    pub refreshed: u64,
     /// The last purge that did not take, with what to check.
     pub last_verify_failure: Option<crate::verify::VerifyFailure>,
     /// Time spent in purge calls (summed over concurrent calls).

@@ -13,6 +13,11 @@
 //!   `verify_failed` and logged at ERROR with a hint about the likely misconfiguration.
 //! - No answer: logged at WARN (`could not verify`), counted neither way.
 //!
+//! **Refresh** (`refresh = true`): every purged URL not verified is requested once through the
+//! same address, so that the next visitor does not pay the miss, at most `verify_concurrency`
+//! at a time and `refresh_rate` started per second; counted `refreshed`. (A purge and a GET:
+//! the shipped VCL has no `req.hash_always_miss` path.)
+//!
 //! URLs only: prefixes, tags and everything are not verified (a tag names no URL the engine
 //! knows). Verification runs in the backend's worker after each round of purges, at most
 //! `verify_concurrency` requests at a time, and [`Purger::flush`](crate::Purger::flush) waits
@@ -161,12 +166,22 @@ pub struct VerifySettings {
     /// default `["HIT"]`).
     #[serde(rename = "verify_hit", skip_serializing_if = "is_default_hit")]
     pub hit: Vec<String>,
-    /// Checks in flight at once (`verify_concurrency`, default 4).
+    /// Checks (and refreshes) in flight at once (`verify_concurrency`, default 4).
     #[serde(
         rename = "verify_concurrency",
         skip_serializing_if = "is_default_concurrency"
     )]
     pub concurrency: NonZeroUsize,
+    /// Refresh after purge (`refresh`, default `false`): every purged URL not verified is
+    /// requested once through the same address, so that the next visitor does not pay the
+    /// miss (a verified URL already was). See the [module documentation](self).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub refresh: bool,
+    /// The most refreshes started per second, minute or hour (`refresh_rate`, `"50/s"`;
+    /// default: no limit but `verify_concurrency`), so that a large purge does not stampede
+    /// the origin.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refresh_rate: Option<crate::settings::RequestRate>,
 }
 
 fn is_off(mode: &VerifyMode) -> bool {
@@ -189,6 +204,8 @@ impl Default for VerifySettings {
             header: None,
             hit: vec!["HIT".to_owned()],
             concurrency: NonZeroUsize::new(4).unwrap_or(NonZeroUsize::MIN),
+            refresh: false,
+            refresh_rate: None,
         }
     }
 }
@@ -207,6 +224,17 @@ impl VerifySettings {
     pub fn header(mut self, header: HeaderName) -> Self {
         self.header = Some(header);
         self
+    }
+
+    /// These settings, refreshing (or not) what they do not verify.
+    pub fn refresh(mut self, refresh: bool) -> Self {
+        self.refresh = refresh;
+        self
+    }
+
+    /// Whether the address is used at all: verification or refresh is on.
+    pub fn needs_address(&self) -> bool {
+        self.mode.is_on() || self.refresh
     }
 
     /// These settings, with this mode.
@@ -259,6 +287,9 @@ pub(crate) struct Verifier {
     header: String,
     hit: Vec<String>,
     mode: VerifyMode,
+    refresh: bool,
+    /// The spacing of refreshes, from `refresh_rate`.
+    refresh_every: Option<std::time::Duration>,
     pub(crate) concurrency: usize,
     /// What to check when a purge did not take, for this kind of backend.
     hint: &'static str,
@@ -285,7 +316,7 @@ impl Verifier {
         header: &str,
         hint: &'static str,
     ) -> Result<Option<Self>, crate::backend::SetupError> {
-        if !settings.mode.is_on() {
+        if !settings.needs_address() {
             return Ok(None);
         }
         let concurrency = settings.concurrency.get();
@@ -298,6 +329,11 @@ impl Verifier {
             header: header.to_owned(),
             hit: settings.hit.clone(),
             mode: settings.mode,
+            refresh: settings.refresh,
+            refresh_every: settings
+                .refresh_rate
+                .as_ref()
+                .map(|r| std::time::Duration::from_secs_f64(1.0 / r.per_second())),
             concurrency,
             hint,
         }))
@@ -306,6 +342,16 @@ impl Verifier {
     /// Whether to verify this target (URLs only, all or a sample).
     pub(crate) fn picks(&self, target: &crate::Target) -> bool {
         target.as_url().is_some() && self.mode.picks()
+    }
+
+    /// Whether to refresh this target (a URL not verified, with `refresh`).
+    pub(crate) fn refreshes(&self, target: &crate::Target) -> bool {
+        self.refresh && target.as_url().is_some()
+    }
+
+    /// The spacing between two refreshes started (`refresh_rate`).
+    pub(crate) fn refresh_every(&self) -> Option<std::time::Duration> {
+        self.refresh_every
     }
 
     /// The hint for a purge that did not take.

@@ -1192,7 +1192,7 @@ fn verify_settings_are_checked_at_start_up_naming_the_key() {
     for (text, expected) in [
         (
             "[backends.v]\nkind = \"varnish\"\nverify = \"all\"\n",
-            "invalid cache purge setting `backends.v.verify_url` (from FILE): required with verify: the cache's public HTTP address (`http://HOST:PORT`), where the check's GET goes (only nginx and varnish in http mode default to their first server)",
+            "invalid cache purge setting `backends.v.verify_url` (from FILE): required with verify or refresh: the cache's public HTTP address (`http://HOST:PORT`), where the check's GET goes (only nginx and varnish in http mode default to their first server)",
         ),
         (
             "[backends.n]\nkind = \"nginx\"\nverify = 2.5\n",

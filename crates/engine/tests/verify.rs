@@ -143,3 +143,53 @@ async fn a_vcl_that_ignores_purge_is_detected_and_reported_with_a_hint() {
     cached_with(&varnish, "/post", 1).await;
     purger.shutdown(Duration::from_secs(5)).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn after_a_refresh_each_page_is_a_hit_with_the_new_content_fetched_once() {
+    let origin = Origin::start().unwrap();
+    let nginx = Nginx::start(&origin, NginxConfig::default()).await.unwrap();
+    let pages = ["/a", "/b", "/c?x=1"];
+    warm(&nginx, &pages).await;
+    warm(&nginx, &["/kept"]).await;
+    let settings = Settings::from_toml_str(&format!(
+        "delivery = \"immediate\"\n[backends.ngx]\nkind = \"nginx\"\nservers = [\"{}\"]\n\
+         purge_prefix = \"/purge\"\nrefresh = true\nrefresh_rate = \"100/s\"\n",
+        nginx.addr()
+    ))
+    .unwrap();
+    let purger = Purger::from_settings(&settings).unwrap();
+    purger.purge(targets(&pages)).await;
+    purger.flush().await;
+
+    let stats = &purger.stats()[0];
+    assert_eq!((stats.purged, stats.refreshed), (3, 3), "{stats:?}");
+    for page in pages {
+        // The origin saw one fetch for the warm-up and exactly one for the refresh.
+        assert_eq!(origin.fetches(page), 2, "{page}");
+        cached_with(&nginx, page, 2).await;
+    }
+    cached_with(&nginx, "/kept", 1).await;
+    purger.shutdown(Duration::from_secs(5)).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_verified_url_is_not_fetched_again_by_the_refresh() {
+    let origin = Origin::start().unwrap();
+    let varnish = Varnish::start(&origin).await.unwrap();
+    warm(&varnish, &["/post"]).await;
+    let settings = Settings::from_toml_str(&format!(
+        "delivery = \"immediate\"\n[backends.edge]\nkind = \"varnish\"\nmode = \"http\"\n\
+         servers = [\"{}\"]\nhttp_method = \"purge\"\nverify = \"all\"\nrefresh = true\n",
+        varnish.http_addr()
+    ))
+    .unwrap();
+    let purger = Purger::from_settings(&settings).unwrap();
+    purger.purge(targets(&["/post"])).await;
+    purger.flush().await;
+
+    let stats = &purger.stats()[0];
+    assert_eq!((stats.verified, stats.refreshed), (1, 0), "{stats:?}");
+    assert_eq!(origin.fetches("/post"), 2);
+    cached_with(&varnish, "/post", 2).await;
+    purger.shutdown(Duration::from_secs(5)).await.unwrap();
+}

@@ -399,6 +399,10 @@ struct CommonKeys {
     verify_hit: Option<Vec<String>>,
     #[serde(default, deserialize_with = "types::optional_at_least_one")]
     verify_concurrency: Option<std::num::NonZeroUsize>,
+    #[serde(default)]
+    refresh: bool,
+    #[serde(default)]
+    refresh_rate: Option<RequestRate>,
 }
 
 /// One backend's settings; `kind` selects the variant.
@@ -924,10 +928,10 @@ fn backend_from_value(
         }
     };
     let table = BackendTable { settings, common };
-    if table.common.verify.mode.is_on() && table.verify_url().is_none() {
+    if table.common.verify.needs_address() && table.verify_url().is_none() {
         return Err(scope.error(
             &[key("verify_url")],
-            "required with verify: the cache's public HTTP address (`http://HOST:PORT`), where \
+            "required with verify or refresh: the cache's public HTTP address (`http://HOST:PORT`), where \
              the check's GET goes (only nginx and varnish in http mode default to their first \
              server)",
         ));
@@ -978,6 +982,8 @@ fn common_from_table(
     if let Some(n) = raw.verify_concurrency {
         verify.concurrency = n;
     }
+    verify.refresh = raw.refresh;
+    verify.refresh_rate = raw.refresh_rate;
     Ok(BackendCommon {
         route: crate::routing::BackendRoute::default()
             .with_hosts(raw.hosts.unwrap_or_default())
