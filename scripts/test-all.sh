@@ -112,6 +112,7 @@ cargo clippy --workspace --all-targets -- -D warnings
 cargo clippy -p cache-purge-hooks-engine --no-default-features -- -D warnings
 cargo clippy -p cache-purge-hooks-engine --no-default-features --features varnish -- -D warnings
 cargo clippy -p cache-purge-hooks-engine --no-default-features --features nginx -- -D warnings
+cargo clippy -p cache-purge-hooks-engine --no-default-features --features verify,memory -- -D warnings
 cargo clippy -p cache-purge-hooks-engine --no-default-features --features redis -- -D warnings
 cargo clippy -p cache-purge-hooks-engine --all-targets --features redis -- -D warnings
 cargo clippy -p cache-purge-hooks-engine --all-targets --features metrics -- -D warnings

@@ -204,7 +204,7 @@ mod tests {
             toml_string(odd_path)
         ))
         .expect("valid settings");
-        match settings.backends.get("v") {
+        match settings.backends.get("v").map(|b| &b.settings) {
             Some(BackendSettings::Varnish(varnish)) => {
                 assert_eq!(varnish.secret_file, std::path::Path::new(odd_path));
             }

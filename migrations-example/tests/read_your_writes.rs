@@ -125,9 +125,10 @@ async fn after_an_edit_the_page_the_redirect_names_is_fresh_in_both_caches() {
         varnish.secret_file().display()
     ))
     .unwrap();
-    let (BackendSettings::Nginx(n), BackendSettings::Varnish(v)) =
-        (&settings.backends["nginx"], &settings.backends["varnish"])
-    else {
+    let (BackendSettings::Nginx(n), BackendSettings::Varnish(v)) = (
+        &settings.backends["nginx"].settings,
+        &settings.backends["varnish"].settings,
+    ) else {
         panic!("{settings:?}");
     };
     let purger = Purger::builder()

@@ -70,6 +70,10 @@ pub(crate) enum Command {
     #[command(after_long_help = CHECK_HELP)]
     Check(CheckArgs),
 
+    /// Purge URLs and check through each cache that they are really gone (verification).
+    #[command(after_long_help = VERIFY_HELP)]
+    Verify(VerifyArgs),
+
     /// Look after the outbox table of `delivery = "outbox"`: counts, dead rows, drain.
     Outbox(OutboxArgs),
 
@@ -219,6 +223,29 @@ pub(crate) struct CheckArgs {
     #[arg(long, value_name = "NAME")]
     pub(crate) backend: Vec<String>,
 }
+
+/// `cache-purge verify`.
+#[derive(Debug, Args)]
+pub(crate) struct VerifyArgs {
+    /// The URLs to purge and verify: paths (/posts/a) or absolute URLs.
+    #[arg(required = true, value_name = "URL")]
+    pub(crate) urls: Vec<String>,
+
+    /// Only this backend (repeatable) [default: every backend that can verify].
+    #[arg(long, value_name = "NAME")]
+    pub(crate) backend: Vec<String>,
+}
+
+const VERIFY_HELP: &str = "\
+Each URL is purged on every selected backend that has a cache address to ask (verify_url;
+nginx and varnish in http mode default to their first server), then requested through that
+address (never the URL's own host) and judged by the cache's hit header (verify_header,
+verify_hit). A URL still served from the cache is purged once more and asked again; still a
+hit, it is reported with what to check (exit code 1). The check's GET caches the fresh page.
+
+Examples:
+  cache-purge verify /posts/hello https://www.example.com/feed.xml
+  cache-purge verify --backend edge /";
 
 /// `cache-purge outbox`.
 #[derive(Debug, Args)]

@@ -103,7 +103,12 @@ impl Finding {
 /// Runs `cache-purge check`.
 pub(crate) fn run(global: &GlobalArgs, args: CheckArgs, out: &Output) -> Result<u8, CliError> {
     let loaded = settings::load(global)?;
-    let all: Vec<(&String, &BackendSettings)> = loaded.settings.backends.iter().collect();
+    let all: Vec<(&String, &BackendSettings)> = loaded
+        .settings
+        .backends
+        .iter()
+        .map(|(name, b)| (name, &b.settings))
+        .collect();
     let unknown: Vec<&String> = args
         .backend
         .iter()
@@ -127,6 +132,7 @@ pub(crate) fn run(global: &GlobalArgs, args: CheckArgs, out: &Output) -> Result<
         .filter(|(name, _)| args.backend.is_empty() || args.backend.contains(name))
         .collect();
 
+    let routing = describe::routing(&loaded.settings);
     let runtime = crate::runtime()?;
     let reports: Vec<(BackendInfo, Vec<Finding>)> = runtime.block_on(join_all(
         selected.iter().map(|(name, backend)| async move {
@@ -154,6 +160,11 @@ pub(crate) fn run(global: &GlobalArgs, args: CheckArgs, out: &Output) -> Result<
                 "ok": findings.iter().all(|f| f.status != Status::Fail),
                 "findings": findings.iter().map(Finding::json).collect::<Vec<_>>(),
             })).collect::<Vec<_>>(),
+            "routing": routing.as_ref().map(|rows| rows.iter().map(|r| json!({
+                "backend": r.name,
+                "hosts": r.hosts,
+                "paths": r.paths,
+            })).collect::<Vec<_>>()),
         }));
     } else {
         out.line(format!("settings: {}", loaded.source.describe()));
@@ -174,6 +185,18 @@ pub(crate) fn run(global: &GlobalArgs, args: CheckArgs, out: &Output) -> Result<
                 out.line(format!("    {mark} {}: {}", f.subject, f.message));
                 if let Some(hint) = &f.hint {
                     out.line(format!("      hint: {hint}"));
+                }
+            }
+        }
+        match &routing {
+            None => {
+                out.line("routing: every target goes to every backend (no `hosts`, no `paths`)")
+            }
+            Some(rows) => {
+                out.line("routing (an absolute URL goes to the backends of its host; a path where `paths` is):");
+                let width = rows.iter().map(|r| r.name.len()).max().unwrap_or(0);
+                for row in rows {
+                    out.line(format!("    {:width$}  {}", row.name, row.label()));
                 }
             }
         }

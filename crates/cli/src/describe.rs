@@ -104,6 +104,65 @@ pub(crate) fn info(name: &str, settings: &BackendSettings) -> BackendInfo {
     }
 }
 
+/// One line of the routing table (`cache-purge check`): which targets a backend takes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct RouteRow {
+    /// The backend's name.
+    pub(crate) name: String,
+    /// The host patterns whose absolute URLs it takes; empty: every host.
+    pub(crate) hosts: Vec<String>,
+    /// Whether paths (host-less prefixes, everything) go to it.
+    pub(crate) paths: bool,
+}
+
+impl RouteRow {
+    /// `URLs of www.example.com, *.example.org; paths; tags`.
+    pub(crate) fn label(&self) -> String {
+        let hosts = if self.hosts.is_empty() {
+            "URLs of every host".to_owned()
+        } else {
+            format!("URLs of {}", self.hosts.join(", "))
+        };
+        let paths = if self.paths {
+            "; paths, prefixes without a host, everything"
+        } else {
+            ""
+        };
+        format!("{hosts}{paths}; tags")
+    }
+}
+
+/// The routing table of the settings (see `cache_purge_hooks_engine::routing`): one row per
+/// backend, with `paths` as the purger applies it (every backend when none is marked); `None`
+/// when nothing is routed (every target goes to every backend).
+pub(crate) fn routing(settings: &cache_purge_hooks_engine::Settings) -> Option<Vec<RouteRow>> {
+    if settings
+        .backends
+        .values()
+        .all(|b| b.common.route.is_default())
+    {
+        return None;
+    }
+    let marked = settings.backends.values().any(|b| b.common.route.paths);
+    Some(
+        settings
+            .backends
+            .iter()
+            .map(|(name, b)| RouteRow {
+                name: name.clone(),
+                hosts: b
+                    .common
+                    .route
+                    .hosts
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect(),
+                paths: b.common.route.paths || !marked,
+            })
+            .collect(),
+    )
+}
+
 /// Addresses as written in settings files.
 fn shown(servers: Vec<ServerAddr>) -> Vec<String> {
     servers.iter().map(ToString::to_string).collect()
@@ -238,20 +297,22 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            info("v", &s.backends["v"]).label(),
+            info("v", &s.backends["v"].settings).label(),
             "varnish cli on 127.0.0.1:6082"
         );
         assert_eq!(
-            info("n", &s.backends["n"]).label(),
+            info("n", &s.backends["n"].settings).label(),
             "nginx wipe in /var/cache/x"
         );
-        assert_eq!(info("l", &s.backends["l"]).label(), "log");
+        assert_eq!(info("l", &s.backends["l"].settings).label(), "log");
         assert!(
-            unsupported_reason(&s.backends["n"], Capabilities::URL).contains("cannot purge tags")
+            unsupported_reason(&s.backends["n"].settings, Capabilities::URL)
+                .contains("cannot purge tags")
         );
         let s = Settings::from_toml_str("[backends.n]\nkind = \"nginx\"\n").unwrap();
         assert!(
-            unsupported_reason(&s.backends["n"], Capabilities::URL).contains("tags = \"index\"")
+            unsupported_reason(&s.backends["n"].settings, Capabilities::URL)
+                .contains("tags = \"index\"")
         );
     }
 }

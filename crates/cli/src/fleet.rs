@@ -216,7 +216,7 @@ fn fleet_settings(settings: &cache_purge_hooks_engine::Settings) -> Option<Agent
     if let Some(agent) = &settings.agent {
         return Some(agent.clone());
     }
-    settings.backends.values().find_map(|b| match b {
+    settings.backends.values().find_map(|b| match &b.settings {
         BackendSettings::Nats(n) => {
             let mut agent = AgentSettings::default();
             agent.servers = n.servers_or_default();

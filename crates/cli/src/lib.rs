@@ -36,6 +36,7 @@ mod output;
 mod purge;
 mod settings;
 mod show_settings;
+mod verify;
 
 use args::Cli;
 use error::CliError;
@@ -65,6 +66,7 @@ fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
         args::Command::Purge(a) => purge::run(&cli.global, a, &out),
         args::Command::Check(a) => check::run(&cli.global, a, &out),
+        args::Command::Verify(a) => verify::run(&cli.global, a, &out),
         args::Command::Outbox(a) => outbox::run(&cli.global, a, &out),
         args::Command::Agent(a) => fleet::run_agent(&cli.global, a, &out),
         args::Command::Fleet(a) => fleet::run_fleet(&cli.global, a, &out),

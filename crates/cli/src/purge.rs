@@ -43,7 +43,7 @@ fn soften(settings: &mut cache_purge_hooks_engine::Settings) -> Result<(), CliEr
     use cache_purge_hooks_engine::settings::{BackendSettings, VarnishTags};
     let mut softened = 0;
     for backend in settings.backends.values_mut() {
-        if let BackendSettings::Varnish(v) = backend
+        if let BackendSettings::Varnish(v) = &mut backend.settings
             && v.tags == VarnishTags::Xkey
         {
             v.soft_purge = true;
@@ -95,7 +95,7 @@ pub(crate) fn run(global: &GlobalArgs, args: PurgeArgs, out: &Output) -> Result<
     )> = settings
         .backends
         .iter()
-        .map(|(name, b)| (describe::info(name, b), b))
+        .map(|(name, b)| (describe::info(name, &b.settings), &b.settings))
         .collect();
 
     let runtime = crate::runtime()?;
@@ -109,6 +109,7 @@ pub(crate) fn run(global: &GlobalArgs, args: PurgeArgs, out: &Output) -> Result<
         let timed_out = send_and_wait(&purger, &mut targets, deadline).await?;
         Ok::<_, CliError>(Outcome {
             stats: purger.stats(),
+            unrouted: purger.unrouted(),
             dead: purger.dead_letters(),
             capabilities: infos
                 .iter()
@@ -126,14 +127,22 @@ pub(crate) fn run(global: &GlobalArgs, args: PurgeArgs, out: &Output) -> Result<
             BackendReport::new(info, backend_settings, *caps, &targets, &outcome)
         })
         .collect();
-    let ok = reports.iter().all(BackendReport::ok);
+    let ok = reports.iter().all(BackendReport::ok) && outcome.unrouted == 0;
     if out.json {
         out.json(&json!({
             "ok": ok,
             "targets": targets.count,
+            "unrouted": outcome.unrouted,
             "backends": reports.iter().map(BackendReport::json).collect::<Vec<_>>(),
         }));
     } else {
+        if outcome.unrouted > 0 {
+            out.line(format!(
+                "{} {}: no backend serves their host (see each backend's `hosts`); not purged",
+                out.fail_mark(),
+                plural(outcome.unrouted, "target", "targets")
+            ));
+        }
         print_human(
             out,
             &reports,
@@ -149,6 +158,8 @@ pub(crate) fn run(global: &GlobalArgs, args: PurgeArgs, out: &Output) -> Result<
 /// What the purger did.
 struct Outcome {
     stats: Vec<BackendStats>,
+    /// Targets of a host no backend serves (`hosts`): purged nowhere.
+    unrouted: u64,
     dead: Vec<DeadLetter>,
     capabilities: Vec<Capabilities>,
     /// The deadline passed with targets still undelivered.

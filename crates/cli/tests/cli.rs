@@ -1018,3 +1018,83 @@ async fn check_validates_akamai_credentials_inline_or_from_an_edgerc_and_names_w
     assert!(b.to_string().contains("no section [nosuch]"), "{b}");
     assert!(akamai.purges().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn check_shows_the_routing_table_and_purge_fails_for_a_host_no_backend_serves() {
+    let dir = tempfile::tempdir().unwrap();
+    write_settings(
+        dir.path(),
+        "[backends.www]\nkind = \"dummy\"\nhosts = [\"www.example.com\"]\npaths = true\n\
+         [backends.shop]\nkind = \"dummy\"\nhosts = [\"*.shop.example\"]\n",
+    );
+    let run = cache_purge(dir.path(), &["check"], None, &[]).await;
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(
+        run.stdout.contains(
+            "    shop  URLs of *.shop.example; tags\n    www   URLs of www.example.com; paths, prefixes without a host, everything; tags\n"
+        ),
+        "{run:?}"
+    );
+    let run = cache_purge(dir.path(), &["check", "--json"], None, &[]).await;
+    let routing = &run.json()["routing"];
+    assert_eq!(routing[1]["backend"], "www", "{routing}");
+    assert_eq!(routing[1]["paths"], true, "{routing}");
+    assert_eq!(routing[0]["hosts"][0], "*.shop.example", "{routing}");
+
+    // A URL of a host nobody serves is purged nowhere: reported, exit 1.
+    let run = cache_purge(
+        dir.path(),
+        &[
+            "purge",
+            "https://other.example/a",
+            "https://www.example.com/b",
+        ],
+        None,
+        &[],
+    )
+    .await;
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(
+        run.stdout.contains(
+            "1 target: no backend serves their host (see each backend's `hosts`); not purged"
+        ),
+        "{run:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn verify_reports_a_purge_that_worked_and_one_aimed_at_the_wrong_key_with_a_hint() {
+    let origin = Origin::start().unwrap();
+    let nginx = Nginx::start(&origin, NginxConfig::default()).await.unwrap();
+    warm(&nginx, &["/good", "/bad"]).await;
+    let dir = tempfile::tempdir().unwrap();
+    write_settings(dir.path(), &nginx_http_backend("ngx", &nginx.addr()));
+    let run = cache_purge(dir.path(), &["verify", "/good"], None, &[]).await;
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(
+        run.stdout
+            .contains("OK ngx: 1 of 1 URL verified gone after the purge"),
+        "{run:?}"
+    );
+
+    // files mode with a key_template that is not nginx's key: the purge "works", the page stays.
+    write_settings(
+        dir.path(),
+        &format!(
+            "[backends.files]\nkind = \"nginx\"\nmode = \"files\"\ncache_dir = \"{}\"\n\
+             key_template = \"wrong$uri$is_args$args\"\nverify_url = \"http://{}\"\n",
+            nginx.cache_dir().display(),
+            nginx.addr()
+        ),
+    );
+    let run = cache_purge(dir.path(), &["verify", "--json", "/bad"], None, &[]).await;
+    assert_eq!(run.code, 1, "{run:?}");
+    let backend = &run.json()["backends"][0];
+    assert_eq!(backend["verify_failed"], 1, "{backend}");
+    assert_eq!(backend["still_cached"], "/bad", "{backend}");
+    assert!(
+        backend["hint"].as_str().unwrap().contains("key_template"),
+        "{backend}"
+    );
+    assert_cached(&nginx, "/bad").await;
+}

@@ -691,7 +691,7 @@ async fn a_purge_for_a_group_or_a_routed_host_reaches_only_the_nodes_of_that_gro
     // The app routes the blog's host to group `blog`; everything else goes to `all`.
     let mut settings = fleet.settings.clone();
     settings
-        .hosts
+        .host_groups
         .insert("blog.example".parse().unwrap(), "blog".parse().unwrap());
     let app = Purger::builder()
         .delivery(Delivery::Immediate)

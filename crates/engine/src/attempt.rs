@@ -90,6 +90,9 @@ pub struct AttemptReport {
     pub failed: Vec<FailedAttempt>,
     /// Of a kind the backend cannot purge: skipped, never widened (nothing to retry).
     pub unsupported: Vec<Target>,
+    /// Not for this backend: its route does not take them ([`crate::routing`]); nothing to
+    /// retry.
+    pub not_routed: Vec<Target>,
 }
 
 impl AttemptReport {

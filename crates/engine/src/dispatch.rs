@@ -70,6 +70,14 @@ pub(crate) struct Counters {
     pub(crate) unsupported: AtomicU64,
     pub(crate) deduplicated: AtomicU64,
     pub(crate) busy_micros: AtomicU64,
+    /// Purged URLs the cache no longer served from its store (`verify`).
+    pub(crate) verified: AtomicU64,
+    /// Purged URLs the cache still served after a second purge.
+    pub(crate) verify_failed: AtomicU64,
+    /// Checks the cache did not answer.
+    pub(crate) verify_unanswered: AtomicU64,
+    /// Purged URLs requested again to warm the cache (`refresh`).
+    pub(crate) refreshed: AtomicU64,
 }
 
 impl Counters {
@@ -85,7 +93,8 @@ impl Counters {
 /// `cache_purge_retried_total`, `cache_purge_dead_total`, `cache_purge_batches_total`, and the
 /// ones that count work lost, widened or set aside: `cache_purge_dropped_total`,
 /// `cache_purge_coalesced_total`, `cache_purge_spilled_total`,
-/// `cache_purge_dead_evicted_total`, `cache_purge_unsupported_total`; the gauges
+/// `cache_purge_dead_evicted_total`, `cache_purge_unsupported_total`; with `verify`,
+/// `cache_purge_verified_total` and `cache_purge_verify_failed_total`; the gauges
 /// `cache_purge_queued` and `cache_purge_in_spill`, and the histogram
 /// `cache_purge_batch_seconds`.
 #[cfg(feature = "metrics")]
@@ -100,6 +109,8 @@ pub(crate) struct Meters {
     pub(crate) spilled: metrics::Counter,
     dead_evicted: metrics::Counter,
     unsupported: metrics::Counter,
+    verified: metrics::Counter,
+    verify_failed: metrics::Counter,
     queued: metrics::Gauge,
     in_spill: metrics::Gauge,
     latency: metrics::Histogram,
@@ -120,6 +131,8 @@ impl Meters {
             spilled: metrics::counter!("cache_purge_spilled_total", &label),
             dead_evicted: metrics::counter!("cache_purge_dead_evicted_total", &label),
             unsupported: metrics::counter!("cache_purge_unsupported_total", &label),
+            verified: metrics::counter!("cache_purge_verified_total", &label),
+            verify_failed: metrics::counter!("cache_purge_verify_failed_total", &label),
             queued: metrics::gauge!("cache_purge_queued", &label),
             in_spill: metrics::gauge!("cache_purge_in_spill", &label),
             latency: metrics::histogram!("cache_purge_batch_seconds", &label),
@@ -136,6 +149,8 @@ pub(crate) struct WorkerHandle {
     pub(crate) dead: Arc<Mutex<VecDeque<DeadLetter>>>,
     /// The last failure, for [`BackendStats::last_error`](crate::BackendStats::last_error).
     pub(crate) last_error: Arc<Mutex<Option<PurgeError>>>,
+    /// The last purge that verification found had not taken.
+    pub(crate) last_verify_failure: Arc<Mutex<Option<crate::verify::VerifyFailure>>>,
     /// Where targets go when the queue is full.
     pub(crate) spill: Arc<Spill>,
     #[cfg(feature = "metrics")]
@@ -171,6 +186,9 @@ pub(crate) struct WorkerConfig {
     pub(crate) spill: Spill,
     pub(crate) refill: Refill,
     pub(crate) repurge_after: Option<std::time::Duration>,
+    /// Checks purged URLs through the cache (`verify`).
+    #[cfg(feature = "verify")]
+    pub(crate) verifier: Option<Arc<crate::verify::Verifier>>,
 }
 
 /// Starts the worker of one backend on the current tokio runtime.
@@ -186,11 +204,14 @@ pub(crate) fn spawn_worker(
         spill,
         refill,
         repurge_after,
+        #[cfg(feature = "verify")]
+        verifier,
     } = config;
     let (tx, rx) = mpsc::unbounded_channel();
     let counters = Arc::new(Counters::default());
     let dead = Arc::new(Mutex::new(VecDeque::new()));
     let last_error = Arc::new(Mutex::new(None));
+    let last_verify_failure = Arc::new(Mutex::new(None));
     let span = tracing::info_span!(target: "cache_purge_hooks", "cache_purge", backend = %name);
     let spill = Arc::new(spill);
     #[cfg(feature = "metrics")]
@@ -202,6 +223,7 @@ pub(crate) fn spawn_worker(
         counters: counters.clone(),
         dead: dead.clone(),
         last_error: last_error.clone(),
+        last_verify_failure: last_verify_failure.clone(),
         spill: spill.clone(),
         #[cfg(feature = "metrics")]
         meters: meters.clone(),
@@ -229,6 +251,14 @@ pub(crate) fn spawn_worker(
         failures: HashMap::new(),
         schedule: BinaryHeap::new(),
         sequence: 0,
+        #[cfg(feature = "verify")]
+        verifier,
+        #[cfg(feature = "verify")]
+        to_verify: Vec::new(),
+        #[cfg(feature = "verify")]
+        to_refresh: Vec::new(),
+        #[cfg(feature = "verify")]
+        last_verify_failure: last_verify_failure.clone(),
     };
     let join = runtime.spawn(tracing::Instrument::instrument(worker.run(rx), span));
     (handle, join)
@@ -345,6 +375,16 @@ struct Worker {
     /// Retries by due time (the sequence number keeps equal times in order).
     schedule: BinaryHeap<Reverse<(Instant, u64, Target)>>,
     sequence: u64,
+    #[cfg(feature = "verify")]
+    verifier: Option<Arc<crate::verify::Verifier>>,
+    /// URLs delivered this round, to verify once the round is done.
+    #[cfg(feature = "verify")]
+    to_verify: Vec<Target>,
+    /// URLs delivered this round, to refresh (`refresh`) once the round is done.
+    #[cfg(feature = "verify")]
+    to_refresh: Vec<Target>,
+    #[cfg(feature = "verify")]
+    last_verify_failure: Arc<Mutex<Option<crate::verify::VerifyFailure>>>,
 }
 
 impl Worker {
@@ -411,6 +451,8 @@ impl Worker {
                 }
                 drop(drain);
                 self.deliver(batches).await;
+                #[cfg(feature = "verify")]
+                self.verify_round().await;
             }
             self.room.notify_waiters();
             #[cfg(feature = "metrics")]
@@ -820,8 +862,150 @@ impl Worker {
         self.counters.purged.fetch_add(1, Ordering::Relaxed);
         #[cfg(feature = "metrics")]
         self.meters.purged.increment(1);
+        #[cfg(feature = "verify")]
+        if let Some(verifier) = &self.verifier {
+            if verifier.picks(&target) {
+                self.to_verify.push(target.clone());
+            } else if verifier.refreshes(&target) {
+                self.to_refresh.push(target.clone());
+            }
+        }
         for attempt in waiting.attempts {
             attempt.settle(target.clone(), Settled::Delivered);
+        }
+    }
+
+    /// Asks the cache about the URLs delivered this round (see [`crate::verify`]): a URL
+    /// still served from the cache is purged once more and asked about again.
+    #[cfg(feature = "verify")]
+    async fn verify_round(&mut self) {
+        use crate::verify::Seen;
+        let Some(verifier) = self.verifier.clone() else {
+            return;
+        };
+        self.refresh_round(&verifier).await;
+        let targets = std::mem::take(&mut self.to_verify);
+        if targets.is_empty() {
+            return;
+        }
+        let backend = Arc::clone(&self.backend);
+        let name = self.name.clone();
+        let outcomes: Vec<(Target, Seen)> = futures::stream::iter(targets)
+            .map(|target| {
+                let verifier = Arc::clone(&verifier);
+                let backend = Arc::clone(&backend);
+                let name = name.clone();
+                async move {
+                    let Some(url) = target.as_url().cloned() else {
+                        return (target, Seen::Miss);
+                    };
+                    match verifier.look(&url).await {
+                        Seen::Hit => {
+                            tracing::warn!(
+                                target: "cache_purge_hooks",
+                                backend = %name,
+                                url = %url,
+                                "purged, but the cache still serves it from its store; purging it once more"
+                            );
+                            if let Err(e) = backend.purge(std::slice::from_ref(&target)).await {
+                                tracing::warn!(target: "cache_purge_hooks", backend = %name, url = %url, error = %e, "the second purge failed");
+                            }
+                            let seen = verifier.look(&url).await;
+                            (target, seen)
+                        }
+                        seen => (target, seen),
+                    }
+                }
+            })
+            .buffer_unordered(verifier.concurrency)
+            .collect()
+            .await;
+        for (target, seen) in outcomes {
+            match seen {
+                Seen::Miss => {
+                    self.counters.verified.fetch_add(1, Ordering::Relaxed);
+                    #[cfg(feature = "metrics")]
+                    self.meters.verified.increment(1);
+                }
+                Seen::Hit => {
+                    self.counters.verify_failed.fetch_add(1, Ordering::Relaxed);
+                    #[cfg(feature = "metrics")]
+                    self.meters.verify_failed.increment(1);
+                    let Some(url) = target.as_url().cloned() else {
+                        continue;
+                    };
+                    tracing::error!(
+                        target: "cache_purge_hooks",
+                        backend = %self.name,
+                        url = %url,
+                        hint = verifier.hint(),
+                        "purge did not take: the cache still serves the page after two purges"
+                    );
+                    *self
+                        .last_verify_failure
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner()) = Some(crate::verify::VerifyFailure {
+                        url,
+                        hint: verifier.hint(),
+                    });
+                }
+                Seen::Unknown(why) => {
+                    self.counters
+                        .verify_unanswered
+                        .fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(
+                        target: "cache_purge_hooks",
+                        backend = %self.name,
+                        %target,
+                        error = %why,
+                        "could not verify the purge: the cache did not answer"
+                    );
+                }
+            }
+        }
+    }
+
+    /// Requests the URLs delivered this round through the cache once (`refresh`), at most
+    /// `verify_concurrency` at a time and `refresh_rate` started per second.
+    #[cfg(feature = "verify")]
+    async fn refresh_round(&mut self, verifier: &Arc<crate::verify::Verifier>) {
+        use crate::verify::Seen;
+        let targets = std::mem::take(&mut self.to_refresh);
+        if targets.is_empty() {
+            return;
+        }
+        let start = tokio::time::Instant::now();
+        let every = verifier.refresh_every();
+        let seen: Vec<(Target, Seen)> = futures::stream::iter(targets.into_iter().enumerate())
+            .map(|(i, target)| {
+                let verifier = Arc::clone(verifier);
+                async move {
+                    if let Some(every) = every {
+                        tokio::time::sleep_until(start + every * i as u32).await;
+                    }
+                    let Some(url) = target.as_url().cloned() else {
+                        return (target, Seen::Miss);
+                    };
+                    let seen = verifier.look(&url).await;
+                    (target, seen)
+                }
+            })
+            .buffer_unordered(verifier.concurrency)
+            .collect()
+            .await;
+        for (target, seen) in seen {
+            match seen {
+                Seen::Unknown(why) => tracing::warn!(
+                    target: "cache_purge_hooks",
+                    backend = %self.name,
+                    %target,
+                    error = %why,
+                    "could not refresh the purged page: the cache did not answer"
+                ),
+                _ => {
+                    self.counters.refreshed.fetch_add(1, Ordering::Relaxed);
+                }
+            }
         }
     }
 

@@ -43,9 +43,11 @@ pub mod outbox;
 pub mod purger;
 mod queue;
 pub mod retry;
+pub mod routing;
 pub mod settings;
 pub(crate) mod spill;
 pub mod tag_index;
+pub mod verify;
 pub mod watch;
 
 pub use cache_purge_hooks_core::{resolve, target, template};
@@ -57,6 +59,7 @@ pub use purger::{
     BackendStats, BuildError, OutboxRounds, Purger, PurgerBuilder, Route, ShutdownTimeout,
 };
 pub use retry::{DeadLetter, RetryPolicy};
+pub use routing::{BackendRoute, HostPattern};
 pub use settings::{Delivery, QueueFull, Settings, SettingsError};
 pub use tag_index::{TagIndex, TagIndexError};
 pub use target::{IntoTarget, InvalidTarget, PurgeUrl, Tag, Target, TargetKind, Targets};

@@ -25,7 +25,7 @@
 
 use std::fmt;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -37,6 +37,7 @@ use crate::backend::{Backend, Capabilities};
 use crate::dispatch::{AttemptState, Command, spawn_worker};
 use crate::queue::Queue;
 use crate::retry::{DeadLetter, RetryPolicy};
+use crate::routing::{BackendRoute, Router};
 use crate::settings::{Delivery, QueueFull};
 use crate::tag_index::TagIndex;
 use crate::target::Target;
@@ -90,6 +91,10 @@ pub struct PurgerBuilder {
     spill_dir: Option<std::path::PathBuf>,
     repurge_after: Option<Duration>,
     backends: Vec<(String, Arc<dyn Backend>)>,
+    /// The routes given by backend name ([`PurgerBuilder::backend_route`]).
+    routes: Vec<(String, BackendRoute)>,
+    /// The verifications by backend name ([`PurgerBuilder::backend_verify`]).
+    verifies: Vec<(String, VerifyPlan)>,
     tag_index: Option<Arc<dyn TagIndex>>,
     /// The `tags = "index"` nginx backends added, to give the index at `build`.
     #[cfg(feature = "nginx")]
@@ -142,6 +147,20 @@ pub enum BuildError {
         /// What to do about it.
         hint: &'static str,
     },
+    /// A route was given ([`PurgerBuilder::backend_route`], or `hosts`/`paths` in the
+    /// settings) for a backend the builder does not have.
+    #[error("a route is given for backend `{0}`, and there is no backend of that name")]
+    RouteForUnknownBackend(String),
+    /// Verification is on for a backend and no cache address is known to ask
+    /// ([`VerifySettings::url`](crate::verify::VerifySettings::url)).
+    #[error("backend `{0}`: verify is on and there is no cache address to ask (set verify_url)")]
+    VerifyWithoutAddress(String),
+    /// Verification is on for a backend and this build has no HTTP client for it.
+    #[error(
+        "backend `{0}`: verify is not available in this build of cache-purge-hooks (enable the \
+         cargo feature `verify`)"
+    )]
+    VerifyUnavailable(String),
     /// A backend purges tags through the tag index (nginx's `tags = "index"`) and no index
     /// was given.
     #[error(
@@ -171,7 +190,7 @@ pub enum BuildError {
 impl PurgerBuilder {
     /// Adds a backend under this name (used in logs, statistics, the outbox's rows and the
     /// settings file's `[backends.NAME]`). Every purge goes to every backend that can purge its
-    /// kind of target.
+    /// kind of target, unless routes say otherwise ([`backend_route`](Self::backend_route)).
     pub fn backend<B: Backend>(mut self, name: impl Into<String>, backend: B) -> Self {
         let name = name.into();
         #[cfg(feature = "memory")]
@@ -258,6 +277,63 @@ impl PurgerBuilder {
         false
     }
 
+    /// Routes by host ([`crate::routing`]): the backend of this name (added before or after
+    /// this call) takes only the targets its route takes. Replaces the route the settings
+    /// gave it (`hosts`, `paths`).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// use cache_purge_hooks_engine::{backend::MemoryBackend, BackendRoute, Purger, Target};
+    ///
+    /// let (www, shop) = (MemoryBackend::new(), MemoryBackend::new());
+    /// let purger = Purger::builder()
+    ///     .backend("www", www.clone())
+    ///     .backend("shop", shop.clone())
+    ///     .backend_route("www", BackendRoute::default().hosts(["www.example.com"]).unwrap().paths(true))
+    ///     .backend_route("shop", BackendRoute::default().hosts(["shop.example.com"]).unwrap())
+    ///     .build()
+    ///     .unwrap();
+    /// purger
+    ///     .purge(["https://www.example.com/a", "https://shop.example.com/b", "/c"].map(|u| Target::url(u).unwrap()))
+    ///     .await;
+    /// purger.flush().await;
+    /// assert_eq!(www.urls(), ["https://www.example.com/a", "/c"]);
+    /// assert_eq!(shop.urls(), ["https://shop.example.com/b"]);
+    /// # }
+    /// ```
+    pub fn backend_route(mut self, backend: impl Into<String>, route: BackendRoute) -> Self {
+        let backend = backend.into();
+        self.routes.retain(|(name, _)| *name != backend);
+        self.routes.push((backend, route));
+        self
+    }
+
+    /// Verifies the purges of the backend of this name ([`crate::verify`]): each purged URL
+    /// (all, or a sample) is asked for through `settings.url`, the cache's address, and judged
+    /// by `settings.header` (default `X-Cache`). Replaces what the settings gave it.
+    pub fn backend_verify(
+        mut self,
+        backend: impl Into<String>,
+        settings: crate::verify::VerifySettings,
+    ) -> Self {
+        let backend = backend.into();
+        self.verifies.retain(|(name, _)| *name != backend);
+        let header = settings
+            .header
+            .as_ref()
+            .map_or_else(|| "X-Cache".to_owned(), |h| h.as_str().to_owned());
+        self.verifies.push((
+            backend,
+            VerifyPlan {
+                settings,
+                header,
+                hint: crate::verify::hint_for(""),
+            },
+        ));
+        self
+    }
+
     /// Adds an already shared backend under this name.
     pub fn shared_backend(mut self, name: impl Into<String>, backend: Arc<dyn Backend>) -> Self {
         self.backends.push((name.into(), backend));
@@ -325,7 +401,23 @@ impl PurgerBuilder {
             builder = builder.repurge_after(after);
         }
         for (name, backend) in &settings.backends {
-            builder = builder.settings_backend(name, backend)?;
+            builder = builder.settings_backend(name, &backend.settings)?;
+            if !backend.common.route.is_default() {
+                builder = builder.backend_route(name, backend.common.route.clone());
+            }
+            if backend.common.verify.needs_address() {
+                let mut verify = backend.common.verify.clone();
+                verify.url = backend.verify_url();
+                builder.verifies.retain(|(n, _)| n != name);
+                builder.verifies.push((
+                    name.clone(),
+                    VerifyPlan {
+                        settings: verify,
+                        header: backend.verify_header(),
+                        hint: backend.verify_hint(),
+                    },
+                ));
+            }
         }
         if let Some(index) = &settings.tag_index {
             builder = builder.tag_index(settings_tag_index(index)?);
@@ -440,6 +532,30 @@ impl PurgerBuilder {
         if self.backends.is_empty() {
             tracing::warn!(target: "cache_purge_hooks", "Purger built without any backend");
         }
+        let mut routes = Vec::with_capacity(self.backends.len());
+        for (name, _) in &self.backends {
+            routes.push(
+                self.routes
+                    .iter()
+                    .find(|(n, _)| n == name)
+                    .map(|(_, r)| r.clone())
+                    .unwrap_or_default(),
+            );
+        }
+        if let Some((unknown, _)) = self
+            .routes
+            .iter()
+            .find(|(n, _)| !names.contains(n.as_str()))
+        {
+            return Err(BuildError::RouteForUnknownBackend(unknown.clone()));
+        }
+        if let Some((unknown, _)) = self
+            .verifies
+            .iter()
+            .find(|(n, _)| !names.contains(n.as_str()))
+        {
+            return Err(BuildError::RouteForUnknownBackend(unknown.clone()));
+        }
         let mut workers = Vec::new();
         let mut joins = Vec::new();
         let room = Arc::new(tokio::sync::Notify::new());
@@ -449,12 +565,23 @@ impl PurgerBuilder {
         for (index, (name, backend)) in self.backends.into_iter().enumerate() {
             // Files are named by position: backend names built in code may hold any character.
             let spill = crate::spill::Spill::new(&spill_dir, &format!("{index}.targets"));
+            let plan = self
+                .verifies
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, p)| p);
+            #[cfg(not(feature = "verify"))]
+            if plan.is_some_and(|p| p.settings.needs_address()) {
+                return Err(BuildError::VerifyUnavailable(name));
+            }
             let config = crate::dispatch::WorkerConfig {
                 retry: self.retry.clone(),
                 room: room.clone(),
                 spill,
                 refill: crate::dispatch::Refill::for_capacity(capacity),
                 repurge_after: self.repurge_after,
+                #[cfg(feature = "verify")]
+                verifier: verifier(&name, plan)?,
             };
             let (handle, join) = spawn_worker(name, backend, config, &runtime);
             workers.push(handle);
@@ -472,6 +599,8 @@ impl PurgerBuilder {
                     room,
                     closed: AtomicBool::new(false),
                     spill_dir,
+                    router: Router::new(routes),
+                    unrouted: AtomicU64::new(0),
                 }),
                 outbox_wake: Arc::new(tokio::sync::Notify::new()),
                 outbox_rounds: Mutex::new(Vec::new()),
@@ -482,6 +611,35 @@ impl PurgerBuilder {
             }),
         })
     }
+}
+
+/// A backend's verification, with the defaults of its kind resolved.
+#[derive(Clone, Debug)]
+#[cfg_attr(not(feature = "verify"), allow(dead_code))]
+struct VerifyPlan {
+    settings: crate::verify::VerifySettings,
+    header: String,
+    hint: &'static str,
+}
+
+/// The verifier of a backend's plan, if verification is on.
+#[cfg(feature = "verify")]
+fn verifier(
+    name: &str,
+    plan: Option<&VerifyPlan>,
+) -> Result<Option<Arc<crate::verify::Verifier>>, BuildError> {
+    let Some(plan) = plan.filter(|p| p.settings.needs_address()) else {
+        return Ok(None);
+    };
+    let Some(url) = &plan.settings.url else {
+        return Err(BuildError::VerifyWithoutAddress(name.to_owned()));
+    };
+    crate::verify::Verifier::new(&plan.settings, url, &plan.header, plan.hint)
+        .map(|v| v.map(Arc::new))
+        .map_err(|error| BuildError::Backend {
+            name: name.to_owned(),
+            error,
+        })
 }
 
 /// The index a `[tag_index]` table describes.
@@ -576,14 +734,40 @@ impl Purger {
                 Err(AttemptError::Stopped)
             }
             Some(w) => {
+                let (targets, not_routed) = self.routed_to(backend, targets);
                 let (tx, rx) = oneshot::channel();
                 let state = AttemptState::new(history, tx);
                 w.tx.send(Command::Attempt(state, targets))
-                    .map(|()| rx)
+                    .map(|()| (rx, not_routed))
                     .map_err(|_| AttemptError::Stopped)
             }
         };
-        async move { sent?.await.map_err(|_| AttemptError::Stopped) }
+        async move {
+            let (rx, not_routed) = sent?;
+            let mut report = rx.await.map_err(|_| AttemptError::Stopped)?;
+            report.not_routed = not_routed;
+            Ok(report)
+        }
+    }
+
+    /// Splits an attempt's targets into those the backend's route takes and the others.
+    /// Those no backend takes are counted as unrouted once, on the first backend (an outbox
+    /// writes one row per backend).
+    fn routed_to(&self, backend: &str, targets: Vec<Target>) -> (Vec<Target>, Vec<Target>) {
+        let queue = &self.inner.queue;
+        if queue.router.is_open() {
+            return (targets, Vec::new());
+        }
+        let Some(index) = queue.workers.iter().position(|w| w.name == backend) else {
+            return (targets, Vec::new());
+        };
+        let (mine, others): (Vec<Target>, Vec<Target>) = targets
+            .into_iter()
+            .partition(|t| queue.router.serves(index, t));
+        if index == 0 {
+            queue.count_unrouted(&others);
+        }
+        (mine, others)
     }
 
     /// The retry policy of this pipeline.
@@ -824,6 +1008,13 @@ impl Purger {
         }
     }
 
+    /// Targets no backend takes, since the start: absolute URLs (or prefixes) of a host no
+    /// backend's `hosts` matches (see [`crate::routing`]). Each is logged at WARN when
+    /// purged; also the `metrics` counter `cache_purge_unrouted_total`.
+    pub fn unrouted(&self) -> u64 {
+        self.inner.queue.unrouted.load(Ordering::Relaxed)
+    }
+
     /// Targets not yet delivered nor given up on, over all backends.
     pub fn undelivered(&self) -> u64 {
         self.inner
@@ -911,6 +1102,15 @@ impl Purger {
                     batches: c.batches.load(Ordering::Relaxed),
                     unsupported: c.unsupported.load(Ordering::Relaxed),
                     deduplicated: c.deduplicated.load(Ordering::Relaxed),
+                    verified: c.verified.load(Ordering::Relaxed),
+                    verify_failed: c.verify_failed.load(Ordering::Relaxed),
+                    verify_unanswered: c.verify_unanswered.load(Ordering::Relaxed),
+                    refreshed: c.refreshed.load(Ordering::Relaxed),
+                    last_verify_failure: w
+                        .last_verify_failure
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .clone(),
                     busy,
                     last_error: w
                         .last_error
@@ -969,6 +1169,18 @@ pub struct BackendStats {
     pub unsupported: u64,
     /// Targets dropped because the same target was already waiting.
     pub deduplicated: u64,
+    /// Purged URLs that verification found gone from the cache (`verify`; see
+    /// [`crate::verify`]).
+    pub verified: u64,
+    /// Purged URLs the cache still served after the purge and a second one: a purge that did
+    /// not take (see [`last_verify_failure`](Self::last_verify_failure)).
+    pub verify_failed: u64,
+    /// Verification checks the cache did not answer (counted neither way).
+    pub verify_unanswered: u64,
+    /// Purged URLs requested again through the cache to warm it (`refresh`).
+    pub refreshed: u64,
+    /// The last purge that did not take, with what to check.
+    pub last_verify_failure: Option<crate::verify::VerifyFailure>,
     /// Time spent in purge calls (summed over concurrent calls).
     pub busy: Duration,
     /// The last failure of a purge call, if any failed: match its

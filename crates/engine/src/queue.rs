@@ -3,11 +3,12 @@
 //! hand their targets here, so neither needs the other.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::attempt::History;
 use crate::dispatch::{AttemptState, Command, WorkerHandle};
+use crate::routing::Router;
 use crate::settings::QueueFull;
 use crate::target::Target;
 
@@ -21,6 +22,10 @@ pub(crate) struct Queue {
     pub(crate) closed: AtomicBool,
     /// The directory of this pipeline's spill files.
     pub(crate) spill_dir: std::path::PathBuf,
+    /// Which targets each worker takes (by position in `workers`).
+    pub(crate) router: Router,
+    /// Targets no backend takes (an absolute URL of a host no backend serves).
+    pub(crate) unrouted: AtomicU64,
 }
 
 impl Queue {
@@ -48,12 +53,26 @@ impl Queue {
             );
             return;
         }
-        let n = targets.len() as u64;
         // A request's own purges, waited for by read-your-writes: small, so kept in memory.
         let watched = crate::watch::is_watched() && targets.len() <= crate::watch::MAX_WATCHED;
-        let shared: Arc<[Target]> = targets.into();
+        self.count_unrouted(&targets);
+        let all: Arc<[Target]> = targets.into();
         let mut everything: Option<Arc<[Target]>> = None;
-        for w in &self.workers {
+        for (index, w) in self.workers.iter().enumerate() {
+            let shared: Arc<[Target]> = if self.router.is_open() {
+                all.clone()
+            } else {
+                let mine: Vec<Target> = all
+                    .iter()
+                    .filter(|t| self.router.serves(index, t))
+                    .cloned()
+                    .collect();
+                if mine.is_empty() {
+                    continue;
+                }
+                mine.into()
+            };
+            let n = shared.len() as u64;
             if watched {
                 let (tx, rx) = tokio::sync::oneshot::channel();
                 let state = AttemptState::new(History::new(), tx);
@@ -111,6 +130,27 @@ impl Queue {
                 );
             }
         }
+    }
+
+    /// Counts (and logs at WARN) the targets no backend takes: never dropped silently.
+    pub(crate) fn count_unrouted(&self, targets: &[Target]) {
+        if self.router.is_open() {
+            return;
+        }
+        let unrouted: Vec<&Target> = targets.iter().filter(|t| !self.router.routed(t)).collect();
+        if unrouted.is_empty() {
+            return;
+        }
+        let n = unrouted.len() as u64;
+        self.unrouted.fetch_add(n, Ordering::Relaxed);
+        #[cfg(feature = "metrics")]
+        metrics::counter!("cache_purge_unrouted_total").increment(n);
+        tracing::warn!(
+            target: "cache_purge_hooks",
+            targets = n,
+            first = %unrouted[0],
+            "no backend serves the host of these targets (see each backend's `hosts`); not sent (counted as unrouted)"
+        );
     }
 
     /// Writes targets to a backend's spill file and tells its worker. False when the file

@@ -35,7 +35,10 @@ fn a_missing_default_file_means_the_log_backend() {
         .load()
         .unwrap();
     assert_eq!(s, Settings::default());
-    assert!(matches!(s.backends["log"], BackendSettings::Log(_)));
+    assert!(matches!(
+        s.backends["log"].settings,
+        BackendSettings::Log(_)
+    ));
     // An explicitly named file must exist.
     let err = SettingsLoader::default()
         .file(dir.path().join("nope.toml"))
@@ -66,7 +69,7 @@ fn a_file_selects_several_backends() {
     let s = Settings::from_file(f.path()).unwrap();
     assert_eq!(s.delivery, Delivery::Immediate);
     assert_eq!(s.backends.len(), 3);
-    let BackendSettings::Varnish(v) = &s.backends["edge"] else {
+    let BackendSettings::Varnish(v) = &s.backends["edge"].settings else {
         panic!()
     };
     assert_eq!(v.mode, VarnishMode::Cli);
@@ -77,7 +80,7 @@ fn a_file_selects_several_backends() {
             "127.0.0.2:6082".parse().unwrap()
         ]
     );
-    let BackendSettings::Nginx(n) = &s.backends["local"] else {
+    let BackendSettings::Nginx(n) = &s.backends["local"].settings else {
         panic!()
     };
     assert_eq!(n.mode, NginxMode::Wipe);
@@ -95,7 +98,7 @@ fn environment_variables_override_the_file_and_are_named_in_errors() {
         .load()
         .unwrap();
     assert_eq!(s.delivery, Delivery::Immediate);
-    let BackendSettings::Memory(m) = &s.backends["record"] else {
+    let BackendSettings::Memory(m) = &s.backends["record"].settings else {
         panic!()
     };
     assert_eq!(m.max_batch.get(), 7);
@@ -267,7 +270,7 @@ fn an_override_of_a_capitalised_backend_reaches_it_and_names_its_variable() {
         .unwrap();
     // The override lands on `Edge`, not on a lower-cased twin `edge`.
     assert_eq!(s.backends.keys().collect::<Vec<_>>(), ["Edge"]);
-    let BackendSettings::Varnish(v) = &s.backends["Edge"] else {
+    let BackendSettings::Varnish(v) = &s.backends["Edge"].settings else {
         panic!()
     };
     let servers: Vec<String> = v.servers.iter().map(ToString::to_string).collect();
@@ -293,7 +296,7 @@ fn an_override_of_a_capitalised_backend_reaches_it_and_names_its_variable() {
         .env_vars([("CACHE_PURGE__BACKENDS__EDGE__MODE", "http")])
         .load()
         .unwrap();
-    let BackendSettings::Varnish(v) = &err.backends["Edge"] else {
+    let BackendSettings::Varnish(v) = &err.backends["Edge"].settings else {
         panic!()
     };
     assert_eq!(v.mode, VarnishMode::Http);
@@ -371,7 +374,7 @@ fn settings_nest_in_an_applications_own_configuration() {
     // Defaults for what is not given, as the loader's.
     assert_eq!(s.shutdown_timeout, Settings::default().shutdown_timeout);
     assert_eq!(s.queue_capacity, Settings::default().queue_capacity);
-    let BackendSettings::Varnish(v) = &s.backends["edge"] else {
+    let BackendSettings::Varnish(v) = &s.backends["edge"].settings else {
         panic!()
     };
     assert_eq!(v.servers[1].host(), "::1");
@@ -380,7 +383,7 @@ fn settings_nest_in_an_applications_own_configuration() {
         v.secret_file,
         cache_purge_hooks_engine::settings::VarnishSettings::default().secret_file
     );
-    let BackendSettings::Nginx(n) = &s.backends["local"] else {
+    let BackendSettings::Nginx(n) = &s.backends["local"].settings else {
         panic!()
     };
     assert_eq!(n.mode, NginxMode::Wipe);
@@ -847,7 +850,7 @@ fn https_servers_are_for_the_http_modes() {
         "[backends.ngx]\nkind = \"nginx\"\nservers = [\"https://cache.example:8443\"]\n",
     )
     .unwrap();
-    let BackendSettings::Nginx(n) = &s.backends["ngx"] else {
+    let BackendSettings::Nginx(n) = &s.backends["ngx"].settings else {
         panic!()
     };
     assert!(n.servers[0].is_https());
@@ -870,14 +873,14 @@ fn cdn_backends_are_read_and_each_mistake_names_its_key() {
          [backends.fy]\nkind = \"fastly\"\nservice_id = \"SU1Z0isxPaozGVKXdv0eY\"\napi_token = \"key\"\nsoft = true\n",
     )
     .unwrap();
-    let BackendSettings::Cloudflare(cf) = &s.backends["cf"] else {
+    let BackendSettings::Cloudflare(cf) = &s.backends["cf"].settings else {
         panic!("{:?}", s.backends["cf"])
     };
     assert_eq!(cf.effective_rate().per_second(), 25.0);
     assert_eq!(cf.effective_burst(), 500);
     assert_eq!(cf.effective_urls_per_request(), 500);
     assert_eq!(cf.base_url.as_str(), "https://api.cloudflare.com/client/v4");
-    let BackendSettings::Fastly(fy) = &s.backends["fy"] else {
+    let BackendSettings::Fastly(fy) = &s.backends["fy"].settings else {
         panic!()
     };
     assert!(fy.soft);
@@ -940,7 +943,7 @@ fn cdn_backends_are_read_and_each_mistake_names_its_key() {
         .env_vars([("CACHE_PURGE__BACKENDS__CF__API_TOKEN", "from-env")])
         .load()
         .unwrap();
-    let BackendSettings::Cloudflare(cf) = &s.backends["cf"] else {
+    let BackendSettings::Cloudflare(cf) = &s.backends["cf"].settings else {
         panic!()
     };
     assert_eq!(cf.api_token.as_ref().unwrap().expose(), "from-env");
@@ -965,7 +968,7 @@ fn cloudfront_settings_take_their_keys_from_the_environment_and_refuse_limits_ab
         ])
         .load()
         .unwrap();
-    let BackendSettings::CloudFront(cf) = &s.backends["cdn"] else {
+    let BackendSettings::CloudFront(cf) = &s.backends["cdn"].settings else {
         panic!("{:?}", s.backends["cdn"])
     };
     assert_eq!(
@@ -1030,7 +1033,7 @@ fn akamai_settings_are_read_and_each_mistake_names_its_key() {
         )])
         .load()
         .unwrap();
-    let BackendSettings::Akamai(ak) = &s.backends["ak"] else {
+    let BackendSettings::Akamai(ak) = &s.backends["ak"].settings else {
         panic!("{:?}", s.backends["ak"])
     };
     assert_eq!(ak.network, AkamaiNetwork::Staging);
@@ -1081,4 +1084,147 @@ fn akamai_settings_are_read_and_each_mistake_names_its_key() {
         );
         assert!(err.to_string().contains(says), "{err}");
     }
+}
+
+#[test]
+fn hosts_and_paths_are_read_for_every_kind_and_routed_by_the_purger() {
+    let s = SettingsLoader::default()
+        .toml(
+            "[backends.www]\nkind = \"memory\"\nhosts = [\"www.example.com\", \"*.Example.org\"]\npaths = true\n\
+             [backends.edge]\nkind = \"varnish\"\nhosts = [\"shop.example\"]\n",
+        )
+        .without_env()
+        .load()
+        .unwrap();
+    let www = &s.backends["www"];
+    assert!(matches!(www.settings, BackendSettings::Memory(_)));
+    let hosts: Vec<String> = www
+        .common
+        .route
+        .hosts
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(hosts, ["www.example.com", "*.example.org"]);
+    assert!(www.common.route.paths);
+    assert!(!s.backends["edge"].common.route.paths);
+    // Written back as one flat table, kind first.
+    let text = toml::to_string(&s).unwrap();
+    assert!(
+        text.contains("[backends.www]\nkind = \"memory\"\nmax_batch = 1000\nhosts = [\"www.example.com\", \"*.example.org\"]\npaths = true\n"),
+        "{text}"
+    );
+}
+
+#[test]
+fn hosts_come_from_the_environment_as_a_comma_separated_list() {
+    let f = file("[backends.www]\nkind = \"memory\"\n");
+    let s = SettingsLoader::default()
+        .file(f.path())
+        .env_vars([
+            (
+                "CACHE_PURGE__BACKENDS__WWW__HOSTS",
+                "www.example.com, *.example.org",
+            ),
+            ("CACHE_PURGE__BACKENDS__WWW__PATHS", "true"),
+        ])
+        .load()
+        .unwrap();
+    let route = &s.backends["www"].common.route;
+    assert!(route.paths);
+    assert!(route.serves_host("a.example.org") && !route.serves_host("example.net"));
+
+    let err = SettingsLoader::default()
+        .file(f.path())
+        .env_vars([(
+            "CACHE_PURGE__BACKENDS__WWW__HOSTS",
+            "www.example.com,https://x.org",
+        )])
+        .load()
+        .unwrap_err();
+    assert_eq!(err.key.as_deref(), Some("backends.www.hosts"));
+    assert_eq!(
+        err.origin.as_deref(),
+        Some("environment variable CACHE_PURGE__BACKENDS__WWW__HOSTS")
+    );
+}
+
+#[test]
+fn a_bad_host_pattern_is_refused_naming_backends_name_hosts() {
+    for (text, expected) in [
+        (
+            "[backends.www]\nkind = \"nginx\"\nhosts = [\"www.example.com\", \"www.*.com\"]\n",
+            "invalid cache purge setting `backends.www.hosts[1]` (from FILE): `www.*.com` is not a host pattern: `*` may only stand for the subdomains at the start (`*.example.org`); leave `hosts` out to serve every host",
+        ),
+        (
+            "[backends.www]\nkind = \"nginx\"\nhosts = [\"https://www.example.com/\"]\n",
+            "invalid cache purge setting `backends.www.hosts[0]` (from FILE): `https://www.example.com/` is not a host pattern: write the host only, without scheme or path (`www.example.com`)",
+        ),
+        (
+            "[backends.fleet]\nkind = \"nats\"\n[backends.fleet.hosts]\n\"blog.example.com\" = \"blog\"\n",
+            "invalid cache purge setting `backends.fleet.hosts` (from FILE): expected a list of host patterns (the hosts this backend serves); the table of host → group of a nats backend is `[backends.NAME.host_groups]`",
+        ),
+    ] {
+        assert_eq!(error(text), expected, "{text}");
+    }
+}
+
+#[test]
+fn cloudfront_hosts_are_the_backends_hosts() {
+    let s = Settings::from_toml_str(
+        "[backends.cdn]\nkind = \"cloudfront\"\ndistribution_id = \"EDFDVBD6EXAMPLE\"\n\
+         access_key_id = \"A\"\nsecret_access_key = \"S\"\nhosts = [\"www.example.com\", \"*.example.org\"]\n",
+    )
+    .unwrap();
+    let BackendSettings::CloudFront(cf) = &s.backends["cdn"].settings else {
+        panic!("{:?}", s.backends["cdn"])
+    };
+    let hosts: Vec<&str> = cf.hosts.iter().map(|h| h.as_str()).collect();
+    assert_eq!(hosts, ["www.example.com", "*.example.org"]);
+    assert_eq!(s.backends["cdn"].common.route.hosts, cf.hosts);
+    // Written back once.
+    let text = toml::to_string(&s).unwrap();
+    assert_eq!(text.matches("hosts = ").count(), 1, "{text}");
+}
+
+#[test]
+fn verify_settings_are_checked_at_start_up_naming_the_key() {
+    for (text, expected) in [
+        (
+            "[backends.v]\nkind = \"varnish\"\nverify = \"all\"\n",
+            "invalid cache purge setting `backends.v.verify_url` (from FILE): required with verify or refresh: the cache's public HTTP address (`http://HOST:PORT`), where the check's GET goes (only nginx and varnish in http mode default to their first server)",
+        ),
+        (
+            "[backends.n]\nkind = \"nginx\"\nverify = 2.5\n",
+            "invalid cache purge setting `backends.n.verify` (from FILE): `2.5` is not a sample rate: expected `\"off\"`, `\"all\"` or a share above 0 and at most 1 (`0.1`)",
+        ),
+        (
+            "[backends.n]\nkind = \"nginx\"\nverify = \"sometimes\"\n",
+            "invalid cache purge setting `backends.n.verify` (from FILE): unknown verify mode `sometimes`; expected `\"off\"`, `\"all\"` or a share above 0 and at most 1 (`0.1`)",
+        ),
+        (
+            "[backends.n]\nkind = \"nginx\"\nverify = \"all\"\nverify_url = \"127.0.0.1:80\"\n",
+            "invalid cache purge setting `backends.n.verify_url` (from FILE): `127.0.0.1:80` is not a URL (relative URL without a base); expected like `https://api.example.com/v1`",
+        ),
+        (
+            "[backends.n]\nkind = \"nginx\"\nverify = \"all\"\nverify_hit = []\n",
+            "invalid cache purge setting `backends.n.verify_hit` (from FILE): expected the header's values that mean a hit, like [\"HIT\"]",
+        ),
+    ] {
+        assert_eq!(error(text), expected, "{text}");
+    }
+    // A sample, with the defaults of its kind.
+    let s = Settings::from_toml_str(
+        "[backends.n]\nkind = \"nginx\"\nservers = [\"127.0.0.1:8080\"]\nverify = 0.25\n",
+    )
+    .unwrap();
+    let n = &s.backends["n"];
+    assert_eq!(
+        n.common.verify.mode,
+        cache_purge_hooks_engine::verify::VerifyMode::Sample(0.25)
+    );
+    assert_eq!(n.verify_url().unwrap().as_str(), "http://127.0.0.1:8080");
+    assert_eq!(n.verify_header(), "X-Cache-Status");
+    let text = toml::to_string(&s).unwrap();
+    assert!(text.contains("verify = 0.25\n"), "{text}");
 }

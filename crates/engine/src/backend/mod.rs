@@ -29,9 +29,10 @@ pub mod fastly;
     feature = "cloudflare",
     feature = "fastly",
     feature = "cloudfront",
-    feature = "akamai"
+    feature = "akamai",
+    feature = "verify"
 ))]
-mod http_client;
+pub(crate) mod http_client;
 pub(crate) mod log;
 pub(crate) mod memory;
 pub mod nats;

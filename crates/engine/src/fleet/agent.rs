@@ -138,7 +138,7 @@ impl Agent {
         if let Some((name, _)) = settings
             .backends
             .iter()
-            .find(|(_, b)| matches!(b, BackendSettings::Nats(_)))
+            .find(|(_, b)| matches!(b.settings, BackendSettings::Nats(_)))
         {
             return Err(AgentError::NatsBackend(name.clone()));
         }

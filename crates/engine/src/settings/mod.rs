@@ -171,7 +171,7 @@ pub struct Settings {
     #[serde(serialize_with = "types::duration::serialize")]
     pub shutdown_timeout: Duration,
     /// The backends by name (`[backends.NAME]`). Default: one `log` backend named `log`.
-    pub backends: BTreeMap<String, BackendSettings>,
+    pub backends: BTreeMap<String, BackendTable>,
     /// Retries and dead letters (`[retry]`).
     pub retry: crate::retry::RetryPolicy,
     /// Targets waiting per backend before the `when_full` policy applies (`queue_capacity`,
@@ -240,8 +240,11 @@ fn default_shutdown_timeout() -> Duration {
     Duration::from_secs(10)
 }
 
-fn default_backends() -> BTreeMap<String, BackendSettings> {
-    BTreeMap::from([("log".to_owned(), BackendSettings::Log(LogSettings {}))])
+fn default_backends() -> BTreeMap<String, BackendTable> {
+    BTreeMap::from([(
+        "log".to_owned(),
+        BackendTable::from(BackendSettings::Log(LogSettings {})),
+    )])
 }
 
 impl Default for Settings {
@@ -273,6 +276,133 @@ impl<'de> Deserialize<'de> for Settings {
         })?;
         settings_from_table(top, None).map_err(serde::de::Error::custom)
     }
+}
+
+/// One `[backends.NAME]` table: the options every kind has ([`BackendCommon`]: `hosts`,
+/// `paths`) and the kind's own ([`BackendSettings`], selected by `kind`). Serializes back to
+/// one flat table.
+///
+/// ```
+/// use cache_purge_hooks_engine::settings::{BackendSettings, Settings};
+///
+/// let s = Settings::from_toml_str(
+///     "[backends.www]\nkind = \"nginx\"\nhosts = [\"www.example.com\", \"*.example.org\"]\npaths = true\n",
+/// )
+/// .unwrap();
+/// let www = &s.backends["www"];
+/// assert!(matches!(www.settings, BackendSettings::Nginx(_)));
+/// assert!(www.common.route.paths);
+/// assert!(www.common.route.serves_host("shop.example.org"));
+/// assert!(!www.common.route.serves_host("example.net"));
+/// ```
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[non_exhaustive]
+pub struct BackendTable {
+    /// The kind (`kind`) and its own options.
+    #[serde(flatten)]
+    pub settings: BackendSettings,
+    /// The options every kind has.
+    #[serde(flatten)]
+    pub common: BackendCommon,
+}
+
+impl BackendTable {
+    /// The `kind` string.
+    pub fn kind(&self) -> &'static str {
+        self.settings.kind()
+    }
+
+    /// Where verification asks the cache (see [`crate::verify`]): `verify_url`, else the
+    /// first server of nginx or Varnish in `http` mode; `None` when neither is known.
+    pub fn verify_url(&self) -> Option<BaseUrl> {
+        if let Some(url) = &self.common.verify.url {
+            return Some(url.clone());
+        }
+        let server = match &self.settings {
+            BackendSettings::Nginx(n) if n.mode == NginxMode::Http => {
+                n.servers_or_default().into_iter().next()
+            }
+            BackendSettings::Varnish(v) if v.mode == VarnishMode::Http => {
+                v.servers_or_default().into_iter().next()
+            }
+            _ => None,
+        }?;
+        server.base_url().parse().ok()
+    }
+
+    /// The header that tells a hit: `verify_header`, else `X-Cache-Status` for nginx (what
+    /// `deploy/nginx/` adds), `CF-Cache-Status` for Cloudflare, `X-Cache` otherwise (what
+    /// `deploy/varnish/` sets, and most CDNs).
+    pub fn verify_header(&self) -> String {
+        if let Some(h) = &self.common.verify.header {
+            return h.as_str().to_owned();
+        }
+        match &self.settings {
+            BackendSettings::Nginx(_) => "X-Cache-Status",
+            BackendSettings::Cloudflare(_) => "CF-Cache-Status",
+            _ => "X-Cache",
+        }
+        .to_owned()
+    }
+
+    /// What to check when a purge of this kind of backend did not take.
+    pub fn verify_hint(&self) -> &'static str {
+        crate::verify::hint_for(self.kind())
+    }
+}
+
+impl From<BackendSettings> for BackendTable {
+    /// The kind's options, with the default common ones (every host, paths not marked).
+    fn from(settings: BackendSettings) -> Self {
+        Self {
+            settings,
+            common: BackendCommon::default(),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for BackendTable {
+    /// Reads one backend's table (with its `kind`), with the loader's checks; keys in errors
+    /// are relative to the table.
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        backend_from_value(Value::deserialize(d)?, "", None).map_err(serde::de::Error::custom)
+    }
+}
+
+/// The options of a `[backends.NAME]` table that every kind has, read before the kind's own.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[non_exhaustive]
+pub struct BackendCommon {
+    /// Which targets the backend takes (`hosts`, `paths`; see [`crate::routing`]).
+    #[serde(flatten)]
+    pub route: crate::routing::BackendRoute,
+    /// Whether and how purges are verified (`verify`, `verify_url`...; see [`crate::verify`]).
+    #[serde(flatten)]
+    pub verify: crate::verify::VerifySettings,
+}
+
+/// The common keys as the file writes them.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CommonKeys {
+    #[serde(default, deserialize_with = "types::host_patterns")]
+    hosts: Option<Vec<crate::routing::HostPattern>>,
+    #[serde(default)]
+    paths: bool,
+    #[serde(default)]
+    verify: crate::verify::VerifyMode,
+    #[serde(default)]
+    verify_url: Option<BaseUrl>,
+    #[serde(default)]
+    verify_header: Option<HeaderName>,
+    #[serde(default)]
+    verify_hit: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "types::optional_at_least_one")]
+    verify_concurrency: Option<std::num::NonZeroUsize>,
+    #[serde(default)]
+    refresh: bool,
+    #[serde(default)]
+    refresh_rate: Option<RequestRate>,
 }
 
 /// One backend's settings; `kind` selects the variant.
@@ -323,9 +453,17 @@ impl BackendSettings {
 
 impl<'de> Deserialize<'de> for BackendSettings {
     /// Reads one backend's table (with its `kind`), with the loader's checks; keys in errors
-    /// are relative to the table.
+    /// are relative to the table. The options every kind has (`hosts`, `paths`) are refused
+    /// here, where they would be lost: deserialize a [`BackendTable`] to read them.
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        backend_from_value(Value::deserialize(d)?, "", None).map_err(serde::de::Error::custom)
+        let table = backend_from_value(Value::deserialize(d)?, "", None)
+            .map_err(serde::de::Error::custom)?;
+        if table.common != BackendCommon::default() {
+            return Err(serde::de::Error::custom(
+                "`hosts` and `paths` are read by a BackendTable, not by BackendSettings",
+            ));
+        }
+        Ok(table.settings)
     }
 }
 
@@ -694,7 +832,7 @@ fn backend_from_value(
     value: Value,
     prefix: &str,
     fallback: Option<&str>,
-) -> Result<BackendSettings, SettingsError> {
+) -> Result<BackendTable, SettingsError> {
     let scope = Scope {
         root: value.clone(),
         prefix,
@@ -720,6 +858,7 @@ fn backend_from_value(
             )
         })?,
     };
+    let common = common_from_table(&scope, &kind, &mut table)?;
     fn options<T: DeserializeOwned>(
         scope: &Scope<'_>,
         table: Map<String, Value>,
@@ -727,7 +866,7 @@ fn backend_from_value(
         scope.unknown_key::<T>(&[], &table, "this backend has no options")?;
         scope.deserialize(&[], Value::new(None, ValueKind::Table(table)))
     }
-    Ok(match kind.as_str() {
+    let settings = match kind.as_str() {
         "log" => BackendSettings::Log(options(&scope, table)?),
         "dummy" => BackendSettings::Dummy(options(&scope, table)?),
         "memory" => BackendSettings::Memory(options(&scope, table)?),
@@ -760,7 +899,9 @@ fn backend_from_value(
             BackendSettings::Fastly(fastly)
         }
         "cloudfront" => {
-            let cloudfront: CloudFrontSettings = options(&scope, table)?;
+            let mut cloudfront: CloudFrontSettings = options(&scope, table)?;
+            // The distribution's hosts are the backend's `hosts`: one key, one meaning.
+            cloudfront.hosts = common.route.hosts.clone();
             cloudfront
                 .check()
                 .map_err(|e| scope.error(&[key(e.key)], e.message))?;
@@ -785,6 +926,69 @@ fn backend_from_value(
                 format!("unknown backend kind `{other}`; expected one of {BACKEND_KINDS}"),
             ));
         }
+    };
+    let table = BackendTable { settings, common };
+    if table.common.verify.needs_address() && table.verify_url().is_none() {
+        return Err(scope.error(
+            &[key("verify_url")],
+            "required with verify or refresh: the cache's public HTTP address (`http://HOST:PORT`), where \
+             the check's GET goes (only nginx and varnish in http mode default to their first \
+             server)",
+        ));
+    }
+    Ok(table)
+}
+
+/// Takes the options every kind has (`hosts`, `paths`) out of a backend's table.
+fn common_from_table(
+    scope: &Scope<'_>,
+    kind: &str,
+    table: &mut Map<String, Value>,
+) -> Result<BackendCommon, SettingsError> {
+    let mut common = Map::new();
+    for name in field_names::<CommonKeys>() {
+        if let Some(v) = table.remove(*name) {
+            common.insert((*name).to_owned(), v);
+        }
+    }
+    if kind == "nats"
+        && let Some(Value {
+            kind: ValueKind::Table(_),
+            ..
+        }) = common.get("hosts")
+    {
+        return Err(scope.error(
+            &[key("hosts")],
+            "expected a list of host patterns (the hosts this backend serves); the table of \
+             host → group of a nats backend is `[backends.NAME.host_groups]`",
+        ));
+    }
+    let raw: CommonKeys = scope.deserialize(&[], Value::new(None, ValueKind::Table(common)))?;
+    // An empty list is the same as none (every host): what `hosts = []` of a CloudFront
+    // backend always meant for routing (it sends no absolute URL either way).
+    let mut verify = crate::verify::VerifySettings::default();
+    verify.mode = raw.verify;
+    verify.url = raw.verify_url;
+    verify.header = raw.verify_header;
+    if let Some(hit) = raw.verify_hit {
+        if hit.is_empty() || hit.iter().any(|h| h.trim().is_empty()) {
+            return Err(scope.error(
+                &[key("verify_hit")],
+                "expected the header's values that mean a hit, like [\"HIT\"]",
+            ));
+        }
+        verify.hit = hit;
+    }
+    if let Some(n) = raw.verify_concurrency {
+        verify.concurrency = n;
+    }
+    verify.refresh = raw.refresh;
+    verify.refresh_rate = raw.refresh_rate;
+    Ok(BackendCommon {
+        route: crate::routing::BackendRoute::default()
+            .with_hosts(raw.hosts.unwrap_or_default())
+            .paths(raw.paths),
+        verify,
     })
 }
 
@@ -1059,14 +1263,14 @@ mod tests {
         .unwrap();
         assert_eq!(s.delivery, Delivery::Immediate);
         assert_eq!(s.shutdown_timeout, Duration::from_secs(3));
-        let BackendSettings::Varnish(v) = &s.backends["edge"] else {
+        let BackendSettings::Varnish(v) = &s.backends["edge"].settings else {
             panic!()
         };
         assert_eq!(v.servers.len(), 2);
         assert_eq!(v.servers[1].host(), "::1");
         assert_eq!(v.timeout, Duration::from_millis(250));
         assert_eq!(v.ban_style, BanStyle::Lurker);
-        let BackendSettings::Nginx(n) = &s.backends["ngx"] else {
+        let BackendSettings::Nginx(n) = &s.backends["ngx"].settings else {
             panic!()
         };
         assert_eq!(n.mode, NginxMode::Files);

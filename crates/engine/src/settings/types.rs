@@ -613,6 +613,48 @@ pub(crate) fn servers<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<ServerAddr>
     d.deserialize_any(Servers)
 }
 
+/// `hosts`: a list of host patterns, or one comma-separated string of them (handy in an
+/// environment variable). An element's error is keyed by its index (`hosts[1]`).
+pub(crate) fn host_patterns<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Vec<crate::routing::HostPattern>>, D::Error> {
+    struct Patterns;
+    impl<'de> serde::de::Visitor<'de> for Patterns {
+        type Value = Vec<crate::routing::HostPattern>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a list of host patterns (`www.example.com`, `*.example.org`), or one comma-separated string of them")
+        }
+
+        fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Self::Value, E> {
+            s.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| s.parse().map_err(|e: InvalidValue| E::custom(e.message)))
+                .collect()
+        }
+
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut hosts = Vec::new();
+            while let Some(host) = seq.next_element()? {
+                hosts.push(host);
+            }
+            Ok(hosts)
+        }
+    }
+    d.deserialize_any(Patterns).map(Some)
+}
+
+/// An optional integer of at least 1.
+pub(crate) fn optional_at_least_one<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<NonZeroUsize>, D::Error> {
+    at_least_one(d).map(Some)
+}
+
 /// `concurrency`, `max_batch`: an integer of at least 1.
 pub(crate) fn at_least_one<'de, D: Deserializer<'de>>(d: D) -> Result<NonZeroUsize, D::Error> {
     let n = usize::deserialize(d)?;

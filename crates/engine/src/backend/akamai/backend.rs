@@ -33,7 +33,7 @@ const BODY_OVERHEAD: usize = r#"{"objects":[]}"#.len();
 ///      site_url = \"https://www.example.com\"\ncp_codes = [12345]\n",
 /// )
 /// .unwrap();
-/// let BackendSettings::Akamai(a) = &settings.backends["cdn"] else { unreachable!() };
+/// let BackendSettings::Akamai(a) = &settings.backends["cdn"].settings else { unreachable!() };
 /// let backend = AkamaiBackend::new(a).unwrap();
 /// assert_eq!(
 ///     backend.capabilities(),

@@ -27,7 +27,7 @@ use crate::target::{PurgeUrl, Target};
 ///      api_token = \"token\"\nplan = \"pro\"\nsite_url = \"https://www.example.com\"\n",
 /// )
 /// .unwrap();
-/// let BackendSettings::Cloudflare(cf) = &settings.backends["cdn"] else { unreachable!() };
+/// let BackendSettings::Cloudflare(cf) = &settings.backends["cdn"].settings else { unreachable!() };
 /// let backend = CloudflareBackend::new(cf).unwrap();
 /// assert_eq!(backend.capabilities(), Capabilities::ALL);
 /// assert_eq!(backend.max_batch(), 100);

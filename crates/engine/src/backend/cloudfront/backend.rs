@@ -14,7 +14,6 @@ use reqwest::{Client, Method, StatusCode};
 
 use super::settings::{CloudFrontSettings, DistributionId, MAX_PATHS_IN_PROGRESS};
 use crate::backend::{Backend, Capabilities, Cause, Failures, PurgeError, SetupError, http_client};
-use crate::settings::types::HostName;
 use crate::target::{PurgeUrl, Target};
 
 /// The API version in every path.
@@ -40,7 +39,7 @@ const REFRESH_AT_MOST: usize = 8;
 ///      hosts = [\"www.example.com\"]\n",
 /// )
 /// .unwrap();
-/// let BackendSettings::CloudFront(cf) = &settings.backends["cdn"] else { unreachable!() };
+/// let BackendSettings::CloudFront(cf) = &settings.backends["cdn"].settings else { unreachable!() };
 /// let backend = CloudFrontBackend::new(cf).unwrap();
 /// assert_eq!(
 ///     backend.capabilities(),
@@ -55,7 +54,7 @@ pub struct CloudFrontBackend {
     distribution_url: String,
     distribution: DistributionId,
     identity: Identity,
-    hosts: Vec<HostName>,
+    hosts: Vec<crate::routing::HostPattern>,
     wait: bool,
     poll_interval: Duration,
     wait_timeout: Duration,
@@ -330,11 +329,7 @@ impl CloudFrontBackend {
         let Some(host) = url.host() else {
             return Ok(());
         };
-        if self
-            .hosts
-            .iter()
-            .any(|h| h.as_str().eq_ignore_ascii_case(host))
-        {
+        if self.hosts.iter().any(|h| h.matches(host)) {
             return Ok(());
         }
         let served = if self.hosts.is_empty() {
@@ -342,7 +337,7 @@ impl CloudFrontBackend {
         } else {
             self.hosts
                 .iter()
-                .map(HostName::as_str)
+                .map(crate::routing::HostPattern::as_str)
                 .collect::<Vec<_>>()
                 .join(", ")
         };

@@ -18,9 +18,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::settings::types::{
-    self, BaseUrl, FieldError, HostName, InvalidValue, Secret, string_serde,
-};
+use crate::settings::types::{self, BaseUrl, FieldError, InvalidValue, Secret, string_serde};
 
 /// The real endpoint of the CloudFront API (global; requests are signed for `us-east-1`).
 pub const CLOUDFRONT_API: &str = "https://cloudfront.amazonaws.com";
@@ -100,11 +98,16 @@ pub struct CloudFrontSettings {
     /// The session token of temporary credentials (STS), if they are.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub session_token: Option<Secret>,
-    /// The hosts the distribution serves (`www.example.com`, `d111111abcdef8.cloudfront.net`):
-    /// an absolute URL is invalidated by its path only when its host is one of them; any
-    /// other host fails as misconfigured rather than invalidating the path of another site.
-    /// Paths (`/posts/a`) need none.
-    pub hosts: Vec<HostName>,
+    /// The hosts the distribution serves (`www.example.com`, `d111111abcdef8.cloudfront.net`,
+    /// `*.example.org`): an absolute URL is invalidated by its path only when its host is one
+    /// of them; any other host fails as misconfigured rather than invalidating the path of
+    /// another site. Paths (`/posts/a`) need none.
+    ///
+    /// In a settings file this is the backend's `hosts` key, the one every kind has (see
+    /// [`crate::routing`]): the loader copies it here, and the purger also routes only these
+    /// hosts' URLs to the backend.
+    #[serde(skip)]
+    pub hosts: Vec<crate::routing::HostPattern>,
     /// Wait for each invalidation to be `Completed` (polling GetInvalidation) before the
     /// purge counts as done (default `false`: done once CloudFront accepted it).
     pub wait: bool,

@@ -35,7 +35,7 @@ const FASTLY_RATELIMIT_RESET: HeaderName = HeaderName::from_static("fastly-ratel
 ///      api_token = \"key\"\nsoft = true\nsite_url = \"https://www.example.com\"\n",
 /// )
 /// .unwrap();
-/// let BackendSettings::Fastly(f) = &settings.backends["cdn"] else { unreachable!() };
+/// let BackendSettings::Fastly(f) = &settings.backends["cdn"].settings else { unreachable!() };
 /// let backend = FastlyBackend::new(f).unwrap();
 /// assert_eq!(
 ///     backend.capabilities(),

@@ -388,7 +388,7 @@ impl Backend for NatsBackend {
         // One message per group, in the order of the groups' first targets.
         let mut by_group: Vec<(String, Vec<Target>)> = Vec::new();
         for target in batch {
-            let subject = if self.settings.hosts.is_empty() {
+            let subject = if self.settings.host_groups.is_empty() {
                 self.subject.clone()
             } else {
                 self.settings

@@ -398,12 +398,12 @@ pub struct NatsSettings {
     /// The group of nodes this backend's purges go to (default `all`): the subject is
     /// `<subject_prefix>.<group>`.
     pub group: GroupName,
-    /// Host routing (`[backends.NAME.hosts]`, default none): the purges of absolute URLs (and
+    /// Host routing (`[backends.NAME.host_groups]`, default none): the purges of absolute URLs (and
     /// prefixes) of a host listed here go to its group instead of `group`, so that each site's
     /// pages are purged only on its own nodes. Tags, everything and URLs given as paths go to
     /// `group`.
     #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
-    pub hosts: std::collections::BTreeMap<HostName, GroupName>,
+    pub host_groups: std::collections::BTreeMap<HostName, GroupName>,
     /// The stream's retention: `limits` (default) or `interest`.
     pub retention: StreamRetention,
     /// How long the stream keeps a purge (default `24h`): a node away for longer cannot catch
@@ -441,7 +441,7 @@ impl Default for NatsSettings {
             stream: StreamName("CACHE_PURGE".to_owned()),
             subject_prefix: SubjectPrefix::default(),
             group: GroupName::default(),
-            hosts: std::collections::BTreeMap::new(),
+            host_groups: std::collections::BTreeMap::new(),
             retention: StreamRetention::default(),
             max_age: Duration::from_secs(24 * 3600),
             replicas: NonZeroUsize::MIN,
@@ -469,7 +469,7 @@ impl NatsSettings {
         self.subject_prefix.subject(&self.group)
     }
 
-    /// The group a target goes to: its host's in [`hosts`](Self::hosts) (compared without
+    /// The group a target goes to: its host's in [`host_groups`](Self::host_groups) (compared without
     /// case), else [`group`](Self::group).
     pub fn group_of(&self, target: &crate::target::Target) -> &GroupName {
         use crate::target::Target;
@@ -478,7 +478,7 @@ impl NatsSettings {
             _ => None,
         };
         host.and_then(|h| {
-            self.hosts
+            self.host_groups
                 .iter()
                 .find(|(k, _)| k.as_str().eq_ignore_ascii_case(h))
                 .map(|(_, g)| g)
@@ -537,10 +537,10 @@ mod tests {
     fn hosts_route_their_urls_to_their_group() {
         use crate::target::Target;
         let s = crate::settings::Settings::from_toml_str(
-            "[backends.fleet]\nkind = \"nats\"\n[backends.fleet.hosts]\n\"blog.example.com\" = \"blog\"\n",
+            "[backends.fleet]\nkind = \"nats\"\n[backends.fleet.host_groups]\n\"blog.example.com\" = \"blog\"\n",
         )
         .unwrap();
-        let crate::settings::BackendSettings::Nats(n) = &s.backends["fleet"] else {
+        let crate::settings::BackendSettings::Nats(n) = &s.backends["fleet"].settings else {
             panic!("{s:?}")
         };
         let group = |t: &str| n.group_of(&t.parse::<Target>().unwrap()).to_string();
@@ -550,12 +550,12 @@ mod tests {
         assert_eq!(group("url /a"), "all");
         assert_eq!(group("tag post-1"), "all");
         let err = crate::settings::Settings::from_toml_str(
-            "[backends.fleet]\nkind = \"nats\"\n[backends.fleet.hosts]\n\"blog.example.com\" = \"a.b\"\n",
+            "[backends.fleet]\nkind = \"nats\"\n[backends.fleet.host_groups]\n\"blog.example.com\" = \"a.b\"\n",
         )
         .unwrap_err();
         assert_eq!(
             err.key.as_deref(),
-            Some("backends.fleet.hosts.blog.example.com"),
+            Some("backends.fleet.host_groups.blog.example.com"),
             "{err}"
         );
     }
@@ -614,7 +614,7 @@ mod tests {
             "[backends.fleet]\nkind = \"nats\"\n[backends.fleet.auth]\nuser = \"app\"\npassword = \"hunter2\"\n[backends.fleet.tls]\n",
         )
         .unwrap();
-        let crate::settings::BackendSettings::Nats(n) = &s.backends["fleet"] else {
+        let crate::settings::BackendSettings::Nats(n) = &s.backends["fleet"].settings else {
             panic!("{s:?}")
         };
         assert_eq!(n.auth.user.as_deref(), Some("app"));

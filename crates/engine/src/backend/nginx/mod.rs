@@ -186,7 +186,7 @@ const WIPE_MAX_BATCH: usize = 100_000;
 ///     "[backends.ngx]\nkind = \"nginx\"\nservers = [\"127.0.0.1:8080\"]\npurge_prefix = \"/purge\"\n",
 /// )
 /// .unwrap();
-/// let BackendSettings::Nginx(nginx) = &settings.backends["ngx"] else { unreachable!() };
+/// let BackendSettings::Nginx(nginx) = &settings.backends["ngx"].settings else { unreachable!() };
 /// let backend = NginxBackend::new(nginx).unwrap();
 /// assert_eq!(backend.capabilities(), Capabilities::URL); // ngx_cache_purge 2.3: exact URLs
 /// ```
