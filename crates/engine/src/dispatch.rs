@@ -78,6 +78,9 @@ pub(crate) struct Counters {
     pub(crate) verify_unanswered: AtomicU64,
     /// Purged URLs requested again to warm the cache (`refresh`).
     pub(crate) refreshed: AtomicU64,
+    /// Purged URLs not verified nor refreshed because the checks of earlier purges were still
+    /// running ([`MAX_CHECK_BACKLOG`]).
+    pub(crate) verify_skipped: AtomicU64,
 }
 
 impl Counters {
@@ -94,7 +97,8 @@ impl Counters {
 /// ones that count work lost, widened or set aside: `cache_purge_dropped_total`,
 /// `cache_purge_coalesced_total`, `cache_purge_spilled_total`,
 /// `cache_purge_dead_evicted_total`, `cache_purge_unsupported_total`; with `verify`,
-/// `cache_purge_verified_total` and `cache_purge_verify_failed_total`; the gauges
+/// `cache_purge_verified_total`, `cache_purge_verify_failed_total` and
+/// `cache_purge_verify_skipped_total`; the gauges
 /// `cache_purge_queued` and `cache_purge_in_spill`, and the histogram
 /// `cache_purge_batch_seconds`.
 #[cfg(feature = "metrics")]
@@ -111,6 +115,7 @@ pub(crate) struct Meters {
     unsupported: metrics::Counter,
     verified: metrics::Counter,
     verify_failed: metrics::Counter,
+    verify_skipped: metrics::Counter,
     queued: metrics::Gauge,
     in_spill: metrics::Gauge,
     latency: metrics::Histogram,
@@ -133,6 +138,7 @@ impl Meters {
             unsupported: metrics::counter!("cache_purge_unsupported_total", &label),
             verified: metrics::counter!("cache_purge_verified_total", &label),
             verify_failed: metrics::counter!("cache_purge_verify_failed_total", &label),
+            verify_skipped: metrics::counter!("cache_purge_verify_skipped_total", &label),
             queued: metrics::gauge!("cache_purge_queued", &label),
             in_spill: metrics::gauge!("cache_purge_in_spill", &label),
             latency: metrics::histogram!("cache_purge_batch_seconds", &label),
@@ -252,13 +258,31 @@ pub(crate) fn spawn_worker(
         schedule: BinaryHeap::new(),
         sequence: 0,
         #[cfg(feature = "verify")]
-        verifier,
+        checks: None,
         #[cfg(feature = "verify")]
         to_verify: Vec::new(),
         #[cfg(feature = "verify")]
         to_refresh: Vec::new(),
-        #[cfg(feature = "verify")]
-        last_verify_failure: last_verify_failure.clone(),
+    };
+    #[cfg(feature = "verify")]
+    let worker = {
+        let mut worker = worker;
+        worker.checks = verifier.map(|verifier| {
+            Checks::spawn(
+                CheckContext {
+                    name: worker.name.clone(),
+                    backend: Arc::clone(&worker.backend),
+                    verifier,
+                    counters: Arc::clone(&worker.counters),
+                    #[cfg(feature = "metrics")]
+                    meters: Arc::clone(&worker.meters),
+                    last_verify_failure: last_verify_failure.clone(),
+                },
+                runtime,
+                span.clone(),
+            )
+        });
+        worker
     };
     let join = runtime.spawn(tracing::Instrument::instrument(worker.run(rx), span));
     (handle, join)
@@ -375,16 +399,15 @@ struct Worker {
     /// Retries by due time (the sequence number keeps equal times in order).
     schedule: BinaryHeap<Reverse<(Instant, u64, Target)>>,
     sequence: u64,
+    /// The checker of this backend's purges (`verify`, `refresh`), when on.
     #[cfg(feature = "verify")]
-    verifier: Option<Arc<crate::verify::Verifier>>,
+    checks: Option<Checks>,
     /// URLs delivered this round, to verify once the round is done.
     #[cfg(feature = "verify")]
     to_verify: Vec<Target>,
     /// URLs delivered this round, to refresh (`refresh`) once the round is done.
     #[cfg(feature = "verify")]
     to_refresh: Vec<Target>,
-    #[cfg(feature = "verify")]
-    last_verify_failure: Arc<Mutex<Option<crate::verify::VerifyFailure>>>,
 }
 
 impl Worker {
@@ -452,7 +475,7 @@ impl Worker {
                 drop(drain);
                 self.deliver(batches).await;
                 #[cfg(feature = "verify")]
-                self.verify_round().await;
+                self.hand_checks();
             }
             self.room.notify_waiters();
             #[cfg(feature = "metrics")]
@@ -464,6 +487,13 @@ impl Worker {
             }
             // A flush waits for what was spilled before it too.
             if self.spilled() == 0 {
+                // ... and for the checks of what was delivered before it.
+                #[cfg(feature = "verify")]
+                if !waiters.is_empty()
+                    && let Some(checks) = &self.checks
+                {
+                    checks.idle().await;
+                }
                 for ack in waiters.drain(..) {
                     // The flusher may have given up waiting (a deadline); nothing to do then.
                     let _ = ack.send(());
@@ -863,7 +893,7 @@ impl Worker {
         #[cfg(feature = "metrics")]
         self.meters.purged.increment(1);
         #[cfg(feature = "verify")]
-        if let Some(verifier) = &self.verifier {
+        if let Some(verifier) = self.checks.as_ref().map(|c| &c.verifier) {
             if verifier.picks(&target) {
                 self.to_verify.push(target.clone());
             } else if verifier.refreshes(&target) {
@@ -875,138 +905,42 @@ impl Worker {
         }
     }
 
-    /// Asks the cache about the URLs delivered this round (see [`crate::verify`]): a URL
-    /// still served from the cache is purged once more and asked about again.
+    /// Hands the URLs delivered this round to the checker (`verify`, `refresh`), which
+    /// requests them beside this worker so that slow answers never delay the next purges. What
+    /// would take the checker's backlog above [`MAX_CHECK_BACKLOG`] is not checked (counted
+    /// `verify_skipped`): memory stays bounded, and no purge waits for a check.
     #[cfg(feature = "verify")]
-    async fn verify_round(&mut self) {
-        use crate::verify::Seen;
-        let Some(verifier) = self.verifier.clone() else {
+    fn hand_checks(&mut self) {
+        let Some(checks) = &self.checks else {
             return;
         };
-        self.refresh_round(&verifier).await;
-        let targets = std::mem::take(&mut self.to_verify);
-        if targets.is_empty() {
+        let mut verify = std::mem::take(&mut self.to_verify);
+        let mut refresh = std::mem::take(&mut self.to_refresh);
+        let wanted = verify.len() + refresh.len();
+        if wanted == 0 {
             return;
         }
-        let backend = Arc::clone(&self.backend);
-        let name = self.name.clone();
-        let outcomes: Vec<(Target, Seen)> = futures::stream::iter(targets)
-            .map(|target| {
-                let verifier = Arc::clone(&verifier);
-                let backend = Arc::clone(&backend);
-                let name = name.clone();
-                async move {
-                    let Some(url) = target.as_url().cloned() else {
-                        return (target, Seen::Miss);
-                    };
-                    match verifier.look(&url).await {
-                        Seen::Hit => {
-                            tracing::warn!(
-                                target: "cache_purge_hooks",
-                                backend = %name,
-                                url = %url,
-                                "purged, but the cache still serves it from its store; purging it once more"
-                            );
-                            if let Err(e) = backend.purge(std::slice::from_ref(&target)).await {
-                                tracing::warn!(target: "cache_purge_hooks", backend = %name, url = %url, error = %e, "the second purge failed");
-                            }
-                            let seen = verifier.look(&url).await;
-                            (target, seen)
-                        }
-                        seen => (target, seen),
-                    }
-                }
-            })
-            .buffer_unordered(verifier.concurrency)
-            .collect()
-            .await;
-        for (target, seen) in outcomes {
-            match seen {
-                Seen::Miss => {
-                    self.counters.verified.fetch_add(1, Ordering::Relaxed);
-                    #[cfg(feature = "metrics")]
-                    self.meters.verified.increment(1);
-                }
-                Seen::Hit => {
-                    self.counters.verify_failed.fetch_add(1, Ordering::Relaxed);
-                    #[cfg(feature = "metrics")]
-                    self.meters.verify_failed.increment(1);
-                    let Some(url) = target.as_url().cloned() else {
-                        continue;
-                    };
-                    tracing::error!(
-                        target: "cache_purge_hooks",
-                        backend = %self.name,
-                        url = %url,
-                        hint = verifier.hint(),
-                        "purge did not take: the cache still serves the page after two purges"
-                    );
-                    *self
-                        .last_verify_failure
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner()) = Some(crate::verify::VerifyFailure {
-                        url,
-                        hint: verifier.hint(),
-                    });
-                }
-                Seen::Unknown(why) => {
-                    self.counters
-                        .verify_unanswered
-                        .fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(
-                        target: "cache_purge_hooks",
-                        backend = %self.name,
-                        %target,
-                        error = %why,
-                        "could not verify the purge: the cache did not answer"
-                    );
-                }
-            }
+        let room = MAX_CHECK_BACKLOG.saturating_sub(*checks.backlog.borrow());
+        if wanted > room {
+            // Verification first: it is what tells a broken purge.
+            let keep_verify = verify.len().min(room);
+            verify.truncate(keep_verify);
+            refresh.truncate(room - keep_verify);
+            let skipped = (wanted - verify.len() - refresh.len()) as u64;
+            self.counters
+                .verify_skipped
+                .fetch_add(skipped, Ordering::Relaxed);
+            #[cfg(feature = "metrics")]
+            self.meters.verify_skipped.increment(skipped);
+            tracing::warn!(
+                target: "cache_purge_hooks",
+                backend = %self.name,
+                skipped,
+                backlog = MAX_CHECK_BACKLOG,
+                "purged URLs not verified or refreshed: the checks of earlier purges are still running (counted as verify_skipped)"
+            );
         }
-    }
-
-    /// Requests the URLs delivered this round through the cache once (`refresh`), at most
-    /// `verify_concurrency` at a time and `refresh_rate` started per second.
-    #[cfg(feature = "verify")]
-    async fn refresh_round(&mut self, verifier: &Arc<crate::verify::Verifier>) {
-        use crate::verify::Seen;
-        let targets = std::mem::take(&mut self.to_refresh);
-        if targets.is_empty() {
-            return;
-        }
-        let start = tokio::time::Instant::now();
-        let every = verifier.refresh_every();
-        let seen: Vec<(Target, Seen)> = futures::stream::iter(targets.into_iter().enumerate())
-            .map(|(i, target)| {
-                let verifier = Arc::clone(verifier);
-                async move {
-                    if let Some(every) = every {
-                        tokio::time::sleep_until(start + every * i as u32).await;
-                    }
-                    let Some(url) = target.as_url().cloned() else {
-                        return (target, Seen::Miss);
-                    };
-                    let seen = verifier.look(&url).await;
-                    (target, seen)
-                }
-            })
-            .buffer_unordered(verifier.concurrency)
-            .collect()
-            .await;
-        for (target, seen) in seen {
-            match seen {
-                Seen::Unknown(why) => tracing::warn!(
-                    target: "cache_purge_hooks",
-                    backend = %self.name,
-                    %target,
-                    error = %why,
-                    "could not refresh the purged page: the cache did not answer"
-                ),
-                _ => {
-                    self.counters.refreshed.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-        }
+        checks.send(CheckRound { verify, refresh });
     }
 
     /// Moves a target to the dead-letter list.
@@ -1107,5 +1041,212 @@ mod tests {
         assert!(
             matches!(value("cache_purge_queued"), Some(DebugValue::Gauge(g)) if g.into_inner() == 0.0)
         );
+    }
+}
+
+/// At most this many purged URLs wait for their check (`verify`, `refresh`) at a time, per
+/// backend; more are counted `verify_skipped`.
+#[cfg(feature = "verify")]
+pub(crate) const MAX_CHECK_BACKLOG: usize = 10_000;
+
+/// The URLs of one round of purges to check.
+#[cfg(feature = "verify")]
+struct CheckRound {
+    verify: Vec<Target>,
+    refresh: Vec<Target>,
+}
+
+/// The worker's side of its checker: a task of its own that verifies and refreshes purged
+/// URLs one round after another, so that requests through the cache (a miss goes to the
+/// origin, which may be slow) never hold up the next purges.
+#[cfg(feature = "verify")]
+struct Checks {
+    verifier: Arc<crate::verify::Verifier>,
+    tx: mpsc::UnboundedSender<CheckRound>,
+    /// URLs handed over and not checked yet (bounded by the worker: [`MAX_CHECK_BACKLOG`]).
+    backlog: Arc<tokio::sync::watch::Sender<usize>>,
+}
+
+#[cfg(feature = "verify")]
+impl Checks {
+    fn spawn(context: CheckContext, runtime: &tokio::runtime::Handle, span: tracing::Span) -> Self {
+        let (tx, mut rx) = mpsc::unbounded_channel::<CheckRound>();
+        let backlog = Arc::new(tokio::sync::watch::Sender::new(0usize));
+        let verifier = Arc::clone(&context.verifier);
+        let done = Arc::clone(&backlog);
+        runtime.spawn(tracing::Instrument::instrument(
+            async move {
+                while let Some(round) = rx.recv().await {
+                    let n = round.verify.len() + round.refresh.len();
+                    context.refresh(round.refresh).await;
+                    context.verify(round.verify).await;
+                    done.send_modify(|b| *b = b.saturating_sub(n));
+                }
+            },
+            span,
+        ));
+        Self {
+            verifier,
+            tx,
+            backlog,
+        }
+    }
+
+    fn send(&self, round: CheckRound) {
+        let n = round.verify.len() + round.refresh.len();
+        self.backlog.send_modify(|b| *b += n);
+        if self.tx.send(round).is_err() {
+            // The checker is gone (the runtime is shutting down): nothing will check them.
+            self.backlog.send_modify(|b| *b = b.saturating_sub(n));
+        }
+    }
+
+    /// Waits until every URL handed over so far was checked.
+    async fn idle(&self) {
+        let mut rx = self.backlog.subscribe();
+        let _ = rx.wait_for(|b| *b == 0).await;
+    }
+}
+
+/// What the checker needs of its backend's worker.
+#[cfg(feature = "verify")]
+struct CheckContext {
+    name: String,
+    backend: Arc<dyn Backend>,
+    verifier: Arc<crate::verify::Verifier>,
+    counters: Arc<Counters>,
+    #[cfg(feature = "metrics")]
+    meters: Arc<Meters>,
+    last_verify_failure: Arc<Mutex<Option<crate::verify::VerifyFailure>>>,
+}
+
+#[cfg(feature = "verify")]
+impl CheckContext {
+    /// Asks the cache about the URLs delivered this round (see [`crate::verify`]): a URL
+    /// still served from the cache is purged once more and asked about again.
+    async fn verify(&self, targets: Vec<Target>) {
+        use crate::verify::Seen;
+        if targets.is_empty() {
+            return;
+        }
+        let verifier = &self.verifier;
+        let backend = Arc::clone(&self.backend);
+        let name = self.name.clone();
+        let outcomes: Vec<(Target, Seen)> = futures::stream::iter(targets)
+            .map(|target| {
+                let verifier = Arc::clone(verifier);
+                let backend = Arc::clone(&backend);
+                let name = name.clone();
+                async move {
+                    let Some(url) = target.as_url().cloned() else {
+                        return (target, Seen::Miss);
+                    };
+                    match verifier.look(&url).await {
+                        Seen::Hit => {
+                            tracing::warn!(
+                                target: "cache_purge_hooks",
+                                backend = %name,
+                                url = %url,
+                                "purged, but the cache still serves it from its store; purging it once more"
+                            );
+                            if let Err(e) = backend.purge(std::slice::from_ref(&target)).await {
+                                tracing::warn!(target: "cache_purge_hooks", backend = %name, url = %url, error = %e, "the second purge failed");
+                            }
+                            let seen = verifier.look(&url).await;
+                            (target, seen)
+                        }
+                        seen => (target, seen),
+                    }
+                }
+            })
+            .buffer_unordered(verifier.concurrency)
+            .collect()
+            .await;
+        for (target, seen) in outcomes {
+            match seen {
+                Seen::Miss => {
+                    self.counters.verified.fetch_add(1, Ordering::Relaxed);
+                    #[cfg(feature = "metrics")]
+                    self.meters.verified.increment(1);
+                }
+                Seen::Hit => {
+                    self.counters.verify_failed.fetch_add(1, Ordering::Relaxed);
+                    #[cfg(feature = "metrics")]
+                    self.meters.verify_failed.increment(1);
+                    let Some(url) = target.as_url().cloned() else {
+                        continue;
+                    };
+                    tracing::error!(
+                        target: "cache_purge_hooks",
+                        backend = %self.name,
+                        url = %url,
+                        hint = verifier.hint(),
+                        "purge did not take: the cache still serves the page after two purges"
+                    );
+                    *self
+                        .last_verify_failure
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner()) = Some(crate::verify::VerifyFailure {
+                        url,
+                        hint: verifier.hint(),
+                    });
+                }
+                Seen::Unknown(why) => {
+                    self.counters
+                        .verify_unanswered
+                        .fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(
+                        target: "cache_purge_hooks",
+                        backend = %self.name,
+                        %target,
+                        error = %why,
+                        "could not verify the purge: the cache did not answer"
+                    );
+                }
+            }
+        }
+    }
+
+    /// Requests the URLs delivered this round through the cache once (`refresh`), at most
+    /// `verify_concurrency` at a time and `refresh_rate` started per second.
+    async fn refresh(&self, targets: Vec<Target>) {
+        use crate::verify::Seen;
+        let verifier = &self.verifier;
+        if targets.is_empty() {
+            return;
+        }
+        let start = tokio::time::Instant::now();
+        let every = verifier.refresh_every();
+        let seen: Vec<(Target, Seen)> = futures::stream::iter(targets.into_iter().enumerate())
+            .map(|(i, target)| {
+                let verifier = Arc::clone(verifier);
+                async move {
+                    if let Some(every) = every {
+                        tokio::time::sleep_until(start + every * i as u32).await;
+                    }
+                    let Some(url) = target.as_url().cloned() else {
+                        return (target, Seen::Miss);
+                    };
+                    let seen = verifier.look(&url).await;
+                    (target, seen)
+                }
+            })
+            .buffer_unordered(verifier.concurrency)
+            .collect()
+            .await;
+        for (target, seen) in seen {
+            match seen {
+                Seen::Unknown(why) => tracing::warn!(
+                    target: "cache_purge_hooks",
+                    backend = %self.name,
+                    %target,
+                    error = %why,
+                    "could not refresh the purged page: the cache did not answer"
+                ),
+                _ => {
+                    self.counters.refreshed.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
     }
 }

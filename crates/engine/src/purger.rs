@@ -1106,6 +1106,7 @@ impl Purger {
                     verify_failed: c.verify_failed.load(Ordering::Relaxed),
                     verify_unanswered: c.verify_unanswered.load(Ordering::Relaxed),
                     refreshed: c.refreshed.load(Ordering::Relaxed),
+                    verify_skipped: c.verify_skipped.load(Ordering::Relaxed),
                     last_verify_failure: w
                         .last_verify_failure
                         .lock()
@@ -1179,6 +1180,10 @@ pub struct BackendStats {
     pub verify_unanswered: u64,
     /// Purged URLs requested again through the cache to warm it (`refresh`).
     pub refreshed: u64,
+    /// Purged URLs neither verified nor refreshed because this backend's checks of earlier
+    /// purges were still running: at most 10,000 URLs wait for their check, so that memory
+    /// stays bounded and no purge waits for one.
+    pub verify_skipped: u64,
     /// The last purge that did not take, with what to check.
     pub last_verify_failure: Option<crate::verify::VerifyFailure>,
     /// Time spent in purge calls (summed over concurrent calls).

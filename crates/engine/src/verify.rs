@@ -19,9 +19,11 @@
 //! the shipped VCL has no `req.hash_always_miss` path.)
 //!
 //! URLs only: prefixes, tags and everything are not verified (a tag names no URL the engine
-//! knows). Verification runs in the backend's worker after each round of purges, at most
-//! `verify_concurrency` requests at a time, and [`Purger::flush`](crate::Purger::flush) waits
-//! for it. Its GET puts the fresh page back in the cache (the first visitor does not pay the
+//! knows). Verification runs in a task beside the backend's worker, one round of purges after
+//! another and at most `verify_concurrency` requests at a time, so that a slow answer never
+//! delays the next purges; at most 10,000 URLs wait for their check (more are counted
+//! `verify_skipped`), and [`Purger::flush`](crate::Purger::flush) waits for the checks of what
+//! was purged before it. Its GET puts the fresh page back in the cache (the first visitor does not pay the
 //! miss). A visitor fetching the page between the purge and the check makes it a hit again,
 //! so a rare `verify_failed` on a busy page may be a false alarm: the second purge then
 //! clears it anyway.

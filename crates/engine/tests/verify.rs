@@ -193,3 +193,90 @@ async fn a_verified_url_is_not_fetched_again_by_the_refresh() {
     cached_with(&varnish, "/post", 2).await;
     purger.shutdown(Duration::from_secs(5)).await.unwrap();
 }
+
+/// A cache that takes requests and answers none (a `MISS`) until `release` turns true; tells
+/// `asked` of each request it got.
+async fn stalling_cache(
+    asked: tokio::sync::mpsc::UnboundedSender<()>,
+    release: tokio::sync::watch::Receiver<bool>,
+) -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            let asked = asked.clone();
+            let mut release = release.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match conn.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = asked.send(());
+                let _ = release.wait_for(|go| *go).await;
+                let _ = conn
+                    .write_all(
+                        b"HTTP/1.1 200 OK\r\nX-Cache: MISS\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
+                    )
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_slow_check_never_holds_up_the_next_purges() {
+    use cache_purge_hooks_engine::backend::MemoryBackend;
+    let (asked_tx, mut asked) = tokio::sync::mpsc::unbounded_channel();
+    let (release, released) = tokio::sync::watch::channel(false);
+    let cache = stalling_cache(asked_tx, released).await;
+    let memory = MemoryBackend::new();
+    let purger = Purger::builder()
+        .delivery(cache_purge_hooks_engine::Delivery::Immediate)
+        .backend("memory", memory.clone())
+        .backend_verify(
+            "memory",
+            VerifySettings::all(format!("http://{cache}").parse().unwrap()),
+        )
+        .build()
+        .unwrap();
+
+    purger.purge(targets(&["/first"])).await;
+    // The check of /first reached the cache, which holds its answer.
+    tokio::time::timeout(Duration::from_secs(30), asked.recv())
+        .await
+        .expect("the check of /first was never sent");
+    purger.purge(targets(&["/second"])).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !memory.urls().iter().any(|u| u == "/second") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "/second was never purged"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // /second went out while the check of /first still waited for its answer (it would have
+    // timed out, unanswered, had the purge waited for it).
+    let stats = &purger.stats()[0];
+    assert_eq!(
+        (stats.purged, stats.verified, stats.verify_unanswered),
+        (2, 0, 0),
+        "{stats:?}"
+    );
+
+    // A flush waits for the checks: both answered, both verified.
+    release.send_replace(true);
+    purger.flush().await;
+    let stats = &purger.stats()[0];
+    assert_eq!(
+        (stats.purged, stats.verified, stats.verify_unanswered),
+        (2, 2, 0),
+        "{stats:?}"
+    );
+    purger.shutdown(Duration::from_secs(5)).await.unwrap();
+}
