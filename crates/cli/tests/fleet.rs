@@ -731,13 +731,30 @@ async fn a_purge_for_a_group_or_a_routed_host_reaches_only_the_nodes_of_that_gro
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_node_away_longer_than_the_stream_keeps_purges_everything_when_it_is_back() {
+    away_too_long_is_made_good("").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_away_too_long_purges_everything_on_a_backend_that_serves_only_some_hosts() {
+    // Routing sends "everything" where paths go, and this backend takes no paths (the other
+    // one does): the catch-up must reach it all the same.
+    away_too_long_is_made_good(
+        "hosts = [\"www.example.com\"]\n[backends.default]\nkind = \"dummy\"\npaths = true\n",
+    )
+    .await;
+}
+
+/// A node away longer than the stream keeps purges (max_age 1 s) purges everything when it is
+/// back, on its nginx backend, whose table ends with `route` (its `hosts` and `paths`, and
+/// other backends).
+async fn away_too_long_is_made_good(route: &str) {
     let origin = Origin::start().unwrap();
     let (fleet, nginx) = tokio::join!(
         Fleet::start(Duration::from_secs(1)),
         Nginx::start(&origin, NginxConfig::default()),
     );
     let nginx = nginx.unwrap();
-    let config = fleet.node_settings("edge", &nginx_files_backend(&nginx));
+    let config = fleet.node_settings("edge", &format!("{}{route}", nginx_files_backend(&nginx)));
     let agent = AgentProcess::start(&config, fleet.dir.path(), "edge");
     fleet.wait_for_consumer("edge").await;
     let purger = fleet.publisher(500);

@@ -728,13 +728,31 @@ impl Purger {
         targets: Vec<Target>,
         history: History,
     ) -> impl Future<Output = Result<AttemptReport, AttemptError>> + Send + 'static {
+        self.attempt_routed(backend, targets, history, true)
+    }
+
+    /// [`attempt`](Self::attempt), with the backend's route applied or not: a fleet agent
+    /// that missed purges must purge everything on every local backend, whatever each one's
+    /// `hosts` and `paths` say, or a backend serving only some hosts would keep stale pages.
+    #[cfg_attr(not(feature = "nats"), allow(dead_code))]
+    pub(crate) fn attempt_routed(
+        &self,
+        backend: &str,
+        targets: Vec<Target>,
+        history: History,
+        routed: bool,
+    ) -> impl Future<Output = Result<AttemptReport, AttemptError>> + Send + 'static {
         let sent = match self.inner.queue.workers.iter().find(|w| w.name == backend) {
             None => Err(AttemptError::UnknownBackend(backend.to_owned())),
             Some(_) if self.inner.queue.closed.load(Ordering::Acquire) => {
                 Err(AttemptError::Stopped)
             }
             Some(w) => {
-                let (targets, not_routed) = self.routed_to(backend, targets);
+                let (targets, not_routed) = if routed {
+                    self.routed_to(backend, targets)
+                } else {
+                    (targets, Vec::new())
+                };
                 let (tx, rx) = oneshot::channel();
                 let state = AttemptState::new(history, tx);
                 w.tx.send(Command::Attempt(state, targets))

@@ -500,12 +500,15 @@ impl Agent {
                 for backend in &self.backends {
                     let mut attempts = 0;
                     loop {
+                        // Every backend, whatever its route: any of them may have missed
+                        // purges of its hosts.
                         let report = self
                             .purger
-                            .attempt(
+                            .attempt_routed(
                                 backend,
                                 vec![Target::Everything],
                                 History::after(attempts, running.started),
+                                false,
                             )
                             .await;
                         match report {
