@@ -280,3 +280,67 @@ async fn a_slow_check_never_holds_up_the_next_purges() {
     );
     purger.shutdown(Duration::from_secs(5)).await.unwrap();
 }
+
+/// A cache whose first answer is a `HIT` and every later one a `MISS`.
+async fn hit_once_cache() -> std::net::SocketAddr {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let answered = std::sync::Arc::new(AtomicU64::new(0));
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            let answered = answered.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match conn.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let status = if answered.fetch_add(1, Ordering::SeqCst) == 0 {
+                    "HIT"
+                } else {
+                    "MISS"
+                };
+                let _ = conn
+                    .write_all(
+                        format!("HTTP/1.1 200 OK\r\nX-Cache: {status}\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+                            .as_bytes(),
+                    )
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_page_still_cached_after_the_purge_is_purged_once_more_and_then_verified() {
+    use cache_purge_hooks_engine::backend::MemoryBackend;
+    let cache = hit_once_cache().await;
+    let memory = MemoryBackend::new();
+    let purger = Purger::builder()
+        .delivery(cache_purge_hooks_engine::Delivery::Immediate)
+        .backend("memory", memory.clone())
+        .backend_verify(
+            "memory",
+            VerifySettings::all(format!("http://{cache}").parse().unwrap()),
+        )
+        .build()
+        .unwrap();
+    purger.purge(targets(&["/page"])).await;
+    purger.flush().await;
+    let stats = &purger.stats()[0];
+    assert_eq!(
+        (stats.verified, stats.verify_failed, stats.verify_unanswered),
+        (1, 0, 0),
+        "{stats:?}"
+    );
+    // The purge, and the second one after the check found the page still cached.
+    assert_eq!(memory.urls(), ["/page", "/page"]);
+    assert!(stats.last_verify_failure.is_none(), "{stats:?}");
+    purger.shutdown(Duration::from_secs(5)).await.unwrap();
+}
