@@ -128,7 +128,7 @@ fn every_kind_of_invalid_setting_names_key_file_and_expectation() {
         ),
         (
             "[backends.edge]\nkind = \"varnish\"\nsecrett = \"/x\"\n",
-            "invalid cache purge setting `backends.edge.secrett` (from FILE): unknown key `secrett`; expected one of `mode`, `servers`, `secret_file`, `site_domain`, `varnishadm_bin`, `ban_style`, `lurker_url_header`, `lurker_host_header`, `http_method`, `ban_header`, `ban_host_header`, `max_ban_length`, `timeout`, `concurrency`, `tags`, `tag_header`, `ban_tags_header`, `xkey_header`, `soft_purge`",
+            "invalid cache purge setting `backends.edge.secrett` (from FILE): unknown key `secrett`; expected one of `mode`, `servers`, `secret_file`, `site_domain`, `varnishadm_bin`, `ban_style`, `lurker_url_header`, `lurker_host_header`, `http_method`, `ban_header`, `ban_host_header`, `max_ban_length`, `timeout`, `concurrency`, `tags`, `tag_header`, `ban_tags_header`, `xkey_header`, `soft_purge`, `hosts`, `paths`, `verify`, `verify_url`, `verify_header`, `verify_hit`, `verify_concurrency`, `refresh`, `refresh_rate`",
         ),
         (
             "delivery = \"later\"\n",
@@ -172,7 +172,7 @@ fn every_kind_of_invalid_setting_names_key_file_and_expectation() {
         ),
         (
             "[backends.l]\nkind = \"log\"\nlevel = \"debug\"\n",
-            "invalid cache purge setting `backends.l.level` (from FILE): unknown key `level`; this backend has no options",
+            "invalid cache purge setting `backends.l.level` (from FILE): unknown key `level`; this backend has no options of its own; expected one of `hosts`, `paths`, `verify`, `verify_url`, `verify_header`, `verify_hit`, `verify_concurrency`, `refresh`, `refresh_rate`",
         ),
         (
             "speed = 3\n",

@@ -603,7 +603,25 @@ impl Scope<'_> {
         table: &Map<String, Value>,
         no_options: &str,
     ) -> Result<(), SettingsError> {
-        let known = field_names::<T>();
+        self.unknown_key_also::<T>(at, table, no_options, &[])
+    }
+
+    /// [`unknown_key`](Self::unknown_key), with keys read elsewhere that are valid here too
+    /// (a backend's common keys, taken out of its table before its kind's): named among the
+    /// expected ones.
+    fn unknown_key_also<T: DeserializeOwned>(
+        &self,
+        at: &[Seg],
+        table: &Map<String, Value>,
+        no_options: &str,
+        also: &[&'static str],
+    ) -> Result<(), SettingsError> {
+        let mut known = field_names::<T>().to_vec();
+        for key in also {
+            if !known.contains(key) {
+                known.push(key);
+            }
+        }
         let mut unknown: Vec<&String> = table
             .keys()
             .filter(|k| !known.contains(&k.as_str()))
@@ -614,6 +632,11 @@ impl Scope<'_> {
         };
         let expected = if known.is_empty() {
             no_options.to_owned()
+        } else if field_names::<T>().is_empty() {
+            format!(
+                "{no_options} of its own; expected one of `{}`",
+                known.join("`, `")
+            )
         } else {
             format!("expected one of `{}`", known.join("`, `"))
         };
@@ -863,7 +886,12 @@ fn backend_from_value(
         scope: &Scope<'_>,
         table: Map<String, Value>,
     ) -> Result<T, SettingsError> {
-        scope.unknown_key::<T>(&[], &table, "this backend has no options")?;
+        scope.unknown_key_also::<T>(
+            &[],
+            &table,
+            "this backend has no options",
+            field_names::<CommonKeys>(),
+        )?;
         scope.deserialize(&[], Value::new(None, ValueKind::Table(table)))
     }
     let settings = match kind.as_str() {
