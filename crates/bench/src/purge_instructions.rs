@@ -164,13 +164,12 @@ fn serve(conn: TcpStream) {
             Ok(_) => {}
         }
         // The end of a request's headers: answer it.
-        if line == "\r\n" || line == "\n" {
-            if out
+        if (line == "\r\n" || line == "\n")
+            && out
                 .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
                 .is_err()
-            {
-                return;
-            }
+        {
+            return;
         }
     }
 }
