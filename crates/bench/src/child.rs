@@ -84,6 +84,7 @@ pub(crate) fn main(spec: &str) -> ExitCode {
     let outcome = Spec::parse(spec).and_then(|spec| match spec.task.as_str() {
         "memory" => crate::memory_bench::child(&spec),
         "saves" => crate::instructions::child(&spec),
+        "purges" => crate::purge_instructions::child(&spec),
         "outbox" => crate::outbox_bench::child(&spec),
         other => Err(format!("--child: unknown task `{other}`").into()),
     });

@@ -97,12 +97,12 @@ pub(crate) fn child(spec: &Spec) -> Result<Value> {
 }
 
 /// valgrind, if installed.
-fn valgrind() -> Option<PathBuf> {
+pub(crate) fn valgrind() -> Option<PathBuf> {
     crate::web::find_program("valgrind", &["/usr/bin/valgrind"])
 }
 
 /// Total instructions (`Ir`) of a callgrind output file (its `summary:` or `totals:` line).
-fn total_ir(file: &Path) -> Result<u64> {
+pub(crate) fn total_ir(file: &Path) -> Result<u64> {
     let text =
         std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
     text.lines()

@@ -23,6 +23,7 @@ mod latency_bench;
 mod memory_bench;
 mod nginx_bench;
 mod outbox_bench;
+mod purge_instructions;
 mod report;
 mod save_path;
 mod tags_bench;
@@ -104,7 +105,7 @@ enum Scenario {
     ///    fixed rate with 3 nginx nodes and 10 `memory` nodes, beside direct fan-out.
     Fleet,
     /// 4c. The save path in instructions (valgrind callgrind), with and without hooks, and in
-    ///     outbox mode.
+    ///     outbox mode; 4d. our client's instructions per purge over HTTP (Varnish, nginx).
     Callgrind,
     /// 8. Peak RSS with many distinct URLs queued (a child process per variant).
     Memory,
@@ -209,6 +210,8 @@ pub(crate) struct Config {
     pub queued_urls: usize,
     /// Saves of the two callgrind runs per variant, scenario 4c: (fewer, more).
     pub callgrind_saves: (usize, usize),
+    /// Purges of the two callgrind runs per backend, scenario 4d: (fewer, more).
+    pub callgrind_purges: (usize, usize),
     /// Saves, scenario 9.
     pub latency_saves: usize,
     /// Saves per second, scenario 9.
@@ -241,6 +244,7 @@ impl Args {
                 let (base, more) = if self.quick { (5, 20) } else { (100, 1_000) };
                 (base, base + self.callgrind_saves.unwrap_or(more))
             },
+            callgrind_purges: if self.quick { (20, 120) } else { (100, 1_100) },
             latency_saves: pick(self.latency_saves, 5_000, 300),
             latency_rate: self.latency_rate,
             outbox_rows: pick(self.outbox_rows, 50_000, 1_000),
@@ -574,6 +578,9 @@ async fn run(args: &Args) -> Result<bool> {
         let t = instructions::run(&config, wall).await?;
         print(&t);
         tables.push(t);
+        let t = purge_instructions::run(&config).await?;
+        print(&t);
+        tables.push(t);
     }
     if args.runs(Scenario::Memory) {
         let t = memory_bench::run(&config).await?;
@@ -605,6 +612,7 @@ async fn run(args: &Args) -> Result<bool> {
                 "fleet_rate": config.fleet.rate,
                 "queued_urls": config.queued_urls,
                 "callgrind_saves": [config.callgrind_saves.0, config.callgrind_saves.1],
+                "callgrind_purges": [config.callgrind_purges.0, config.callgrind_purges.1],
                 "latency_saves": config.latency_saves,
                 "latency_rate": config.latency_rate,
                 "outbox_rows": config.outbox_rows,

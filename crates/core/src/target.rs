@@ -87,7 +87,7 @@ impl PurgeUrl {
             ));
         }
         if without_fragment.starts_with('/') {
-            let text = browser_form(without_fragment);
+            let text = browser_form(without_fragment).into_owned();
             if text.starts_with("//") {
                 // `/\host` or `/.//host`: a browser would read a host there.
                 return Err(InvalidTarget::new(
@@ -146,7 +146,7 @@ impl PurgeUrl {
         let tail = if tail.starts_with('/') {
             browser_form(tail)
         } else {
-            browser_form(&format!("/{tail}"))
+            Cow::Owned(browser_form(&format!("/{tail}")).into_owned())
         };
         text.push_str(&tail);
         Ok(Self {
@@ -220,7 +220,66 @@ impl std::str::FromStr for PurgeUrl {
 ///
 /// Unlike a browser, an *encoded* dot segment (`%2E%2E`) is kept: that is how a template
 /// writes a `..` value as one segment that cannot walk up the path.
-fn browser_form(input: &str) -> String {
+///
+/// Most inputs are already in that form (a template's expansion, a URL read from a
+/// response); they are returned as they are, borrowed, after one scan that finds nothing to
+/// change, rather than rebuilt byte by byte (the slow path was most of a save's template
+/// cost).
+fn browser_form(input: &str) -> Cow<'_, str> {
+    if is_browser_form(input) {
+        Cow::Borrowed(input)
+    } else {
+        Cow::Owned(browser_form_rebuilt(input))
+    }
+}
+
+/// Whether [`browser_form_rebuilt`] would return `input` unchanged: nothing to trim at the
+/// end, nothing to drop, turn into `/` or percent-encode, and no `.` or `..` segment in the
+/// path. The byte sets are the ones `browser_form_rebuilt` tests, kept beside it.
+fn is_browser_form(input: &str) -> bool {
+    let bytes = input.as_bytes();
+    if bytes.last().is_some_and(|&b| b <= b' ') {
+        return false;
+    }
+    let mut segment_start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        // Controls (tab, CR and LF included), space and non-ASCII: dropped or encoded in the
+        // path and in the query alike.
+        if b <= b' ' || b >= 0x7f {
+            return false;
+        }
+        match b {
+            b'\\' | b'"' | b'#' | b'<' | b'>' | b'`' | b'{' | b'}' => return false,
+            b'/' | b'?' => {
+                if is_dot_segment(&bytes[segment_start..i]) {
+                    return false;
+                }
+                segment_start = i + 1;
+                if b == b'?' {
+                    return is_query_form(&bytes[i + 1..]);
+                }
+            }
+            _ => {}
+        }
+    }
+    !is_dot_segment(&bytes[segment_start..])
+}
+
+/// Whether a query (after the `?`, controls and non-ASCII already excluded up to it) needs
+/// no change.
+fn is_query_form(query: &[u8]) -> bool {
+    query
+        .iter()
+        .all(|&b| b > b' ' && b < 0x7f && !b"\"#<>'".contains(&b))
+}
+
+/// A literal `.` or `..` path segment (encoded ones are kept, see [`browser_form`]).
+fn is_dot_segment(segment: &[u8]) -> bool {
+    segment == b"." || segment == b".."
+}
+
+/// [`browser_form`] built byte by byte: every input, whatever it holds.
+fn browser_form_rebuilt(input: &str) -> String {
     let input = input.trim_end_matches(|c: char| c <= ' ');
     let (path, query) = match input.find('?') {
         Some(i) => (&input[..i], Some(&input[i + 1..])),
@@ -917,7 +976,49 @@ mod tests {
         assert!(Tag::parse("").is_err());
     }
 
+    /// Every string of up to `len` characters over `alphabet`.
+    fn all_strings(alphabet: &[&str], len: usize) -> Vec<String> {
+        let mut all = vec![String::new()];
+        let mut last = vec![String::new()];
+        for _ in 0..len {
+            last = last
+                .iter()
+                .flat_map(|s| alphabet.iter().map(move |c| format!("{s}{c}")))
+                .collect();
+            all.extend(last.iter().cloned());
+        }
+        all
+    }
+
+    #[test]
+    fn the_browser_form_fast_path_changes_nothing_on_short_inputs() {
+        // Every character either path treats specially, and a plain one.
+        let alphabet = [
+            "/", ".", "?", "a", "%", "\\", "#", " ", "\t", "\n", "\r", "'", "`", "{", "\"", "<",
+            "é", "\u{1}", "\u{7f}",
+        ];
+        for tail in all_strings(&alphabet, 4) {
+            let input = format!("/{tail}");
+            assert_eq!(
+                browser_form(&input),
+                browser_form_rebuilt(&input),
+                "{input:?}"
+            );
+        }
+        assert!(matches!(
+            browser_form("/a/b-c?d=1&e=/f/../g"),
+            Cow::Borrowed(_)
+        ));
+    }
+
     proptest::proptest! {
+        #[test]
+        fn the_browser_form_fast_path_changes_nothing(
+            s in "/[/.?a-z0-9%#\\\\ \t\r\n'`{}\"<>é\u{1}\u{7f}-]{0,40}"
+        ) {
+            proptest::prop_assert_eq!(browser_form(&s), browser_form_rebuilt(&s));
+        }
+
         #[test]
         fn normalised_urls_are_safe_for_every_backend(s in "/\\PC{0,40}") {
             if let Ok(u) = PurgeUrl::parse(&s) {

@@ -13,7 +13,7 @@ use std::sync::OnceLock;
 
 use futures::StreamExt;
 use reqwest::header::{HOST, HeaderValue};
-use reqwest::{Client, Method, StatusCode, Url};
+use reqwest::{Client, Method, StatusCode};
 
 use super::settings::NginxSettings;
 use crate::backend::{Cause, PurgeError, SetupError, http_client};
@@ -24,8 +24,8 @@ use crate::target::{PurgeUrl, Target};
 pub(crate) struct Server {
     /// `host:port` as configured, for messages.
     pub(crate) label: String,
-    /// `http://host:port`.
-    base: String,
+    /// `http://host:port`, parsed once.
+    base: http_client::ServerUrl,
 }
 
 /// Sends ngx_cache_purge requests.
@@ -53,7 +53,7 @@ impl HttpPurger {
             .iter()
             .map(|s| Server {
                 label: s.to_string(),
-                base: s.base_url(),
+                base: http_client::ServerUrl::new(s.base_url()),
             })
             .collect();
         let host_header = match &settings.host_header {
@@ -163,8 +163,14 @@ impl HttpPurger {
 
     /// One request. The error says whether the server could not be reached at all.
     async fn send(&self, server: &Server, url: &PurgeUrl) -> Result<Sent, (PurgeError, bool)> {
-        let target = format!("{}{}{}", server.base, self.prefix, url.path_and_query());
-        let request_url = Url::parse(&target).map_err(|e| {
+        let prefixed;
+        let path_and_query = if self.prefix.is_empty() {
+            url.path_and_query()
+        } else {
+            prefixed = format!("{}{}", self.prefix, url.path_and_query());
+            &prefixed
+        };
+        let request_url = server.base.join(path_and_query).map_err(|(target, e)| {
             let error = PurgeError::new(
                 Cause::Misconfigured,
                 format!("cannot make a request URL of {target}: {e}"),

@@ -8,6 +8,7 @@ use reqwest::{Client, Method, StatusCode};
 use super::ban::{BanBuilder, host_regex};
 use super::settings::{VarnishHttpMethod, VarnishSettings};
 use super::{Ban, Tag};
+use crate::backend::http_client::ServerUrl;
 use crate::backend::{Cause, PurgeError, SetupError, http_client};
 use crate::settings::types::ServerAddr;
 use crate::target::Target;
@@ -15,7 +16,7 @@ use crate::target::Target;
 pub(super) struct HttpTransport {
     client: Client,
     /// (`host:port` as configured, base URL)
-    servers: Vec<(String, String)>,
+    servers: Vec<(String, ServerUrl)>,
     ban: bool,
     purge_method: Method,
     ban_method: Method,
@@ -35,7 +36,7 @@ impl HttpTransport {
     ) -> Result<Self, SetupError> {
         let servers = servers
             .iter()
-            .map(|s| (s.to_string(), s.base_url()))
+            .map(|s| (s.to_string(), ServerUrl::new(s.base_url())))
             .collect();
         let concurrency = settings.concurrency.get();
         Ok(Self {
@@ -116,8 +117,7 @@ impl HttpTransport {
                     .iter()
                     .map(|(value, targets)| {
                         let mut request = self
-                            .client
-                            .request(self.purge_method.clone(), format!("{base}/"))
+                            .request(self.purge_method.clone(), base, "/")
                             .header(self.xkey_header.as_str(), value.as_str());
                         if self.soft_purge {
                             request = request.header("xkey-soft", "1");
@@ -159,9 +159,7 @@ impl HttpTransport {
                     .iter()
                     .filter_map(|target| {
                         let url = target.as_url()?;
-                        let mut request = self
-                            .client
-                            .request(purge.clone(), format!("{base}{}", url.path_and_query()));
+                        let mut request = self.request(purge.clone(), base, url.path_and_query());
                         if let Some(host) = url.host().or(self.site_domain.as_deref())
                             && let Ok(v) = HeaderValue::from_str(host)
                         {
@@ -177,13 +175,29 @@ impl HttpTransport {
         .await
     }
 
+    /// A request to `path_and_query` on the server at `base`, its URL built without parsing
+    /// the host again (see [`ServerUrl::join`]).
+    fn request(
+        &self,
+        method: Method,
+        base: &ServerUrl,
+        path_and_query: &str,
+    ) -> reqwest::RequestBuilder {
+        match base.join(path_and_query) {
+            Ok(url) => self.client.request(method, url),
+            // A text that does not parse: reqwest fails the request when it is sent, as it
+            // always did with this text.
+            Err((text, _)) => self.client.request(method, text),
+        }
+    }
+
     /// Sends every server its requests (`jobs` of its base URL: the targets each request
     /// purges, and the request), all servers at once and `concurrency` requests in flight per
     /// server. A response `accepted` says is success; any other, or no response, fails the
     /// request's targets on that server.
     async fn send_per_server(
         &self,
-        jobs: impl Fn(&str) -> Vec<(Vec<Target>, reqwest::RequestBuilder)>,
+        jobs: impl Fn(&ServerUrl) -> Vec<(Vec<Target>, reqwest::RequestBuilder)>,
         accepted: impl Fn(&str, &[Target], &reqwest::Response) -> bool,
     ) -> Vec<PurgeError> {
         let accepted = &accepted;
@@ -232,8 +246,7 @@ impl HttpTransport {
                         Subject::Urls => self.ban_header.as_str(),
                     };
                     let mut request = self
-                        .client
-                        .request(method.clone(), format!("{base}/"))
+                        .request(method.clone(), base, "/")
                         .header(header, regex);
                     if let Some(h) = host_regex {
                         request = request.header(self.ban_host_header.as_str(), h);
