@@ -194,19 +194,24 @@ async fn a_verified_url_is_not_fetched_again_by_the_refresh() {
     purger.shutdown(Duration::from_secs(5)).await.unwrap();
 }
 
-/// A cache that takes requests and answers none (a `MISS`) until `release` turns true; tells
-/// `asked` of each request it got.
-async fn stalling_cache(
+/// A cache on a free loopback port that answers `X-Cache: HIT` to its first `hits` requests
+/// and `MISS` to the others, each answer waiting until `release` is true; tells `asked` of each
+/// request it got.
+async fn scripted_cache(
+    hits: u64,
     asked: tokio::sync::mpsc::UnboundedSender<()>,
     release: tokio::sync::watch::Receiver<bool>,
 ) -> std::net::SocketAddr {
+    use std::sync::atomic::{AtomicU64, Ordering};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    let answered = std::sync::Arc::new(AtomicU64::new(0));
     tokio::spawn(async move {
         while let Ok((mut conn, _)) = listener.accept().await {
             let asked = asked.clone();
             let mut release = release.clone();
+            let answered = answered.clone();
             tokio::spawn(async move {
                 let mut head = Vec::new();
                 let mut buf = [0u8; 1024];
@@ -218,9 +223,15 @@ async fn stalling_cache(
                 }
                 let _ = asked.send(());
                 let _ = release.wait_for(|go| *go).await;
+                let status = if answered.fetch_add(1, Ordering::SeqCst) < hits {
+                    "HIT"
+                } else {
+                    "MISS"
+                };
                 let _ = conn
                     .write_all(
-                        b"HTTP/1.1 200 OK\r\nX-Cache: MISS\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
+                        format!("HTTP/1.1 200 OK\r\nX-Cache: {status}\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+                            .as_bytes(),
                     )
                     .await;
             });
@@ -234,7 +245,7 @@ async fn a_slow_check_never_holds_up_the_next_purges() {
     use cache_purge_hooks_engine::backend::MemoryBackend;
     let (asked_tx, mut asked) = tokio::sync::mpsc::unbounded_channel();
     let (release, released) = tokio::sync::watch::channel(false);
-    let cache = stalling_cache(asked_tx, released).await;
+    let cache = scripted_cache(0, asked_tx, released).await;
     let memory = MemoryBackend::new();
     let purger = Purger::builder()
         .delivery(cache_purge_hooks_engine::Delivery::Immediate)
@@ -281,46 +292,12 @@ async fn a_slow_check_never_holds_up_the_next_purges() {
     purger.shutdown(Duration::from_secs(5)).await.unwrap();
 }
 
-/// A cache whose first answer is a `HIT` and every later one a `MISS`.
-async fn hit_once_cache() -> std::net::SocketAddr {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let answered = std::sync::Arc::new(AtomicU64::new(0));
-    tokio::spawn(async move {
-        while let Ok((mut conn, _)) = listener.accept().await {
-            let answered = answered.clone();
-            tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut buf = [0u8; 1024];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match conn.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let status = if answered.fetch_add(1, Ordering::SeqCst) == 0 {
-                    "HIT"
-                } else {
-                    "MISS"
-                };
-                let _ = conn
-                    .write_all(
-                        format!("HTTP/1.1 200 OK\r\nX-Cache: {status}\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
-                            .as_bytes(),
-                    )
-                    .await;
-            });
-        }
-    });
-    addr
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_page_still_cached_after_the_purge_is_purged_once_more_and_then_verified() {
     use cache_purge_hooks_engine::backend::MemoryBackend;
-    let cache = hit_once_cache().await;
+    let (asked, _) = tokio::sync::mpsc::unbounded_channel();
+    let (_release, released) = tokio::sync::watch::channel(true);
+    let cache = scripted_cache(1, asked, released).await;
     let memory = MemoryBackend::new();
     let purger = Purger::builder()
         .delivery(cache_purge_hooks_engine::Delivery::Immediate)
