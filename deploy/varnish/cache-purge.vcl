@@ -6,6 +6,9 @@ vcl 4.1;
 #       tests the x-url / x-host headers stored below
 #   mode = "http", http_method = "purge": PURGE <url>, 200 Purged or 404 Not in cache
 #   mode = "http", http_method = "ban": BAN with X-Ban-Url (and X-Ban-Host) regexes
+#   mode = "http", http_method = "refresh": GET <url> with X-Cache-Purge-Refresh: 1, for which
+#       the page's stored variants are purged and it is fetched anew (req.hash_always_miss):
+#       the next visitor gets the new page from the cache, never a miss or a stale copy
 #   tags = "ban": bans on the tags the app sends in `xkey` response headers, whole tokens only
 #       (over the admin port, or as BAN with X-Ban-Tags in mode = "http")
 # For tags = "xkey" (varnish-modules), use cache-purge-xkey.vcl, which includes this file.
@@ -18,6 +21,16 @@ backend origin { .host = "127.0.0.1"; .port = "@ORIGIN_PORT@"; }
 acl purgers { "127.0.0.1"; "::1"; }
 
 sub vcl_recv {
+    if (req.http.X-Cache-Purge-Refresh) {
+        if (client.ip ~ purgers && req.method == "GET") {
+            # A refresh: skip the stored copy and fetch the page anew; vcl_miss purges the
+            # stored variants first.
+            set req.hash_always_miss = true;
+        } else {
+            # From anyone else, an ordinary request (never a way to bypass the cache).
+            unset req.http.X-Cache-Purge-Refresh;
+        }
+    }
     if (req.method == "PURGE") {
         if (client.ip !~ purgers) { return (synth(405, "Not allowed")); }
         # look the object up so vcl_hit/vcl_miss can purge and report 200/404
@@ -57,7 +70,13 @@ sub cache_purge_hard {
     return (synth(200, "Purged"));
 }
 sub vcl_hit  { if (req.method == "PURGE") { call cache_purge_hard; } }
-sub vcl_miss { if (req.method == "PURGE") { call cache_purge_hard; } }
+sub vcl_miss {
+    if (req.method == "PURGE") { call cache_purge_hard; }
+    # A refresh: purge every stored variant (the copy being fetched is busy, and kept), so
+    # that none stays stale, whatever the origin answers. Visitors asking meanwhile wait for
+    # the fetch instead of going to the origin.
+    if (req.http.X-Cache-Purge-Refresh) { set req.http.X-Purged = purge.hard(); }
+}
 
 sub vcl_backend_response {
     # The ban lurker tests objects, never requests: keep URL and host on each object.
@@ -75,6 +94,15 @@ sub vcl_deliver {
     unset resp.http.x-host;
     unset resp.http.xkey;
     if (obj.hits > 0) { set resp.http.X-Cache = "HIT"; } else { set resp.http.X-Cache = "MISS"; }
+    # Tell the refresher that its variants were purged, and whether the new page is cached.
+    if (req.http.X-Cache-Purge-Refresh && req.http.X-Purged) {
+        set resp.http.X-Purged = req.http.X-Purged;
+        if (obj.uncacheable) {
+            set resp.http.X-Cache-Purge-Refresh = "uncacheable";
+        } else {
+            set resp.http.X-Cache-Purge-Refresh = "stored";
+        }
+    }
 }
 
 sub vcl_synth {

@@ -418,14 +418,28 @@ async fn probe_varnish_http(settings: VarnishSettings, server: &str) -> Finding 
         Ok(b) => b,
         Err(e) => return setup_failure(&e),
     };
-    let ban = settings.http_method == cache_purge_hooks_engine::settings::VarnishHttpMethod::Ban;
+    use cache_purge_hooks_engine::settings::VarnishHttpMethod;
+    let ban = settings.http_method == VarnishHttpMethod::Ban;
+    let refresh = settings.http_method == VarnishHttpMethod::Refresh;
     let what = if ban {
         format!("BAN with the regex in {}", settings.ban_header)
+    } else if refresh {
+        "refresh (GET with X-Cache-Purge-Refresh)".to_owned()
     } else {
         "PURGE".to_owned()
     };
     let target = probe_target();
     match backend.purge(std::slice::from_ref(&target)).await {
+        Ok(()) if refresh && !backend.servers_without_refresh().is_empty() => Finding::fail(
+            server,
+            "the refresh of a probe URL was answered without X-Cache-Purge-Refresh: this VCL \
+             has no refresh branch, so URLs are purged with PURGE instead (not refreshed)",
+        )
+        .hint(
+            "use deploy/varnish/cache-purge.vcl, whose vcl_recv sets req.hash_always_miss for a \
+             GET with X-Cache-Purge-Refresh from the purgers ACL and whose vcl_miss purges the \
+             stored variants (docs/varnish.md), or set http_method = \"purge\"",
+        ),
         Ok(()) => Finding::ok(server, format!("{what} of a probe URL was accepted")),
         Err(e) => {
             let hint = http_hint(e.cause(), server).unwrap_or_else(|| {

@@ -442,6 +442,51 @@ async fn check_passes_on_working_backends() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn check_tells_whether_the_vcl_refreshes_in_place() {
+    let origin = Origin::start().unwrap();
+    let without =
+        cache_purge_hooks_testing::HARNESS_VCL.replace("X-Cache-Purge-Refresh", "X-Something-Else");
+    let (with_branch, without_branch) = tokio::try_join!(
+        Varnish::start(&origin),
+        Varnish::start_with_vcl(&origin, &without)
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    write_settings(
+        dir.path(),
+        &format!(
+            "[backends.good]\nkind = \"varnish\"\nmode = \"http\"\nservers = [\"{}\"]\nhttp_method = \"refresh\"\n\
+             [backends.old]\nkind = \"varnish\"\nmode = \"http\"\nservers = [\"{}\"]\nhttp_method = \"refresh\"\n",
+            with_branch.http_addr(),
+            without_branch.http_addr(),
+        ),
+    );
+
+    let run = cache_purge(dir.path(), &["--json", "check"], None, &[]).await;
+
+    assert_eq!(run.code, 1, "{run:?}");
+    let report = run.json();
+    let backends = report["backends"].as_array().unwrap();
+    let good = backends.iter().find(|b| b["backend"] == "good").unwrap();
+    assert_eq!(good["ok"], true, "{good}");
+    let old = backends.iter().find(|b| b["backend"] == "old").unwrap();
+    assert_eq!(old["ok"], false, "{old}");
+    let finding = &old["findings"][0];
+    assert!(
+        finding["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("no refresh branch")),
+        "{finding}"
+    );
+    assert!(
+        finding["hint"]
+            .as_str()
+            .is_some_and(|h| h.contains("hash_always_miss")),
+        "{finding}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn check_names_each_problem_and_what_to_do() {
     let origin = Origin::start().unwrap();
     let same_location = NginxConfig {

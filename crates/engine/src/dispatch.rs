@@ -195,6 +195,10 @@ pub(crate) struct WorkerConfig {
     /// Checks purged URLs through the cache (`verify`).
     #[cfg(feature = "verify")]
     pub(crate) verifier: Option<Arc<crate::verify::Verifier>>,
+    /// The index this backend purges tags through (nginx `tags = "index"`): where the
+    /// checker finds the URLs of a purged tag.
+    #[cfg(feature = "verify")]
+    pub(crate) tag_index: Option<Arc<dyn crate::tag_index::TagIndex>>,
 }
 
 /// Starts the worker of one backend on the current tokio runtime.
@@ -212,6 +216,8 @@ pub(crate) fn spawn_worker(
         repurge_after,
         #[cfg(feature = "verify")]
         verifier,
+        #[cfg(feature = "verify")]
+        tag_index,
     } = config;
     let (tx, rx) = mpsc::unbounded_channel();
     let counters = Arc::new(Counters::default());
@@ -263,10 +269,15 @@ pub(crate) fn spawn_worker(
         to_verify: Vec::new(),
         #[cfg(feature = "verify")]
         to_refresh: Vec::new(),
+        #[cfg(feature = "verify")]
+        tag_index: None,
+        #[cfg(feature = "verify")]
+        tag_urls: HashMap::new(),
     };
     #[cfg(feature = "verify")]
     let worker = {
         let mut worker = worker;
+        worker.tag_index = tag_index.filter(|_| verifier.is_some());
         worker.checks = verifier.map(|verifier| {
             Checks::spawn(
                 CheckContext {
@@ -408,6 +419,14 @@ struct Worker {
     /// URLs delivered this round, to refresh (`refresh`) once the round is done.
     #[cfg(feature = "verify")]
     to_refresh: Vec<Target>,
+    /// With checks on, the index this backend purges tags through, if any.
+    #[cfg(feature = "verify")]
+    tag_index: Option<Arc<dyn crate::tag_index::TagIndex>>,
+    /// The URLs of this round's tags, looked up before the purge (which forgets them from
+    /// the index): checked once the tag is delivered. (Whether the tag is verified or only
+    /// refreshed, its URLs.)
+    #[cfg(feature = "verify")]
+    tag_urls: HashMap<crate::target::Tag, (bool, Vec<crate::target::PurgeUrl>)>,
 }
 
 impl Worker {
@@ -718,6 +737,8 @@ impl Worker {
     }
 
     async fn deliver(&mut self, batches: Vec<(Vec<Target>, Vec<Waiting>)>) {
+        #[cfg(feature = "verify")]
+        self.look_up_tag_urls(&batches).await;
         let backend = Arc::clone(&self.backend);
         let mut results = futures::stream::iter(batches)
             .map(|(batch, waiting)| {
@@ -894,7 +915,13 @@ impl Worker {
         self.meters.purged.increment(1);
         #[cfg(feature = "verify")]
         if let Some(verifier) = self.checks.as_ref().map(|c| &c.verifier) {
-            if verifier.picks(&target) {
+            if let Target::Tag(tag) = &target {
+                if let Some((verified, urls)) = self.tag_urls.remove(tag) {
+                    let (verify, refresh) = verifier.split_tag_urls(verified, urls);
+                    self.to_verify.extend(verify.into_iter().map(Target::Url));
+                    self.to_refresh.extend(refresh.into_iter().map(Target::Url));
+                }
+            } else if verifier.picks(&target) {
                 self.to_verify.push(target.clone());
             } else if verifier.refreshes(&target) {
                 self.to_refresh.push(target.clone());
@@ -902,6 +929,41 @@ impl Worker {
         }
         for attempt in waiting.attempts {
             attempt.settle(target.clone(), Settled::Delivered);
+        }
+    }
+
+    /// With checks on and a tag index, looks up the URLs of this round's tags before they are
+    /// purged (the purge forgets them from the index), so that the checker can request them
+    /// once the tag is delivered. A lookup that fails leaves the tags unchecked (logged); the
+    /// purge itself does its own lookup and is not affected.
+    #[cfg(feature = "verify")]
+    async fn look_up_tag_urls(&mut self, batches: &[(Vec<Target>, Vec<Waiting>)]) {
+        self.tag_urls.clear();
+        let (Some(index), Some(checks)) = (&self.tag_index, &self.checks) else {
+            return;
+        };
+        let (tags, verified): (Vec<crate::target::Tag>, Vec<bool>) = batches
+            .iter()
+            .flat_map(|(batch, _)| batch)
+            .filter_map(|t| match t {
+                Target::Tag(tag) => Some((tag.clone(), checks.verifier.checks_tag()?)),
+                _ => None,
+            })
+            .unzip();
+        if tags.is_empty() {
+            return;
+        }
+        match index.urls_of_each(&tags).await {
+            Ok(lists) => self
+                .tag_urls
+                .extend(tags.into_iter().zip(verified.into_iter().zip(lists))),
+            Err(error) => tracing::warn!(
+                target: "cache_purge_hooks",
+                backend = %self.name,
+                tags = tags.len(),
+                %error,
+                "the purged tags' URLs are not checked: the tag index lookup failed"
+            ),
         }
     }
 

@@ -151,6 +151,10 @@ pub enum BuildError {
     /// settings) for a backend the builder does not have.
     #[error("a route is given for backend `{0}`, and there is no backend of that name")]
     RouteForUnknownBackend(String),
+    /// Verification was asked for ([`PurgerBuilder::backend_verify`]) for a backend the
+    /// builder does not have.
+    #[error("verification is asked for backend `{0}`, and there is no backend of that name")]
+    VerifyForUnknownBackend(String),
     /// Verification is on for a backend and no cache address is known to ask
     /// ([`VerifySettings::url`](crate::verify::VerifySettings::url)).
     #[error("backend `{0}`: verify is on and there is no cache address to ask (set verify_url)")]
@@ -554,7 +558,7 @@ impl PurgerBuilder {
             .iter()
             .find(|(n, _)| !names.contains(n.as_str()))
         {
-            return Err(BuildError::RouteForUnknownBackend(unknown.clone()));
+            return Err(BuildError::VerifyForUnknownBackend(unknown.clone()));
         }
         let mut workers = Vec::new();
         let mut joins = Vec::new();
@@ -582,6 +586,14 @@ impl PurgerBuilder {
                 repurge_after: self.repurge_after,
                 #[cfg(feature = "verify")]
                 verifier: verifier(&name, plan)?,
+                #[cfg(all(feature = "verify", feature = "nginx"))]
+                tag_index: self
+                    .index_slots
+                    .iter()
+                    .find(|(n, _)| *n == name)
+                    .and_then(|(_, slot)| slot.0.get().cloned()),
+                #[cfg(all(feature = "verify", not(feature = "nginx")))]
+                tag_index: None,
             };
             let (handle, join) = spawn_worker(name, backend, config, &runtime);
             workers.push(handle);

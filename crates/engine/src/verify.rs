@@ -15,11 +15,16 @@
 //!
 //! **Refresh** (`refresh = true`): every purged URL not verified is requested once through the
 //! same address, so that the next visitor does not pay the miss, at most `verify_concurrency`
-//! at a time and `refresh_rate` started per second; counted `refreshed`. (A purge and a GET:
-//! the shipped VCL has no `req.hash_always_miss` path.)
+//! at a time and `refresh_rate` started per second; counted `refreshed`. (A purge and a GET;
+//! on Varnish, `http_method = "refresh"` refreshes in place instead, with
+//! `req.hash_always_miss`: docs/varnish.md.)
 //!
-//! URLs only: prefixes, tags and everything are not verified (a tag names no URL the engine
-//! knows). Verification runs in a task beside the backend's worker, one round of purges after
+//! **Tags** are checked on the URLs their index knew (nginx with `tags = "index"`): the
+//! worker looks the round's tags up before purging them (the purge forgets them from the
+//! index), then verifies at most [`TAG_URLS_VERIFIED`] of each tag's URLs, at random (every
+//! tag with `"all"`, a share of the tags with a rate), and refreshes the others with
+//! `refresh`. Prefixes, purges of everything and tags without an index name no URL the engine
+//! knows, and are not checked. Verification runs in a task beside the backend's worker, one round of purges after
 //! another and at most `verify_concurrency` requests at a time, so that a slow answer never
 //! delays the next purges; at most 10,000 URLs wait for their check (more are counted
 //! `verify_skipped`), and [`Purger::flush`](crate::Purger::flush) waits for the checks of what
@@ -222,6 +227,12 @@ impl VerifySettings {
         }
     }
 
+    /// These settings, asking the cache at this address (`verify_url`).
+    pub fn url(mut self, url: BaseUrl) -> Self {
+        self.url = Some(url);
+        self
+    }
+
     /// These settings, judging hits by this header.
     pub fn header(mut self, header: HeaderName) -> Self {
         self.header = Some(header);
@@ -279,6 +290,10 @@ pub fn hint_for(kind: &str) -> &'static str {
         }
     }
 }
+
+/// The most URLs of one purged tag that are verified (a random sample of those the tag
+/// index knew before the purge).
+pub const TAG_URLS_VERIFIED: usize = 10;
 
 /// The verification of one backend, ready to run in its worker.
 #[cfg(feature = "verify")]
@@ -349,6 +364,38 @@ impl Verifier {
     /// Whether to refresh this target (a URL not verified, with `refresh`).
     pub(crate) fn refreshes(&self, target: &crate::Target) -> bool {
         self.refresh && target.as_url().is_some()
+    }
+
+    /// Whether to check a purged tag's URLs (found in the tag index): `Some(true)` to verify
+    /// a sample of them (all tags, or a sample of tags), `Some(false)` only to refresh them
+    /// (`refresh`), `None` not at all.
+    pub(crate) fn checks_tag(&self) -> Option<bool> {
+        if self.mode.picks() {
+            Some(true)
+        } else if self.refresh {
+            Some(false)
+        } else {
+            None
+        }
+    }
+
+    /// A purged tag's URLs, split into those to verify (at most [`TAG_URLS_VERIFIED`], at
+    /// random, when `verified`) and those to refresh (the others, with `refresh`).
+    pub(crate) fn split_tag_urls(
+        &self,
+        verified: bool,
+        mut urls: Vec<crate::PurgeUrl>,
+    ) -> (Vec<crate::PurgeUrl>, Vec<crate::PurgeUrl>) {
+        let mut verify = Vec::new();
+        if verified {
+            fastrand::shuffle(&mut urls);
+            let rest = urls.split_off(urls.len().min(TAG_URLS_VERIFIED));
+            verify = std::mem::replace(&mut urls, rest);
+        }
+        if !self.refresh {
+            urls.clear();
+        }
+        (verify, urls)
     }
 
     /// The spacing between two refreshes started (`refresh_rate`).

@@ -1188,6 +1188,40 @@ fn cloudfront_hosts_are_the_backends_hosts() {
 }
 
 #[test]
+fn a_varnish_refresh_backend_refuses_what_cannot_work_beside_it_naming_the_key() {
+    let http = "[backends.v]\nkind = \"varnish\"\nmode = \"http\"\nservers = [\"127.0.0.1:6081\"]\nhttp_method = \"refresh\"\n";
+    for (extra, key, says) in [
+        (
+            "verify = \"all\"\n",
+            "verify",
+            "cannot tell from a stale one",
+        ),
+        (
+            "refresh = true\n",
+            "refresh",
+            "fetch each page a second time",
+        ),
+    ] {
+        let text = format!("{http}{extra}");
+        let message = error(&text);
+        assert!(
+            message.starts_with(&format!("invalid cache purge setting `backends.v.{key}`")),
+            "{message}"
+        );
+        assert!(message.contains(says), "{message}");
+    }
+    let cli = "[backends.v]\nkind = \"varnish\"\nhttp_method = \"refresh\"\n";
+    let message = error(cli);
+    assert!(
+        message.starts_with("invalid cache purge setting `backends.v.http_method`"),
+        "{message}"
+    );
+    assert!(message.contains("needs mode = \"http\""), "{message}");
+    // Alone, it is valid.
+    assert!(Settings::from_toml_str(http).is_ok());
+}
+
+#[test]
 fn verify_settings_are_checked_at_start_up_naming_the_key() {
     for (text, expected) in [
         (

@@ -5,12 +5,16 @@
 
 use std::time::Duration;
 
-use cache_purge_hooks_engine::backend::NginxBackend;
-use cache_purge_hooks_engine::settings::{CacheDir, NginxMode, NginxSettings};
-use cache_purge_hooks_engine::verify::VerifySettings;
-use cache_purge_hooks_engine::{Purger, Settings, Target};
+use std::sync::Arc;
+
+use cache_purge_hooks_engine::backend::{MemoryBackend, NginxBackend};
+use cache_purge_hooks_engine::settings::{CacheDir, NginxMode, NginxSettings, NginxTags};
+use cache_purge_hooks_engine::tag_index::{MemoryTagIndex, TagIndex};
+use cache_purge_hooks_engine::verify::{TAG_URLS_VERIFIED, VerifySettings};
+use cache_purge_hooks_engine::{Delivery, PurgeUrl, Purger, Settings, Tag, Target};
 use cache_purge_hooks_testing::{
-    CacheServer, HARNESS_VCL, Nginx, NginxConfig, Origin, Varnish, assert_cached, warm,
+    CacheServer, HARNESS_VCL, Nginx, NginxConfig, Origin, Varnish, assert_cached, assert_purged,
+    warm,
 };
 
 fn targets(list: &[&str]) -> Vec<Target> {
@@ -65,7 +69,7 @@ async fn a_purge_aimed_at_the_wrong_nginx_key_is_detected_and_reported_with_a_hi
     s.cache_dir = Some(CacheDir::new(nginx.cache_dir()).unwrap());
     s.key_template = Some("wrong$uri$is_args$args".parse().unwrap());
     let purger = Purger::builder()
-        .delivery(cache_purge_hooks_engine::Delivery::Immediate)
+        .delivery(Delivery::Immediate)
         .backend("ngx", NginxBackend::new(&s).unwrap())
         .backend_verify(
             "ngx",
@@ -194,6 +198,80 @@ async fn a_verified_url_is_not_fetched_again_by_the_refresh() {
     purger.shutdown(Duration::from_secs(5)).await.unwrap();
 }
 
+fn varnish_refresh(varnish: &Varnish) -> Settings {
+    Settings::from_toml_str(&format!(
+        "delivery = \"immediate\"\n[backends.edge]\nkind = \"varnish\"\nmode = \"http\"\n\
+         servers = [\"{}\"]\nhttp_method = \"refresh\"\n",
+        varnish.http_addr()
+    ))
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refresh_in_place_leaves_each_page_cached_with_the_new_content_and_no_miss() {
+    let origin = Origin::start().unwrap();
+    let varnish = Varnish::start(&origin).await.unwrap();
+    let pages = ["/a", "/b?x=1"];
+    warm(&varnish, &pages).await;
+    warm(&varnish, &["/kept"]).await;
+    let purger = Purger::from_settings(&varnish_refresh(&varnish)).unwrap();
+    purger.purge(targets(&pages)).await;
+    purger.flush().await;
+
+    let stats = &purger.stats()[0];
+    assert_eq!((stats.purged, stats.failed), (2, 0), "{stats:?}");
+    for page in pages {
+        // One fetch for the warm-up, one for the refresh; the first visitor after it gets
+        // the new page from the cache (a purge would have made it a miss).
+        assert_eq!(origin.fetches(page), 2, "{page}");
+        cached_with(&varnish, page, 2).await;
+        assert_eq!(origin.fetches(page), 2, "{page}");
+    }
+    cached_with(&varnish, "/kept", 1).await;
+    purger.shutdown(Duration::from_secs(5)).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refresh_in_place_never_leaves_the_old_page_when_the_origin_is_down() {
+    let origin = Origin::start().unwrap();
+    let varnish = Varnish::start(&origin).await.unwrap();
+    warm(&varnish, &["/a"]).await;
+    let purger = Purger::from_settings(&varnish_refresh(&varnish)).unwrap();
+    // The refresh's fetch fails: hash_always_miss alone would keep serving the old copy.
+    drop(origin);
+    purger.purge(targets(&["/a"])).await;
+    purger.flush().await;
+
+    let stats = &purger.stats()[0];
+    assert_eq!((stats.purged, stats.failed), (1, 0), "{stats:?}");
+    let page = varnish.get("/a").await.unwrap();
+    assert!(
+        !page.is_hit() && !page.body.contains("/a #1"),
+        "the old page is still served: {page:?}"
+    );
+    purger.shutdown(Duration::from_secs(5)).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_vcl_without_the_refresh_branch_gets_purges_instead() {
+    let origin = Origin::start().unwrap();
+    // The refresh header means nothing to this VCL: a refresh is an ordinary GET.
+    let vcl = HARNESS_VCL.replace("X-Cache-Purge-Refresh", "X-Something-Else");
+    assert_ne!(vcl, HARNESS_VCL);
+    let varnish = Varnish::start_with_vcl(&origin, &vcl).await.unwrap();
+    warm(&varnish, &["/a", "/b"]).await;
+    let purger = Purger::from_settings(&varnish_refresh(&varnish)).unwrap();
+    purger.purge(targets(&["/a", "/b"])).await;
+    purger.flush().await;
+
+    let stats = &purger.stats()[0];
+    assert_eq!((stats.purged, stats.failed), (2, 0), "{stats:?}");
+    // Purged, not refreshed (and not left stale).
+    assert_purged(&varnish, &origin, "/a").await;
+    assert_purged(&varnish, &origin, "/b").await;
+    purger.shutdown(Duration::from_secs(5)).await.unwrap();
+}
+
 /// A cache on a free loopback port that answers `X-Cache: HIT` to its first `hits` requests
 /// and `MISS` to the others, each answer waiting until `release` is true; tells `asked` of each
 /// request it got.
@@ -240,15 +318,12 @@ async fn scripted_cache(
     addr
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_slow_check_never_holds_up_the_next_purges() {
-    use cache_purge_hooks_engine::backend::MemoryBackend;
-    let (asked_tx, mut asked) = tokio::sync::mpsc::unbounded_channel();
-    let (release, released) = tokio::sync::watch::channel(false);
-    let cache = scripted_cache(0, asked_tx, released).await;
+/// A purger whose one backend is a memory backend, every purge verified through the cache at
+/// `cache`.
+fn verified_memory_purger(cache: std::net::SocketAddr) -> (Purger, MemoryBackend) {
     let memory = MemoryBackend::new();
     let purger = Purger::builder()
-        .delivery(cache_purge_hooks_engine::Delivery::Immediate)
+        .delivery(Delivery::Immediate)
         .backend("memory", memory.clone())
         .backend_verify(
             "memory",
@@ -256,6 +331,15 @@ async fn a_slow_check_never_holds_up_the_next_purges() {
         )
         .build()
         .unwrap();
+    (purger, memory)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_slow_check_never_holds_up_the_next_purges() {
+    let (asked_tx, mut asked) = tokio::sync::mpsc::unbounded_channel();
+    let (release, released) = tokio::sync::watch::channel(false);
+    let cache = scripted_cache(0, asked_tx, released).await;
+    let (purger, memory) = verified_memory_purger(cache);
 
     purger.purge(targets(&["/first"])).await;
     // The check of /first reached the cache, which holds its answer.
@@ -294,20 +378,10 @@ async fn a_slow_check_never_holds_up_the_next_purges() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_page_still_cached_after_the_purge_is_purged_once_more_and_then_verified() {
-    use cache_purge_hooks_engine::backend::MemoryBackend;
     let (asked, _) = tokio::sync::mpsc::unbounded_channel();
     let (_release, released) = tokio::sync::watch::channel(true);
     let cache = scripted_cache(1, asked, released).await;
-    let memory = MemoryBackend::new();
-    let purger = Purger::builder()
-        .delivery(cache_purge_hooks_engine::Delivery::Immediate)
-        .backend("memory", memory.clone())
-        .backend_verify(
-            "memory",
-            VerifySettings::all(format!("http://{cache}").parse().unwrap()),
-        )
-        .build()
-        .unwrap();
+    let (purger, memory) = verified_memory_purger(cache);
     purger.purge(targets(&["/page"])).await;
     purger.flush().await;
     let stats = &purger.stats()[0];
@@ -319,5 +393,166 @@ async fn a_page_still_cached_after_the_purge_is_purged_once_more_and_then_verifi
     // The purge, and the second one after the check found the page still cached.
     assert_eq!(memory.urls(), ["/page", "/page"]);
     assert!(stats.last_verify_failure.is_none(), "{stats:?}");
+    purger.shutdown(Duration::from_secs(5)).await.unwrap();
+}
+
+/// nginx in `settings`' mode with `tags = "index"`, `pages` cached and recorded in a memory
+/// index under `tag`, `/posts/2` cached under `post:2`, and a purger checking its purges as
+/// `verify` says.
+async fn tagged_pages(
+    mut settings: NginxSettings,
+    nginx: &Nginx,
+    verify: VerifySettings,
+    tag: &str,
+    pages: &[&str],
+) -> Purger {
+    warm(nginx, pages).await;
+    warm(nginx, &["/posts/2"]).await;
+    let index = Arc::new(MemoryTagIndex::new());
+    let hour = Duration::from_secs(3600);
+    let recorded = pages
+        .iter()
+        .map(|p| (*p, tag))
+        .chain([("/posts/2", "post:2")]);
+    for (page, tag) in recorded {
+        let page = PurgeUrl::parse(page).unwrap();
+        index
+            .record(&page, &[Tag::parse(tag).unwrap()], hour)
+            .await
+            .unwrap();
+    }
+    settings.tags = NginxTags::Index;
+    Purger::builder()
+        .delivery(Delivery::Immediate)
+        .backend("ngx", NginxBackend::new(&settings).unwrap())
+        .tag_index(index as Arc<dyn TagIndex>)
+        .backend_verify("ngx", verify.header("X-Cache-Status".parse().unwrap()))
+        .build()
+        .unwrap()
+}
+
+/// The pages of `post:1`.
+const POST_1: [&str; 2] = ["/posts/1", "/?page=7"];
+
+fn http_nginx(nginx: &Nginx) -> NginxSettings {
+    let mut s = NginxSettings::default();
+    s.servers = vec![nginx.addr().parse().unwrap()];
+    s.purge_prefix = Some("/purge".parse().unwrap());
+    s
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tag_purged_through_the_index_is_verified_on_the_urls_the_index_knew() {
+    let origin = Origin::start().unwrap();
+    let nginx = Nginx::start(&origin, NginxConfig::default()).await.unwrap();
+    let verify = VerifySettings::all(format!("http://{}", nginx.addr()).parse().unwrap());
+    let purger = tagged_pages(http_nginx(&nginx), &nginx, verify, "post:1", &POST_1).await;
+    purger.purge([Target::tag("post:1").unwrap()]).await;
+    purger.flush().await;
+
+    let stats = &purger.stats()[0];
+    // One tag purged; both of its URLs asked for through nginx afterwards, and gone.
+    assert_eq!(
+        (stats.purged, stats.verified, stats.verify_failed),
+        (1, 2, 0),
+        "{stats:?}"
+    );
+    // The checks fetched each page once more (the fresh page is cached again); the other
+    // tag's page was neither purged nor asked for.
+    assert_eq!(origin.fetches("/posts/1"), 2);
+    assert_eq!(origin.fetches("/?page=7"), 2);
+    cached_with(&nginx, "/posts/1", 2).await;
+    cached_with(&nginx, "/posts/2", 1).await;
+    purger.shutdown(Duration::from_secs(5)).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tag_purge_that_misses_its_pages_is_detected_on_the_urls_the_index_knew() {
+    let origin = Origin::start().unwrap();
+    let nginx = Nginx::start(&origin, NginxConfig::default()).await.unwrap();
+    // files mode with the wrong key: the index expands the tag, the purge unlinks files that
+    // do not exist, and both pages stay cached.
+    let mut s = NginxSettings::default();
+    s.mode = NginxMode::Files;
+    s.cache_dir = Some(CacheDir::new(nginx.cache_dir()).unwrap());
+    s.key_template = Some("wrong$uri$is_args$args".parse().unwrap());
+    let verify = VerifySettings::all(format!("http://{}", nginx.addr()).parse().unwrap());
+    let purger = tagged_pages(s, &nginx, verify, "post:1", &POST_1).await;
+    purger.purge([Target::tag("post:1").unwrap()]).await;
+    purger.flush().await;
+
+    let stats = &purger.stats()[0];
+    assert_eq!(
+        (stats.purged, stats.verified, stats.verify_failed),
+        (1, 0, 2),
+        "{stats:?}"
+    );
+    let failure = stats.last_verify_failure.as_ref().unwrap();
+    assert!(
+        ["/posts/1", "/?page=7"].contains(&failure.url.as_str()),
+        "{failure:?}"
+    );
+    assert!(failure.hint.contains("cache key"), "{}", failure.hint);
+    cached_with(&nginx, "/posts/1", 1).await;
+    purger.shutdown(Duration::from_secs(5)).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tag_purged_through_the_index_is_refreshed_on_the_urls_the_index_knew() {
+    let origin = Origin::start().unwrap();
+    let nginx = Nginx::start(&origin, NginxConfig::default()).await.unwrap();
+    let refresh = VerifySettings::default()
+        .refresh(true)
+        .url(format!("http://{}", nginx.addr()).parse().unwrap());
+    let purger = tagged_pages(http_nginx(&nginx), &nginx, refresh, "post:1", &POST_1).await;
+    purger.purge([Target::tag("post:1").unwrap()]).await;
+    purger.flush().await;
+
+    let stats = &purger.stats()[0];
+    assert_eq!(
+        (stats.purged, stats.verified, stats.refreshed),
+        (1, 0, 2),
+        "{stats:?}"
+    );
+    // Each page of the tag is a hit again with the new content, fetched once for it.
+    for page in ["/posts/1", "/?page=7"] {
+        assert_eq!(origin.fetches(page), 2, "{page}");
+        cached_with(&nginx, page, 2).await;
+    }
+    cached_with(&nginx, "/posts/2", 1).await;
+    purger.shutdown(Duration::from_secs(5)).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tag_with_many_urls_is_verified_on_a_sample_of_them() {
+    let origin = Origin::start().unwrap();
+    let nginx = Nginx::start(&origin, NginxConfig::default()).await.unwrap();
+    let pages: Vec<String> = (0..25).map(|i| format!("/list?page={i}")).collect();
+    let pages: Vec<&str> = pages.iter().map(String::as_str).collect();
+    let verify = VerifySettings::all(format!("http://{}", nginx.addr()).parse().unwrap());
+    let purger = tagged_pages(http_nginx(&nginx), &nginx, verify, "list", &pages).await;
+    purger.purge([Target::tag("list").unwrap()]).await;
+    purger.flush().await;
+
+    let stats = &purger.stats()[0];
+    assert_eq!(
+        (stats.purged, stats.verified, stats.verify_failed),
+        (1, TAG_URLS_VERIFIED as u64, 0),
+        "{stats:?}"
+    );
+    // Every page was purged; only the sample was fetched again by the checks.
+    let fetched: Vec<u64> = pages.iter().map(|p| origin.fetches(p)).collect();
+    assert_eq!(
+        fetched.iter().filter(|n| **n == 2).count(),
+        TAG_URLS_VERIFIED
+    );
+    for page in &pages {
+        if origin.fetches(page) == 1 {
+            assert!(
+                !nginx.get(page).await.unwrap().is_hit(),
+                "{page} was not purged"
+            );
+        }
+    }
     purger.shutdown(Duration::from_secs(5)).await.unwrap();
 }

@@ -956,6 +956,27 @@ fn backend_from_value(
         }
     };
     let table = BackendTable { settings, common };
+    if let BackendSettings::Varnish(v) = &table.settings
+        && v.http_method == VarnishHttpMethod::Refresh
+    {
+        // A refreshed page is a hit on its new copy: a check could not tell it from a stale
+        // one, and a refresh after it would fetch each page a second time.
+        if table.common.verify.mode.is_on() {
+            return Err(scope.error(
+                &[key("verify")],
+                "not with http_method = \"refresh\": the refreshed page is a hit on its new \
+                 copy, which a check cannot tell from a stale one (each refresh's answer says \
+                 whether Varnish replaced the page); use http_method = \"purge\" to verify",
+            ));
+        }
+        if table.common.verify.refresh {
+            return Err(scope.error(
+                &[key("refresh")],
+                "not with http_method = \"refresh\", which already refreshes every URL it \
+                 purges, in place: refresh = true would fetch each page a second time",
+            ));
+        }
+    }
     if table.common.verify.needs_address() && table.verify_url().is_none() {
         return Err(scope.error(
             &[key("verify_url")],

@@ -1,8 +1,10 @@
 //! `mode = "http"`: `PURGE <path>` per URL, or `BAN /` per ban with the regex in a header,
 //! over one keep-alive client.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use futures::StreamExt;
-use reqwest::header::{HOST, HeaderValue};
+use reqwest::header::{ACCEPT_ENCODING, HOST, HeaderValue};
 use reqwest::{Client, Method, StatusCode};
 
 use super::ban::{BanBuilder, host_regex};
@@ -11,13 +13,23 @@ use super::{Ban, Tag};
 use crate::backend::http_client::ServerUrl;
 use crate::backend::{Cause, PurgeError, SetupError, http_client};
 use crate::settings::types::ServerAddr;
-use crate::target::Target;
+use crate::target::{PurgeUrl, Target};
+
+/// The request header of a refresh (`http_method = "refresh"`), and the header of the VCL's
+/// answer that says it purged the page's variants: `stored` (the new page is cached) or
+/// `uncacheable` (the origin's answer was not cacheable; the page is purged).
+pub(crate) const REFRESH_HEADER: &str = "X-Cache-Purge-Refresh";
 
 pub(super) struct HttpTransport {
     client: Client,
     /// (`host:port` as configured, base URL)
     servers: Vec<(String, ServerUrl)>,
     ban: bool,
+    /// `http_method = "refresh"`: URLs are refreshed in place instead of purged.
+    refresh: bool,
+    /// Per server (in the order of `servers`): its VCL answered a refresh without
+    /// [`REFRESH_HEADER`], so it has no refresh branch, and its URLs get `PURGE`s.
+    refresh_unsupported: Vec<AtomicBool>,
     purge_method: Method,
     ban_method: Method,
     ban_header: String,
@@ -34,15 +46,18 @@ impl HttpTransport {
         settings: &VarnishSettings,
         servers: &[ServerAddr],
     ) -> Result<Self, SetupError> {
-        let servers = servers
+        let servers: Vec<(String, ServerUrl)> = servers
             .iter()
             .map(|s| (s.to_string(), ServerUrl::new(s.base_url())))
             .collect();
+        let refresh_unsupported = servers.iter().map(|_| AtomicBool::new(false)).collect();
         let concurrency = settings.concurrency.get();
         Ok(Self {
             client: http_client::client(settings.timeout, concurrency)?,
             servers,
             ban: settings.http_method == VarnishHttpMethod::Ban,
+            refresh: settings.http_method == VarnishHttpMethod::Refresh,
+            refresh_unsupported,
             purge_method: http_client::method("PURGE")?,
             ban_method: http_client::method("BAN")?,
             ban_header: settings.ban_header.to_string(),
@@ -57,6 +72,20 @@ impl HttpTransport {
 
     pub(super) fn is_ban(&self) -> bool {
         self.ban
+    }
+
+    pub(super) fn is_refresh(&self) -> bool {
+        self.refresh
+    }
+
+    /// The servers whose VCL answered a refresh without [`REFRESH_HEADER`].
+    pub(super) fn servers_without_refresh(&self) -> Vec<String> {
+        self.servers
+            .iter()
+            .zip(&self.refresh_unsupported)
+            .filter(|(_, unsupported)| unsupported.load(Ordering::Relaxed))
+            .map(|((server, _), _)| server.clone())
+            .collect()
     }
 
     /// A whole batch: URLs purged (`http_method = "purge"`) or banned (`"ban"`), tags banned
@@ -150,8 +179,12 @@ impl HttpTransport {
         .await
     }
 
-    /// One `PURGE` per URL and server, `concurrency` at a time per server.
+    /// One `PURGE` (or refresh, with `http_method = "refresh"`) per URL and server,
+    /// `concurrency` at a time per server.
     async fn purge_urls(&self, batch: &[Target]) -> Vec<PurgeError> {
+        if self.refresh {
+            return self.refresh_urls(batch).await;
+        }
         let purge = &self.purge_method;
         self.send_per_server(
             |base| {
@@ -159,13 +192,8 @@ impl HttpTransport {
                     .iter()
                     .filter_map(|target| {
                         let url = target.as_url()?;
-                        let mut request = self.request(purge.clone(), base, url.path_and_query());
-                        if let Some(host) = url.host().or(self.site_domain.as_deref())
-                            && let Ok(v) = HeaderValue::from_str(host)
-                        {
-                            request = request.header(HOST, v);
-                        }
-                        Some((vec![target.clone()], request))
+                        let request = self.request(purge.clone(), base, url.path_and_query());
+                        Some((vec![target.clone()], self.with_host(request, url)))
                     })
                     .collect()
             },
@@ -173,6 +201,139 @@ impl HttpTransport {
             |_, _, response| matches!(response.status(), StatusCode::OK | StatusCode::NOT_FOUND),
         )
         .await
+    }
+
+    /// One refresh per URL and server (`http_method = "refresh"`), `concurrency` at a time
+    /// per server (the bound on the origin fetches they cause).
+    async fn refresh_urls(&self, batch: &[Target]) -> Vec<PurgeError> {
+        let per_server = self.servers.iter().zip(&self.refresh_unsupported).map(
+            |((server, base), unsupported)| {
+                self.refresh_on_server(server, base, unsupported, batch)
+            },
+        );
+        futures::future::join_all(per_server)
+            .await
+            .into_iter()
+            .flatten()
+            .collect()
+    }
+
+    /// The refreshes of one server, `concurrency` at a time.
+    async fn refresh_on_server(
+        &self,
+        server: &str,
+        base: &ServerUrl,
+        unsupported: &AtomicBool,
+        batch: &[Target],
+    ) -> Vec<PurgeError> {
+        // The futures made before the stream runs: its closures then borrow nothing.
+        let jobs: Vec<_> = batch
+            .iter()
+            .filter_map(|target| {
+                let url = target.as_url()?;
+                Some(self.refresh_target(server, base, unsupported, target, url))
+            })
+            .collect();
+        futures::stream::iter(jobs)
+            .buffer_unordered(self.concurrency)
+            .filter_map(std::future::ready)
+            .collect()
+            .await
+    }
+
+    /// The refresh of one target, its failure if any.
+    async fn refresh_target(
+        &self,
+        server: &str,
+        base: &ServerUrl,
+        unsupported: &AtomicBool,
+        target: &Target,
+        url: &PurgeUrl,
+    ) -> Option<PurgeError> {
+        let result = self.refresh_one(server, base, unsupported, url).await;
+        result.err().map(|error| error.only(vec![target.clone()]))
+    }
+
+    /// Refreshes one URL on one server: a `GET` with [`REFRESH_HEADER`] (and `Accept-Encoding:
+    /// gzip`, so that the variant warmed is the one browsers get). The VCL's refresh branch
+    /// purges every stored variant before fetching the page anew and says so in the same
+    /// header, whatever the origin answered: then the purge is done. An answer without it
+    /// comes from a VCL with no refresh branch (an ordinary GET, which purged nothing): the
+    /// URL is purged with `PURGE`, and so is every later one of that server (logged once).
+    async fn refresh_one(
+        &self,
+        server: &str,
+        base: &ServerUrl,
+        unsupported: &AtomicBool,
+        url: &PurgeUrl,
+    ) -> Result<(), PurgeError> {
+        if !unsupported.load(Ordering::Relaxed) {
+            let response = self
+                .with_host(self.request(Method::GET, base, url.path_and_query()), url)
+                .header(REFRESH_HEADER, "1")
+                .header(ACCEPT_ENCODING, "gzip")
+                .send()
+                .await
+                .map_err(|e| http_client::transport_error(server, e))?;
+            let status = response.status();
+            let answer = response
+                .headers()
+                .get(REFRESH_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            // Read the body, so that the connection is reused.
+            let _ = response.bytes().await;
+            if let Some(answer) = answer {
+                tracing::debug!(
+                    target: "cache_purge_hooks",
+                    server = %server,
+                    url = %url,
+                    status = status.as_u16(),
+                    answer = %answer,
+                    "varnish refresh"
+                );
+                return Ok(());
+            }
+            if !unsupported.swap(true, Ordering::Relaxed) {
+                tracing::warn!(
+                    target: "cache_purge_hooks",
+                    server = %server,
+                    url = %url,
+                    status = status.as_u16(),
+                    "http_method = \"refresh\", but this Varnish answered a refresh without \
+                     X-Cache-Purge-Refresh: its VCL has no refresh branch. Its URLs are purged \
+                     with PURGE instead, not refreshed; use deploy/varnish/cache-purge.vcl \
+                     (docs/varnish.md)"
+                );
+            }
+        }
+        let response = self
+            .with_host(
+                self.request(self.purge_method.clone(), base, url.path_and_query()),
+                url,
+            )
+            .send()
+            .await
+            .map_err(|e| http_client::transport_error(server, e))?;
+        match response.status() {
+            StatusCode::OK | StatusCode::NOT_FOUND => Ok(()),
+            _ => Err(http_client::response_error(server, response).await),
+        }
+    }
+
+    /// The request with the URL's host (or `site_domain`) in `Host`.
+    fn with_host(
+        &self,
+        request: reqwest::RequestBuilder,
+        url: &PurgeUrl,
+    ) -> reqwest::RequestBuilder {
+        match url.host().or(self.site_domain.as_deref()) {
+            Some(host) => match HeaderValue::from_str(host) {
+                Ok(v) => request.header(HOST, v),
+                Err(_) => request,
+            },
+            None => request,
+        }
     }
 
     /// A request to `path_and_query` on the server at `base`, its URL built without parsing

@@ -7,6 +7,7 @@
 //! | `varnishadm` | forks the configured binary (argv, no shell) once per ban | URLs, prefixes, everything |
 //! | `http`, `http_method = "purge"` | `PURGE <path>` per URL over keep-alive connections | URLs |
 //! | `http`, `http_method = "ban"` | `BAN /` per ban with the regex in a header | URLs, prefixes, everything |
+//! | `http`, `http_method = "refresh"` | a refresh `GET <path>` per URL: the VCL purges every variant and fetches the page anew (`req.hash_always_miss`) | URLs |
 //!
 //! ```toml
 //! [backends.edge]
@@ -79,7 +80,7 @@ pub struct VarnishBackend {
 enum Transport {
     Cli(Vec<Arc<cli_pool::CliServer>>),
     Varnishadm(Vec<varnishadm::Varnishadm>),
-    Http(http::HttpTransport),
+    Http(Box<http::HttpTransport>),
 }
 
 #[cfg(feature = "varnish")]
@@ -114,7 +115,9 @@ impl VarnishBackend {
                         .collect(),
                 )
             }
-            VarnishMode::Http => Transport::Http(http::HttpTransport::new(settings, &servers)?),
+            VarnishMode::Http => {
+                Transport::Http(Box::new(http::HttpTransport::new(settings, &servers)?))
+            }
             _ => {
                 let secret: Arc<[u8]> = read_secret()?.into();
                 Transport::Cli(
@@ -147,6 +150,16 @@ impl VarnishBackend {
         })
     }
 
+    /// With `http_method = "refresh"`: the servers (as configured) whose VCL answered a
+    /// refresh without `X-Cache-Purge-Refresh`, so has no refresh branch; their URLs are
+    /// purged with `PURGE` instead. Empty in the other modes, and before the first refresh.
+    pub fn servers_without_refresh(&self) -> Vec<String> {
+        match &self.transport {
+            Transport::Http(h) => h.servers_without_refresh(),
+            _ => Vec::new(),
+        }
+    }
+
     /// The bans a batch becomes (what `cli`, `varnishadm` and HTTP `BAN` send).
     pub fn bans_for(&self, batch: &[Target]) -> Vec<Ban> {
         self.bans.bans(batch).0
@@ -160,6 +173,7 @@ impl std::fmt::Debug for VarnishBackend {
             Transport::Cli(_) => "cli",
             Transport::Varnishadm(_) => "varnishadm",
             Transport::Http(h) if h.is_ban() => "http ban",
+            Transport::Http(h) if h.is_refresh() => "http refresh",
             Transport::Http(_) => "http purge",
         };
         f.debug_struct("VarnishBackend")

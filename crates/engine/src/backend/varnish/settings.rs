@@ -54,9 +54,15 @@ pub enum VarnishHttpMethod {
     Purge,
     /// One `BAN` per batch, the escaped regex in a header.
     Ban,
+    /// One refresh per URL: a `GET` carrying `X-Cache-Purge-Refresh: 1`, for which the VCL
+    /// fetches the page anew (`req.hash_always_miss`) after purging every stored variant,
+    /// so that the next visitor gets the new page from the cache instead of a miss. Needs
+    /// the refresh branch of deploy/varnish/cache-purge.vcl; where the answer shows the VCL
+    /// has none, the URL is purged with `PURGE` instead (logged once at WARN).
+    Refresh,
 }
 
-named_enum!(VarnishHttpMethod, "varnish http method", { Purge = "purge", Ban = "ban" });
+named_enum!(VarnishHttpMethod, "varnish http method", { Purge = "purge", Ban = "ban", Refresh = "refresh" });
 
 /// How the Varnish backend purges tags ([`Target::Tag`](crate::target::Target::Tag)).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -164,7 +170,7 @@ pub struct VarnishSettings {
     pub lurker_url_header: HeaderName,
     /// For `ban_style = "lurker"`: the object header holding the host, default `x-host`.
     pub lurker_host_header: HeaderName,
-    /// In `http` mode: `purge` (default) or `ban`.
+    /// In `http` mode: `purge` (default), `ban` or `refresh`.
     pub http_method: VarnishHttpMethod,
     /// In `http` mode with `http_method = "ban"`: the header carrying the ban regex, default
     /// `X-Ban-Url`.
@@ -252,6 +258,16 @@ impl VarnishSettings {
                     "soft purges are xkey's (xkey.softpurge); this backend has tags = \"{}\": \
                      set tags = \"xkey\" (with mode = \"http\") or remove soft_purge",
                     self.tags
+                ),
+            ));
+        }
+        if self.http_method == VarnishHttpMethod::Refresh && self.mode != VarnishMode::Http {
+            return Err(FieldError::new(
+                "http_method",
+                format!(
+                    "a refresh is an HTTP GET that the VCL answers (req.hash_always_miss): it \
+                     needs mode = \"http\" (this backend has mode = \"{}\")",
+                    self.mode
                 ),
             ));
         }
