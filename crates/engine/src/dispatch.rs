@@ -1199,6 +1199,7 @@ impl CheckContext {
                 let verifier = Arc::clone(verifier);
                 let backend = Arc::clone(&backend);
                 let name = name.clone();
+                let counters = Arc::clone(&self.counters);
                 async move {
                     let Some(url) = target.as_url().cloned() else {
                         return (target, Seen::Miss);
@@ -1211,7 +1212,14 @@ impl CheckContext {
                                 url = %url,
                                 "purged, but the cache still serves it from its store; purging it once more"
                             );
-                            if let Err(e) = backend.purge(std::slice::from_ref(&target)).await {
+                            let started = Instant::now();
+                            let result = backend.purge(std::slice::from_ref(&target)).await;
+                            // A batch of the backend's like any other (not a second `purged`).
+                            counters.batches.fetch_add(1, Ordering::Relaxed);
+                            counters
+                                .busy_micros
+                                .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+                            if let Err(e) = result {
                                 tracing::warn!(target: "cache_purge_hooks", backend = %name, url = %url, error = %e, "the second purge failed");
                             }
                             let seen = verifier.look(&url).await;

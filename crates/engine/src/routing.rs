@@ -56,17 +56,22 @@ impl HostPattern {
     /// Whether a URL's host (as [`PurgeUrl::host`](crate::PurgeUrl::host) gives it, with its
     /// port if any) matches.
     pub fn matches(&self, host: &str) -> bool {
-        let host = host.to_ascii_lowercase();
-        let pattern_has_port = has_port(&self.text);
-        let host = if pattern_has_port {
-            host.as_str()
+        // The pattern is lower-case; the host is compared without case and without a copy
+        // (this runs for every absolute URL and routed backend).
+        let host = if has_port(&self.text) {
+            host
         } else {
-            strip_port(&host)
+            strip_port(host)
         };
         match self.text.strip_prefix('*') {
             // `.example.org`: a non-empty label before it.
-            Some(suffix) => host.len() > suffix.len() && host.ends_with(suffix),
-            None => host == self.text,
+            Some(suffix) => {
+                host.len() > suffix.len()
+                    && host
+                        .get(host.len() - suffix.len()..)
+                        .is_some_and(|end| end.eq_ignore_ascii_case(suffix))
+            }
+            None => host.eq_ignore_ascii_case(&self.text),
         }
     }
 }

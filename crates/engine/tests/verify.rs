@@ -390,8 +390,10 @@ async fn a_page_still_cached_after_the_purge_is_purged_once_more_and_then_verifi
         (1, 0, 0),
         "{stats:?}"
     );
-    // The purge, and the second one after the check found the page still cached.
+    // The purge, and the second one after the check found the page still cached: two
+    // batches sent, one target purged.
     assert_eq!(memory.urls(), ["/page", "/page"]);
+    assert_eq!((stats.purged, stats.batches), (1, 2), "{stats:?}");
     assert!(stats.last_verify_failure.is_none(), "{stats:?}");
     purger.shutdown(Duration::from_secs(5)).await.unwrap();
 }
