@@ -433,7 +433,7 @@ async fn probe_varnish_http(settings: VarnishSettings, server: &str) -> Finding 
         Ok(()) if refresh && !backend.servers_without_refresh().is_empty() => Finding::fail(
             server,
             "the refresh of a probe URL was answered without X-Cache-Purge-Refresh: this VCL \
-             has no refresh branch, so URLs are purged with PURGE instead (not refreshed)",
+             has no refresh branch, so URLs are purged with PURGE and fetched again instead (visitors may get a miss meanwhile)",
         )
         .hint(
             "use deploy/varnish/cache-purge.vcl, whose vcl_recv sets req.hash_always_miss for a \

@@ -259,7 +259,8 @@ impl HttpTransport {
     /// purges every stored variant before fetching the page anew and says so in the same
     /// header, whatever the origin answered: then the purge is done. An answer without it
     /// comes from a VCL with no refresh branch (an ordinary GET, which purged nothing): the
-    /// URL is purged with `PURGE`, and so is every later one of that server (logged once).
+    /// URL is purged with `PURGE` and fetched again with an ordinary `GET`, and so is every
+    /// later one of that server (logged once).
     async fn refresh_one(
         &self,
         server: &str,
@@ -302,8 +303,8 @@ impl HttpTransport {
                     status = status.as_u16(),
                     "http_method = \"refresh\", but this Varnish answered a refresh without \
                      X-Cache-Purge-Refresh: its VCL has no refresh branch. Its URLs are purged \
-                     with PURGE instead, not refreshed; use deploy/varnish/cache-purge.vcl \
-                     (docs/varnish.md)"
+                     with PURGE and fetched again instead (visitors may get a miss meanwhile); \
+                     use deploy/varnish/cache-purge.vcl (docs/varnish.md)"
                 );
             }
         }
@@ -315,10 +316,29 @@ impl HttpTransport {
             .send()
             .await
             .map_err(|e| http_client::transport_error(server, e))?;
-        match response.status() {
-            StatusCode::OK | StatusCode::NOT_FOUND => Ok(()),
-            _ => Err(http_client::response_error(server, response).await),
+        if !matches!(response.status(), StatusCode::OK | StatusCode::NOT_FOUND) {
+            return Err(http_client::response_error(server, response).await);
         }
+        // Purged; then an ordinary GET warms it again (a purge and a GET, as `refresh = true`
+        // does elsewhere). Its failure is not the purge's: the page is gone either way.
+        let warm = self
+            .with_host(self.request(Method::GET, base, url.path_and_query()), url)
+            .header(ACCEPT_ENCODING, "gzip")
+            .send()
+            .await;
+        match warm {
+            Ok(response) => {
+                let _ = response.bytes().await;
+            }
+            Err(error) => tracing::debug!(
+                target: "cache_purge_hooks",
+                server = %server,
+                url = %url,
+                %error,
+                "purged; the GET that warms it again failed"
+            ),
+        }
+        Ok(())
     }
 
     /// The request with the URL's host (or `site_domain`) in `Host`.

@@ -152,7 +152,8 @@ impl VarnishBackend {
 
     /// With `http_method = "refresh"`: the servers (as configured) whose VCL answered a
     /// refresh without `X-Cache-Purge-Refresh`, so has no refresh branch; their URLs are
-    /// purged with `PURGE` instead. Empty in the other modes, and before the first refresh.
+    /// purged with `PURGE` and fetched again instead. Empty in the other modes, and before the
+    /// first refresh.
     pub fn servers_without_refresh(&self) -> Vec<String> {
         match &self.transport {
             Transport::Http(h) => h.servers_without_refresh(),

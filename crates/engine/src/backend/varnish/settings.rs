@@ -58,7 +58,8 @@ pub enum VarnishHttpMethod {
     /// fetches the page anew (`req.hash_always_miss`) after purging every stored variant,
     /// so that the next visitor gets the new page from the cache instead of a miss. Needs
     /// the refresh branch of deploy/varnish/cache-purge.vcl; where the answer shows the VCL
-    /// has none, the URL is purged with `PURGE` instead (logged once at WARN).
+    /// has none, the URL is purged with `PURGE` and fetched again instead (logged once at
+    /// WARN).
     Refresh,
 }
 
