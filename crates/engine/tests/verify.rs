@@ -13,8 +13,7 @@ use cache_purge_hooks_engine::tag_index::{MemoryTagIndex, TagIndex};
 use cache_purge_hooks_engine::verify::{TAG_URLS_VERIFIED, VerifySettings};
 use cache_purge_hooks_engine::{Delivery, PurgeUrl, Purger, Settings, Tag, Target};
 use cache_purge_hooks_testing::{
-    CacheServer, HARNESS_VCL, Nginx, NginxConfig, Origin, Varnish, assert_cached, assert_purged,
-    warm,
+    CacheServer, HARNESS_VCL, Nginx, NginxConfig, Origin, Varnish, assert_cached, warm,
 };
 
 fn targets(list: &[&str]) -> Vec<Target> {
