@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use cache_purge_hooks_engine::settings::{BackendSettings, VarnishHttpMethod};
 use cache_purge_hooks_engine::verify::VerifyMode;
 use cache_purge_hooks_engine::{Delivery, PurgerBuilder, Target};
 use serde_json::json;
@@ -44,6 +45,13 @@ pub(crate) fn run(global: &GlobalArgs, args: VerifyArgs, out: &Output) -> Result
             return false;
         }
         b.common.verify.mode = VerifyMode::All;
+        if let BackendSettings::Varnish(v) = &mut b.settings
+            && v.http_method == VarnishHttpMethod::Refresh
+        {
+            // A refreshed page is a hit on its new copy, which a check cannot tell from a
+            // stale one: verify with PURGE, the purge that the refresh branch also relies on.
+            v.http_method = VarnishHttpMethod::Purge;
+        }
         true
     });
     if settings.backends.is_empty() {

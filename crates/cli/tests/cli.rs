@@ -1108,6 +1108,30 @@ async fn check_shows_the_routing_table_and_purge_fails_for_a_host_no_backend_ser
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn verify_checks_a_varnish_refresh_backend_through_its_purge() {
+    let origin = Origin::start().unwrap();
+    let varnish = Varnish::start(&origin).await.unwrap();
+    warm(&varnish, &["/post"]).await;
+    let dir = tempfile::tempdir().unwrap();
+    write_settings(
+        dir.path(),
+        &format!(
+            "[backends.edge]\nkind = \"varnish\"\nmode = \"http\"\nservers = [\"{}\"]\nhttp_method = \"refresh\"\n",
+            varnish.http_addr()
+        ),
+    );
+    let run = cache_purge(dir.path(), &["verify", "--json", "/post"], None, &[]).await;
+    // A refresh would leave a hit (the new copy) that the check would report as still cached.
+    assert_eq!(run.code, 0, "{run:?}");
+    let backend = &run.json()["backends"][0];
+    assert_eq!(
+        (&backend["verified"], &backend["verify_failed"]),
+        (&serde_json::json!(1), &serde_json::json!(0)),
+        "{backend}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn verify_reports_a_purge_that_worked_and_one_aimed_at_the_wrong_key_with_a_hint() {
     let origin = Origin::start().unwrap();
     let nginx = Nginx::start(&origin, NginxConfig::default()).await.unwrap();
