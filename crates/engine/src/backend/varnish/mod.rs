@@ -79,7 +79,8 @@ pub struct VarnishBackend {
 enum Transport {
     Cli(Vec<Arc<cli_pool::CliServer>>),
     Varnishadm(Vec<varnishadm::Varnishadm>),
-    Http(http::HttpTransport),
+    /// Boxed: the HTTP transport (its client, headers, servers) is much the largest.
+    Http(Box<http::HttpTransport>),
 }
 
 #[cfg(feature = "varnish")]
@@ -114,7 +115,9 @@ impl VarnishBackend {
                         .collect(),
                 )
             }
-            VarnishMode::Http => Transport::Http(http::HttpTransport::new(settings, &servers)?),
+            VarnishMode::Http => {
+                Transport::Http(Box::new(http::HttpTransport::new(settings, &servers)?))
+            }
             _ => {
                 let secret: Arc<[u8]> = read_secret()?.into();
                 Transport::Cli(
