@@ -58,10 +58,21 @@ impl std::fmt::Debug for CacheClient {
     }
 }
 
-/// Where a request goes: a URI for hyper, or a URL for reqwest.
+/// Where a request goes: a URI for hyper (with the `Host` of its server), or a URL for
+/// reqwest.
 pub(crate) enum RequestTarget {
-    Plain(Uri),
+    Plain { uri: Uri, host: HeaderValue },
     Tls(reqwest::Url),
+}
+
+/// A plain `http://` server as its requests need it, built once: the scheme and authority of
+/// reqwest's URI of the base URL, and the `Host` value hyper-util would format of it for
+/// every request (the host, and the port unless it is 80).
+#[derive(Clone, Debug)]
+pub(crate) struct Origin {
+    scheme: Scheme,
+    authority: Authority,
+    host: HeaderValue,
 }
 
 /// A response, its body read (its first [`MAX_BODY_KEPT`] bytes kept).
@@ -101,40 +112,57 @@ impl ServerUrl {
     /// the URI reqwest made of the URL [`join`](Self::join) gives (`Uri::from_str` of its
     /// text), built from the parsed authority without a parse when the text is plain.
     pub(crate) fn request_target(&self, path_and_query: &str) -> Result<RequestTarget, SendError> {
-        if let Some((scheme, authority)) = self.origin()
+        if let Some(origin) = self.origin()
             && plain_path_and_query(path_and_query).is_some()
             && let Ok(pq) = PathAndQuery::try_from(path_and_query)
         {
             let mut parts = http::uri::Parts::default();
-            parts.scheme = Some(scheme.clone());
-            parts.authority = Some(authority.clone());
+            parts.scheme = Some(origin.scheme.clone());
+            parts.authority = Some(origin.authority.clone());
             parts.path_and_query = Some(pq);
             if let Ok(uri) = Uri::from_parts(parts) {
-                return Ok(RequestTarget::Plain(uri));
+                return Ok(RequestTarget::Plain {
+                    uri,
+                    host: origin.host.clone(),
+                });
             }
         }
         let url = self
             .join(path_and_query)
             .map_err(|(text, error)| SendError::Url { text, error })?;
-        if self.origin().is_some() {
+        if let Some(origin) = self.origin() {
+            // The same authority as the base's: the same `Host`.
             return url
                 .as_str()
                 .parse::<Uri>()
-                .map(RequestTarget::Plain)
+                .map(|uri| RequestTarget::Plain {
+                    uri,
+                    host: origin.host.clone(),
+                })
                 .map_err(|_| SendError::Uri(url.into()));
         }
         Ok(RequestTarget::Tls(url))
     }
 }
 
-/// The scheme and authority of a plain `http://` base URL as reqwest's URI of it has them.
-pub(crate) fn plain_origin(parsed: &url::Url) -> Option<(Scheme, Authority)> {
+/// The [`Origin`] of a plain `http://` base URL; `None` for any other.
+pub(crate) fn plain_origin(parsed: &url::Url) -> Option<Origin> {
     if parsed.scheme() != "http" {
         return None;
     }
     let uri: Uri = parsed.as_str().parse().ok()?;
+    // What hyper-util's `set_host` writes: the host, and the port unless it is http's 80.
+    let host = match uri.port_u16() {
+        Some(port) if port != 80 => HeaderValue::from_str(&format!("{}:{port}", uri.host()?)),
+        _ => HeaderValue::from_str(uri.host()?),
+    }
+    .ok()?;
     let parts = uri.into_parts();
-    Some((parts.scheme?, parts.authority?))
+    Some(Origin {
+        scheme: parts.scheme?,
+        authority: parts.authority?,
+        host,
+    })
 }
 
 impl CacheClient {
@@ -185,11 +213,13 @@ impl CacheClient {
     ) -> Result<Response, SendError> {
         let deadline = tokio::time::Instant::now() + self.timeout;
         match target {
-            RequestTarget::Plain(uri) => {
-                // reqwest's one default header, after the caller's.
+            RequestTarget::Plain { uri, host } => {
+                // reqwest's one default header, after the caller's, then `host` where
+                // hyper-util would add it (built once per server rather than per request).
                 headers
                     .entry(header::ACCEPT)
                     .or_insert(HeaderValue::from_static("*/*"));
+                headers.entry(header::HOST).or_insert(host);
                 let mut request = Request::new(Empty::new());
                 *request.method_mut() = method;
                 *request.uri_mut() = uri;
@@ -433,7 +463,7 @@ mod tests {
             for pq in paths {
                 let reqwest: Option<Uri> = b.join(pq).ok().and_then(|u| u.as_str().parse().ok());
                 let ours = match b.request_target(pq) {
-                    Ok(RequestTarget::Plain(uri)) => Some(uri),
+                    Ok(RequestTarget::Plain { uri, .. }) => Some(uri),
                     Ok(RequestTarget::Tls(_)) => panic!("{base}: plain http went to reqwest"),
                     Err(_) => None,
                 };
@@ -444,6 +474,14 @@ mod tests {
                 );
             }
         }
+        // `Host` as hyper-util formats it: the host, and the port unless it is 80.
+        let host = |base: &str| match ServerUrl::new(base.to_owned()).request_target("/a") {
+            Ok(RequestTarget::Plain { host, .. }) => host,
+            _ => panic!("{base}: not plain"),
+        };
+        assert_eq!(host("http://Cache.EXAMPLE:80"), "cache.example");
+        assert_eq!(host("http://[::1]:6081"), "[::1]:6081");
+        assert_eq!(host("http://127.0.0.1:8080"), "127.0.0.1:8080");
         // An https server keeps reqwest.
         let tls = ServerUrl::new("https://cache.example:8443".to_owned());
         assert!(matches!(

@@ -56,7 +56,7 @@ pub(crate) struct ServerUrl {
     /// The scheme and authority of a plain `http://` base, for the requests sent through
     /// hyper ([`CacheClient`](super::cache_client::CacheClient)); `None` for `https://`.
     #[cfg(any(feature = "varnish", feature = "nginx"))]
-    origin: Option<(http::uri::Scheme, http::uri::Authority)>,
+    origin: Option<super::cache_client::Origin>,
 }
 
 impl ServerUrl {
@@ -70,9 +70,9 @@ impl ServerUrl {
         }
     }
 
-    /// The scheme and authority of a plain `http://` base URL.
+    /// The scheme, authority and `Host` of a plain `http://` base URL.
     #[cfg(any(feature = "varnish", feature = "nginx"))]
-    pub(crate) fn origin(&self) -> Option<&(http::uri::Scheme, http::uri::Authority)> {
+    pub(crate) fn origin(&self) -> Option<&super::cache_client::Origin> {
         self.origin.as_ref()
     }
 
