@@ -1,6 +1,8 @@
-//! What the HTTP backends (Varnish `http` mode, nginx `http` mode) share: one keep-alive
-//! client per backend, and the translation of transport errors and status codes into
-//! [`PurgeError`]s with their [`Cause`] and the server named. The CDN backends use the
+//! What the HTTP backends share: the reqwest client (the CDN backends', `verify`'s, and
+//! the Varnish and nginx `http` modes' for `https://` servers; their `http://` servers go
+//! through [`CacheClient`](super::cache_client::CacheClient)), the request URL of a server's
+//! base and a path ([`ServerUrl`]), and the translation of transport errors and status codes
+//! into [`PurgeError`]s with their [`Cause`] and the server named. The CDN backends use the
 //! client, the transport errors and `Retry-After`; they read their providers' error bodies
 //! themselves.
 
@@ -51,12 +53,33 @@ pub(crate) struct ServerUrl {
     /// `None` if the base itself does not parse: every request then takes the slow path and
     /// fails as it always did.
     parsed: Option<Url>,
+    /// The scheme and authority of a plain `http://` base, for the requests sent through
+    /// hyper ([`CacheClient`](super::cache_client::CacheClient)); `None` for `https://`.
+    #[cfg(any(feature = "varnish", feature = "nginx"))]
+    origin: Option<super::cache_client::Origin>,
 }
 
 impl ServerUrl {
     pub(crate) fn new(text: String) -> Self {
         let parsed = Url::parse(&text).ok().filter(|u| u.path() == "/");
-        Self { text, parsed }
+        Self {
+            #[cfg(any(feature = "varnish", feature = "nginx"))]
+            origin: parsed.as_ref().and_then(super::cache_client::plain_origin),
+            text,
+            parsed,
+        }
+    }
+
+    /// The scheme, authority and `Host` of a plain `http://` base URL.
+    #[cfg(any(feature = "varnish", feature = "nginx"))]
+    pub(crate) fn origin(&self) -> Option<&super::cache_client::Origin> {
+        self.origin.as_ref()
+    }
+
+    /// Whether requests to this server go through hyper (a plain `http://` base URL).
+    #[cfg(any(feature = "varnish", feature = "nginx"))]
+    pub(crate) fn is_plain(&self) -> bool {
+        self.origin.is_some()
     }
 
     /// The request URL of `path_and_query` on this server: always what
@@ -85,7 +108,7 @@ impl ServerUrl {
 
 /// `path_and_query` split at its first `?`, if it is plain enough that setting it on a URL
 /// gives what parsing it does (see [`ServerUrl::join`]); `None` otherwise.
-fn plain_path_and_query(path_and_query: &str) -> Option<(&str, Option<&str>)> {
+pub(crate) fn plain_path_and_query(path_and_query: &str) -> Option<(&str, Option<&str>)> {
     let bytes = path_and_query.as_bytes();
     if bytes.first() != Some(&b'/') {
         return None;
@@ -228,26 +251,12 @@ pub(crate) fn status_error(
 
 /// The innermost error's text: "Connection refused (os error 111)" rather than reqwest's
 /// "error sending request for url (...)".
-fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+pub(crate) fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
     let mut cause = e;
     while let Some(inner) = cause.source() {
         cause = inner;
     }
     cause.to_string()
-}
-
-/// The error for a response whose status is neither success nor "not cached": its status,
-/// `Retry-After` and (the start of) its body, via [`status_error`].
-pub(crate) async fn response_error(server: &str, response: reqwest::Response) -> PurgeError {
-    let status = response.status();
-    let retry_after = response
-        .headers()
-        .get(reqwest::header::RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    // A body that cannot be read only makes the message shorter.
-    let body = response.text().await.unwrap_or_default();
-    status_error(server, status, retry_after.as_deref(), &body)
 }
 
 #[cfg(test)]

@@ -19,6 +19,8 @@ pub use rate_limit::RateLimit;
 // Every backend's module is compiled whatever the features, for its settings (a settings
 // file may name any kind); the backend itself is behind the feature of its name.
 pub mod akamai;
+#[cfg(any(feature = "varnish", feature = "nginx"))]
+pub(crate) mod cache_client;
 pub mod cloudflare;
 pub mod cloudfront;
 pub(crate) mod dummy;

@@ -2,9 +2,10 @@
 //!
 //! `200` means purged; `404` (ngx_cache_purge 2.3) and `412` (the 2.5 fork) mean the URL
 //! was not cached, which is just as good. Anything else is an error built by
-//! [`http_client::status_error`]; no response at all, by [`http_client::transport_error`].
+//! [`http_client::status_error`]; no response at all, by [`cache_client::transport_error`].
 //!
-//! Requests to one server run at most `concurrency` at a time over one keep-alive pool;
+//! Requests to one server run at most `concurrency` at a time over one keep-alive pool
+//! ([`CacheClient`]: hyper for `http://` servers, reqwest for `https://`);
 //! servers are purged in parallel. Once a server cannot be reached (connection failed or
 //! timed out), the URLs of the batch not yet sent to it fail at once with the same error,
 //! rather than each waiting for its own timeout: the whole batch is retried later anyway.
@@ -12,10 +13,11 @@
 use std::sync::OnceLock;
 
 use futures::StreamExt;
-use reqwest::header::{HOST, HeaderValue};
-use reqwest::{Client, Method, StatusCode};
+use http::header::{HOST, HeaderMap, HeaderValue};
+use http::{Method, StatusCode};
 
 use super::settings::NginxSettings;
+use crate::backend::cache_client::{self, CacheClient, SendError};
 use crate::backend::{Cause, PurgeError, SetupError, http_client};
 use crate::target::{PurgeUrl, Target};
 
@@ -31,7 +33,7 @@ pub(crate) struct Server {
 /// Sends ngx_cache_purge requests.
 #[derive(Debug)]
 pub(crate) struct HttpPurger {
-    client: Client,
+    client: CacheClient,
     method: Method,
     pub(crate) servers: Vec<Server>,
     prefix: String,
@@ -48,7 +50,7 @@ enum Sent {
 impl HttpPurger {
     /// Builds the client; the settings are valid by their types.
     pub(crate) fn new(settings: &NginxSettings) -> Result<Self, SetupError> {
-        let servers = settings
+        let servers: Vec<Server> = settings
             .servers_or_default()
             .iter()
             .map(|s| Server {
@@ -56,6 +58,7 @@ impl HttpPurger {
                 base: http_client::ServerUrl::new(s.base_url()),
             })
             .collect();
+        let tls = servers.iter().any(|s| !s.base.is_plain());
         let host_header = match &settings.host_header {
             // A HostName is visible ASCII, which every header value may hold: this fails only
             // if reqwest ever disagrees, and then as a client that cannot be built.
@@ -66,7 +69,7 @@ impl HttpPurger {
         };
         let concurrency = settings.concurrency.get();
         Ok(Self {
-            client: http_client::client(settings.timeout, concurrency)?,
+            client: CacheClient::new(settings.timeout, concurrency, tls)?,
             method: http_client::method(settings.method.as_str())?,
             servers,
             prefix: settings
@@ -170,15 +173,26 @@ impl HttpPurger {
             prefixed = format!("{}{}", self.prefix, url.path_and_query());
             &prefixed
         };
-        let request_url = server.base.join(path_and_query).map_err(|(target, e)| {
-            let error = PurgeError::new(
-                Cause::Misconfigured,
-                format!("cannot make a request URL of {target}: {e}"),
-            )
-            .on_server(&server.label);
-            (error, false)
-        })?;
-        let mut request = self.client.request(self.method.clone(), request_url);
+        let lost = |e: SendError| {
+            let error = cache_client::transport_error(&server.label, e);
+            let cannot_reach = matches!(error.cause(), Cause::Unreachable | Cause::Timeout);
+            (error, cannot_reach)
+        };
+        let target = server
+            .base
+            .request_target(path_and_query)
+            .map_err(|e| match e {
+                SendError::Url { text, error } => {
+                    let error = PurgeError::new(
+                        Cause::Misconfigured,
+                        format!("cannot make a request URL of {text}: {error}"),
+                    )
+                    .on_server(&server.label);
+                    (error, false)
+                }
+                other => lost(other),
+            })?;
+        let mut headers = HeaderMap::new();
         if let Some(host) = url.host() {
             // An absolute URL is purged under its own host.
             let host = HeaderValue::from_str(host).map_err(|_| {
@@ -189,22 +203,20 @@ impl HttpPurger {
                 .on_server(&server.label);
                 (error, false)
             })?;
-            request = request.header(HOST, host);
+            headers.insert(HOST, host);
         } else if let Some(host) = &self.host_header {
-            request = request.header(HOST, host.clone());
+            headers.insert(HOST, host.clone());
         }
-        let response = request.send().await.map_err(|e| {
-            let error = http_client::transport_error(&server.label, e);
-            let cannot_reach = matches!(error.cause(), Cause::Unreachable | Cause::Timeout);
-            (error, cannot_reach)
-        })?;
-        let status = response.status();
+        let response = self
+            .client
+            .send(self.method.clone(), target, headers)
+            .await
+            .map_err(lost)?;
+        let status = response.status;
         if status.is_success()
             || status == StatusCode::NOT_FOUND
             || status == StatusCode::PRECONDITION_FAILED
         {
-            // Read the (small) body so that the connection goes back to the pool.
-            let _ = response.bytes().await;
             return Ok(if status.is_success() {
                 Sent::Purged
             } else {
@@ -212,7 +224,7 @@ impl HttpPurger {
             });
         }
         Err((
-            http_client::response_error(&server.label, response).await,
+            cache_client::response_error(&server.label, &response),
             false,
         ))
     }

@@ -1,44 +1,79 @@
 //! `mode = "http"`: `PURGE <path>` per URL, or `BAN /` per ban with the regex in a header,
-//! over one keep-alive client.
+//! over one keep-alive client ([`CacheClient`]: hyper for `http://` servers, reqwest for
+//! `https://`).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use futures::StreamExt;
-use reqwest::header::{ACCEPT_ENCODING, HOST, HeaderValue};
-use reqwest::{Client, Method, StatusCode};
+use http::header::{ACCEPT_ENCODING, HOST, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, StatusCode};
 
 use super::ban::{BanBuilder, host_regex};
 use super::settings::{VarnishHttpMethod, VarnishSettings};
 use super::{Ban, Tag};
+use crate::backend::cache_client::{self, CacheClient, RequestTarget, Response};
 use crate::backend::http_client::ServerUrl;
 use crate::backend::{Cause, PurgeError, SetupError, http_client};
 use crate::settings::types::ServerAddr;
 use crate::target::{PurgeUrl, Target};
 
-/// The request header of a refresh (`http_method = "refresh"`), and the header of the VCL's
-/// answer that says it purged the page's variants: `stored` (the new page is cached) or
-/// `uncacheable` (the origin's answer was not cacheable; the page is purged).
-pub(crate) const REFRESH_HEADER: &str = "X-Cache-Purge-Refresh";
+/// The request header of a refresh (`http_method = "refresh"`, `X-Cache-Purge-Refresh`), and
+/// the header of the VCL's answer that says it purged the page's variants: `stored` (the new
+/// page is cached) or `uncacheable` (the origin's answer was not cacheable; the page is
+/// purged).
+static REFRESH: HeaderName = HeaderName::from_static("x-cache-purge-refresh");
 
 pub(super) struct HttpTransport {
-    client: Client,
+    client: CacheClient,
     /// (`host:port` as configured, base URL)
     servers: Vec<(String, ServerUrl)>,
     ban: bool,
     /// `http_method = "refresh"`: URLs are refreshed in place instead of purged.
     refresh: bool,
     /// Per server (in the order of `servers`): its VCL answered a refresh without
-    /// [`REFRESH_HEADER`], so it has no refresh branch, and its URLs get `PURGE`s.
+    /// `X-Cache-Purge-Refresh`, so it has no refresh branch, and its URLs get `PURGE`s.
     refresh_unsupported: Vec<AtomicBool>,
     purge_method: Method,
     ban_method: Method,
-    ban_header: String,
-    ban_host_header: String,
-    ban_tags_header: String,
-    xkey_header: String,
+    ban_header: HeaderName,
+    ban_host_header: HeaderName,
+    ban_tags_header: HeaderName,
+    xkey_header: HeaderName,
     soft_purge: bool,
     concurrency: usize,
     site_domain: Option<String>,
+}
+
+/// One request, ready to send: its method, where it goes, its headers.
+struct Request {
+    method: Method,
+    target: RequestTarget,
+    headers: HeaderMap,
+}
+
+/// The name of `xkey-soft: 1`, the soft purge of the shipped xkey VCL.
+static XKEY_SOFT: HeaderName = HeaderName::from_static("xkey-soft");
+
+/// A header name of the settings (a token by its type): this fails only if `http` ever
+/// disagrees, and then as a client that cannot be built.
+fn header_name(name: &str) -> Result<HeaderName, SetupError> {
+    HeaderName::from_bytes(name.as_bytes())
+        .map_err(|e| SetupError::HttpClient(format!("header `{name}`: {e}")))
+}
+
+/// Adds `name: value`; a value no header may hold fails the request as reqwest did when it
+/// was sent (a request that could not be made).
+fn add_header(
+    headers: &mut HeaderMap,
+    server: &str,
+    name: &HeaderName,
+    value: &str,
+) -> Result<(), PurgeError> {
+    let value = HeaderValue::from_str(value).map_err(|e| {
+        PurgeError::new(Cause::ConnectionLost, format!("request failed: {e}")).on_server(server)
+    })?;
+    headers.append(name.clone(), value);
+    Ok(())
 }
 
 impl HttpTransport {
@@ -51,19 +86,20 @@ impl HttpTransport {
             .map(|s| (s.to_string(), ServerUrl::new(s.base_url())))
             .collect();
         let refresh_unsupported = servers.iter().map(|_| AtomicBool::new(false)).collect();
+        let tls = servers.iter().any(|(_, base)| !base.is_plain());
         let concurrency = settings.concurrency.get();
         Ok(Self {
-            client: http_client::client(settings.timeout, concurrency)?,
+            client: CacheClient::new(settings.timeout, concurrency, tls)?,
             servers,
             ban: settings.http_method == VarnishHttpMethod::Ban,
             refresh: settings.http_method == VarnishHttpMethod::Refresh,
             refresh_unsupported,
             purge_method: http_client::method("PURGE")?,
             ban_method: http_client::method("BAN")?,
-            ban_header: settings.ban_header.to_string(),
-            ban_host_header: settings.ban_host_header.to_string(),
-            ban_tags_header: settings.ban_tags_header.to_string(),
-            xkey_header: settings.xkey_header.to_string(),
+            ban_header: header_name(settings.ban_header.as_str())?,
+            ban_host_header: header_name(settings.ban_host_header.as_str())?,
+            ban_tags_header: header_name(settings.ban_tags_header.as_str())?,
+            xkey_header: header_name(settings.xkey_header.as_str())?,
             soft_purge: settings.soft_purge,
             concurrency,
             site_domain: settings.site_domain.as_ref().map(ToString::to_string),
@@ -78,7 +114,7 @@ impl HttpTransport {
         self.refresh
     }
 
-    /// The servers whose VCL answered a refresh without [`REFRESH_HEADER`].
+    /// The servers whose VCL answered a refresh without `X-Cache-Purge-Refresh`.
     pub(super) fn servers_without_refresh(&self) -> Vec<String> {
         self.servers
             .iter()
@@ -141,26 +177,28 @@ impl HttpTransport {
         }
         let groups = xkey_groups(tags);
         self.send_per_server(
-            |base| {
+            |server, base| {
                 groups
                     .iter()
                     .map(|(value, targets)| {
-                        let mut request = self
-                            .request(self.purge_method.clone(), base, "/")
-                            .header(self.xkey_header.as_str(), value.as_str());
-                        if self.soft_purge {
-                            request = request.header("xkey-soft", "1");
-                        }
+                        let mut headers = HeaderMap::new();
+                        let request = add_header(&mut headers, server, &self.xkey_header, value)
+                            .and_then(|()| {
+                                if self.soft_purge {
+                                    add_header(&mut headers, server, &XKEY_SOFT, "1")?;
+                                }
+                                self.request(server, &self.purge_method, base, "/", headers)
+                            });
                         (targets.clone(), request)
                     })
                     .collect()
             },
             |server, targets, response| {
-                if response.status() != StatusCode::OK {
+                if response.status != StatusCode::OK {
                     return false;
                 }
                 let purged = response
-                    .headers()
+                    .headers
                     .get("x-purged")
                     .and_then(|v| v.to_str().ok())
                     .and_then(|v| v.trim().parse::<u64>().ok());
@@ -187,18 +225,20 @@ impl HttpTransport {
         }
         let purge = &self.purge_method;
         self.send_per_server(
-            |base| {
+            |server, base| {
                 batch
                     .iter()
                     .filter_map(|target| {
                         let url = target.as_url()?;
-                        let request = self.request(purge.clone(), base, url.path_and_query());
-                        Some((vec![target.clone()], self.with_host(request, url)))
+                        let headers = self.host_header(url);
+                        let request =
+                            self.request(server, purge, base, url.path_and_query(), headers);
+                        Some((vec![target.clone()], request))
                     })
                     .collect()
             },
             // 404: the object was not in the cache, which is what we want.
-            |_, _, response| matches!(response.status(), StatusCode::OK | StatusCode::NOT_FOUND),
+            |_, _, response| matches!(response.status, StatusCode::OK | StatusCode::NOT_FOUND),
         )
         .await
     }
@@ -254,7 +294,7 @@ impl HttpTransport {
         result.err().map(|error| error.only(vec![target.clone()]))
     }
 
-    /// Refreshes one URL on one server: a `GET` with [`REFRESH_HEADER`] (and `Accept-Encoding:
+    /// Refreshes one URL on one server: a `GET` with `X-Cache-Purge-Refresh` (and `Accept-Encoding:
     /// gzip`, so that the variant warmed is the one browsers get). The VCL's refresh branch
     /// purges every stored variant before fetching the page anew and says so in the same
     /// header, whatever the origin answered: then the purge is done. An answer without it
@@ -268,28 +308,24 @@ impl HttpTransport {
         unsupported: &AtomicBool,
         url: &PurgeUrl,
     ) -> Result<(), PurgeError> {
+        let path = url.path_and_query();
         if !unsupported.load(Ordering::Relaxed) {
-            let response = self
-                .with_host(self.request(Method::GET, base, url.path_and_query()), url)
-                .header(REFRESH_HEADER, "1")
-                .header(ACCEPT_ENCODING, "gzip")
-                .send()
-                .await
-                .map_err(|e| http_client::transport_error(server, e))?;
-            let status = response.status();
+            let mut headers = self.host_header(url);
+            headers.insert(REFRESH.clone(), HeaderValue::from_static("1"));
+            headers.insert(ACCEPT_ENCODING, HeaderValue::from_static("gzip"));
+            let request = self.request(server, &Method::GET, base, path, headers);
+            let response = self.send(server, request).await?;
             let answer = response
-                .headers()
-                .get(REFRESH_HEADER)
+                .headers
+                .get(&REFRESH)
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned);
-            // Read the body, so that the connection is reused.
-            let _ = response.bytes().await;
             if let Some(answer) = answer {
                 tracing::debug!(
                     target: "cache_purge_hooks",
                     server = %server,
                     url = %url,
-                    status = status.as_u16(),
+                    status = response.status.as_u16(),
                     answer = %answer,
                     "varnish refresh"
                 );
@@ -300,7 +336,7 @@ impl HttpTransport {
                     target: "cache_purge_hooks",
                     server = %server,
                     url = %url,
-                    status = status.as_u16(),
+                    status = response.status.as_u16(),
                     "http_method = \"refresh\", but this Varnish answered a refresh without \
                      X-Cache-Purge-Refresh: its VCL has no refresh branch. Its URLs are purged \
                      with PURGE and fetched again instead (visitors may get a miss meanwhile); \
@@ -308,90 +344,104 @@ impl HttpTransport {
                 );
             }
         }
-        let response = self
-            .with_host(
-                self.request(self.purge_method.clone(), base, url.path_and_query()),
-                url,
-            )
-            .send()
-            .await
-            .map_err(|e| http_client::transport_error(server, e))?;
-        if !matches!(response.status(), StatusCode::OK | StatusCode::NOT_FOUND) {
-            return Err(http_client::response_error(server, response).await);
+        let request = self.request(
+            server,
+            &self.purge_method,
+            base,
+            path,
+            self.host_header(url),
+        );
+        let response = self.send(server, request).await?;
+        if !matches!(response.status, StatusCode::OK | StatusCode::NOT_FOUND) {
+            return Err(cache_client::response_error(server, &response));
         }
         // Purged; then an ordinary GET warms it again (a purge and a GET, as `refresh = true`
         // does elsewhere). Its failure is not the purge's: the page is gone either way.
-        let warm = self
-            .with_host(self.request(Method::GET, base, url.path_and_query()), url)
-            .header(ACCEPT_ENCODING, "gzip")
-            .send()
-            .await;
-        match warm {
-            Ok(response) => {
-                let _ = response.bytes().await;
-            }
-            Err(error) => tracing::debug!(
+        let mut headers = self.host_header(url);
+        headers.insert(ACCEPT_ENCODING, HeaderValue::from_static("gzip"));
+        let request = self.request(server, &Method::GET, base, path, headers);
+        if let Err(error) = self.send(server, request).await {
+            tracing::debug!(
                 target: "cache_purge_hooks",
                 server = %server,
                 url = %url,
-                %error,
+                error = %error,
                 "purged; the GET that warms it again failed"
-            ),
+            );
         }
         Ok(())
     }
 
-    /// The request with the URL's host (or `site_domain`) in `Host`.
-    fn with_host(
-        &self,
-        request: reqwest::RequestBuilder,
-        url: &PurgeUrl,
-    ) -> reqwest::RequestBuilder {
-        match url.host().or(self.site_domain.as_deref()) {
-            Some(host) => match HeaderValue::from_str(host) {
-                Ok(v) => request.header(HOST, v),
-                Err(_) => request,
-            },
-            None => request,
+    /// The `Host` header of a request for this URL: its host, or `site_domain` (none for a
+    /// path without `site_domain`: the client sends the server's).
+    fn host_header(&self, url: &PurgeUrl) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        if let Some(host) = url.host().or(self.site_domain.as_deref())
+            && let Ok(v) = HeaderValue::from_str(host)
+        {
+            headers.insert(HOST, v);
         }
+        headers
     }
 
-    /// A request to `path_and_query` on the server at `base`, its URL built without parsing
-    /// the host again (see [`ServerUrl::join`]).
+    /// A request to `path_and_query` on the server at `base`, its URI built without parsing
+    /// the host again (see [`ServerUrl::request_target`]); one that cannot be made fails as
+    /// reqwest failed it when it was sent.
     fn request(
         &self,
-        method: Method,
+        server: &str,
+        method: &Method,
         base: &ServerUrl,
         path_and_query: &str,
-    ) -> reqwest::RequestBuilder {
-        match base.join(path_and_query) {
-            Ok(url) => self.client.request(method, url),
-            // A text that does not parse: reqwest fails the request when it is sent, as it
-            // always did with this text.
-            Err((text, _)) => self.client.request(method, text),
-        }
+        headers: HeaderMap,
+    ) -> Result<Request, PurgeError> {
+        let target = base
+            .request_target(path_and_query)
+            .map_err(|e| cache_client::transport_error(server, e))?;
+        Ok(Request {
+            method: method.clone(),
+            target,
+            headers,
+        })
     }
 
-    /// Sends every server its requests (`jobs` of its base URL: the targets each request
-    /// purges, and the request), all servers at once and `concurrency` requests in flight per
-    /// server. A response `accepted` says is success; any other, or no response, fails the
-    /// request's targets on that server.
+    /// Sends one request: the response, or why there is none.
+    async fn send(
+        &self,
+        server: &str,
+        request: Result<Request, PurgeError>,
+    ) -> Result<Response, PurgeError> {
+        let Request {
+            method,
+            target,
+            headers,
+        } = request?;
+        self.client
+            .send(method, target, headers)
+            .await
+            .map_err(|e| cache_client::transport_error(server, e))
+    }
+
+    /// Sends every server its requests (`jobs` of its name and base URL: the targets each
+    /// request purges, and the request), all servers at once and `concurrency` requests in
+    /// flight per server. A response `accepted` says is success; any other, or no response,
+    /// fails the request's targets on that server.
     async fn send_per_server(
         &self,
-        jobs: impl Fn(&ServerUrl) -> Vec<(Vec<Target>, reqwest::RequestBuilder)>,
-        accepted: impl Fn(&str, &[Target], &reqwest::Response) -> bool,
+        jobs: impl Fn(&str, &ServerUrl) -> Vec<(Vec<Target>, Result<Request, PurgeError>)>,
+        accepted: impl Fn(&str, &[Target], &Response) -> bool,
     ) -> Vec<PurgeError> {
         let accepted = &accepted;
         let per_server = self.servers.iter().map(|(server, base)| {
             // Owned jobs: the stream's closures then borrow nothing from the batch.
-            let jobs = jobs(base);
+            let jobs = jobs(server, base);
             async move {
                 futures::stream::iter(jobs)
                     .map(|(targets, request)| async move {
-                        let result = match request.send().await {
-                            Err(e) => Err(http_client::transport_error(server, e)),
+                        let result = match self.send(server, request).await {
+                            Err(e) => Err(e),
                             Ok(r) if accepted(server, &targets, &r) => Ok(()),
-                            Ok(r) => Err(http_client::response_error(server, r).await),
+                            Ok(r) => Err(cache_client::response_error(server, &r)),
                         };
                         result.err().map(|error| error.only(targets))
                     })
@@ -415,49 +465,44 @@ impl HttpTransport {
             return Vec::new();
         }
         let method = &self.ban_method;
-        let per_server = self.servers.iter().map(|(server, base)| {
-            let method = method.clone();
-            async move {
-                let mut failures = Vec::new();
-                for ban in bans {
-                    let (subject, regex, host_regex) =
-                        http_ban_headers(ban, builder, self.site_domain.as_deref());
-                    let header = match subject {
-                        Subject::Tags => self.ban_tags_header.as_str(),
-                        Subject::Urls => self.ban_header.as_str(),
-                    };
-                    let mut request = self
-                        .request(method.clone(), base, "/")
-                        .header(header, regex);
-                    if let Some(h) = host_regex {
-                        request = request.header(self.ban_host_header.as_str(), h);
+        let per_server = self.servers.iter().map(|(server, base)| async move {
+            let mut failures = Vec::new();
+            for ban in bans {
+                let (subject, regex, host_regex) =
+                    http_ban_headers(ban, builder, self.site_domain.as_deref());
+                let header = match subject {
+                    Subject::Tags => &self.ban_tags_header,
+                    Subject::Urls => &self.ban_header,
+                };
+                let mut headers = HeaderMap::new();
+                let request = add_header(&mut headers, server, header, &regex).and_then(|()| {
+                    if let Some(h) = &host_regex {
+                        add_header(&mut headers, server, &self.ban_host_header, h)?;
                     }
-                    let result = match request.send().await {
-                        Err(e) => Err(http_client::transport_error(server, e)),
-                        Ok(r) if r.status() == StatusCode::OK => Ok(()),
-                        Ok(r) => Err(http_client::response_error(server, r).await),
-                    };
-                    if let Err(error) = result {
-                        let unreachable = error.cause() == &Cause::Unreachable;
-                        failures.push(error.only(ban.targets.clone()));
-                        if unreachable {
-                            // Do not wait out the rest of the batch on a server that is down.
-                            for rest in bans.iter().skip_while(|b| !std::ptr::eq(*b, ban)).skip(1) {
-                                failures.push(
-                                    PurgeError::new(
-                                        Cause::Unreachable,
-                                        "not sent: server unreachable",
-                                    )
+                    self.request(server, method, base, "/", headers)
+                });
+                let result = match self.send(server, request).await {
+                    Err(e) => Err(e),
+                    Ok(r) if r.status == StatusCode::OK => Ok(()),
+                    Ok(r) => Err(cache_client::response_error(server, &r)),
+                };
+                if let Err(error) = result {
+                    let unreachable = error.cause() == &Cause::Unreachable;
+                    failures.push(error.only(ban.targets.clone()));
+                    if unreachable {
+                        // Do not wait out the rest of the batch on a server that is down.
+                        for rest in bans.iter().skip_while(|b| !std::ptr::eq(*b, ban)).skip(1) {
+                            failures.push(
+                                PurgeError::new(Cause::Unreachable, "not sent: server unreachable")
                                     .on_server(server)
                                     .only(rest.targets.clone()),
-                                );
-                            }
-                            break;
+                            );
                         }
+                        break;
                     }
                 }
-                failures
             }
+            failures
         });
         futures::future::join_all(per_server)
             .await

@@ -80,6 +80,7 @@ pub struct VarnishBackend {
 enum Transport {
     Cli(Vec<Arc<cli_pool::CliServer>>),
     Varnishadm(Vec<varnishadm::Varnishadm>),
+    /// Boxed: the HTTP transport (its client, headers, servers) is much the largest.
     Http(Box<http::HttpTransport>),
 }
 
