@@ -496,16 +496,17 @@ mod tests {
         let addr = closed.local_addr().unwrap();
         drop(closed);
         let client = CacheClient::new(Duration::from_millis(300), 1, false).unwrap();
-        let base = ServerUrl::new(format!("http://{addr}"));
-        let e = client
-            .send(
-                Method::GET,
-                base.request_target("/").unwrap(),
-                HeaderMap::new(),
-            )
-            .await
-            .unwrap_err();
-        let e = transport_error("s:1", e);
+        // The error of a GET of `/` on the server at `addr`.
+        let error_of = |addr: std::net::SocketAddr| {
+            let client = &client;
+            async move {
+                let base = ServerUrl::new(format!("http://{addr}"));
+                let target = base.request_target("/").unwrap();
+                let e = client.send(Method::GET, target, HeaderMap::new()).await;
+                transport_error("s:1", e.unwrap_err())
+            }
+        };
+        let e = error_of(addr).await;
         assert_eq!(e.cause(), &Cause::Unreachable, "{e}");
         assert!(
             e.message().contains("cannot connect: Connection refused"),
@@ -513,16 +514,7 @@ mod tests {
         );
 
         let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let base = ServerUrl::new(format!("http://{}", silent.local_addr().unwrap()));
-        let e = client
-            .send(
-                Method::GET,
-                base.request_target("/").unwrap(),
-                HeaderMap::new(),
-            )
-            .await
-            .unwrap_err();
-        let e = transport_error("s:1", e);
+        let e = error_of(silent.local_addr().unwrap()).await;
         assert_eq!(e.cause(), &Cause::Timeout, "{e}");
         drop(silent);
     }
