@@ -101,6 +101,9 @@ pub struct PurgerBuilder {
     index_slots: Vec<(String, Arc<crate::backend::nginx::TagIndexSlot>)>,
     #[cfg(feature = "memory")]
     memory: std::collections::HashMap<String, crate::backend::MemoryBackend>,
+    /// The Varnish backends with `http_method = "refresh"`, which cannot be verified.
+    #[cfg(feature = "varnish")]
+    refreshed_in_place: Vec<String>,
 }
 
 impl fmt::Debug for PurgerBuilder {
@@ -155,6 +158,14 @@ pub enum BuildError {
     /// builder does not have.
     #[error("verification is asked for backend `{0}`, and there is no backend of that name")]
     VerifyForUnknownBackend(String),
+    /// Verification or refresh was asked for a Varnish backend with `http_method =
+    /// "refresh"`: its refreshed pages are hits on their new copies, which a check cannot
+    /// tell from stale ones, and it already refreshes every URL it purges.
+    #[error(
+        "backend `{0}` refreshes in place (http_method = \"refresh\"): it cannot be verified \
+         (a refreshed page is a hit on its new copy) and needs no refresh after purge"
+    )]
+    VerifyRefreshedInPlace(String),
     /// Verification is on for a backend and no cache address is known to ask
     /// ([`VerifySettings::url`](crate::verify::VerifySettings::url)).
     #[error("backend `{0}`: verify is on and there is no cache address to ask (set verify_url)")]
@@ -209,6 +220,13 @@ impl PurgerBuilder {
             .and_then(|n| n.tag_index_slot())
         {
             self.index_slots.push((name.clone(), slot));
+        }
+        #[cfg(feature = "varnish")]
+        if (&backend as &dyn std::any::Any)
+            .downcast_ref::<crate::backend::VarnishBackend>()
+            .is_some_and(crate::backend::VarnishBackend::refreshes_in_place)
+        {
+            self.refreshed_in_place.push(name.clone());
         }
         self.backends.push((name, Arc::new(backend)));
         self
@@ -559,6 +577,14 @@ impl PurgerBuilder {
             .find(|(n, _)| !names.contains(n.as_str()))
         {
             return Err(BuildError::VerifyForUnknownBackend(unknown.clone()));
+        }
+        #[cfg(feature = "varnish")]
+        if let Some((name, _)) = self
+            .verifies
+            .iter()
+            .find(|(n, p)| p.settings.needs_address() && self.refreshed_in_place.contains(n))
+        {
+            return Err(BuildError::VerifyRefreshedInPlace(name.clone()));
         }
         let mut workers = Vec::new();
         let mut joins = Vec::new();

@@ -559,3 +559,36 @@ async fn a_tag_with_many_urls_is_verified_on_a_sample_of_them() {
     }
     purger.shutdown(Duration::from_secs(5)).await.unwrap();
 }
+
+#[test]
+fn a_varnish_backend_that_refreshes_in_place_cannot_be_verified_in_code_either() {
+    use cache_purge_hooks_engine::BuildError;
+    use cache_purge_hooks_engine::backend::VarnishBackend;
+    use cache_purge_hooks_engine::settings::{VarnishHttpMethod, VarnishMode, VarnishSettings};
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let _guard = runtime.enter();
+    let mut s = VarnishSettings::default();
+    s.mode = VarnishMode::Http;
+    s.servers = vec!["127.0.0.1:6081".parse().unwrap()];
+    s.http_method = VarnishHttpMethod::Refresh;
+    let verify = VerifySettings::all("http://127.0.0.1:6081".parse().unwrap());
+    let built = Purger::builder()
+        .backend("edge", VarnishBackend::new(&s).unwrap())
+        .backend_verify("edge", verify)
+        .build();
+    assert!(
+        matches!(&built, Err(BuildError::VerifyRefreshedInPlace(name)) if name == "edge"),
+        "{built:?}"
+    );
+    // With PURGE, the same verification builds.
+    s.http_method = VarnishHttpMethod::Purge;
+    let verify = VerifySettings::all("http://127.0.0.1:6081".parse().unwrap());
+    let built = Purger::builder()
+        .backend("edge", VarnishBackend::new(&s).unwrap())
+        .backend_verify("edge", verify)
+        .build();
+    assert!(built.is_ok(), "{built:?}");
+}

@@ -151,6 +151,12 @@ impl VarnishBackend {
         })
     }
 
+    /// Whether this backend refreshes URLs in place (`mode = "http"`, `http_method =
+    /// "refresh"`).
+    pub fn refreshes_in_place(&self) -> bool {
+        matches!(&self.transport, Transport::Http(h) if h.is_refresh())
+    }
+
     /// With `http_method = "refresh"`: the servers (as configured) whose VCL answered a
     /// refresh without `X-Cache-Purge-Refresh`, so has no refresh branch; their URLs are
     /// purged with `PURGE` and fetched again instead. Empty in the other modes, and before the
