@@ -948,3 +948,55 @@ async fn the_claim_reads_the_index_in_order() {
         db.close().await;
     }
 }
+
+/// The heap page of each row, by id (PostgreSQL's `ctid` is `(page, item)`).
+async fn pages(conn: &DatabaseConnection) -> BTreeMap<i64, String> {
+    let rows = conn
+        .query_all_raw(Statement::from_string(
+            DbBackend::Postgres,
+            "SELECT id, split_part(trim(both '()' from ctid::text), ',', 1) AS page \
+             FROM cache_purge_outbox",
+        ))
+        .await
+        .unwrap();
+    rows.iter()
+        .map(|r| {
+            (
+                r.try_get::<i64>("", "id").unwrap(),
+                r.try_get::<String>("", "page").unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_claim_on_postgres_leaves_each_row_on_its_page_without_new_index_entries() {
+    for db in outbox_dbs().await {
+        if db.backend() != DbBackend::Postgres {
+            db.close().await;
+            continue;
+        }
+        let conn = &db.db;
+        seed(conn, "a", 500).await;
+        let before = pages(conn).await;
+        let pages_used: HashSet<&String> = before.values().collect();
+        assert!(pages_used.len() > 1, "the rows fill several pages");
+
+        // The longest default worker id: `{HOSTNAME}:{pid}:{n}`, a 64-character host name.
+        let worker = format!("{}:4194304:999", "h".repeat(64));
+        let claimed = outbox::claim(conn, "a", &worker, 500, LEASE, T0 + 1_000)
+            .await
+            .unwrap();
+        assert_eq!(claimed.len(), 500);
+        // A new row version on the same page, no indexed column changed: a HOT update, which
+        // adds no entry to the primary key or the claim index (at the default fillfactor of
+        // 100 the pages are full, and every claimed row moves to a new page).
+        let after = pages(conn).await;
+        let moved = before
+            .iter()
+            .filter(|(id, page)| after.get(*id) != Some(*page))
+            .count();
+        assert_eq!(moved, 0, "claimed rows moved to another page");
+        db.close().await;
+    }
+}
