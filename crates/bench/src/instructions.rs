@@ -101,6 +101,24 @@ pub(crate) fn valgrind() -> Option<PathBuf> {
     crate::web::find_program("valgrind", &["/usr/bin/valgrind"])
 }
 
+/// The command that runs a child under callgrind, writing its counts to `out`.
+///
+/// `--fair-sched=yes`: valgrind runs one thread at a time, and with its default lock the
+/// moment a waiting thread gets the CPU back varies from run to run, and so does how often the
+/// tokio runtime parks and wakes while sqlx's SQLite thread works (thousands of instructions
+/// a save: the same binary's row without hooks moved by up to 7,000 Ir a save between runs).
+/// Round-robin scheduling makes the interleaving, and the counts, repeatable within about
+/// 1,000 Ir a save.
+pub(crate) fn callgrind(valgrind: &Path, out: &Path) -> Vec<String> {
+    vec![
+        valgrind.display().to_string(),
+        "--tool=callgrind".to_owned(),
+        "--fair-sched=yes".to_owned(),
+        format!("--callgrind-out-file={}", out.display()),
+        "--quiet".to_owned(),
+    ]
+}
+
 /// Total instructions (`Ir`) of a callgrind output file (its `summary:` or `totals:` line).
 pub(crate) fn total_ir(file: &Path) -> Result<u64> {
     let text =
@@ -118,12 +136,7 @@ pub(crate) fn total_ir(file: &Path) -> Result<u64> {
 /// Instructions of a child running `count` saves of `variant` under callgrind.
 fn measure(valgrind: &Path, dir: &Path, variant: &str, count: usize) -> Result<u64> {
     let out = dir.join(format!("callgrind.{variant}.{count}.out"));
-    let wrapper = vec![
-        valgrind.display().to_string(),
-        "--tool=callgrind".to_owned(),
-        format!("--callgrind-out-file={}", out.display()),
-        "--quiet".to_owned(),
-    ];
+    let wrapper = callgrind(valgrind, &out);
     let spec = child::spec(
         "saves",
         &[

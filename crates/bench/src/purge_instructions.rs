@@ -183,12 +183,7 @@ fn measure(
     count: usize,
 ) -> Result<u64> {
     let out = dir.join(format!("callgrind.{backend}.{count}.out"));
-    let wrapper = vec![
-        valgrind.display().to_string(),
-        "--tool=callgrind".to_owned(),
-        format!("--callgrind-out-file={}", out.display()),
-        "--quiet".to_owned(),
-    ];
+    let wrapper = crate::instructions::callgrind(valgrind, &out);
     let spec = child::spec(
         "purges",
         &[

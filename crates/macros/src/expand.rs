@@ -396,6 +396,10 @@ fn resolver_check(span: Span, private: &TokenStream) -> TokenStream {
     }
 }
 
+/// Bytes reserved for each field's value when a template is rendered (a slug or a number
+/// fits; a longer value grows the string once).
+const FIELD_ROOM: usize = 24;
+
 /// The statements that render one template and push the URL (or, with `tag`, the tag).
 fn render_url<'a>(
     lit: &LitStr,
@@ -468,9 +472,26 @@ fn render_url<'a>(
             }
         }
     }
-    let push = finish(quote!(&#url));
+    // The URL is handed over by value: a rendered path in the browser form becomes the
+    // target without a copy. A tag is parsed from a borrow.
+    let push = if tag {
+        finish(quote!(&#url))
+    } else {
+        finish(quote!(#url))
+    };
+    // Room for the literal text and a short value per field, so that rendering does not
+    // grow the string step by step.
+    let capacity = template
+        .parts
+        .iter()
+        .map(|part| match part {
+            Part::Lit(text) => text.len(),
+            Part::Field { .. } => FIELD_ROOM,
+        })
+        .sum::<usize>();
     let render = quote_spanned! {span=>
-        let mut #url = ::std::string::String::from(#first);
+        let mut #url = ::std::string::String::with_capacity(#capacity);
+        #url.push_str(#first);
         #(#stmts)*
         #push
     };
