@@ -1,30 +1,45 @@
 //! The HTTP client of the cache servers themselves (the Varnish and nginx `http` modes).
 //!
-//! An `http://` server is sent its requests through hyper (hyper-util's pooled client, the
-//! one reqwest itself drives), each request's URI made of the server's scheme and authority,
-//! parsed once, and the request's path and query: no URL parse per request, none of
-//! reqwest's layers (redirects, retries, default-header merging) around a request that needs
-//! none of them. An `https://` server keeps reqwest (rustls, the platform's roots), whose
-//! per-request cost is small beside a TLS session's.
+//! An `http://` server is sent its requests over hyper's HTTP/1 connections
+//! (`hyper::client::conn::http1`), pooled here per server and **driven inside the request's
+//! own future**: the connection is polled by the task that sends the request, so a purge
+//! costs no hand-off to a connection task and back (hyper-util's pooled client, used before,
+//! runs each connection as a task of its own: two wake-ups per request, often across
+//! threads, and a pool keyed by a SipHash of the scheme and authority). Each request's URI is
+//! made of the server's parsed authority and the request's path and query: no URL parse per
+//! request, none of reqwest's layers (redirects, retries, default-header merging) around a
+//! request that needs none of them. An `https://` server keeps reqwest (rustls, the
+//! platform's roots), whose per-request cost is small beside a TLS session's.
 //!
 //! Everything reqwest did for these requests is kept: `timeout` per request (connecting
 //! included, the response's head and body within it), keep-alive pooling (`idle_per_host`
-//! idle connections per server, idle ones closed after 90 s), `TCP_NODELAY`, TCP keep-alive
+//! idle connections per server, idle ones not used after 90 s), `TCP_NODELAY`, TCP keep-alive
 //! probes (15 s, as reqwest's defaults), no redirect followed, no proxy (the environment's
-//! `HTTP_PROXY`/`ALL_PROXY` are ignored, as reqwest's `no_proxy()` did), and the bytes sent:
-//! the method, the path and query as reqwest made them (see [`ServerUrl::join`]), the
-//! caller's headers in their order, then `accept: */*` (reqwest's one default header) and
-//! `host` from the server's address unless the caller set one.
+//! `HTTP_PROXY`/`ALL_PROXY` are ignored, as reqwest's `no_proxy()` did), a request that a
+//! reused connection closed before it was written sent again once on a new connection (as
+//! hyper-util does), and the bytes sent: the method, the path and query as reqwest made them
+//! (see [`ServerUrl::join`]), the caller's headers in their order, then `accept: */*`
+//! (reqwest's one default header) and `host` from the server's address unless the caller set
+//! one.
+//!
+//! An idle connection is not polled, so a server's close of it is seen when it is next taken
+//! from the pool (it is then dropped, and the request goes on another): until then its socket
+//! waits in `CLOSE_WAIT`, at most `idle_per_host` of them per server.
 
-use std::time::Duration;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Mutex;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderMap, HeaderValue, Method, Request, StatusCode, Uri, header};
-use http_body_util::{BodyExt, Empty};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use http_body_util::Empty;
+use hyper::body::Body as _;
+use hyper::client::conn::http1::{Connection, SendRequest};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
 
 use super::http_client::{self, ServerUrl, plain_path_and_query};
 use super::{Cause, PurgeError, SetupError};
@@ -33,7 +48,7 @@ use super::{Cause, PurgeError, SetupError};
 /// rest is read and dropped, so that the connection can be used again.
 const MAX_BODY_KEPT: usize = 16 * 1024;
 
-/// How long an idle pooled connection is kept: reqwest's default.
+/// How long an idle pooled connection is used again: reqwest's default.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// TCP keep-alive: reqwest's defaults (idle time and interval 15 s, 3 probes).
@@ -42,11 +57,97 @@ const TCP_KEEPALIVE_RETRIES: u32 = 3;
 
 /// One backend's client of its cache servers.
 pub(crate) struct CacheClient {
-    /// Boxed: hyper-util's client is large, and the backends' modes are enum variants.
-    plain: Box<Client<HttpConnector, Empty<Bytes>>>,
+    /// The idle connections to `http://` servers.
+    plain: Pool,
     /// Built only when a server is not plain `http://`.
     tls: Option<reqwest::Client>,
     timeout: Duration,
+}
+
+/// An HTTP/1 connection to a plain `http://` server: the sending half and the connection
+/// itself, which whoever sends on it polls.
+struct Lane {
+    sender: SendRequest<Empty<Bytes>>,
+    /// Boxed: the connection's state machine is large, and lanes move in and out of the pool.
+    conn: Pin<Box<Connection<TokioIo<TcpStream>, Empty<Bytes>>>>,
+    /// The connection has ended (closed by the server, or broken): never poll it again.
+    ended: bool,
+}
+
+impl Lane {
+    /// Polls the connection (writing what is queued, reading what came), unless it ended.
+    fn drive(&mut self, cx: &mut Context<'_>) {
+        if !self.ended && self.conn.as_mut().poll(cx).is_ready() {
+            self.ended = true;
+        }
+    }
+
+    /// Whether the connection can take another request: it has not ended and is not
+    /// waiting for a response.
+    fn reusable(&self) -> bool {
+        !self.ended && !self.sender.is_closed()
+    }
+}
+
+/// Idle connections per server, most recently used last. A backend has a handful of
+/// servers, so a scan of their authorities (no hashing) finds one.
+struct Pool {
+    idle: Mutex<Vec<IdleLanes>>,
+    idle_per_host: usize,
+}
+
+/// One server's idle connections, with the instant each was put back.
+struct IdleLanes {
+    authority: Authority,
+    lanes: Vec<(Lane, Instant)>,
+}
+
+impl Pool {
+    /// An idle connection to `authority`, if any; those idle for longer than
+    /// [`POOL_IDLE_TIMEOUT`] are dropped. One the server closed meanwhile is seen by the
+    /// request's first poll of it, before anything is written, and the request goes on a new
+    /// connection ([`CacheClient::request`]).
+    fn take(&self, authority: &Authority) -> Option<Lane> {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        let lanes = &mut idle
+            .iter_mut()
+            .find(|server| server.authority == *authority)?
+            .lanes;
+        while let Some((lane, since)) = lanes.pop() {
+            if since.elapsed() > POOL_IDLE_TIMEOUT {
+                continue;
+            }
+            if lane.reusable() {
+                return Some(lane);
+            }
+        }
+        None
+    }
+
+    /// Puts a connection back, unless it ended or the server's idle connections are full.
+    fn put(&self, authority: &Authority, lane: Lane) {
+        if !lane.reusable() || self.idle_per_host == 0 {
+            return;
+        }
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        let i = match idle
+            .iter()
+            .position(|server| server.authority == *authority)
+        {
+            Some(i) => i,
+            None => {
+                idle.push(IdleLanes {
+                    authority: authority.clone(),
+                    lanes: Vec::new(),
+                });
+                idle.len() - 1
+            }
+        };
+        let lanes = &mut idle[i].lanes;
+        if lanes.len() < self.idle_per_host {
+            lanes.push((lane, Instant::now()));
+        }
+    }
 }
 
 impl std::fmt::Debug for CacheClient {
@@ -99,9 +200,15 @@ pub(crate) enum SendError {
     /// The URL is no valid request URI (reqwest refused these too).
     #[error("{0} is not a valid request URI")]
     Uri(String),
-    /// From hyper (an `http://` server).
+    /// Connecting to an `http://` server failed.
+    #[error("cannot connect: {0}")]
+    Connect(#[source] std::io::Error),
+    /// The connection closed before the request could be written, or without answering.
+    #[error("the connection closed")]
+    Closed,
+    /// From hyper, once connected (an `http://` server).
     #[error(transparent)]
-    Plain(hyper_util::client::legacy::Error),
+    Plain(hyper::Error),
     /// From reqwest (an `https://` server).
     #[error(transparent)]
     Tls(reqwest::Error),
@@ -174,27 +281,16 @@ impl CacheClient {
         idle_per_host: usize,
         tls: bool,
     ) -> Result<Self, SetupError> {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(timeout));
-        connector.set_keepalive(Some(TCP_KEEPALIVE));
-        connector.set_keepalive_interval(Some(TCP_KEEPALIVE));
-        connector.set_keepalive_retries(Some(TCP_KEEPALIVE_RETRIES));
-        let plain = Box::new(
-            Client::builder(TokioExecutor::new())
-                .timer(TokioTimer::new())
-                .pool_timer(TokioTimer::new())
-                .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-                .pool_max_idle_per_host(idle_per_host)
-                .build(connector),
-        );
         let tls = if tls {
             Some(http_client::client(timeout, idle_per_host)?)
         } else {
             None
         };
         Ok(Self {
-            plain,
+            plain: Pool {
+                idle: Mutex::new(Vec::new()),
+                idle_per_host,
+            },
             tls,
             timeout,
         })
@@ -220,24 +316,59 @@ impl CacheClient {
                     .entry(header::ACCEPT)
                     .or_insert(HeaderValue::from_static("*/*"));
                 headers.entry(header::HOST).or_insert(host);
+                let parts = uri.into_parts();
+                let authority = parts
+                    .authority
+                    .ok_or_else(|| SendError::Uri("a request URI without a server".to_owned()))?;
+                // On the request line: the path and query only (origin form), as hyper-util
+                // wrote it.
+                let path = parts
+                    .path_and_query
+                    .unwrap_or_else(|| PathAndQuery::from_static("/"));
                 let mut request = Request::new(Empty::new());
                 *request.method_mut() = method;
-                *request.uri_mut() = uri;
+                *request.uri_mut() = Uri::from(path);
                 *request.headers_mut() = headers;
-                let response = tokio::time::timeout_at(deadline, self.plain.request(request))
-                    .await
-                    .map_err(|_| SendError::Timeout)?
-                    .map_err(SendError::Plain)?;
+                // One timer for the head and the body.
+                let mut expiry = std::pin::pin!(tokio::time::sleep_until(deadline));
+                let (mut lane, response) =
+                    until(expiry.as_mut(), self.request(&authority, request))
+                        .await
+                        .ok_or(SendError::Timeout)??;
                 let (head, mut body) = response.into_parts();
                 let mut kept = Vec::new();
-                let _ = tokio::time::timeout_at(deadline, async {
-                    while let Some(Ok(frame)) = body.frame().await {
-                        if let Ok(data) = frame.into_data() {
-                            keep(&mut kept, &data);
+                // The body, the connection polled when it has no more yet (a short body
+                // usually came with the head); read whole, the connection can carry the next
+                // request.
+                let whole = until(
+                    expiry.as_mut(),
+                    std::future::poll_fn(|cx| {
+                        let mut driven = false;
+                        loop {
+                            match Pin::new(&mut body).poll_frame(cx) {
+                                Poll::Ready(Some(Ok(frame))) => {
+                                    if let Ok(data) = frame.into_data() {
+                                        keep(&mut kept, &data);
+                                    }
+                                }
+                                Poll::Ready(Some(Err(_))) => return Poll::Ready(false),
+                                Poll::Ready(None) => return Poll::Ready(true),
+                                // Not expected of hyper: the connection ended and left the
+                                // body unfinished.
+                                Poll::Pending if lane.ended => return Poll::Ready(false),
+                                Poll::Pending if driven => return Poll::Pending,
+                                Poll::Pending => {
+                                    lane.drive(cx);
+                                    driven = true;
+                                }
+                            }
                         }
-                    }
-                })
+                    }),
+                )
                 .await;
+                if whole == Some(true) {
+                    self.plain.put(&authority, lane);
+                }
                 Ok(Response {
                     status: head.status,
                     headers: head.headers,
@@ -270,6 +401,138 @@ impl CacheClient {
             }
         }
     }
+
+    /// Sends `request` to `authority` on an idle connection, or a new one, and waits for the
+    /// response's head. A request that a reused connection closed before writing it (the
+    /// server closed the idle connection meanwhile) goes once more, on a new connection.
+    async fn request(
+        &self,
+        authority: &Authority,
+        mut request: Request<Empty<Bytes>>,
+    ) -> Result<(Lane, http::Response<hyper::body::Incoming>), SendError> {
+        let mut idle = self.plain.take(authority);
+        loop {
+            let reused = idle.is_some();
+            let mut lane = match idle.take() {
+                Some(lane) => lane,
+                None => connect(authority).await?,
+            };
+            match exchange(&mut lane, request).await {
+                Ok(response) => return Ok((lane, response)),
+                Err(Failure::Unsent(again, error)) if reused => {
+                    tracing::debug!(
+                        target: "cache_purge_hooks",
+                        server = %authority,
+                        error = error.as_ref().map(tracing::field::display),
+                        "an idle connection closed before the request was written; sending it on a new one"
+                    );
+                    request = *again;
+                }
+                Err(Failure::Unsent(_, error)) => {
+                    return Err(error.map_or(SendError::Closed, SendError::Plain));
+                }
+                Err(Failure::Sent(error)) => return Err(SendError::Plain(error)),
+                Err(Failure::Ended) => return Err(SendError::Closed),
+            }
+        }
+    }
+}
+
+/// `future`'s output, or `None` once `expiry` has passed.
+async fn until<F: Future>(
+    mut expiry: Pin<&mut tokio::time::Sleep>,
+    future: F,
+) -> Option<F::Output> {
+    let mut future = std::pin::pin!(future);
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(output) = future.as_mut().poll(cx) {
+            return Poll::Ready(Some(output));
+        }
+        expiry.as_mut().poll(cx).map(|()| None)
+    })
+    .await
+}
+
+/// Why an exchange got no response head.
+enum Failure {
+    /// The request was never written: it is given back, and may go on another connection
+    /// (boxed: the common outcomes stay small).
+    Unsent(Box<Request<Empty<Bytes>>>, Option<hyper::Error>),
+    /// Written (or partly), then the connection failed.
+    Sent(hyper::Error),
+    /// The connection ended without failing the request (not expected of hyper).
+    Ended,
+}
+
+/// Sends `request` on `lane` and waits for the response's head, polling the connection
+/// meanwhile: it writes the request and reads the response in this task.
+async fn exchange(
+    lane: &mut Lane,
+    request: Request<Empty<Bytes>>,
+) -> Result<http::Response<hyper::body::Incoming>, Failure> {
+    // Ready for a request, and still open: this first poll of a connection from the pool
+    // reads a close that came while it was idle (hyper would otherwise write the request
+    // first, and lose it to the close).
+    let ready = std::future::poll_fn(|cx| {
+        lane.drive(cx);
+        match lane.sender.poll_ready(cx) {
+            Poll::Ready(Ok(())) if !lane.ended => Poll::Ready(Ok(())),
+            Poll::Ready(Err(e)) => Poll::Ready(Err(Some(e))),
+            Poll::Ready(Ok(())) => Poll::Ready(Err(None)),
+            Poll::Pending if lane.ended => Poll::Ready(Err(None)),
+            Poll::Pending => Poll::Pending,
+        }
+    })
+    .await;
+    if let Err(error) = ready {
+        return Err(Failure::Unsent(Box::new(request), error));
+    }
+    let mut response = std::pin::pin!(lane.sender.try_send_request(request));
+    std::future::poll_fn(|cx| {
+        lane.drive(cx);
+        match response.as_mut().poll(cx) {
+            Poll::Ready(Ok(response)) => Poll::Ready(Ok(response)),
+            Poll::Ready(Err(mut e)) => Poll::Ready(Err(match e.take_message() {
+                Some(request) => Failure::Unsent(Box::new(request), Some(e.into_error())),
+                None => Failure::Sent(e.into_error()),
+            })),
+            Poll::Pending if lane.ended => Poll::Ready(Err(Failure::Ended)),
+            Poll::Pending => Poll::Pending,
+        }
+    })
+    .await
+}
+
+/// A new connection to `authority` (an `http://` server): `TCP_NODELAY`, TCP keep-alive
+/// probes, then hyper's HTTP/1 handshake (nothing is sent until the first request).
+async fn connect(authority: &Authority) -> Result<Lane, SendError> {
+    let host = authority.host();
+    // An IPv6 literal is written in brackets in a URL, not in a socket address.
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    let port = authority.port_u16().unwrap_or(80);
+    let stream = TcpStream::connect((host, port))
+        .await
+        .map_err(SendError::Connect)?;
+    stream.set_nodelay(true).map_err(SendError::Connect)?;
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(TCP_KEEPALIVE)
+        .with_interval(TCP_KEEPALIVE)
+        .with_retries(TCP_KEEPALIVE_RETRIES);
+    // As hyper-util's connector: a socket that refuses the probes still carries requests.
+    if let Err(e) = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive) {
+        tracing::debug!(target: "cache_purge_hooks", server = %authority, error = %e, "TCP keep-alive not set");
+    }
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(SendError::Plain)?;
+    Ok(Lane {
+        sender,
+        conn: Box::pin(conn),
+        ended: false,
+    })
 }
 
 /// Appends what room is left under [`MAX_BODY_KEPT`] of `data`.
@@ -284,12 +547,12 @@ pub(crate) fn transport_error(server: &str, e: SendError) -> PurgeError {
     match e {
         SendError::Tls(e) => http_client::transport_error(server, e),
         SendError::Timeout => PurgeError::new(Cause::Timeout, "timed out").on_server(server),
-        SendError::Plain(e) if e.is_connect() && is_timed_out(&e) => {
+        SendError::Connect(e) if e.kind() == std::io::ErrorKind::TimedOut => {
             PurgeError::new(Cause::Timeout, "timed out")
                 .on_server(server)
                 .with_source(e)
         }
-        SendError::Plain(e) if e.is_connect() => PurgeError::new(
+        SendError::Connect(e) => PurgeError::new(
             Cause::Unreachable,
             format!("cannot connect: {}", http_client::root_cause(&e)),
         )
@@ -303,6 +566,11 @@ pub(crate) fn transport_error(server: &str, e: SendError) -> PurgeError {
         )
         .on_server(server)
         .with_source(e),
+        e @ SendError::Closed => {
+            PurgeError::new(Cause::ConnectionLost, format!("request failed: {e}"))
+                .on_server(server)
+                .with_source(e)
+        }
         // What reqwest answered for a request it could not make (a builder error).
         e @ (SendError::Url { .. } | SendError::Uri(_)) => PurgeError::new(
             Cause::ConnectionLost,
@@ -311,20 +579,6 @@ pub(crate) fn transport_error(server: &str, e: SendError) -> PurgeError {
         .on_server(server)
         .with_source(e),
     }
-}
-
-/// Whether an error's chain holds an I/O time-out (the connect timeout).
-fn is_timed_out(e: &(dyn std::error::Error + 'static)) -> bool {
-    let mut cause = Some(e);
-    while let Some(c) = cause {
-        if c.downcast_ref::<std::io::Error>()
-            .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
-        {
-            return true;
-        }
-        cause = c.source();
-    }
-    false
 }
 
 /// The error for a response whose status is neither success nor "not cached": its status,
@@ -517,5 +771,167 @@ mod tests {
         let e = error_of(silent.local_addr().unwrap()).await;
         assert_eq!(e.cause(), &Cause::Timeout, "{e}");
         drop(silent);
+    }
+
+    /// How a [`Server`] answers the `n`th request (from 0) on the `c`th connection (from 0).
+    #[derive(Clone, Copy)]
+    enum Answer {
+        /// `200`, keep-alive.
+        Ok,
+        /// `200`, then the server closes the connection without saying so.
+        OkThenClose,
+        /// `200` with `connection: close`, then the server closes it.
+        OkConnectionClose,
+        /// `200` after this many milliseconds.
+        After(u64),
+        /// Nothing: the request is read and never answered.
+        Silent,
+    }
+
+    /// A keep-alive HTTP/1.1 server on loopback that counts its connections and requests.
+    struct Server {
+        addr: String,
+        connections: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+        requests: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    impl Server {
+        fn start(answer: fn(usize, usize) -> Answer) -> Self {
+            use std::sync::Arc;
+            use std::sync::atomic::{AtomicUsize, Ordering};
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let addr = listener.local_addr().unwrap().to_string();
+            let connections = Arc::new(AtomicUsize::new(0));
+            let requests = Arc::new(AtomicUsize::new(0));
+            let (conns, reqs) = (connections.clone(), requests.clone());
+            std::thread::spawn(move || {
+                for stream in listener.incoming() {
+                    let Ok(mut stream) = stream else { return };
+                    let c = conns.fetch_add(1, Ordering::SeqCst);
+                    let reqs = reqs.clone();
+                    std::thread::spawn(move || {
+                        let mut buf = Vec::new();
+                        let mut chunk = [0u8; 4096];
+                        for n in 0.. {
+                            while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                                match stream.read(&mut chunk) {
+                                    Ok(0) | Err(_) => return,
+                                    Ok(k) => buf.extend_from_slice(&chunk[..k]),
+                                }
+                            }
+                            let end = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+                            buf.drain(..end + 4);
+                            reqs.fetch_add(1, Ordering::SeqCst);
+                            let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                            match answer(c, n) {
+                                Answer::Ok => stream.write_all(ok).unwrap(),
+                                Answer::OkThenClose => {
+                                    stream.write_all(ok).unwrap();
+                                    return;
+                                }
+                                Answer::OkConnectionClose => {
+                                    stream
+                                        .write_all(b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 2\r\n\r\nok")
+                                        .unwrap();
+                                    return;
+                                }
+                                Answer::After(ms) => {
+                                    std::thread::sleep(Duration::from_millis(ms));
+                                    stream.write_all(ok).unwrap();
+                                }
+                                Answer::Silent => {
+                                    // Hold the connection open, answering nothing.
+                                    let _ = stream.read(&mut chunk);
+                                    return;
+                                }
+                            }
+                        }
+                    });
+                }
+            });
+            Self {
+                addr,
+                connections,
+                requests,
+            }
+        }
+
+        fn connections(&self) -> usize {
+            self.connections.load(std::sync::atomic::Ordering::SeqCst)
+        }
+
+        fn requests(&self) -> usize {
+            self.requests.load(std::sync::atomic::Ordering::SeqCst)
+        }
+
+        /// A `PURGE` of `/a` through `client`: its status, or the error's cause.
+        async fn purge(&self, client: &CacheClient) -> Result<StatusCode, Cause> {
+            let target = ServerUrl::new(format!("http://{}", self.addr))
+                .request_target("/a")
+                .unwrap();
+            let method = Method::from_bytes(b"PURGE").unwrap();
+            match client.send(method, target, HeaderMap::new()).await {
+                Ok(response) => {
+                    assert_eq!(response.body, b"ok");
+                    Ok(response.status)
+                }
+                Err(e) => Err(transport_error("s:1", e).cause().clone()),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn sequential_requests_share_one_kept_alive_connection() {
+        let server = Server::start(|_, _| Answer::Ok);
+        let client = CacheClient::new(Duration::from_secs(5), 4, false).unwrap();
+        for _ in 0..5 {
+            assert_eq!(server.purge(&client).await, Ok(StatusCode::OK));
+        }
+        assert_eq!((server.connections(), server.requests()), (1, 5));
+    }
+
+    #[tokio::test]
+    async fn a_connection_the_server_closed_while_idle_is_not_used_again() {
+        let server = Server::start(|_, _| Answer::OkThenClose);
+        let client = CacheClient::new(Duration::from_secs(5), 4, false).unwrap();
+        for _ in 0..3 {
+            assert_eq!(server.purge(&client).await, Ok(StatusCode::OK));
+            // The server's close reaches this end before the next request.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!((server.connections(), server.requests()), (3, 3));
+    }
+
+    #[tokio::test]
+    async fn a_response_with_connection_close_leaves_its_connection_out_of_the_pool() {
+        let server = Server::start(|_, _| Answer::OkConnectionClose);
+        let client = CacheClient::new(Duration::from_secs(5), 4, false).unwrap();
+        for _ in 0..3 {
+            assert_eq!(server.purge(&client).await, Ok(StatusCode::OK));
+        }
+        assert_eq!((server.connections(), server.requests()), (3, 3));
+    }
+
+    #[tokio::test]
+    async fn a_timed_out_request_does_not_leave_its_connection_for_the_next() {
+        // The first connection never answers; every later one does.
+        let server = Server::start(|c, _| if c == 0 { Answer::Silent } else { Answer::Ok });
+        let client = CacheClient::new(Duration::from_millis(300), 4, false).unwrap();
+        assert_eq!(server.purge(&client).await, Err(Cause::Timeout));
+        assert_eq!(server.purge(&client).await, Ok(StatusCode::OK));
+        assert_eq!(server.purge(&client).await, Ok(StatusCode::OK));
+        assert_eq!((server.connections(), server.requests()), (2, 3));
+    }
+
+    #[tokio::test]
+    async fn concurrent_requests_open_connections_and_keep_at_most_idle_per_host() {
+        let server = Server::start(|_, _| Answer::After(100));
+        let client = CacheClient::new(Duration::from_secs(5), 2, false).unwrap();
+        let four = || futures::future::join_all((0..4).map(|_| server.purge(&client)));
+        assert!(four().await.iter().all(|r| r == &Ok(StatusCode::OK)));
+        assert_eq!(server.connections(), 4);
+        // Two were kept: the next four take them and open two more.
+        assert!(four().await.iter().all(|r| r == &Ok(StatusCode::OK)));
+        assert_eq!((server.connections(), server.requests()), (6, 8));
     }
 }
