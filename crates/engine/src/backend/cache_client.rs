@@ -22,9 +22,10 @@
 //! (reqwest's one default header) and `host` from the server's address unless the caller set
 //! one.
 //!
-//! An idle connection is not polled, so a server's close of it is seen when it is next taken
-//! from the pool (it is then dropped, and the request goes on another): until then its socket
-//! waits in `CLOSE_WAIT`, at most `idle_per_host` of them per server.
+//! An idle connection is not polled, so a server's close of it is seen by the first poll of
+//! the next request that takes it from the pool, before anything is written (the connection
+//! is then dropped, and the request goes on a new one): until then its socket waits in
+//! `CLOSE_WAIT`, at most `idle_per_host` of them per server.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -82,8 +83,8 @@ impl Lane {
         }
     }
 
-    /// Whether the connection can take another request: it has not ended and is not
-    /// waiting for a response.
+    /// Whether the connection can take another request: it has not ended, and hyper's
+    /// dispatcher behind `sender` is still there.
     fn reusable(&self) -> bool {
         !self.ended && !self.sender.is_closed()
     }
