@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use cache_purge_hooks::backend::DummyBackend;
 use cache_purge_hooks::{Delivery, Purger};
-use sea_orm::{ConnectionTrait, Database, Schema};
+use sea_orm::{ConnectionTrait, Database, Schema, Statement, Value as SqlValue};
 use serde_json::{Value, json};
 
 use crate::child::{self, Spec};
@@ -26,7 +26,7 @@ use crate::save_path::{insert_plain, insert_posts, plain_post, post};
 use crate::{Config, Context, Result, progress};
 
 /// The variants, in order: (id, what).
-const VARIANTS: [(&str, &str); 4] = [
+const VARIANTS: [(&str, &str); 5] = [
     ("plain", "entity without CachePurge (no hooks)"),
     ("hooks", "hooks, no Purger installed"),
     (
@@ -37,7 +37,44 @@ const VARIANTS: [(&str, &str); 4] = [
         "outbox",
         "hooks + Purger in outbox mode (an outbox row in the save's transaction)",
     ),
+    (
+        "second-statement",
+        "no hooks, then the same outbox row written by a fixed INSERT through the same connection (the floor of any outbox row)",
+    ),
 ];
+
+/// The outbox row of the `second-statement` variant: what the hooks write for a post (its
+/// three URLs, one backend), by the fixed text of the outbox's one-row `INSERT`, with none of
+/// the hooks' work. What SeaORM and sqlx take for any second statement of a save is the
+/// floor of an outbox row written through the save's connection.
+async fn insert_plain_and_outbox_row(
+    db: &sea_orm::DatabaseConnection,
+    tag: &str,
+    range: std::ops::Range<usize>,
+) -> Result<f64> {
+    let started = std::time::Instant::now();
+    for i in range {
+        insert_plain(db, tag, i..i + 1).await?;
+        let now = cache_purge_hooks::outbox::now_ms();
+        db.execute_raw(Statement::from_sql_and_values(
+            db.get_database_backend(),
+            r#"INSERT INTO "cache_purge_outbox" ("backend", "targets", "created_at", "available_at", "attempts") VALUES (?, ?, ?, ?, ?)"#,
+            [
+                SqlValue::from("dummy"),
+                SqlValue::from(format!(
+                    "url /posts/plain-{tag}-{i}\nurl /\nurl /archive?category={}",
+                    i % 10
+                )),
+                SqlValue::from(now),
+                SqlValue::from(now),
+                SqlValue::from(0i32),
+            ],
+        ))
+        .await
+        .context("inserting an outbox row")?;
+    }
+    Ok(started.elapsed().as_secs_f64())
+}
 
 /// The child: `count` saves of `variant`, after a warm-up.
 pub(crate) fn child(spec: &Spec) -> Result<Value> {
@@ -81,6 +118,7 @@ pub(crate) fn child(spec: &Spec) -> Result<Value> {
             async move {
                 match (variant.as_str(), &purger) {
                     ("plain", _) => insert_plain(&db, tag, range).await,
+                    ("second-statement", _) => insert_plain_and_outbox_row(&db, tag, range).await,
                     (_, Some(p)) => p.scope(insert_posts(&db, "p", tag, range)).await,
                     _ => insert_posts(&db, "h", tag, range).await,
                 }
@@ -205,6 +243,18 @@ pub(crate) async fn run(config: &Config, wall: Option<&Table>) -> Result<Table> 
     for (id, what, ir) in ratios {
         table.measure(id, what, ir / plain, "×");
     }
+    table.measure(
+        "second-statement-over-plain",
+        "no hooks + a fixed outbox INSERT ÷ no hooks, in instructions: the floor of outbox mode",
+        per_save[4] / plain,
+        "×",
+    );
+    table.measure(
+        "outbox-over-floor",
+        "outbox mode ÷ that floor, in instructions: what the hooks add beyond the statement",
+        per_save[3] / per_save[4].max(1.0),
+        "×",
+    );
     table.measure(
         "outbox-over-purger",
         "outbox mode ÷ after-commit delivery, in instructions",

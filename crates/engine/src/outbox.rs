@@ -44,18 +44,33 @@ pub fn now_ms() -> i64 {
 /// The stored text of `targets`, cut into rows of at most [`MAX_TARGET_BYTES_PER_ROW`] (one
 /// longer target gets a row of its own); each target once, in order.
 pub fn stored_targets(targets: &[Target]) -> Vec<String> {
-    let mut seen = HashSet::with_capacity(targets.len());
+    use std::fmt::Write as _;
+    // A save's few targets are compared pairwise (no hashing, no set to allocate); a bulk
+    // write's through a set.
+    let mut seen: Option<HashSet<&Target, foldhash::fast::RandomState>> = (targets.len()
+        > SMALL_PURGE)
+        .then(|| HashSet::with_capacity_and_hasher(targets.len(), Default::default()));
     let mut chunks = Vec::new();
     let mut current = String::new();
-    for target in targets {
-        if !seen.insert(target) {
+    // Each target's text, written into one reused buffer.
+    let mut text = String::new();
+    for (i, target) in targets.iter().enumerate() {
+        let first = match &mut seen {
+            Some(seen) => seen.insert(target),
+            None => !targets[..i].contains(target),
+        };
+        if !first {
             continue;
         }
-        let text = target.to_string();
+        text.clear();
+        // Writing to a String cannot fail.
+        let _ = write!(text, "{target}");
         if !current.is_empty() && current.len() + 1 + text.len() > MAX_TARGET_BYTES_PER_ROW {
             chunks.push(std::mem::take(&mut current));
         }
-        if !current.is_empty() {
+        if current.is_empty() {
+            current.reserve(text.len());
+        } else {
             current.push('\n');
         }
         current.push_str(&text);
@@ -65,6 +80,10 @@ pub fn stored_targets(targets: &[Target]) -> Vec<String> {
     }
     chunks
 }
+
+/// Up to this many targets, [`stored_targets`] finds duplicates by comparing each target with
+/// those before it.
+const SMALL_PURGE: usize = 16;
 
 /// Parses a row's stored targets: one per line (empty lines are ignored).
 pub fn parse_stored_targets(text: &str) -> Result<Vec<Target>, InvalidTarget> {
@@ -101,6 +120,28 @@ mod tests {
         let chunks = stored_targets(&[a.clone(), huge.clone(), a.clone()]);
         assert_eq!(chunks.len(), 2);
         assert_eq!(parse_stored_targets(&chunks[1]).unwrap(), [huge]);
+    }
+
+    #[test]
+    fn duplicates_are_stored_once_in_small_and_bulk_purges_alike() {
+        for n in [SMALL_PURGE, SMALL_PURGE + 1, 200] {
+            // Every target twice, the copies after the originals and among them.
+            let distinct: Vec<Target> = (0..n / 2 + 1)
+                .map(|i| Target::url(&format!("/p/{i}")).unwrap())
+                .collect();
+            let mut targets = distinct.clone();
+            targets.extend(distinct.iter().rev().cloned());
+            targets.truncate(n.max(2));
+            let stored = stored_targets(&targets);
+            let back = parse_stored_targets(&stored[0]).unwrap();
+            let mut expected: Vec<Target> = Vec::new();
+            for t in &targets {
+                if !expected.contains(t) {
+                    expected.push(t.clone());
+                }
+            }
+            assert_eq!(back, expected, "{n} targets");
+        }
     }
 
     #[test]

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use cache_purge_hooks_engine::{InvalidTarget, Target};
-use sea_orm::sea_query::{Expr, Query};
+use sea_orm::sea_query::Expr;
 use sea_orm::{
     ColumnTrait, Condition, ConnectionTrait, DatabaseConnection, DbBackend, DbErr, EntityTrait,
     ExprTrait, IsolationLevel, QueryFilter, QueryOrder, QueryResult, QuerySelect, Statement,
@@ -137,27 +137,24 @@ where
         .iter()
         .flat_map(|b| chunks.iter().map(move |c| (b.as_ref(), c.as_str())))
         .collect();
+    let db = conn.get_database_backend();
     for part in rows.chunks(CHUNK) {
-        let mut insert = Query::insert();
-        insert.into_table(Entity).columns([
-            Column::Backend,
-            Column::Targets,
-            Column::CreatedAt,
-            Column::AvailableAt,
-            Column::Attempts,
-        ]);
+        let mut values = Vec::with_capacity(part.len() * 5);
         for (backend, text) in part {
-            insert
-                .values([
-                    Expr::val(*backend),
-                    Expr::val(*text),
-                    Expr::val(now_ms),
-                    Expr::val(available_at_ms),
-                    Expr::val(0i32),
-                ])
-                .map_err(|e| DbErr::Custom(format!("cache purge outbox: enqueue: {e}")))?;
+            values.extend([
+                Value::from(*backend),
+                Value::from(*text),
+                Value::from(now_ms),
+                Value::from(available_at_ms),
+                Value::from(0i32),
+            ]);
         }
-        conn.execute(&insert).await?;
+        conn.execute_raw(Statement::from_sql_and_values(
+            db,
+            sql::insert(db, part.len()),
+            values,
+        ))
+        .await?;
     }
     Ok(())
 }
