@@ -258,13 +258,11 @@ fn is_browser_form(input: &str) -> bool {
     }
     let mut segment_start = 0;
     for (i, &b) in bytes.iter().enumerate() {
-        // Controls (tab, CR and LF included), space and non-ASCII: dropped or encoded in the
-        // path and in the query alike.
-        if b <= b' ' || b >= 0x7f {
-            return false;
+        // Most bytes need one look-up.
+        if PATH_BYTE_AS_IS[usize::from(b)] {
+            continue;
         }
         match b {
-            b'\\' | b'"' | b'#' | b'<' | b'>' | b'`' | b'{' | b'}' => return false,
             b'/' | b'?' => {
                 if is_dot_segment(&bytes[segment_start..i]) {
                     return false;
@@ -274,11 +272,28 @@ fn is_browser_form(input: &str) -> bool {
                     return is_query_form(&bytes[i + 1..]);
                 }
             }
-            _ => {}
+            // Controls (tab, CR and LF included), space, non-ASCII and the characters a
+            // browser encodes in a path.
+            _ => return false,
         }
     }
     !is_dot_segment(&bytes[segment_start..])
 }
+
+/// The bytes [`is_browser_form`] passes over in a path: printable ASCII but the space, `\`,
+/// `"`, `#`, `<`, `>`, `` ` ``, `{`, `}`, and the `/` and `?` it looks at.
+static PATH_BYTE_AS_IS: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = b'!';
+    while b < 0x7f {
+        table[b as usize] = !matches!(
+            b,
+            b'\\' | b'"' | b'#' | b'<' | b'>' | b'`' | b'{' | b'}' | b'/' | b'?'
+        );
+        b += 1;
+    }
+    table
+};
 
 /// Whether a query (after the `?`, controls and non-ASCII already excluded up to it) needs
 /// no change.

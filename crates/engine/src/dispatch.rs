@@ -28,10 +28,39 @@ use crate::retry::{DeadLetter, RetryPolicy, Verdict};
 use crate::spill::Spill;
 use crate::target::Target;
 
+/// Targets handed to one worker: shared between the workers of all backends, or the worker's
+/// own (one backend, or what it reads back from its spill file), which it takes without
+/// cloning them.
+pub(crate) enum Batch {
+    Shared(Arc<[Target]>),
+    Owned(Vec<Target>),
+}
+
+impl Batch {
+    pub(crate) fn as_slice(&self) -> &[Target] {
+        match self {
+            Batch::Shared(targets) => targets,
+            Batch::Owned(targets) => targets,
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.as_slice().len()
+    }
+
+    /// The targets as a shared slice (copied into one if owned).
+    pub(crate) fn into_shared(self) -> Arc<[Target]> {
+        match self {
+            Batch::Shared(targets) => targets,
+            Batch::Owned(targets) => targets.into(),
+        }
+    }
+}
+
 /// What a worker is asked to do.
 pub(crate) enum Command {
-    /// Purge these targets (shared between the workers of all backends).
-    Purge(Arc<[Target]>),
+    /// Purge these targets.
+    Purge(Batch),
     /// Purge these targets, and tell the attempt once each was attempted (read-your-writes).
     PurgeWatched(Arc<[Target]>, Arc<AttemptState>),
     /// Try these targets once and report each one's outcome.
@@ -462,6 +491,10 @@ impl Worker {
                     (a, b) => a.or(b),
                 };
                 tokio::select! {
+                    // In order, not at random: the timer only wakes an idle worker (the due
+                    // retries are taken every round anyway), and no random number is drawn
+                    // per round.
+                    biased;
                     cmd = rx.recv() => match cmd {
                         Some(cmd) => Some(cmd),
                         None => break,
@@ -472,7 +505,7 @@ impl Worker {
             let mut next = first;
             while let Some(cmd) = next.take() {
                 match cmd {
-                    Command::Purge(targets) => self.accept(&targets),
+                    Command::Purge(targets) => self.accept(targets),
                     Command::PurgeWatched(targets, state) => self.accept_watched(&targets, state),
                     Command::Attempt(state, targets) => self.accept_attempt(state, targets),
                     Command::Spilled => {}
@@ -526,13 +559,27 @@ impl Worker {
         }
     }
 
-    fn accept(&mut self, targets: &[Target]) {
-        for t in targets {
-            if !self.capabilities.supports(t.kind()) {
-                self.unsupported(t);
-                self.counters.queued.fetch_sub(1, Ordering::Relaxed);
-            } else {
-                self.queue(t.clone());
+    fn accept(&mut self, targets: Batch) {
+        match targets {
+            Batch::Owned(targets) => {
+                for t in targets {
+                    if self.capabilities.supports(t.kind()) {
+                        self.queue(t);
+                    } else {
+                        self.unsupported(&t);
+                        self.counters.queued.fetch_sub(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            Batch::Shared(targets) => {
+                for t in targets.iter() {
+                    if self.capabilities.supports(t.kind()) {
+                        self.queue(t.clone());
+                    } else {
+                        self.unsupported(t);
+                        self.counters.queued.fetch_sub(1, Ordering::Relaxed);
+                    }
+                }
             }
         }
     }
@@ -585,7 +632,7 @@ impl Worker {
                         "spilled targets could not be read back (a damaged spill file); dropped"
                     );
                 }
-                self.accept(&taken.targets);
+                self.accept(Batch::Owned(taken.targets));
                 self.counters.note_in_memory(self.spill.count());
             }
             Err(e) => {
@@ -745,6 +792,18 @@ impl Worker {
         #[cfg(feature = "verify")]
         self.look_up_tag_urls(&batches).await;
         let backend = Arc::clone(&self.backend);
+        if batches.len() == 1 {
+            // A round of one batch (one save's targets, most often): sent directly, without a
+            // stream of futures to set up and tear down.
+            for (batch, waiting) in batches {
+                let started = Instant::now();
+                let result = backend.purge(&batch).await;
+                let took = started.elapsed();
+                self.count_batch(took);
+                self.settle((batch, waiting), result, took);
+            }
+            return;
+        }
         let mut results = futures::stream::iter(batches)
             .map(|(batch, waiting)| {
                 let backend = Arc::clone(&backend);
@@ -758,20 +817,25 @@ impl Worker {
 
         let mut outcomes = Vec::new();
         while let Some((batch, result, took)) = results.next().await {
-            self.counters.batches.fetch_add(1, Ordering::Relaxed);
-            self.counters
-                .busy_micros
-                .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
-            #[cfg(feature = "metrics")]
-            {
-                self.meters.batches.increment(1);
-                self.meters.latency.record(took.as_secs_f64());
-            }
             outcomes.push((batch, result, took));
         }
         drop(results);
         for (batch, result, took) in outcomes {
+            self.count_batch(took);
             self.settle(batch, result, took);
+        }
+    }
+
+    /// Counts a batch sent, and the time it took.
+    fn count_batch(&self, took: std::time::Duration) {
+        self.counters.batches.fetch_add(1, Ordering::Relaxed);
+        self.counters
+            .busy_micros
+            .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
+        #[cfg(feature = "metrics")]
+        {
+            self.meters.batches.increment(1);
+            self.meters.latency.record(took.as_secs_f64());
         }
     }
 
@@ -914,7 +978,8 @@ impl Worker {
                 self.failures.remove(&target);
             }
             self.counters.queued.fetch_sub(1, Ordering::Relaxed);
-            if !waiting.repurge {
+            // (Checked here so that the target is not cloned for nothing.)
+            if !waiting.repurge && self.repurge_after.is_some() {
                 self.schedule_repurge(target.clone());
             }
         }

@@ -34,7 +34,7 @@ use tokio::sync::oneshot;
 use crate::after_commit;
 use crate::attempt::{AttemptError, AttemptReport, History};
 use crate::backend::{Backend, Capabilities};
-use crate::dispatch::{AttemptState, Command, spawn_worker};
+use crate::dispatch::{AttemptState, Batch, Command, spawn_worker};
 use crate::queue::Queue;
 use crate::retry::{DeadLetter, RetryPolicy};
 use crate::routing::{BackendRoute, Router};
@@ -1117,7 +1117,7 @@ impl Purger {
             w.counters
                 .queued
                 .fetch_add(letters.len() as u64, Ordering::Relaxed);
-            if w.tx.send(Command::Purge(letters.into())).is_err() {
+            if w.tx.send(Command::Purge(Batch::Owned(letters))).is_err() {
                 tracing::error!(target: "cache_purge_hooks", backend = %w.name, "backend worker has stopped; dead letters not retried");
             }
         }

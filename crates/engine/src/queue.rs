@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::attempt::History;
-use crate::dispatch::{AttemptState, Command, WorkerHandle};
+use crate::dispatch::{AttemptState, Batch, Command, WorkerHandle};
 use crate::routing::Router;
 use crate::settings::QueueFull;
 use crate::target::Target;
@@ -56,11 +56,19 @@ impl Queue {
         // A request's own purges, waited for by read-your-writes: small, so kept in memory.
         let watched = crate::watch::is_watched() && targets.len() <= crate::watch::MAX_WATCHED;
         self.count_unrouted(&targets);
-        let all: Arc<[Target]> = targets.into();
+        // One backend taking everything gets the targets themselves; several share one copy.
+        let (mut own, all): (Option<Vec<Target>>, Arc<[Target]>) =
+            if self.workers.len() == 1 && self.router.is_open() {
+                (Some(targets), Arc::from([]))
+            } else {
+                (None, targets.into())
+            };
         let mut everything: Option<Arc<[Target]>> = None;
         for (index, w) in self.workers.iter().enumerate() {
-            let shared: Arc<[Target]> = if self.router.is_open() {
-                all.clone()
+            let mut batch = if let Some(targets) = own.take() {
+                Batch::Owned(targets)
+            } else if self.router.is_open() {
+                Batch::Shared(all.clone())
             } else {
                 let mine: Vec<Target> = all
                     .iter()
@@ -70,28 +78,27 @@ impl Queue {
                 if mine.is_empty() {
                     continue;
                 }
-                mine.into()
+                Batch::Owned(mine)
             };
-            let n = shared.len() as u64;
+            let n = batch.len() as u64;
             if watched {
                 let (tx, rx) = tokio::sync::oneshot::channel();
                 let state = AttemptState::new(History::new(), tx);
                 w.counters.queued.fetch_add(n, Ordering::Relaxed);
                 w.counters.note_in_memory(w.spill.count());
                 if w.tx
-                    .send(Command::PurgeWatched(shared.clone(), state))
+                    .send(Command::PurgeWatched(batch.into_shared(), state))
                     .is_err()
                 {
                     w.counters.queued.fetch_sub(n, Ordering::Relaxed);
                 } else {
-                    crate::watch::note_attempt(shared.len(), rx);
+                    crate::watch::note_attempt(n as usize, rx);
                 }
                 continue;
             }
             let queued = w.counters.queued.load(Ordering::Relaxed);
             let in_spill = w.spill.count();
             let in_memory = queued.saturating_sub(in_spill);
-            let mut batch = shared.clone();
             if in_spill > 0 || in_memory + n > self.capacity {
                 if self.when_full == QueueFull::Coalesce
                     && w.capabilities.supports(crate::TargetKind::Everything)
@@ -107,25 +114,24 @@ impl Queue {
                         targets = n,
                         "purge queue full; coalesced into one purge of everything (when_full = \"coalesce\")"
                     );
-                    batch = everything
-                        .get_or_insert_with(|| Arc::from(vec![Target::Everything]))
-                        .clone();
-                } else if self.spill(w, &shared, in_spill) {
+                    batch = Batch::Shared(
+                        everything
+                            .get_or_insert_with(|| Arc::from(vec![Target::Everything]))
+                            .clone(),
+                    );
+                } else if self.spill(w, batch.as_slice(), in_spill) {
                     continue;
                 }
             }
-            w.counters
-                .queued
-                .fetch_add(batch.len() as u64, Ordering::Relaxed);
+            let sent = batch.len() as u64;
+            w.counters.queued.fetch_add(sent, Ordering::Relaxed);
             w.counters.note_in_memory(in_spill);
-            if w.tx.send(Command::Purge(batch.clone())).is_err() {
-                w.counters
-                    .queued
-                    .fetch_sub(batch.len() as u64, Ordering::Relaxed);
+            if w.tx.send(Command::Purge(batch)).is_err() {
+                w.counters.queued.fetch_sub(sent, Ordering::Relaxed);
                 tracing::error!(
                     target: "cache_purge_hooks",
                     backend = %w.name,
-                    targets = batch.len(),
+                    targets = sent,
                     "backend worker has stopped; purge not sent"
                 );
             }
