@@ -10,7 +10,9 @@
 //!
 //! Variants: the entity without `CachePurge`; with its hooks and no Purger installed; with a
 //! Purger (dummy backend, default after-commit delivery); with a Purger in outbox mode (the
-//! hooks write an outbox row through the save's connection).
+//! hooks write an outbox row through the save's connection); and the floor of outbox mode:
+//! without hooks, then the same outbox row by a fixed `INSERT` through the same connection
+//! (its SQL text is written out here on purpose: the floor runs none of the library's code).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -561,26 +561,19 @@ impl Worker {
 
     fn accept(&mut self, targets: Batch) {
         match targets {
-            Batch::Owned(targets) => {
-                for t in targets {
-                    if self.capabilities.supports(t.kind()) {
-                        self.queue(t);
-                    } else {
-                        self.unsupported(&t);
-                        self.counters.queued.fetch_sub(1, Ordering::Relaxed);
-                    }
-                }
-            }
-            Batch::Shared(targets) => {
-                for t in targets.iter() {
-                    if self.capabilities.supports(t.kind()) {
-                        self.queue(t.clone());
-                    } else {
-                        self.unsupported(t);
-                        self.counters.queued.fetch_sub(1, Ordering::Relaxed);
-                    }
-                }
-            }
+            Batch::Owned(targets) => targets.into_iter().for_each(|t| self.accept_one(t)),
+            Batch::Shared(targets) => targets.iter().for_each(|t| self.accept_one(t.clone())),
+        }
+    }
+
+    /// Queues a target of the in-memory queue, or counts it out if this backend cannot purge
+    /// its kind.
+    fn accept_one(&mut self, target: Target) {
+        if self.capabilities.supports(target.kind()) {
+            self.queue(target);
+        } else {
+            self.unsupported(&target);
+            self.counters.queued.fetch_sub(1, Ordering::Relaxed);
         }
     }
 
