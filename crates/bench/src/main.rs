@@ -141,6 +141,10 @@ struct Args {
     /// [default: the backend's default, 8].
     #[arg(long, value_name = "N")]
     nginx_concurrency: Option<usize>,
+    /// Requests in flight of our Varnish backend in scenario 1b (its `concurrency` setting)
+    /// [default: the backend's default, 8].
+    #[arg(long, value_name = "N")]
+    varnish_concurrency: Option<usize>,
     /// Do not `sync` after warming nginx: purge cache files still in the page cache (never
     /// written to disk), which unlink much faster than files that reached the disk, as files
     /// cached for more than ~30 s have (the kernel's writeback).
@@ -202,6 +206,8 @@ pub(crate) struct Config {
     pub rounds: usize,
     /// Our nginx backend's `concurrency`, when not its default.
     pub nginx_concurrency: Option<usize>,
+    /// Our Varnish backend's `concurrency` in `http` mode, when not its default.
+    pub varnish_concurrency: Option<usize>,
     /// Whether to `sync` the freshly written nginx cache files before measuring.
     pub sync: bool,
     /// Scenario 7's counts.
@@ -233,6 +239,7 @@ impl Args {
             inserts: pick(self.inserts, 10_000, 300),
             rounds: self.rounds,
             nginx_concurrency: self.nginx_concurrency,
+            varnish_concurrency: self.varnish_concurrency,
             sync: !self.no_sync,
             fleet: fleet_bench::FleetConfig {
                 saves: pick(self.fleet_saves, 5_000, 300),
@@ -257,6 +264,9 @@ impl Args {
         }
         if self.nginx_concurrency == Some(0) {
             return Err("--nginx-concurrency must be at least 1".into());
+        }
+        if self.varnish_concurrency == Some(0) {
+            return Err("--varnish-concurrency must be at least 1".into());
         }
         for (name, value) in [
             ("--urls", config.urls),
@@ -607,6 +617,7 @@ async fn run(args: &Args) -> Result<bool> {
                 "inserts": config.inserts,
                 "rounds": config.rounds,
                 "nginx_concurrency": config.nginx_concurrency,
+                "varnish_concurrency": config.varnish_concurrency,
                 "sync_nginx_cache_files": config.sync,
                 "fleet_saves": config.fleet.saves,
                 "fleet_rate": config.fleet.rate,

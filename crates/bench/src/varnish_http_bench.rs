@@ -158,6 +158,10 @@ pub(crate) async fn run(config: &Config, origin: &Origin, varnish: &Varnish) -> 
             .context("varnishd's HTTP address")?,
     ];
     settings.timeout = Duration::from_secs(5);
+    if let Some(c) = config.varnish_concurrency {
+        settings.concurrency =
+            std::num::NonZeroUsize::new(c).ok_or("--varnish-concurrency must be at least 1")?;
+    }
     let concurrency = settings.concurrency;
     let purger = Purger::builder()
         .delivery(Delivery::Immediate)

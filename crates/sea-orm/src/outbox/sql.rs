@@ -90,17 +90,28 @@ const INSERT_ONE_MYSQL: &str = "INSERT INTO `cache_purge_outbox` (`backend`, `ta
 
 /// The enqueue `INSERT` of `rows` rows (≥ 1) in `db`'s dialect, five parameters a row
 /// (backend, targets, created_at, available_at, attempts): the text is fixed for one row, the
-/// common case of a save with one backend.
-pub(crate) fn insert(db: sea_orm::DbBackend, rows: usize) -> std::borrow::Cow<'static, str> {
+/// common case of a save with one backend. A database without a text here is refused, as the
+/// claim refuses it (`DbErr::BackendNotSupported`), rather than sent another dialect's text.
+pub(crate) fn insert(
+    db: sea_orm::DbBackend,
+    rows: usize,
+) -> Result<std::borrow::Cow<'static, str>, sea_orm::DbErr> {
     use sea_orm::DbBackend;
     use std::fmt::Write as _;
     let one = match db {
         DbBackend::Postgres => INSERT_ONE_POSTGRES,
         DbBackend::MySql => INSERT_ONE_MYSQL,
-        _ => INSERT_ONE_SQLITE,
+        DbBackend::Sqlite => INSERT_ONE_SQLITE,
+        #[allow(unreachable_patterns)]
+        other => {
+            return Err(sea_orm::DbErr::BackendNotSupported {
+                db: other.as_str(),
+                ctx: "cache purge outbox enqueue",
+            });
+        }
     };
     if rows <= 1 {
-        return one.into();
+        return Ok(one.into());
     }
     // The one-row text up to its `VALUES `, then one group of placeholders a row.
     let head = one
@@ -128,7 +139,7 @@ pub(crate) fn insert(db: sea_orm::DbBackend, rows: usize) -> std::borrow::Cow<'s
             sql.push_str("(?, ?, ?, ?, ?)");
         }
     }
-    sql.into()
+    Ok(sql.into())
 }
 
 #[cfg(test)]
@@ -140,15 +151,15 @@ mod tests {
     #[test]
     fn the_insert_has_five_placeholders_a_row_in_each_dialect() {
         assert_eq!(
-            insert(DbBackend::Postgres, 2),
+            insert(DbBackend::Postgres, 2).expect("a dialect with a text"),
             r#"INSERT INTO "cache_purge_outbox" ("backend", "targets", "created_at", "available_at", "attempts") VALUES ($1, $2, $3, $4, $5), ($6, $7, $8, $9, $10)"#
         );
         assert_eq!(
-            insert(DbBackend::MySql, 3),
+            insert(DbBackend::MySql, 3).expect("a dialect with a text"),
             "INSERT INTO `cache_purge_outbox` (`backend`, `targets`, `created_at`, `available_at`, `attempts`) VALUES (?, ?, ?, ?, ?), (?, ?, ?, ?, ?), (?, ?, ?, ?, ?)"
         );
         assert_eq!(
-            insert(DbBackend::Sqlite, 1),
+            insert(DbBackend::Sqlite, 1).expect("a dialect with a text"),
             r#"INSERT INTO "cache_purge_outbox" ("backend", "targets", "created_at", "available_at", "attempts") VALUES (?, ?, ?, ?, ?)"#
         );
     }

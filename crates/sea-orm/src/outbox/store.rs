@@ -151,7 +151,7 @@ where
         }
         conn.execute_raw(Statement::from_sql_and_values(
             db,
-            sql::insert(db, part.len()),
+            sql::insert(db, part.len())?,
             values,
         ))
         .await?;
