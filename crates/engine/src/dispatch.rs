@@ -693,6 +693,10 @@ impl Worker {
 
     /// Moves the retries that are due into `pending`.
     fn take_due_retries(&mut self) {
+        // Nothing scheduled, the common round: no clock read.
+        if self.schedule.is_empty() {
+            return;
+        }
         let now = Instant::now();
         while let Some(Reverse((due, _, _))) = self.schedule.peek() {
             if *due > now {
@@ -726,6 +730,9 @@ impl Worker {
 
     /// Moves the second purges that are due into `pending`.
     fn take_due_repurges(&mut self) {
+        if self.repurge_schedule.is_empty() {
+            return;
+        }
         let now = Instant::now();
         while let Some(Reverse((due, _, _))) = self.repurge_schedule.peek() {
             if *due > now {
