@@ -305,6 +305,7 @@ async fn drain_runs(
             .cpu(CpuUsed {
                 own: workers_cpu,
                 server: server_cpu,
+                ..CpuUsed::default()
             }),
         );
         let per_worker: Vec<String> = results

@@ -358,7 +358,8 @@ impl Table {
         if with_cpu {
             out.push_str(&format!(
             "  (CPU here / server: CPU time per {} of this process with the children it forked, \
-             and of the server's processes; /proc, 10 ms ticks)\n",
+             and of the server's processes; getrusage here, each server thread's schedstat from /proc \
+             (a server's reaped children in 10 ms ticks))\n",
             self.unit
         ));
         }

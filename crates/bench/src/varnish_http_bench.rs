@@ -124,6 +124,12 @@ impl Method {
         let used = clock.stop();
         self.cpu.own += used.own;
         self.cpu.server = Some(self.cpu.server.unwrap_or(0.0) + used.server.unwrap_or(0.0));
+        self.cpu.own_switches += used.own_switches;
+        if let Some(turn) = used.server_scheduling {
+            let sum = self.cpu.server_scheduling.get_or_insert_default();
+            sum.waited += turn.waited;
+            sum.runs += turn.runs;
+        }
         for (s, k) in statuses {
             *self.statuses.entry(s).or_insert(0) += k;
         }
@@ -307,6 +313,31 @@ pub(crate) async fn run(config: &Config, origin: &Origin, varnish: &Varnish) -> 
             if m.id == "ours" { row.ours() } else { row }
         });
     }
+    // Where the time goes when neither side is on a CPU: how often each side was switched
+    // out, and how long varnishd's threads waited for a CPU while they had work.
+    let scheduling: Vec<String> = methods
+        .iter()
+        .map(|m| {
+            let n = m.urls.len().max(1) as f64;
+            let server = m.cpu.server_scheduling.map_or("-".to_owned(), |s| {
+                format!(
+                    "{:.2} runs, {:.1} µs waiting",
+                    s.runs as f64 / n,
+                    s.waited * 1e6 / n
+                )
+            });
+            format!(
+                "{} {:.2} switches here, varnishd {server}",
+                m.id,
+                m.cpu.own_switches as f64 / n
+            )
+        })
+        .collect();
+    table.notes.push(format!(
+        "scheduling per URL (context switches of this process and its reaped children; \
+         varnishd's threads put on a CPU, and their time runnable waiting for one): {}",
+        scheduling.join("; ")
+    ));
     let extra: u64 = methods.iter().map(|m| m.extra).sum();
     table.notes.push(format!(
         "wrk ({}) is timed by its script, from its first request to the answer completing its \
