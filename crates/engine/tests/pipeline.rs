@@ -207,3 +207,74 @@ async fn the_default_log_backend_writes_one_event_per_target() {
     );
     assert!(lines[1].contains("target=url /"), "{text}");
 }
+
+/// Records the name of the thread each purge call ran on.
+struct ThreadNames(Arc<std::sync::Mutex<Vec<Option<String>>>>);
+
+#[cache_purge_hooks_engine::async_trait]
+impl Backend for ThreadNames {
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::URL
+    }
+    async fn purge(&self, _batch: &[Target]) -> Result<(), PurgeError> {
+        let name = std::thread::current().name().map(str::to_owned);
+        self.0.lock().unwrap().push(name);
+        Ok(())
+    }
+}
+
+#[test]
+fn a_purger_given_a_runtime_is_built_outside_one_and_delivers_on_its_thread() {
+    // Without a runtime, building fails and says how to give one.
+    let refused = Purger::builder()
+        .backend("m", MemoryBackend::new())
+        .build()
+        .unwrap_err();
+    assert!(
+        refused.to_string().contains("PurgerBuilder::runtime"),
+        "{refused}"
+    );
+
+    let delivery = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let handle = delivery.handle().clone();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let thread = std::thread::Builder::new()
+        .name("delivery-under-test".into())
+        .spawn(move || delivery.block_on(stopped))
+        .unwrap();
+
+    let names = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let purger = Purger::builder()
+        .delivery(Delivery::Immediate)
+        .backend("names", ThreadNames(names.clone()))
+        .runtime(handle)
+        .build()
+        .unwrap();
+    // Queued from an application runtime of another kind (several threads of its own).
+    let app = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    app.block_on(async {
+        purger.purge(urls(&["/a"])).await;
+        purger.flush().await;
+        purger.purge(urls(&["/b", "/c"])).await;
+        purger.flush().await;
+    });
+    assert_eq!(purger.stats()[0].purged, 3);
+    let names = names.lock().unwrap().clone();
+    assert!(!names.is_empty());
+    assert!(
+        names
+            .iter()
+            .all(|n| n.as_deref() == Some("delivery-under-test")),
+        "{names:?}"
+    );
+    app.block_on(async { purger.shutdown(Duration::from_secs(5)).await.unwrap() });
+    stop.send(()).unwrap();
+    thread.join().unwrap().unwrap();
+}
