@@ -531,7 +531,7 @@ async fn run(args: &Args) -> Result<bool> {
         }
         if args.runs(Scenario::VarnishHttp) {
             progress!("starting varnishd for HTTP purges");
-            let varnish = Varnish::start(origin)
+            let varnish = Varnish::start_with_storage(origin, varnish_http_bench::storage(&config))
                 .await
                 .context("starting varnishd (cache-purge-hooks-testing)")?;
             let t = varnish_http_bench::run(&config, origin, &varnish).await?;

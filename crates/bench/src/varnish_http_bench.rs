@@ -3,7 +3,12 @@
 //!
 //! - ours: a `Purger` with the `VarnishBackend` in `http` mode (`http_method = "purge"`,
 //!   default `concurrency`, keep-alive), one `purge` call per URL, then `flush`;
+//! - ours again with its worker on a current-thread runtime driven by a thread of its own
+//!   (`PurgerBuilder::runtime`), away from the bench's multi-thread runtime;
 //! - the peers' way: one `PURGE` at a time on one kept-alive connection, blocking socket;
+//! - a reference for HTTP/1.1 pipelining: the same connection, 16 `PURGE`s written at once
+//!   and then their 16 answers read (a server's ceiling when a client's syscalls and round
+//!   trips are amortised; nothing of ours does this yet);
 //! - **wrk** `-t1 -c16` with a Lua script over the same URL shape (each request a distinct
 //!   cached URL): the load generator as the reference;
 //! - the ceiling: wrk purging keys not cached (404: a lookup and nothing to remove).
@@ -29,6 +34,8 @@ use crate::{Config, Context, Result, check_interrupted, progress, verify_after, 
 const CACHE_HEADER: &str = "x-cache";
 /// How many turns each method's URLs are purged in.
 const TURNS: usize = 5;
+/// Requests written at once by the pipelining reference: wrk's connection count.
+const PIPELINE_DEPTH: usize = 16;
 
 /// How a method purges.
 enum Way {
@@ -36,6 +43,9 @@ enum Way {
     Purger(Purger),
     /// One blocking PURGE at a time on one kept connection.
     KeepAlive(Option<web::KeepAlive>),
+    /// PURGEs written [`PIPELINE_DEPTH`] at a time on one kept connection, then their answers
+    /// read (HTTP/1.1 pipelining), blocking socket.
+    Pipelined(Option<web::KeepAlive>),
     /// wrk; `expect`: the status of a listed URL's answer.
     Wrk { bin: PathBuf, expect: u16 },
 }
@@ -107,6 +117,30 @@ impl Method {
                 *kept = Some(client);
                 statuses
             }
+            Way::Pipelined(kept) => {
+                let addr = base
+                    .trim_start_matches("http://")
+                    .parse()
+                    .context("varnishd's address")?;
+                let mut client = kept.take().unwrap_or_else(|| web::KeepAlive::new(addr));
+                let (client, statuses) = tokio::task::spawn_blocking(move || -> Result<_> {
+                    let mut statuses = BTreeMap::new();
+                    for window in chunk.chunks(PIPELINE_DEPTH) {
+                        check_interrupted()?;
+                        for status in client
+                            .pipeline(window)
+                            .with_context(|| format!("pipelined PURGEs from {}", window[0]))?
+                        {
+                            *statuses.entry(status).or_insert(0u64) += 1;
+                        }
+                    }
+                    Ok((client, statuses))
+                })
+                .await
+                .context("the pipelining loop")??;
+                *kept = Some(client);
+                statuses
+            }
             Way::Wrk { bin, expect } => {
                 let (bin, expect, base) = (bin.clone(), *expect, base.to_owned());
                 let extra = format!("/v/wrk-extra/{}/{turn}", self.id);
@@ -149,6 +183,16 @@ fn describe(statuses: &BTreeMap<u16, u64>) -> String {
         .join(", ")
 }
 
+/// The cache storage 1b's varnishd needs, in megabytes: every cached method's URLs and
+/// their neighbours at 2 KiB each (a small page took about 600 bytes of the harness's 32 MB),
+/// and never less than those 32. With 32 MB, `--urls 50000` had varnishd evict 90,000
+/// objects.
+pub(crate) fn storage(config: &Config) -> usize {
+    // Five methods cache their URLs (the sixth purges keys never cached).
+    let objects = 5 * (config.urls + config.check);
+    objects.div_ceil(512).max(32)
+}
+
 /// Runs scenario 1b on `varnish` (a varnishd of its own, the shipped VCL).
 pub(crate) async fn run(config: &Config, origin: &Origin, varnish: &Varnish) -> Result<Table> {
     let client = web::client(16)?;
@@ -177,6 +221,29 @@ pub(crate) async fn run(config: &Config, origin: &Origin, varnish: &Varnish) -> 
         )
         .build()
         .context("building the Purger")?;
+    // The same Purger with its worker on a current-thread runtime of its own, driven by a
+    // thread of its own (`PurgerBuilder::runtime`), away from this multi-thread runtime.
+    let delivery = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("a runtime for delivery")?;
+    let delivery_handle = delivery.handle().clone();
+    let (stop_delivery, delivery_stopped) = tokio::sync::oneshot::channel::<()>();
+    let delivery_thread = std::thread::Builder::new()
+        .name("cph-delivery".into())
+        .spawn(move || {
+            let _ = delivery.block_on(delivery_stopped);
+        })
+        .context("a thread for delivery")?;
+    let purger_own_runtime = Purger::builder()
+        .delivery(Delivery::Immediate)
+        .backend(
+            "varnish",
+            VarnishBackend::new(&settings).context("VarnishBackend::new (http)")?,
+        )
+        .runtime(delivery_handle)
+        .build()
+        .context("building the Purger on a runtime of its own")?;
     let wrk = crate::wrk::find()?;
     let mut methods = vec![
         Method::new(
@@ -189,10 +256,27 @@ pub(crate) async fn run(config: &Config, origin: &Origin, varnish: &Varnish) -> 
             true,
         ),
         Method::new(
+            "ours-own-runtime",
+            "ours, its worker on a current-thread runtime and thread of its own (PurgerBuilder::runtime)"
+                .to_owned(),
+            web::paths("/vh/own", n),
+            Way::Purger(purger_own_runtime),
+            true,
+        ),
+        Method::new(
             "peer-keepalive",
             "peers: sequential PURGE, one kept-alive connection, blocking socket".to_owned(),
             web::paths("/vh/keep", n),
             Way::KeepAlive(None),
+            true,
+        ),
+        Method::new(
+            "pipelined",
+            format!(
+                "reference: PURGEs pipelined {PIPELINE_DEPTH} deep on one kept-alive connection, blocking socket"
+            ),
+            web::paths("/vh/pipe", n),
+            Way::Pipelined(None),
             true,
         ),
         Method::new(
@@ -367,5 +451,7 @@ pub(crate) async fn run(config: &Config, origin: &Origin, varnish: &Varnish) -> 
                 .context("shutting the Purger down")?;
         }
     }
+    let _ = stop_delivery.send(());
+    let _ = delivery_thread.join();
     Ok(table)
 }

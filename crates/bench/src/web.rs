@@ -148,21 +148,113 @@ impl KeepAlive {
     /// `PURGE target` on the kept connection (opened again if the server closed it); reads
     /// the whole answer (by `Content-Length`) and returns its status.
     pub(crate) fn purge(&mut self, target: &str) -> std::io::Result<u16> {
+        let mut statuses = self.pipeline(&[target])?;
+        statuses
+            .pop()
+            .ok_or_else(|| std::io::Error::other("no answer"))
+    }
+
+    /// `PURGE` of every target, written at once on the kept connection (HTTP/1.1
+    /// pipelining), then their answers read in order; their statuses. An answer closing the
+    /// connection before the last one fails the rest.
+    pub(crate) fn pipeline<S: AsRef<str>>(&mut self, targets: &[S]) -> std::io::Result<Vec<u16>> {
+        let reused = self.stream.is_some();
+        match self.pipeline_once(targets) {
+            Ok(statuses) => Ok(statuses),
+            // A kept connection that the server closed while it was idle (varnishd's
+            // `timeout_idle` is 5 s, and more can pass between two turns of one method)
+            // fails before its first answer: opened again and sent again, once (a PURGE
+            // may be repeated).
+            Err((true, e)) if reused && closed(&e) => {
+                self.stream = None;
+                self.pipeline_once(targets).map_err(|(_, e)| e)
+            }
+            Err((_, e)) => Err(e),
+        }
+    }
+
+    /// [`pipeline`](Self::pipeline) on the connection as it is; an error says whether no
+    /// answer was read.
+    fn pipeline_once<S: AsRef<str>>(
+        &mut self,
+        targets: &[S],
+    ) -> std::result::Result<Vec<u16>, (bool, std::io::Error)> {
         let stream = match &mut self.stream {
             Some(s) => s,
             None => {
-                let s = TcpStream::connect_timeout(&self.addr, TIMEOUT)?;
-                s.set_read_timeout(Some(TIMEOUT))?;
-                s.set_write_timeout(Some(TIMEOUT))?;
-                s.set_nodelay(true)?;
-                self.stream.insert(BufReader::new(s))
+                let connect = || -> std::io::Result<TcpStream> {
+                    let s = TcpStream::connect_timeout(&self.addr, TIMEOUT)?;
+                    s.set_read_timeout(Some(TIMEOUT))?;
+                    s.set_write_timeout(Some(TIMEOUT))?;
+                    s.set_nodelay(true)?;
+                    Ok(s)
+                };
+                self.stream
+                    .insert(BufReader::new(connect().map_err(|e| (true, e))?))
             }
         };
-        let request = format!("PURGE {target} HTTP/1.1\r\nHost: {}\r\n\r\n", self.addr);
-        stream.get_mut().write_all(request.as_bytes())?;
+        let mut requests = String::new();
+        for target in targets {
+            requests.push_str(&format!(
+                "PURGE {} HTTP/1.1\r\nHost: {}\r\n\r\n",
+                target.as_ref(),
+                self.addr
+            ));
+        }
+        let failed = |stream: &mut Option<BufReader<TcpStream>>, answered: usize, e| {
+            *stream = None;
+            (answered == 0, e)
+        };
+        if let Err(e) = stream.get_mut().write_all(requests.as_bytes()) {
+            return Err(failed(&mut self.stream, 0, e));
+        }
+        let mut statuses = Vec::with_capacity(targets.len());
+        for k in 0..targets.len() {
+            let (status, close) = match read_answer(stream) {
+                Ok(answer) => answer,
+                Err(e) => return Err(failed(&mut self.stream, k, e)),
+            };
+            statuses.push(status);
+            if close {
+                self.stream = None;
+                if k + 1 < targets.len() {
+                    return Err((
+                        false,
+                        std::io::Error::other(format!(
+                            "the server closed the connection after {} of {} pipelined answers",
+                            k + 1,
+                            targets.len()
+                        )),
+                    ));
+                }
+                break;
+            }
+        }
+        Ok(statuses)
+    }
+}
+
+/// Whether `e` says the connection was closed under us.
+fn closed(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset, UnexpectedEof};
+    matches!(
+        e.kind(),
+        UnexpectedEof | ConnectionReset | BrokenPipe | ConnectionAborted
+    )
+}
+
+/// Reads one whole answer (its body by `Content-Length`): its status, and whether it closes
+/// the connection.
+fn read_answer(stream: &mut BufReader<TcpStream>) -> std::io::Result<(u16, bool)> {
+    {
         let invalid = |what: String| std::io::Error::new(std::io::ErrorKind::InvalidData, what);
         let mut line = String::new();
-        stream.read_line(&mut line)?;
+        if stream.read_line(&mut line)? == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "connection closed before the status line",
+            ));
+        }
         let status = status_of(line.as_bytes())
             .ok_or_else(|| invalid(format!("not an HTTP status line: {line:?}")))?;
         let mut length: Option<usize> = None;
@@ -191,10 +283,7 @@ impl KeepAlive {
         let length = length.ok_or_else(|| invalid("no Content-Length".into()))?;
         let mut body = vec![0u8; length];
         stream.read_exact(&mut body)?;
-        if close {
-            self.stream = None;
-        }
-        Ok(status)
+        Ok((status, close))
     }
 }
 

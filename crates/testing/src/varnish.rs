@@ -59,6 +59,9 @@ fn xkey_vmod() -> Option<PathBuf> {
     candidates.into_iter().find(|p| p.is_file())
 }
 
+/// The cache storage of an instance started without a size (`-s malloc,32m`).
+const DEFAULT_STORAGE_MEGABYTES: usize = 32;
+
 /// A real varnishd caching an [`Origin`] (or any HTTP server on a loopback port:
 /// [`Varnish::start_in_front_of`]), with its HTTP port and its admin CLI (`-T`, with a
 /// secret file) on free loopback ports.
@@ -145,6 +148,18 @@ impl Varnish {
         .await
     }
 
+    /// Like [`Varnish::start`] with `megabytes` of cache storage (`-s malloc,<megabytes>m`)
+    /// instead of 32: the default holds about 50,000 small pages, and a run that caches more
+    /// would see varnishd evict some (`MAIN.n_lru_nuked`), so that a MISS no longer proves a
+    /// purge.
+    pub async fn start_with_storage(origin: &Origin, megabytes: usize) -> Result<Varnish> {
+        let origin_port = origin.port();
+        off_thread("cph-varnish-start", move || {
+            Varnish::start_sized(origin_port, HARNESS_VCL, megabytes)
+        })
+        .await
+    }
+
     /// Like [`Varnish::start`] with [`HARNESS_XKEY_VCL`]: tags purged through the xkey vmod.
     /// Fails with [`HarnessError::MissingFile`] (naming the `apt-get install` command) when
     /// varnish-modules is not installed.
@@ -185,6 +200,10 @@ impl Varnish {
     }
 
     fn start_on_port(origin_port: u16, vcl: &str) -> Result<Varnish> {
+        Varnish::start_sized(origin_port, vcl, DEFAULT_STORAGE_MEGABYTES)
+    }
+
+    fn start_sized(origin_port: u16, vcl: &str, storage_megabytes: usize) -> Result<Varnish> {
         let varnishd = process::find_binary("varnishd", &[VARNISHD_BIN], "")?;
         let varnishadm = process::find_binary("varnishadm", &[VARNISHADM_BIN], "")?;
         let varnishstat = process::find_binary("varnishstat", &[VARNISHSTAT_BIN], "")?;
@@ -238,7 +257,7 @@ impl Varnish {
                 "-f".into(),
                 vcl_path.clone().into(),
                 "-s".into(),
-                "malloc,32m".into(),
+                format!("malloc,{storage_megabytes}m").into(),
                 "-l".into(),
                 "16m".into(),
                 "-p".into(),
