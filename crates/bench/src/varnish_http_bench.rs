@@ -41,11 +41,12 @@ const PIPELINE_DEPTH: usize = 16;
 enum Way {
     /// Ours.
     Purger(Purger),
-    /// One blocking PURGE at a time on one kept connection.
-    KeepAlive(Option<web::KeepAlive>),
-    /// PURGEs written [`PIPELINE_DEPTH`] at a time on one kept connection, then their answers
-    /// read (HTTP/1.1 pipelining), blocking socket.
-    Pipelined(Option<web::KeepAlive>),
+    /// Blocking PURGEs on one kept connection, `depth` written at once and then their
+    /// answers read (1: one at a time; more: HTTP/1.1 pipelining).
+    KeepAlive {
+        kept: Option<web::KeepAlive>,
+        depth: usize,
+    },
     /// wrk; `expect`: the status of a listed URL's answer.
     Wrk { bin: PathBuf, expect: u16 },
 }
@@ -97,7 +98,8 @@ impl Method {
                 purger.flush().await;
                 BTreeMap::new()
             }
-            Way::KeepAlive(kept) => {
+            Way::KeepAlive { kept, depth } => {
+                let depth = *depth;
                 let addr = base
                     .trim_start_matches("http://")
                     .parse()
@@ -105,31 +107,11 @@ impl Method {
                 let mut client = kept.take().unwrap_or_else(|| web::KeepAlive::new(addr));
                 let (client, statuses) = tokio::task::spawn_blocking(move || -> Result<_> {
                     let mut statuses = BTreeMap::new();
-                    for u in &chunk {
-                        check_interrupted()?;
-                        let status = client.purge(u).with_context(|| format!("PURGE {u}"))?;
-                        *statuses.entry(status).or_insert(0u64) += 1;
-                    }
-                    Ok((client, statuses))
-                })
-                .await
-                .context("the keep-alive loop")??;
-                *kept = Some(client);
-                statuses
-            }
-            Way::Pipelined(kept) => {
-                let addr = base
-                    .trim_start_matches("http://")
-                    .parse()
-                    .context("varnishd's address")?;
-                let mut client = kept.take().unwrap_or_else(|| web::KeepAlive::new(addr));
-                let (client, statuses) = tokio::task::spawn_blocking(move || -> Result<_> {
-                    let mut statuses = BTreeMap::new();
-                    for window in chunk.chunks(PIPELINE_DEPTH) {
+                    for window in chunk.chunks(depth) {
                         check_interrupted()?;
                         for status in client
                             .pipeline(window)
-                            .with_context(|| format!("pipelined PURGEs from {}", window[0]))?
+                            .with_context(|| format!("PURGE {} ({depth} at once)", window[0]))?
                         {
                             *statuses.entry(status).or_insert(0u64) += 1;
                         }
@@ -137,7 +119,7 @@ impl Method {
                     Ok((client, statuses))
                 })
                 .await
-                .context("the pipelining loop")??;
+                .context("the keep-alive loop")??;
                 *kept = Some(client);
                 statuses
             }
@@ -267,7 +249,10 @@ pub(crate) async fn run(config: &Config, origin: &Origin, varnish: &Varnish) -> 
             "peer-keepalive",
             "peers: sequential PURGE, one kept-alive connection, blocking socket".to_owned(),
             web::paths("/vh/keep", n),
-            Way::KeepAlive(None),
+            Way::KeepAlive {
+                kept: None,
+                depth: 1,
+            },
             true,
         ),
         Method::new(
@@ -276,7 +261,10 @@ pub(crate) async fn run(config: &Config, origin: &Origin, varnish: &Varnish) -> 
                 "reference: PURGEs pipelined {PIPELINE_DEPTH} deep on one kept-alive connection, blocking socket"
             ),
             web::paths("/vh/pipe", n),
-            Way::Pipelined(None),
+            Way::KeepAlive {
+                kept: None,
+                depth: PIPELINE_DEPTH,
+            },
             true,
         ),
         Method::new(
