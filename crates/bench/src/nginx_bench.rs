@@ -309,6 +309,7 @@ pub(crate) async fn run(
             std::num::NonZeroUsize::new(c).ok_or("--nginx-concurrency must be at least 1")?;
     }
     let concurrency = settings.concurrency;
+    let pipeline = settings.pipeline;
     let purger = |backend: NginxBackend| {
         Purger::builder()
             .delivery(Delivery::Immediate)
@@ -322,7 +323,9 @@ pub(crate) async fn run(
     if http {
         methods.push(Method::new(
             "ours-http",
-            format!("Purger + NginxBackend `http` (keep-alive, concurrency {concurrency})"),
+            format!(
+                "Purger + NginxBackend `http` ({concurrency} keep-alive connections, pipeline {pipeline})"
+            ),
             web::paths("/n/ours", n),
             Way::Purger(purger(http_backend()?)?),
         ));

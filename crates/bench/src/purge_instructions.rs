@@ -236,7 +236,7 @@ pub(crate) async fn run(config: &Config) -> Result<Table> {
     drop(stub);
     let _ = std::fs::remove_dir_all(&dir);
     table.notes.push(
-        "every thread of the child is counted (tokio on a current-thread runtime, the Purger's worker, reqwest/hyper); the stub server runs in the parent, not counted"
+        "every thread of the child is counted (tokio on a current-thread runtime, the Purger's worker, the HTTP/1 client); the stub server runs in the parent, not counted"
             .to_owned(),
     );
     Ok(table)

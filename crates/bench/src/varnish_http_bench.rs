@@ -2,13 +2,15 @@
 //! on a varnishd of its own (scenario 1's bans would slow its lookups):
 //!
 //! - ours: a `Purger` with the `VarnishBackend` in `http` mode (`http_method = "purge"`,
-//!   default `concurrency`, keep-alive), one `purge` call per URL, then `flush`;
+//!   default `concurrency` and `pipeline`: 8 keep-alive connections, 8 requests written at
+//!   once on each), one `purge` call per URL, then `flush`;
 //! - ours again with its worker on a current-thread runtime driven by a thread of its own
 //!   (`PurgerBuilder::runtime`), away from the bench's multi-thread runtime;
+//! - ours with `pipeline = 1`: one request per connection at a time, as before pipelining;
 //! - the peers' way: one `PURGE` at a time on one kept-alive connection, blocking socket;
 //! - a reference for HTTP/1.1 pipelining: the same connection, 16 `PURGE`s written at once
 //!   and then their 16 answers read (a server's ceiling when a client's syscalls and round
-//!   trips are amortised; nothing of ours does this yet);
+//!   trips are amortised);
 //! - **wrk** `-t1 -c16` with a Lua script over the same URL shape (each request a distinct
 //!   cached URL): the load generator as the reference;
 //! - the ceiling: wrk purging keys not cached (404: a lookup and nothing to remove).
@@ -23,7 +25,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use cache_purge_hooks::backend::varnish::VarnishBackend;
-use cache_purge_hooks::settings::{VarnishHttpMethod, VarnishMode, VarnishSettings};
+use cache_purge_hooks::settings::{Pipeline, VarnishHttpMethod, VarnishMode, VarnishSettings};
 use cache_purge_hooks::{Delivery, Purger};
 use cache_purge_hooks_testing::{Origin, Varnish};
 
@@ -170,8 +172,8 @@ fn describe(statuses: &BTreeMap<u16, u64>) -> String {
 /// and never less than those 32. With 32 MB, `--urls 50000` had varnishd evict 90,000
 /// objects.
 pub(crate) fn storage(config: &Config) -> usize {
-    // Five methods cache their URLs (the sixth purges keys never cached).
-    let objects = 5 * (config.urls + config.check);
+    // Six methods cache their URLs (the seventh purges keys never cached).
+    let objects = 6 * (config.urls + config.check);
     objects.div_ceil(512).max(32)
 }
 
@@ -195,6 +197,17 @@ pub(crate) async fn run(config: &Config, origin: &Origin, varnish: &Varnish) -> 
             std::num::NonZeroUsize::new(c).ok_or("--varnish-concurrency must be at least 1")?;
     }
     let concurrency = settings.concurrency;
+    let pipeline = settings.pipeline;
+    let mut unpipelined = settings.clone();
+    unpipelined.pipeline = Pipeline::new(1).context("pipeline = 1")?;
+    let purger_unpipelined = Purger::builder()
+        .delivery(Delivery::Immediate)
+        .backend(
+            "varnish",
+            VarnishBackend::new(&unpipelined).context("VarnishBackend::new (http, pipeline 1)")?,
+        )
+        .build()
+        .context("building the Purger with pipeline = 1")?;
     let purger = Purger::builder()
         .delivery(Delivery::Immediate)
         .backend(
@@ -231,7 +244,7 @@ pub(crate) async fn run(config: &Config, origin: &Origin, varnish: &Varnish) -> 
         Method::new(
             "ours",
             format!(
-                "Purger + VarnishBackend `http`, PURGE (keep-alive, concurrency {concurrency})"
+                "Purger + VarnishBackend `http`, PURGE ({concurrency} keep-alive connections, pipeline {pipeline})"
             ),
             web::paths("/vh/ours", n),
             Way::Purger(purger),
@@ -243,6 +256,15 @@ pub(crate) async fn run(config: &Config, origin: &Origin, varnish: &Varnish) -> 
                 .to_owned(),
             web::paths("/vh/own", n),
             Way::Purger(purger_own_runtime),
+            true,
+        ),
+        Method::new(
+            "ours-pipeline-1",
+            format!(
+                "ours with pipeline = 1: one PURGE per connection at a time, {concurrency} connections"
+            ),
+            web::paths("/vh/unpiped", n),
+            Way::Purger(purger_unpipelined),
             true,
         ),
         Method::new(

@@ -128,7 +128,7 @@ fn every_kind_of_invalid_setting_names_key_file_and_expectation() {
         ),
         (
             "[backends.edge]\nkind = \"varnish\"\nsecrett = \"/x\"\n",
-            "invalid cache purge setting `backends.edge.secrett` (from FILE): unknown key `secrett`; expected one of `mode`, `servers`, `secret_file`, `site_domain`, `varnishadm_bin`, `ban_style`, `lurker_url_header`, `lurker_host_header`, `http_method`, `ban_header`, `ban_host_header`, `max_ban_length`, `timeout`, `concurrency`, `tags`, `tag_header`, `ban_tags_header`, `xkey_header`, `soft_purge`, `hosts`, `paths`, `verify`, `verify_url`, `verify_header`, `verify_hit`, `verify_concurrency`, `refresh`, `refresh_rate`",
+            "invalid cache purge setting `backends.edge.secrett` (from FILE): unknown key `secrett`; expected one of `mode`, `servers`, `secret_file`, `site_domain`, `varnishadm_bin`, `ban_style`, `lurker_url_header`, `lurker_host_header`, `http_method`, `ban_header`, `ban_host_header`, `max_ban_length`, `timeout`, `concurrency`, `pipeline`, `tags`, `tag_header`, `ban_tags_header`, `xkey_header`, `soft_purge`, `hosts`, `paths`, `verify`, `verify_url`, `verify_header`, `verify_hit`, `verify_concurrency`, `refresh`, `refresh_rate`",
         ),
         (
             "delivery = \"later\"\n",
@@ -153,6 +153,14 @@ fn every_kind_of_invalid_setting_names_key_file_and_expectation() {
         (
             "[backends.v]\nkind = \"varnish\"\nmode = \"ssh\"\n",
             "invalid cache purge setting `backends.v.mode` (from FILE): unknown varnish mode `ssh`; expected one of `cli`, `varnishadm`, `http`",
+        ),
+        (
+            "[backends.v]\nkind = \"varnish\"\npipeline = 0\n",
+            "invalid cache purge setting `backends.v.pipeline` (from FILE): expected 1 to 64 requests written at once on one connection, got 0",
+        ),
+        (
+            "[backends.n]\nkind = \"nginx\"\npipeline = 65\n",
+            "invalid cache purge setting `backends.n.pipeline` (from FILE): expected 1 to 64 requests written at once on one connection, got 65",
         ),
         (
             "[backends.n]\nkind = \"nginx\"\nlevels = \"3:3\"\n",

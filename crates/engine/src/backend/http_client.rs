@@ -54,7 +54,8 @@ pub(crate) struct ServerUrl {
     /// fails as it always did.
     parsed: Option<Url>,
     /// The scheme and authority of a plain `http://` base, for the requests sent through
-    /// hyper ([`CacheClient`](super::cache_client::CacheClient)); `None` for `https://`.
+    /// the engine's pipelining HTTP/1 client ([`CacheClient`](super::cache_client::CacheClient));
+    /// `None` for `https://`.
     #[cfg(any(feature = "varnish", feature = "nginx"))]
     origin: Option<super::cache_client::Origin>,
 }
@@ -76,7 +77,8 @@ impl ServerUrl {
         self.origin.as_ref()
     }
 
-    /// Whether requests to this server go through hyper (a plain `http://` base URL).
+    /// Whether requests to this server go through the engine's own HTTP/1 client (a plain
+    /// `http://` base URL).
     #[cfg(any(feature = "varnish", feature = "nginx"))]
     pub(crate) fn is_plain(&self) -> bool {
         self.origin.is_some()

@@ -25,6 +25,8 @@ pub mod cloudflare;
 pub mod cloudfront;
 pub(crate) mod dummy;
 pub mod fastly;
+#[cfg(any(feature = "varnish", feature = "nginx"))]
+pub(crate) mod http1;
 #[cfg(any(
     feature = "varnish",
     feature = "nginx",

@@ -103,8 +103,8 @@ pub use crate::backend::varnish::settings::{
 pub use crate::fleet::settings::{AgentSettings, NodeName, StartFrom, WhenAway};
 pub use crate::tag_index::settings::{KeyPrefix, RedisUrl, TagIndexKind, TagIndexSettings};
 pub use types::{
-    BaseUrl, FieldError, HeaderName, HostName, HttpMethod, InvalidValue, RequestRate, Secret,
-    ServerAddr,
+    BaseUrl, FieldError, HeaderName, HostName, HttpMethod, InvalidValue, Pipeline, RequestRate,
+    Secret, ServerAddr,
 };
 
 use types::named_enum;

@@ -648,6 +648,81 @@ pub(crate) fn host_patterns<'de, D: Deserializer<'de>>(
     d.deserialize_any(Patterns).map(Some)
 }
 
+/// `pipeline` of the Varnish and nginx `http` modes: how many requests one keep-alive
+/// connection to a plain `http://` server is written at once (HTTP/1.1 pipelining), 1 to
+/// [`Pipeline::MAX`]; 1 sends one request per connection at a time.
+///
+/// ```
+/// use cache_purge_hooks_engine::settings::Pipeline;
+///
+/// assert_eq!(Pipeline::default().get(), 8);
+/// assert_eq!("16".parse::<Pipeline>().unwrap().get(), 16);
+/// let e = Pipeline::new(0).unwrap_err();
+/// assert_eq!(e.to_string(), "expected 1 to 64 requests written at once on one connection, got 0");
+/// assert!("65".parse::<Pipeline>().is_err());
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Pipeline(usize);
+
+impl Pipeline {
+    /// The most requests written at once on one connection.
+    pub const MAX: usize = 64;
+
+    /// Checks a depth.
+    pub fn new(requests: usize) -> Result<Self, InvalidValue> {
+        if !(1..=Self::MAX).contains(&requests) {
+            return Err(InvalidValue::new(format!(
+                "expected 1 to {} requests written at once on one connection, got {requests}",
+                Self::MAX
+            )));
+        }
+        Ok(Self(requests))
+    }
+
+    /// The number of requests.
+    pub fn get(self) -> usize {
+        self.0
+    }
+}
+
+impl Default for Pipeline {
+    /// 8 requests: with `concurrency = 8` connections, the bench's Varnish purged 1.6 to 2
+    /// times as fast as wrk with 16 connections, one request on each (docs/performance.md).
+    fn default() -> Self {
+        Self(8)
+    }
+}
+
+impl FromStr for Pipeline {
+    type Err = InvalidValue;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let requests = s
+            .trim()
+            .parse()
+            .map_err(|_| InvalidValue::new(format!("`{s}` is not a number of requests")))?;
+        Self::new(requests)
+    }
+}
+
+impl fmt::Display for Pipeline {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl serde::Serialize for Pipeline {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(self.0 as u64)
+    }
+}
+
+impl<'de> Deserialize<'de> for Pipeline {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Self::new(usize::deserialize(d)?).map_err(serde::de::Error::custom)
+    }
+}
+
 /// An optional integer of at least 1.
 pub(crate) fn optional_at_least_one<'de, D: Deserializer<'de>>(
     d: D,

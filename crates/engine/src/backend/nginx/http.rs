@@ -5,19 +5,16 @@
 //! [`http_client::status_error`]; no response at all, by [`cache_client::transport_error`].
 //!
 //! Requests to one server run at most `concurrency` at a time over one keep-alive pool
-//! ([`CacheClient`]: hyper for `http://` servers, reqwest for `https://`);
-//! servers are purged in parallel. Once a server cannot be reached (connection failed or
+//! ([`CacheClient`]: our pipelining HTTP/1 client for `http://` servers, reqwest for
+//! `https://`); servers are purged in parallel. Once a server cannot be reached (connection failed or
 //! timed out), the URLs of the batch not yet sent to it fail at once with the same error,
 //! rather than each waiting for its own timeout: the whole batch is retried later anyway.
 
-use std::sync::OnceLock;
-
-use futures::StreamExt;
 use http::header::{HOST, HeaderMap, HeaderValue};
 use http::{Method, StatusCode};
 
 use super::settings::NginxSettings;
-use crate::backend::cache_client::{self, CacheClient, SendError};
+use crate::backend::cache_client::{self, CacheClient, Request, SendError};
 use crate::backend::{Cause, PurgeError, SetupError, http_client};
 use crate::target::{PurgeUrl, Target};
 
@@ -39,12 +36,6 @@ pub(crate) struct HttpPurger {
     prefix: String,
     host_header: Option<HeaderValue>,
     concurrency: usize,
-}
-
-/// How one request went.
-enum Sent {
-    Purged,
-    NotCached(StatusCode),
 }
 
 impl HttpPurger {
@@ -69,7 +60,7 @@ impl HttpPurger {
         };
         let concurrency = settings.concurrency.get();
         Ok(Self {
-            client: CacheClient::new(settings.timeout, concurrency, tls)?,
+            client: CacheClient::new(settings.timeout, concurrency, settings.pipeline.get(), tls)?,
             method: http_client::method(settings.method.as_str())?,
             servers,
             prefix: settings
@@ -111,61 +102,52 @@ impl HttpPurger {
         failures
     }
 
-    /// Sends the URLs to one server, `concurrency` at a time.
+    /// Sends the URLs to one server, `concurrency` in flight (pipelined, see
+    /// [`CacheClient::send_all`]).
     async fn purge_on(&self, server: &Server, urls: &[(&Target, &PurgeUrl)]) -> Vec<PurgeError> {
-        let unreachable: OnceLock<PurgeError> = OnceLock::new();
-        let unreachable = &unreachable;
-        // Indices rather than `(usize, &PurgeUrl)` items: a closure taking a borrowed
-        // argument trips the compiler's `Send` check of the async-trait future.
-        futures::stream::iter(0..urls.len())
-            .map(move |k| async move {
-                let &(target, url) = urls.get(k)?;
-                if let Some(e) = unreachable.get() {
-                    return Some(e.clone().only(vec![target.clone()]));
+        let mut failures = Vec::new();
+        let mut requests = Vec::with_capacity(urls.len());
+        let mut sent = Vec::with_capacity(urls.len());
+        for &(target, url) in urls {
+            match self.request(server, url) {
+                Ok(request) => {
+                    requests.push(request);
+                    sent.push((target, url));
                 }
-                match self.send(server, url).await {
-                    Ok(Sent::Purged) => {
-                        tracing::debug!(
-                            target: "cache_purge_hooks",
-                            server = %server.label,
-                            %url,
-                            "purged"
-                        );
-                        None
-                    }
-                    Ok(Sent::NotCached(status)) => {
-                        tracing::debug!(
-                            target: "cache_purge_hooks",
-                            server = %server.label,
-                            %url,
-                            status = status.as_u16(),
-                            "not cached"
-                        );
-                        None
-                    }
-                    Err((error, cannot_reach)) => {
-                        tracing::debug!(
-                            target: "cache_purge_hooks",
-                            server = %server.label,
-                            %url,
-                            %error,
-                            "purge request failed"
-                        );
-                        if cannot_reach {
-                            let _ = unreachable.set(error.clone());
-                        }
-                        Some(error.only(vec![target.clone()]))
-                    }
+                Err(error) => failures.push(error.only(vec![target.clone()])),
+            }
+        }
+        let results = self.client.send_all(requests, self.concurrency).await;
+        for ((target, url), result) in sent.into_iter().zip(results) {
+            let error = match result {
+                Ok(response) if purged(response.status) => {
+                    tracing::debug!(
+                        target: "cache_purge_hooks",
+                        server = %server.label,
+                        %url,
+                        status = response.status.as_u16(),
+                        "{}",
+                        if response.status.is_success() { "purged" } else { "not cached" }
+                    );
+                    continue;
                 }
-            })
-            .buffer_unordered(self.concurrency)
-            .filter_map(futures::future::ready)
-            .collect()
-            .await
+                Ok(response) => cache_client::response_error(&server.label, &response),
+                Err(e) => cache_client::transport_error(&server.label, e),
+            };
+            tracing::debug!(
+                target: "cache_purge_hooks",
+                server = %server.label,
+                %url,
+                %error,
+                "purge request failed"
+            );
+            failures.push(error.only(vec![target.clone()]));
+        }
+        failures
     }
 
-    /// One request. The error says whether the server could not be reached at all.
-    async fn send(&self, server: &Server, url: &PurgeUrl) -> Result<Sent, (PurgeError, bool)> {
+    /// The request of one URL, or why it cannot be made.
+    fn request(&self, server: &Server, url: &PurgeUrl) -> Result<Request, PurgeError> {
         let prefixed;
         let path_and_query = if self.prefix.is_empty() {
             url.path_and_query()
@@ -173,59 +155,42 @@ impl HttpPurger {
             prefixed = format!("{}{}", self.prefix, url.path_and_query());
             &prefixed
         };
-        let lost = |e: SendError| {
-            let error = cache_client::transport_error(&server.label, e);
-            let cannot_reach = matches!(error.cause(), Cause::Unreachable | Cause::Timeout);
-            (error, cannot_reach)
-        };
         let target = server
             .base
             .request_target(path_and_query)
             .map_err(|e| match e {
-                SendError::Url { text, error } => {
-                    let error = PurgeError::new(
-                        Cause::Misconfigured,
-                        format!("cannot make a request URL of {text}: {error}"),
-                    )
-                    .on_server(&server.label);
-                    (error, false)
-                }
-                other => lost(other),
+                SendError::Url { text, error } => PurgeError::new(
+                    Cause::Misconfigured,
+                    format!("cannot make a request URL of {text}: {error}"),
+                )
+                .on_server(&server.label),
+                other => cache_client::transport_error(&server.label, other),
             })?;
         let mut headers = HeaderMap::new();
         if let Some(host) = url.host() {
             // An absolute URL is purged under its own host.
             let host = HeaderValue::from_str(host).map_err(|_| {
-                let error = PurgeError::new(
+                PurgeError::new(
                     Cause::Misconfigured,
                     format!("`{host}` is not a valid Host header"),
                 )
-                .on_server(&server.label);
-                (error, false)
+                .on_server(&server.label)
             })?;
             headers.insert(HOST, host);
         } else if let Some(host) = &self.host_header {
             headers.insert(HOST, host.clone());
         }
-        let response = self
-            .client
-            .send(self.method.clone(), target, headers)
-            .await
-            .map_err(lost)?;
-        let status = response.status;
-        if status.is_success()
-            || status == StatusCode::NOT_FOUND
-            || status == StatusCode::PRECONDITION_FAILED
-        {
-            return Ok(if status.is_success() {
-                Sent::Purged
-            } else {
-                Sent::NotCached(status)
-            });
-        }
-        Err((
-            cache_client::response_error(&server.label, &response),
-            false,
-        ))
+        Ok(Request {
+            method: self.method.clone(),
+            target,
+            headers,
+        })
     }
+}
+
+/// `200` (purged), or `404` (ngx_cache_purge 2.3) and `412` (the 2.5 fork): not cached.
+fn purged(status: StatusCode) -> bool {
+    status.is_success()
+        || status == StatusCode::NOT_FOUND
+        || status == StatusCode::PRECONDITION_FAILED
 }

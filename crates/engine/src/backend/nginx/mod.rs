@@ -2,8 +2,9 @@
 //!
 //! # `mode = "http"` (default): ngx_cache_purge
 //!
-//! One request per URL to every configured nginx (`servers`, default `localhost:80`), at most
-//! `concurrency` in flight per server, over one keep-alive connection pool. `200` means
+//! One request per URL to every configured nginx (`servers`, default `localhost:80`), over
+//! `concurrency` keep-alive connections per server, each written up to `pipeline` requests at
+//! once (HTTP/1.1 pipelining). `200` means
 //! purged; `404` (ngx_cache_purge 2.3, Debian's `libnginx-mod-http-cache-purge`) and `412`
 //! (the 2.5 fork) mean the URL was not cached, which counts as success. Other statuses fail:
 //! `429` as rate limited (honouring `Retry-After`), `5xx` and `408` as transient, the rest
@@ -36,7 +37,8 @@
 //! servers = ["127.0.0.1:80", "10.0.0.2:80"]
 //! purge_prefix = "/purge"
 //! host_header = "www.example.com"   # optional
-//! concurrency = 8                    # requests in flight per server
+//! concurrency = 8                    # keep-alive connections per server
+//! pipeline = 8                       # requests written at once on each
 //! timeout = "5s"
 //! ```
 //!

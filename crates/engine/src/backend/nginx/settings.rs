@@ -28,7 +28,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::settings::types::{
-    self, FieldError, HostName, HttpMethod, InvalidValue, ServerAddr, named_enum, string_serde,
+    self, FieldError, HostName, HttpMethod, InvalidValue, Pipeline, ServerAddr, named_enum,
+    string_serde,
 };
 
 /// How the nginx backend purges.
@@ -395,9 +396,14 @@ pub struct NginxSettings {
     /// Timeout of one request, default `5s`.
     #[serde(with = "types::timeout")]
     pub timeout: Duration,
-    /// Requests in flight at once per backend, default 8.
+    /// In `http` mode: keep-alive connections per server in use at once, default 8.
     #[serde(deserialize_with = "types::at_least_one")]
     pub concurrency: NonZeroUsize,
+    /// In `http` mode, to a plain `http://` server: requests written at once on one
+    /// connection (HTTP/1.1 pipelining; an nginx worker answers them in order), 1 to 64,
+    /// default 8; 1 sends one at a time. Up to `concurrency × pipeline` requests are in
+    /// flight.
+    pub pipeline: Pipeline,
     /// The `proxy_cache_path` directory, required by `files` and `wipe`.
     pub cache_dir: Option<CacheDir>,
     /// The `levels=` of `proxy_cache_path`, default `1:2`.
@@ -432,6 +438,7 @@ impl Default for NginxSettings {
             method: HttpMethod::from_static("PURGE"),
             timeout: Duration::from_secs(5),
             concurrency: DEFAULT_CONCURRENCY,
+            pipeline: Pipeline::default(),
             cache_dir: None,
             levels: Levels::default(),
             key_template: None,

@@ -1,5 +1,5 @@
 //! `mode = "http"`: `PURGE <path>` per URL, or `BAN /` per ban with the regex in a header,
-//! over one keep-alive client ([`CacheClient`]: hyper for `http://` servers, reqwest for
+//! over one keep-alive client ([`CacheClient`]: pipelined HTTP/1 for `http://` servers, reqwest for
 //! `https://`).
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,7 +11,7 @@ use http::{Method, StatusCode};
 use super::ban::{BanBuilder, host_regex};
 use super::settings::{VarnishHttpMethod, VarnishSettings};
 use super::{Ban, Tag};
-use crate::backend::cache_client::{self, CacheClient, RequestTarget, Response};
+use crate::backend::cache_client::{self, CacheClient, Request, Response};
 use crate::backend::http_client::ServerUrl;
 use crate::backend::{Cause, PurgeError, SetupError, http_client};
 use crate::settings::types::ServerAddr;
@@ -42,13 +42,6 @@ pub(super) struct HttpTransport {
     soft_purge: bool,
     concurrency: usize,
     site_domain: Option<String>,
-}
-
-/// One request, ready to send: its method, where it goes, its headers.
-struct Request {
-    method: Method,
-    target: RequestTarget,
-    headers: HeaderMap,
 }
 
 /// The name of `xkey-soft: 1`, the soft purge of the shipped xkey VCL.
@@ -89,7 +82,7 @@ impl HttpTransport {
         let tls = servers.iter().any(|(_, base)| !base.is_plain());
         let concurrency = settings.concurrency.get();
         Ok(Self {
-            client: CacheClient::new(settings.timeout, concurrency, tls)?,
+            client: CacheClient::new(settings.timeout, concurrency, settings.pipeline.get(), tls)?,
             servers,
             ban: settings.http_method == VarnishHttpMethod::Ban,
             refresh: settings.http_method == VarnishHttpMethod::Refresh,
@@ -424,8 +417,9 @@ impl HttpTransport {
 
     /// Sends every server its requests (`jobs` of its name and base URL: the targets each
     /// request purges, and the request), all servers at once and `concurrency` requests in
-    /// flight per server. A response `accepted` says is success; any other, or no response,
-    /// fails the request's targets on that server.
+    /// flight per server (pipelined, see [`CacheClient::send_all`]). A response `accepted`
+    /// says is success; any other, or no response, fails the request's targets on that
+    /// server.
     async fn send_per_server(
         &self,
         jobs: impl Fn(&str, &ServerUrl) -> Vec<(Vec<Target>, Result<Request, PurgeError>)>,
@@ -433,22 +427,29 @@ impl HttpTransport {
     ) -> Vec<PurgeError> {
         let accepted = &accepted;
         let per_server = self.servers.iter().map(|(server, base)| {
-            // Owned jobs: the stream's closures then borrow nothing from the batch.
-            let jobs = jobs(server, base);
+            let mut failures = Vec::new();
+            let mut requests = Vec::new();
+            let mut purged = Vec::new();
+            for (targets, request) in jobs(server, base) {
+                match request {
+                    Ok(request) => {
+                        requests.push(request);
+                        purged.push(targets);
+                    }
+                    Err(error) => failures.push(error.only(targets)),
+                }
+            }
             async move {
-                futures::stream::iter(jobs)
-                    .map(|(targets, request)| async move {
-                        let result = match self.send(server, request).await {
-                            Err(e) => Err(e),
-                            Ok(r) if accepted(server, &targets, &r) => Ok(()),
-                            Ok(r) => Err(cache_client::response_error(server, &r)),
-                        };
-                        result.err().map(|error| error.only(targets))
-                    })
-                    .buffer_unordered(self.concurrency)
-                    .filter_map(std::future::ready)
-                    .collect::<Vec<_>>()
-                    .await
+                let results = self.client.send_all(requests, self.concurrency).await;
+                for (targets, result) in purged.into_iter().zip(results) {
+                    let error = match result {
+                        Err(e) => cache_client::transport_error(server, e),
+                        Ok(r) if accepted(server, &targets, &r) => continue,
+                        Ok(r) => cache_client::response_error(server, &r),
+                    };
+                    failures.push(error.only(targets));
+                }
+                failures
             }
         });
         futures::future::join_all(per_server)

@@ -5,7 +5,7 @@
 //! |---|---|---|
 //! | `cli` (default) | one persistent, authenticated admin connection per server; one ban per batch (an anchored alternation) | URLs, prefixes, everything |
 //! | `varnishadm` | forks the configured binary (argv, no shell) once per ban | URLs, prefixes, everything |
-//! | `http`, `http_method = "purge"` | `PURGE <path>` per URL over keep-alive connections | URLs |
+//! | `http`, `http_method = "purge"` | `PURGE <path>` per URL over keep-alive connections, pipelined (`concurrency` connections, `pipeline` requests written at once on each) | URLs |
 //! | `http`, `http_method = "ban"` | `BAN /` per ban with the regex in a header | URLs, prefixes, everything |
 //! | `http`, `http_method = "refresh"` | a refresh `GET <path>` per URL: the VCL purges every variant and fetches the page anew (`req.hash_always_miss`) | URLs |
 //!

@@ -13,7 +13,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::settings::types::{
-    self, FieldError, HeaderName, HostName, InvalidValue, ServerAddr, named_enum,
+    self, FieldError, HeaderName, HostName, InvalidValue, Pipeline, ServerAddr, named_enum,
 };
 
 /// How the Varnish backend talks to Varnish.
@@ -185,9 +185,14 @@ pub struct VarnishSettings {
     /// Timeout of one request or command, default `5s`.
     #[serde(with = "types::timeout")]
     pub timeout: Duration,
-    /// In `http` mode: `PURGE` requests in flight at once per server, default 8.
+    /// In `http` mode: keep-alive connections per server in use at once, default 8 (a
+    /// refresh: requests in flight, each one origin fetch).
     #[serde(deserialize_with = "types::at_least_one")]
     pub concurrency: NonZeroUsize,
+    /// In `http` mode, to a plain `http://` server: requests written at once on one
+    /// connection (HTTP/1.1 pipelining; Varnish answers them in order), 1 to 64, default 8;
+    /// 1 sends one at a time. Up to `concurrency × pipeline` requests are in flight.
+    pub pipeline: Pipeline,
     /// How tags are purged: `none` (default: tag targets are reported unsupported), `ban`
     /// or `xkey`.
     pub tags: VarnishTags,
@@ -227,6 +232,7 @@ impl Default for VarnishSettings {
             max_ban_length: MaxBanLength::default(),
             timeout: Duration::from_secs(5),
             concurrency: DEFAULT_CONCURRENCY,
+            pipeline: Pipeline::default(),
             tags: VarnishTags::default(),
             tag_header: HeaderName::from_static("xkey"),
             ban_tags_header: HeaderName::from_static("X-Ban-Tags"),
