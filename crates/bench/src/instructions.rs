@@ -209,16 +209,38 @@ pub(crate) async fn run(config: &Config, wall: Option<&Table>) -> Result<Table> 
     };
     let dir = std::env::temp_dir().join(format!("cph-bench-callgrind-{}", std::process::id()));
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let repeats = config.callgrind_repeats.max(1);
     let mut per_save = Vec::new();
+    let mut spreads = Vec::new();
     for (id, _) in VARIANTS {
-        progress!("callgrind: {id}, {k1} and {k2} saves");
+        progress!("callgrind: {id}, {k1} and {k2} saves, {repeats} time(s) each");
         let (v, d) = (valgrind.clone(), dir.clone());
-        let (a, b) = tokio::task::spawn_blocking(move || -> Result<(u64, u64)> {
-            Ok((measure(&v, &d, id, k1)?, measure(&v, &d, id, k2)?))
+        let (a, b) = tokio::task::spawn_blocking(move || -> Result<(Vec<u64>, Vec<u64>)> {
+            let mut a = Vec::new();
+            let mut b = Vec::new();
+            for _ in 0..repeats {
+                a.push(measure(&v, &d, id, k1)?);
+                b.push(measure(&v, &d, id, k2)?);
+            }
+            Ok((a, b))
         })
         .await
         .context("the callgrind runs")??;
-        per_save.push((b.saturating_sub(a)) as f64 / (k2 - k1) as f64);
+        let per = |a: u64, b: u64| b.saturating_sub(a) as f64 / (k2 - k1) as f64;
+        let fewest = |runs: &[u64]| runs.iter().copied().min().unwrap_or(0);
+        let most = |runs: &[u64]| runs.iter().copied().max().unwrap_or(0);
+        per_save.push(per(fewest(&a), fewest(&b)));
+        spreads.push(format!(
+            "{id} {}–{}",
+            grouped(per(most(&a), fewest(&b)) as u64),
+            grouped(per(fewest(&a), most(&b)) as u64)
+        ));
+    }
+    if repeats > 1 {
+        table.notes.push(format!(
+            "each count run {repeats} times and its fewest instructions taken (what varies is how often a thread parks and is woken again, which only adds); Ir per save from any pairing of the runs: {}",
+            spreads.join("; ")
+        ));
     }
     let _ = std::fs::remove_dir_all(&dir);
     for ((id, what), ir) in VARIANTS.iter().zip(&per_save) {

@@ -218,6 +218,9 @@ pub(crate) struct Config {
     pub callgrind_saves: (usize, usize),
     /// Purges of the two callgrind runs per backend, scenario 4d: (fewer, more).
     pub callgrind_purges: (usize, usize),
+    /// How often each callgrind run of scenario 4c is repeated (its fewest instructions
+    /// taken).
+    pub callgrind_repeats: usize,
     /// Saves, scenario 9.
     pub latency_saves: usize,
     /// Saves per second, scenario 9.
@@ -252,6 +255,7 @@ impl Args {
                 (base, base + self.callgrind_saves.unwrap_or(more))
             },
             callgrind_purges: if self.quick { (20, 120) } else { (100, 1_100) },
+            callgrind_repeats: if self.quick { 1 } else { 3 },
             latency_saves: pick(self.latency_saves, 5_000, 300),
             latency_rate: self.latency_rate,
             outbox_rows: pick(self.outbox_rows, 50_000, 1_000),
@@ -624,6 +628,7 @@ async fn run(args: &Args) -> Result<bool> {
                 "queued_urls": config.queued_urls,
                 "callgrind_saves": [config.callgrind_saves.0, config.callgrind_saves.1],
                 "callgrind_purges": [config.callgrind_purges.0, config.callgrind_purges.1],
+                "callgrind_repeats": config.callgrind_repeats,
                 "latency_saves": config.latency_saves,
                 "latency_rate": config.latency_rate,
                 "outbox_rows": config.outbox_rows,

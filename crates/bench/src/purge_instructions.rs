@@ -8,7 +8,9 @@
 //! server=ADDR`) under `valgrind --tool=callgrind`: a current-thread tokio runtime, a
 //! `Purger` (immediate delivery) with the backend on the stub, 20 purges to warm up (the
 //! connections opened), then `K` purges of distinct URLs (`try_purge` each, then `flush`).
-//! `(Ir(K2) - Ir(K1)) / (K2 - K1)` is one purge's instructions, start-up cancelled out.
+//! `(Ir(K2) - Ir(K1)) / (K2 - K1)` is one purge's instructions, start-up cancelled out. Both
+//! runs format the same `K2` URL texts (the bench's own work, not a purge's) and purge the
+//! first `K` of them, so that formatting cancels out too.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -42,6 +44,7 @@ const BACKENDS: [(&str, &str); 2] = [
 /// The child: `count` purges through `backend` against `server`, after a warm-up.
 pub(crate) fn child(spec: &Spec) -> Result<Value> {
     let count = spec.number("count")?;
+    let formatted = spec.number("formatted")?.max(count);
     let backend = spec.text("backend")?.to_owned();
     let server: cache_purge_hooks::settings::ServerAddr = spec
         .text("server")?
@@ -78,16 +81,17 @@ pub(crate) fn child(spec: &Spec) -> Result<Value> {
             other => return Err(format!("--child purges: unknown backend `{other}`").into()),
         };
         let purger = builder.build().context("building the Purger")?;
-        let purges = |prefix: &str, n: usize| -> Result<()> {
-            let urls = crate::web::paths(prefix, n);
-            for t in crate::targets(&urls)? {
+        let purges = |urls: &[String]| -> Result<()> {
+            for t in crate::targets(urls)? {
                 purger.try_purge([t]);
             }
             Ok(())
         };
-        purges("/ir/warm", 20)?;
+        let warm = crate::web::paths("/ir/warm", 20);
+        let timed = crate::web::paths("/ir/timed/a-typical-slug", formatted);
+        purges(&warm)?;
         purger.flush().await;
-        purges("/ir/timed/a-typical-slug", count)?;
+        purges(&timed[..count])?;
         purger.flush().await;
         let (purged, failed) = purger
             .stats()
@@ -174,13 +178,14 @@ fn serve(conn: TcpStream) {
     }
 }
 
-/// Instructions of a child running `count` purges through `backend` under callgrind.
+/// Instructions of a child running `count` purges through `backend` under callgrind, having
+/// formatted `formatted` URLs.
 fn measure(
     valgrind: &Path,
     dir: &Path,
     server: SocketAddr,
     backend: &str,
-    count: usize,
+    (count, formatted): (usize, usize),
 ) -> Result<u64> {
     let out = dir.join(format!("callgrind.{backend}.{count}.out"));
     let wrapper = crate::instructions::callgrind(valgrind, &out);
@@ -189,6 +194,7 @@ fn measure(
         &[
             ("backend", backend.to_owned()),
             ("count", count.to_string()),
+            ("formatted", formatted.to_string()),
             ("server", server.to_string()),
         ],
     );
@@ -224,8 +230,8 @@ pub(crate) async fn run(config: &Config) -> Result<Table> {
         let (v, d) = (valgrind.clone(), dir.clone());
         let (a, b) = tokio::task::spawn_blocking(move || -> Result<(u64, u64)> {
             Ok((
-                measure(&v, &d, server, id, k1)?,
-                measure(&v, &d, server, id, k2)?,
+                measure(&v, &d, server, id, (k1, k2))?,
+                measure(&v, &d, server, id, (k2, k2))?,
             ))
         })
         .await

@@ -161,8 +161,8 @@ impl HttpTransport {
     }
 
     /// `PURGE /` requests carrying the tags in `xkey_header`, joined by spaces into values of
-    /// at most [`XKEY_HEADER_BYTES`] (and `xkey-soft: 1` for a soft purge), `concurrency` in
-    /// flight per server. The shipped VCL answers 200 with the number of objects purged in
+    /// at most [`XKEY_HEADER_BYTES`] (and `xkey-soft: 1` for a soft purge), sent as
+    /// [`send_per_server`](Self::send_per_server) sends. The shipped VCL answers 200 with the number of objects purged in
     /// `X-Purged`, logged per request at DEBUG (per tag when a request carries one).
     async fn purge_tags(&self, tags: &[&Tag]) -> Vec<PurgeError> {
         if tags.is_empty() {
@@ -210,8 +210,8 @@ impl HttpTransport {
         .await
     }
 
-    /// One `PURGE` (or refresh, with `http_method = "refresh"`) per URL and server,
-    /// `concurrency` at a time per server.
+    /// One `PURGE` per URL and server, sent as [`send_per_server`](Self::send_per_server)
+    /// sends (or a refresh, with `http_method = "refresh"`, `concurrency` at a time).
     async fn purge_urls(&self, batch: &[Target]) -> Vec<PurgeError> {
         if self.refresh {
             return self.refresh_urls(batch).await;
@@ -416,8 +416,8 @@ impl HttpTransport {
     }
 
     /// Sends every server its requests (`jobs` of its name and base URL: the targets each
-    /// request purges, and the request), all servers at once and `concurrency` requests in
-    /// flight per server (pipelined, see [`CacheClient::send_all`]). A response `accepted`
+    /// request purges, and the request), all servers at once, over `concurrency` connections
+    /// per server and `pipeline` requests on each (see [`CacheClient::send_all`]). A response `accepted`
     /// says is success; any other, or no response, fails the request's targets on that
     /// server.
     async fn send_per_server(
