@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use cache_purge_hooks_engine::backend::{Backend, Cause, NginxBackend};
-use cache_purge_hooks_engine::settings::{CacheDir, NginxMode, NginxSettings};
+use cache_purge_hooks_engine::settings::{CacheDir, NginxMode, NginxSettings, Pipeline};
 use cache_purge_hooks_engine::{Delivery, Purger, Target, TargetKind};
 use cache_purge_hooks_testing::{
     Nginx, NginxConfig, Origin, PurgeLocation, SilentServer, StatusServer, assert_cached,
@@ -74,6 +74,37 @@ async fn purges_exactly_and_keeps_neighbours(settings: impl Fn(&Nginx) -> NginxS
 #[tokio::test(flavor = "multi_thread")]
 async fn http_mode_separate_location() {
     purges_exactly_and_keeps_neighbours(http_settings).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_large_batch_goes_pipelined_and_purges_every_url_and_no_neighbour() {
+    let (origin, nginx) = start().await;
+    let paths: Vec<String> = (0..200).map(|i| format!("/piped/{i}?page={i}")).collect();
+    let neighbours: Vec<String> = (0..200)
+        .step_by(10)
+        .map(|i| format!("/piped/{i}-keep"))
+        .collect();
+    let all: Vec<&str> = paths
+        .iter()
+        .chain(&neighbours)
+        .map(String::as_str)
+        .collect();
+    warm(&nginx, &all).await;
+    // Two connections, eight requests written at once on each; then one at a time.
+    for pipeline in [8, 1] {
+        let mut settings = http_settings(&nginx);
+        settings.concurrency = std::num::NonZeroUsize::new(2).unwrap();
+        settings.pipeline = Pipeline::new(pipeline).unwrap();
+        let backend = NginxBackend::new(&settings).unwrap();
+        let batch: Vec<Target> = paths.iter().map(|p| Target::url(p).unwrap()).collect();
+        backend.purge(&batch).await.unwrap();
+        for path in &paths {
+            assert_purged(&nginx, &origin, path).await;
+        }
+        for path in &neighbours {
+            assert_cached(&nginx, path).await;
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use cache_purge_hooks_engine::backend::varnish::{AdminClient, CliError, VarnishBackend};
 use cache_purge_hooks_engine::backend::{Backend, Cause};
 use cache_purge_hooks_engine::settings::{
-    BanStyle, VarnishHttpMethod, VarnishMode, VarnishSettings,
+    BanStyle, Pipeline, VarnishHttpMethod, VarnishMode, VarnishSettings,
 };
 use cache_purge_hooks_engine::{Delivery, Purger, Target, TargetKind};
 use cache_purge_hooks_testing::{
@@ -106,6 +106,39 @@ async fn http_purge_mode_purges_each_url() {
     let (varnish, _origin) =
         purges_exactly_and_keeps_neighbours(|v| http_settings(v, VarnishHttpMethod::Purge)).await;
     assert_eq!(varnish.ban_list().unwrap(), Vec::<String>::new());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_large_batch_goes_pipelined_and_purges_every_url_and_no_neighbour() {
+    let origin = Origin::start().unwrap();
+    let varnish = Varnish::start(&origin).await.unwrap();
+    let paths: Vec<String> = (0..300).map(|i| format!("/piped/{i}?page={i}")).collect();
+    let neighbours: Vec<String> = (0..300)
+        .step_by(15)
+        .map(|i| format!("/piped/{i}-keep"))
+        .collect();
+    let all: Vec<&str> = paths
+        .iter()
+        .chain(&neighbours)
+        .map(String::as_str)
+        .collect();
+    warm(&varnish, &all).await;
+    // Three connections, eight requests written at once on each: 300 purges in 38 bursts,
+    // every answer matched to its request.
+    for pipeline in [8, 1] {
+        let mut settings = http_settings(&varnish, VarnishHttpMethod::Purge);
+        settings.concurrency = std::num::NonZeroUsize::new(3).unwrap();
+        settings.pipeline = Pipeline::new(pipeline).unwrap();
+        let backend = VarnishBackend::new(&settings).unwrap();
+        let batch: Vec<Target> = paths.iter().map(|p| Target::url(p).unwrap()).collect();
+        backend.purge(&batch).await.unwrap();
+        for path in &paths {
+            assert_purged(&varnish, &origin, path).await;
+        }
+        for path in &neighbours {
+            assert_cached(&varnish, path).await;
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
