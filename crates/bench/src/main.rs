@@ -137,12 +137,12 @@ struct Args {
     /// SeaORM inserts per round and variant in scenario 4b [default: 10000; --quick: 300].
     #[arg(long, value_name = "N")]
     inserts: Option<usize>,
-    /// Requests in flight of our nginx backend in scenario 2 (its `concurrency` setting)
+    /// Keep-alive connections of our nginx backend in scenario 2 (its `concurrency` setting)
     /// [default: the backend's default, 8].
     #[arg(long, value_name = "N")]
     nginx_concurrency: Option<usize>,
-    /// Requests in flight of our Varnish backend in scenario 1b (its `concurrency` setting)
-    /// [default: the backend's default, 8].
+    /// Keep-alive connections of our Varnish backend in scenario 1b (its `concurrency`
+    /// setting) [default: the backend's default, 8].
     #[arg(long, value_name = "N")]
     varnish_concurrency: Option<usize>,
     /// Do not `sync` after warming nginx: purge cache files still in the page cache (never

@@ -7,8 +7,8 @@
 //!
 //! - ours, `tags = "ban"`: a `Purger` with the `VarnishBackend` in `cli` mode; a batch of
 //!   tags is one whole-token alternation ban on `obj.http.xkey`;
-//! - ours, `tags = "xkey"`: `mode = "http"`, one `PURGE /` per tag (`xkey-purge: TAG`),
-//!   `concurrency` in flight;
+//! - ours, `tags = "xkey"`: `mode = "http"`, `PURGE /` requests with the tags in
+//!   `xkey-purge` values, over `concurrency` connections `pipeline` deep;
 //! - FOSHttpCache's way (its Varnish proxy client with xkey): the tags joined by spaces in
 //!   `xkey-purge` headers of at most 4,096 bytes, one `PURGE` each, in sequence over one
 //!   keep-alive connection;
@@ -170,6 +170,7 @@ pub(crate) async fn run(config: &Config, origin: &Origin, varnish: &Varnish) -> 
     ];
     settings.tags = VarnishTags::Xkey;
     let concurrency = settings.concurrency;
+    let pipeline = settings.pipeline;
     let backend = VarnishBackend::new(&settings).context("VarnishBackend::new (xkey)")?;
     let clock = CpuClock::start(Some(varnish.pid()));
     let (seconds, stats) = crate::through_purger_targets(backend, tag_targets(&xkey.tags)?).await?;
@@ -178,7 +179,7 @@ pub(crate) async fn run(config: &Config, origin: &Origin, varnish: &Varnish) -> 
         Row::measured(
             "ours-tag-xkey",
             format!(
-                "Purger + VarnishBackend `http`, tags = \"xkey\" (tags batched in xkey-purge values of ≤ 4,096 bytes, {concurrency} PURGEs in flight)"
+                "Purger + VarnishBackend `http`, tags = \"xkey\" (tags batched in xkey-purge values of ≤ 4,096 bytes, {concurrency} connections, pipeline {pipeline})"
             ),
             n as u64,
             seconds,
@@ -323,6 +324,7 @@ pub(crate) async fn run_nginx(config: &Config, origin: &Origin, nginx: &Nginx) -
     settings.purge_prefix = Some("/purge".parse().context("the purge prefix")?);
     settings.timeout = Duration::from_secs(5);
     let concurrency = settings.concurrency;
+    let pipeline = settings.pipeline;
     let mut indexed = settings.clone();
     indexed.tags = NginxTags::Index;
 
@@ -425,7 +427,7 @@ pub(crate) async fn run_nginx(config: &Config, origin: &Origin, nginx: &Nginx) -
             Row::measured(
                 purge_id,
                 format!(
-                    "Purger + NginxBackend `http`, tags = \"index\", {what}: a lookup per batch of tags, then one PURGE per URL ({concurrency} in flight), then forget"
+                    "Purger + NginxBackend `http`, tags = \"index\", {what}: a lookup per batch of tags, then one PURGE per URL ({concurrency} connections, pipeline {pipeline}), then forget"
                 ),
                 n as u64,
                 seconds,
