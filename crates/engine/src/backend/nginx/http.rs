@@ -102,8 +102,8 @@ impl HttpPurger {
         failures
     }
 
-    /// Sends the URLs to one server, `concurrency` in flight (pipelined, see
-    /// [`CacheClient::send_all`]).
+    /// Sends the URLs to one server over `concurrency` connections, `pipeline` requests
+    /// written at once on each (see [`CacheClient::send_all`]).
     async fn purge_on(&self, server: &Server, urls: &[(&Target, &PurgeUrl)]) -> Vec<PurgeError> {
         let mut failures = Vec::new();
         let mut requests = Vec::with_capacity(urls.len());

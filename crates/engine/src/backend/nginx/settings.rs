@@ -424,7 +424,7 @@ pub struct NginxSettings {
     pub tags: NginxTags,
 }
 
-/// 8 requests in flight per server (checked at compile time).
+/// 8 keep-alive connections per server (checked at compile time).
 const DEFAULT_CONCURRENCY: NonZeroUsize = NonZeroUsize::new(8).unwrap();
 
 impl Default for NginxSettings {

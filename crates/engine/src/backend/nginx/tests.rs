@@ -285,7 +285,7 @@ async fn an_unreachable_server_fails_fast_without_stopping_the_others() {
 }
 
 #[tokio::test]
-async fn at_most_concurrency_requests_in_flight_per_server() {
+async fn at_most_concurrency_connections_are_served_at_once_per_server() {
     let nginx = FakeNginx::start(|_| (200, ""), Duration::from_millis(20));
     let b = backend(&http_settings(&[&nginx.addr], |s| {
         s.concurrency = NonZeroUsize::new(3).unwrap()

@@ -211,7 +211,7 @@ pub struct VarnishSettings {
     pub soft_purge: bool,
 }
 
-/// 8 requests in flight per server (checked at compile time).
+/// 8 keep-alive connections per server (checked at compile time).
 const DEFAULT_CONCURRENCY: NonZeroUsize = NonZeroUsize::new(8).unwrap();
 
 impl Default for VarnishSettings {
