@@ -8,7 +8,7 @@
 //! - ours, `tags = "ban"`: a `Purger` with the `VarnishBackend` in `cli` mode; a batch of
 //!   tags is one whole-token alternation ban on `obj.http.xkey`;
 //! - ours, `tags = "xkey"`: `mode = "http"`, `PURGE /` requests with the tags in
-//!   `xkey-purge` values, over `concurrency` connections `pipeline` deep;
+//!   `xkey-purge` values, pipelined on one connection (`pipeline` deep);
 //! - FOSHttpCache's way (its Varnish proxy client with xkey): the tags joined by spaces in
 //!   `xkey-purge` headers of at most 4,096 bytes, one `PURGE` each, in sequence over one
 //!   keep-alive connection;
@@ -169,7 +169,6 @@ pub(crate) async fn run(config: &Config, origin: &Origin, varnish: &Varnish) -> 
             .context("varnishd's HTTP address")?,
     ];
     settings.tags = VarnishTags::Xkey;
-    let concurrency = settings.concurrency;
     let pipeline = settings.pipeline;
     let backend = VarnishBackend::new(&settings).context("VarnishBackend::new (xkey)")?;
     let clock = CpuClock::start(Some(varnish.pid()));
@@ -179,7 +178,7 @@ pub(crate) async fn run(config: &Config, origin: &Origin, varnish: &Varnish) -> 
         Row::measured(
             "ours-tag-xkey",
             format!(
-                "Purger + VarnishBackend `http`, tags = \"xkey\" (tags batched in xkey-purge values of ≤ 4,096 bytes, {concurrency} connections, pipeline {pipeline})"
+                "Purger + VarnishBackend `http`, tags = \"xkey\" (tags batched in xkey-purge values of ≤ 4,096 bytes, one connection, pipeline {pipeline})"
             ),
             n as u64,
             seconds,

@@ -161,8 +161,10 @@ impl HttpTransport {
     }
 
     /// `PURGE /` requests carrying the tags in `xkey_header`, joined by spaces into values of
-    /// at most [`XKEY_HEADER_BYTES`] (and `xkey-soft: 1` for a soft purge), sent as
-    /// [`send_per_server`](Self::send_per_server) sends. The shipped VCL answers 200 with the number of objects purged in
+    /// at most [`XKEY_HEADER_BYTES`] (and `xkey-soft: 1` for a soft purge), pipelined on
+    /// **one** connection per server: the xkey vmod holds one lock for the whole of a
+    /// purge (and its object callbacks take it too), so purges in parallel only wait for
+    /// each other. The shipped VCL answers 200 with the number of objects purged in
     /// `X-Purged`, logged per request at DEBUG (per tag when a request carries one).
     async fn purge_tags(&self, tags: &[&Tag]) -> Vec<PurgeError> {
         if tags.is_empty() {
@@ -170,6 +172,7 @@ impl HttpTransport {
         }
         let groups = xkey_groups(tags);
         self.send_per_server(
+            1,
             |server, base| {
                 groups
                     .iter()
@@ -218,6 +221,7 @@ impl HttpTransport {
         }
         let purge = &self.purge_method;
         self.send_per_server(
+            self.concurrency,
             |server, base| {
                 batch
                     .iter()
@@ -416,12 +420,13 @@ impl HttpTransport {
     }
 
     /// Sends every server its requests (`jobs` of its name and base URL: the targets each
-    /// request purges, and the request), all servers at once, over `concurrency` connections
-    /// per server and `pipeline` requests on each (see [`CacheClient::send_all`]). A response `accepted`
-    /// says is success; any other, or no response, fails the request's targets on that
-    /// server.
+    /// request purges, and the request), all servers at once, over up to `connections`
+    /// connections per server and `pipeline` requests on each (see
+    /// [`CacheClient::send_all`]). A response `accepted` says is success; any other, or no
+    /// response, fails the request's targets on that server.
     async fn send_per_server(
         &self,
+        connections: usize,
         jobs: impl Fn(&str, &ServerUrl) -> Vec<(Vec<Target>, Result<Request, PurgeError>)>,
         accepted: impl Fn(&str, &[Target], &Response) -> bool,
     ) -> Vec<PurgeError> {
@@ -440,7 +445,7 @@ impl HttpTransport {
                 }
             }
             async move {
-                let results = self.client.send_all(requests, self.concurrency).await;
+                let results = self.client.send_all(requests, connections).await;
                 for (targets, result) in purged.into_iter().zip(results) {
                     let error = match result {
                         Err(e) => cache_client::transport_error(server, e),
