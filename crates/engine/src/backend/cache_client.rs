@@ -55,6 +55,7 @@ use tokio::net::TcpStream;
 use super::http_client::{self, ServerUrl, plain_path_and_query};
 use super::http1::{self, Conn, ReadError, Then, until};
 use super::{Cause, PurgeError, SetupError};
+use crate::settings::Pipeline;
 
 /// How long an idle pooled connection is used again: reqwest's default.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
@@ -70,7 +71,7 @@ pub(crate) struct CacheClient {
     /// Built only when a server is not plain `http://`.
     tls: Option<reqwest::Client>,
     timeout: Duration,
-    /// Requests written at once on one `http://` connection (1 to [`Pipeline::MAX`](crate::settings::Pipeline::MAX)).
+    /// Requests written at once on one `http://` connection (a valid [`Pipeline`]).
     pipeline: usize,
 }
 
@@ -341,7 +342,7 @@ impl CacheClient {
     pub(crate) fn new(
         timeout: Duration,
         idle_per_host: usize,
-        pipeline: usize,
+        pipeline: Pipeline,
         tls: bool,
     ) -> Result<Self, SetupError> {
         let tls = if tls {
@@ -356,7 +357,7 @@ impl CacheClient {
             },
             tls,
             timeout,
-            pipeline: pipeline.clamp(1, crate::settings::Pipeline::MAX),
+            pipeline: pipeline.get(),
         })
     }
 
@@ -784,7 +785,8 @@ mod tests {
 
         let (addr, server) = capture();
         let base = ServerUrl::new(format!("http://{addr}"));
-        let client = CacheClient::new(Duration::from_secs(5), 1, 1, false).unwrap();
+        let client =
+            CacheClient::new(Duration::from_secs(5), 1, Pipeline::new(1).unwrap(), false).unwrap();
         let target = base.request_target(path_and_query).unwrap();
         let response = client.send(method, target, map).await.unwrap();
         assert_eq!(response.status, StatusCode::OK);
@@ -885,7 +887,13 @@ mod tests {
         let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = closed.local_addr().unwrap();
         drop(closed);
-        let client = CacheClient::new(Duration::from_millis(300), 1, 1, false).unwrap();
+        let client = CacheClient::new(
+            Duration::from_millis(300),
+            1,
+            Pipeline::new(1).unwrap(),
+            false,
+        )
+        .unwrap();
         // The error of a GET of `/` on the server at `addr`.
         let error_of = |addr: std::net::SocketAddr| {
             let client = &client;
@@ -1023,7 +1031,8 @@ mod tests {
     #[tokio::test]
     async fn sequential_requests_share_one_kept_alive_connection() {
         let server = Server::start(|_, _| Answer::Ok);
-        let client = CacheClient::new(Duration::from_secs(5), 4, 8, false).unwrap();
+        let client =
+            CacheClient::new(Duration::from_secs(5), 4, Pipeline::new(8).unwrap(), false).unwrap();
         for _ in 0..5 {
             assert_eq!(server.purge(&client).await, Ok(StatusCode::OK));
         }
@@ -1033,7 +1042,8 @@ mod tests {
     #[tokio::test]
     async fn a_connection_the_server_closed_while_idle_is_not_used_again() {
         let server = Server::start(|_, _| Answer::OkThenClose);
-        let client = CacheClient::new(Duration::from_secs(5), 4, 8, false).unwrap();
+        let client =
+            CacheClient::new(Duration::from_secs(5), 4, Pipeline::new(8).unwrap(), false).unwrap();
         for _ in 0..3 {
             assert_eq!(server.purge(&client).await, Ok(StatusCode::OK));
             // The server's close reaches this end before the next request.
@@ -1045,7 +1055,8 @@ mod tests {
     #[tokio::test]
     async fn a_response_with_connection_close_leaves_its_connection_out_of_the_pool() {
         let server = Server::start(|_, _| Answer::OkConnectionClose);
-        let client = CacheClient::new(Duration::from_secs(5), 4, 8, false).unwrap();
+        let client =
+            CacheClient::new(Duration::from_secs(5), 4, Pipeline::new(8).unwrap(), false).unwrap();
         for _ in 0..3 {
             assert_eq!(server.purge(&client).await, Ok(StatusCode::OK));
         }
@@ -1056,7 +1067,13 @@ mod tests {
     async fn a_timed_out_request_does_not_leave_its_connection_for_the_next() {
         // The first connection never answers; every later one does.
         let server = Server::start(|c, _| if c == 0 { Answer::Silent } else { Answer::Ok });
-        let client = CacheClient::new(Duration::from_millis(300), 4, 8, false).unwrap();
+        let client = CacheClient::new(
+            Duration::from_millis(300),
+            4,
+            Pipeline::new(8).unwrap(),
+            false,
+        )
+        .unwrap();
         assert_eq!(server.purge(&client).await, Err(Cause::Timeout));
         assert_eq!(server.purge(&client).await, Ok(StatusCode::OK));
         assert_eq!(server.purge(&client).await, Ok(StatusCode::OK));
@@ -1066,7 +1083,8 @@ mod tests {
     #[tokio::test]
     async fn concurrent_requests_open_connections_and_keep_at_most_idle_per_host() {
         let server = Server::start(|_, _| Answer::After(100));
-        let client = CacheClient::new(Duration::from_secs(5), 2, 8, false).unwrap();
+        let client =
+            CacheClient::new(Duration::from_secs(5), 2, Pipeline::new(8).unwrap(), false).unwrap();
         let four = || futures::future::join_all((0..4).map(|_| server.purge(&client)));
         assert!(four().await.iter().all(|r| r == &Ok(StatusCode::OK)));
         assert_eq!(server.connections(), 4);
@@ -1145,7 +1163,8 @@ mod tests {
         // The server answers nothing until it has 8 requests: one request per connection at a
         // time would wait out the timeout.
         let (addr, connections) = burst_server(8);
-        let client = CacheClient::new(Duration::from_secs(5), 4, 8, false).unwrap();
+        let client =
+            CacheClient::new(Duration::from_secs(5), 4, Pipeline::new(8).unwrap(), false).unwrap();
         let results = client.send_all(batch(&addr, 24), 1).await;
         let bodies: Vec<String> = results
             .into_iter()
@@ -1167,7 +1186,8 @@ mod tests {
             2 => Answer::OkConnectionClose,
             _ => Answer::Ok,
         });
-        let client = CacheClient::new(Duration::from_secs(5), 4, 8, false).unwrap();
+        let client =
+            CacheClient::new(Duration::from_secs(5), 4, Pipeline::new(8).unwrap(), false).unwrap();
         let results = outcomes(client.send_all(batch(&server.addr, 10), 1).await);
         assert_eq!(results, vec![Ok(200); 10]);
         assert_eq!((server.connections(), server.requests()), (4, 10));
@@ -1180,7 +1200,8 @@ mod tests {
             (0, 2) => Answer::Vanish,
             _ => Answer::Ok,
         });
-        let client = CacheClient::new(Duration::from_secs(5), 4, 8, false).unwrap();
+        let client =
+            CacheClient::new(Duration::from_secs(5), 4, Pipeline::new(8).unwrap(), false).unwrap();
         let results = outcomes(client.send_all(batch(&server.addr, 8), 1).await);
         let mut expected = vec![Ok(200); 8];
         expected[2] = Err(Cause::ConnectionLost);
@@ -1192,7 +1213,13 @@ mod tests {
     #[tokio::test]
     async fn a_server_that_does_not_answer_fails_the_whole_batch_at_once() {
         let server = Server::start(|_, _| Answer::Silent);
-        let client = CacheClient::new(Duration::from_millis(300), 4, 8, false).unwrap();
+        let client = CacheClient::new(
+            Duration::from_millis(300),
+            4,
+            Pipeline::new(8).unwrap(),
+            false,
+        )
+        .unwrap();
         let results = outcomes(client.send_all(batch(&server.addr, 40), 1).await);
         assert_eq!(results, vec![Err(Cause::Timeout); 40]);
         // The first burst timed out; the four after it were not sent.
@@ -1204,7 +1231,8 @@ mod tests {
         // No pause: the close may reach this end before or after the next batch takes the
         // connection from the pool.
         let server = Server::start(|_, _| Answer::OkThenClose);
-        let client = CacheClient::new(Duration::from_secs(5), 4, 8, false).unwrap();
+        let client =
+            CacheClient::new(Duration::from_secs(5), 4, Pipeline::new(8).unwrap(), false).unwrap();
         for _ in 0..20 {
             let results = outcomes(client.send_all(batch(&server.addr, 1), 8).await);
             assert_eq!(results, vec![Ok(200)]);

@@ -60,7 +60,7 @@ impl HttpPurger {
         };
         let concurrency = settings.concurrency.get();
         Ok(Self {
-            client: CacheClient::new(settings.timeout, concurrency, settings.pipeline.get(), tls)?,
+            client: CacheClient::new(settings.timeout, concurrency, settings.pipeline, tls)?,
             method: http_client::method(settings.method.as_str())?,
             servers,
             prefix: settings

@@ -82,7 +82,7 @@ impl HttpTransport {
         let tls = servers.iter().any(|(_, base)| !base.is_plain());
         let concurrency = settings.concurrency.get();
         Ok(Self {
-            client: CacheClient::new(settings.timeout, concurrency, settings.pipeline.get(), tls)?,
+            client: CacheClient::new(settings.timeout, concurrency, settings.pipeline, tls)?,
             servers,
             ban: settings.http_method == VarnishHttpMethod::Ban,
             refresh: settings.http_method == VarnishHttpMethod::Refresh,
