@@ -298,10 +298,20 @@ static PATH_BYTE_AS_IS: [bool; 256] = {
 /// Whether a query (after the `?`, controls and non-ASCII already excluded up to it) needs
 /// no change.
 fn is_query_form(query: &[u8]) -> bool {
-    query
-        .iter()
-        .all(|&b| b > b' ' && b < 0x7f && !b"\"#<>'".contains(&b))
+    query.iter().all(|&b| QUERY_BYTE_AS_IS[usize::from(b)])
 }
+
+/// The bytes [`is_query_form`] passes over: printable ASCII but the space, `"`, `#`, `<`, `>`
+/// and `'` (the special-query percent-encode set).
+static QUERY_BYTE_AS_IS: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = b'!';
+    while b < 0x7f {
+        table[b as usize] = !matches!(b, b'"' | b'#' | b'<' | b'>' | b'\'');
+        b += 1;
+    }
+    table
+};
 
 /// A literal `.` or `..` path segment (encoded ones are kept, see [`browser_form`]).
 fn is_dot_segment(segment: &[u8]) -> bool {

@@ -289,6 +289,7 @@ pub(crate) fn spawn_worker(
         counters,
         dead,
         pending: IndexMap::default(),
+        direct: None,
         failures: HashMap::default(),
         schedule: BinaryHeap::new(),
         sequence: 0,
@@ -336,6 +337,10 @@ type TargetHasher = foldhash::fast::RandomState;
 /// How many targets a worker takes off its queue before it starts sending: bounds the work
 /// done between two flush acknowledgements and the size of one dedupe set.
 const MAX_DRAIN: usize = 100_000;
+
+/// The most targets a round sends as they came, without the dedupe map (see
+/// `Worker::takes_directly`): they are checked for duplicates pairwise.
+const DIRECT_MAX: usize = 16;
 
 /// An attempt in progress: the targets not settled yet, and what became of the others.
 pub(crate) struct AttemptState {
@@ -406,6 +411,21 @@ struct Waiting {
     attempts: Vec<Arc<AttemptState>>,
 }
 
+impl Waiting {
+    /// Each target of a batch with its `Waiting`; where `waiting` has none (it is empty for a
+    /// `direct` batch), the target is queued and no attempt waits for it.
+    fn each(batch: Vec<Target>, waiting: Vec<Waiting>) -> impl Iterator<Item = (Target, Waiting)> {
+        let mut waiting = waiting.into_iter();
+        batch.into_iter().map(move |target| {
+            let w = waiting.next().unwrap_or(Waiting {
+                queued: true,
+                ..Waiting::default()
+            });
+            (target, w)
+        })
+    }
+}
+
 /// What is known of a target that has failed at least once.
 struct Failing {
     attempts: u32,
@@ -439,6 +459,11 @@ struct Worker {
     counters: Arc<Counters>,
     dead: Arc<Mutex<VecDeque<DeadLetter>>>,
     pending: IndexMap<Target, Waiting, TargetHasher>,
+    /// The round's one batch of queued targets, when it is all the round has (one save's
+    /// targets, most often): sent as it came, without going through `pending`, whose hashing
+    /// was the largest part of the worker's cost per save. Anything else the round takes
+    /// moves it into `pending` first (`merge_direct`), so it is deduplicated as before.
+    direct: Option<Vec<Target>>,
     /// Targets whose last attempt failed, until they are delivered or dead.
     failures: HashMap<Target, Failing, TargetHasher>,
     /// Retries by due time (the sequence number keeps equal times in order).
@@ -504,6 +529,7 @@ impl Worker {
             };
             let mut next = first;
             while let Some(cmd) = next.take() {
+                self.merge_direct();
                 match cmd {
                     Command::Purge(targets) => self.accept(targets),
                     Command::PurgeWatched(targets, state) => self.accept_watched(&targets, state),
@@ -515,10 +541,18 @@ impl Worker {
                     next = rx.try_recv().ok();
                 }
             }
+            if !self.schedule.is_empty() || !self.repurge_schedule.is_empty() || self.spilled() > 0
+            {
+                self.merge_direct();
+            }
             self.take_due_retries();
             self.take_due_repurges();
             self.take_spilled();
-            if !self.pending.is_empty() {
+            if let Some(direct) = self.direct.take() {
+                self.deliver_one(direct, Vec::new()).await;
+                #[cfg(feature = "verify")]
+                self.hand_checks();
+            } else if !self.pending.is_empty() {
                 let mut batches = Vec::with_capacity(self.pending.len().div_ceil(self.max_batch));
                 let mut drain = self.pending.drain(..);
                 loop {
@@ -561,8 +595,33 @@ impl Worker {
 
     fn accept(&mut self, targets: Batch) {
         match targets {
+            Batch::Owned(targets) if self.takes_directly(&targets) => self.direct = Some(targets),
             Batch::Owned(targets) => targets.into_iter().for_each(|t| self.accept_one(t)),
             Batch::Shared(targets) => targets.iter().for_each(|t| self.accept_one(t.clone())),
+        }
+    }
+
+    /// Whether `targets` can be the round's `direct` batch: `pending` would leave them as
+    /// they are (nothing else waiting, one batch's worth at most, all distinct, every kind one
+    /// this backend purges).
+    fn takes_directly(&self, targets: &[Target]) -> bool {
+        self.direct.is_none()
+            && self.pending.is_empty()
+            && !targets.is_empty()
+            && targets.len() <= self.max_batch.min(DIRECT_MAX)
+            && targets
+                .iter()
+                .enumerate()
+                .all(|(i, t)| self.capabilities.supports(t.kind()) && !targets[..i].contains(t))
+    }
+
+    /// Moves the `direct` batch, if any, into `pending`, before anything else is queued
+    /// beside it.
+    fn merge_direct(&mut self) {
+        if let Some(direct) = self.direct.take() {
+            for target in direct {
+                self.queue(target);
+            }
         }
     }
 
@@ -789,21 +848,16 @@ impl Worker {
     }
 
     async fn deliver(&mut self, batches: Vec<(Vec<Target>, Vec<Waiting>)>) {
-        #[cfg(feature = "verify")]
-        self.look_up_tag_urls(&batches).await;
-        let backend = Arc::clone(&self.backend);
         if batches.len() == 1 {
-            // A round of one batch (one save's targets, most often): sent directly, without a
-            // stream of futures to set up and tear down.
             for (batch, waiting) in batches {
-                let started = Instant::now();
-                let result = backend.purge(&batch).await;
-                let took = started.elapsed();
-                self.count_batch(took);
-                self.settle((batch, waiting), result, took);
+                self.deliver_one(batch, waiting).await;
             }
             return;
         }
+        #[cfg(feature = "verify")]
+        self.look_up_tag_urls(batches.iter().flat_map(|(batch, _)| batch))
+            .await;
+        let backend = Arc::clone(&self.backend);
         let mut results = futures::stream::iter(batches)
             .map(|(batch, waiting)| {
                 let backend = Arc::clone(&backend);
@@ -826,6 +880,19 @@ impl Worker {
         }
     }
 
+    /// A round of one batch (one save's targets, most often): sent directly, without a stream
+    /// of futures to set up and tear down.
+    async fn deliver_one(&mut self, batch: Vec<Target>, waiting: Vec<Waiting>) {
+        #[cfg(feature = "verify")]
+        self.look_up_tag_urls(batch.iter()).await;
+        let backend = Arc::clone(&self.backend);
+        let started = Instant::now();
+        let result = backend.purge(&batch).await;
+        let took = started.elapsed();
+        self.count_batch(took);
+        self.settle((batch, waiting), result, took);
+    }
+
     /// Counts a batch sent, and the time it took.
     fn count_batch(&self, took: std::time::Duration) {
         self.counters.batches.fetch_add(1, Ordering::Relaxed);
@@ -843,6 +910,9 @@ impl Worker {
     /// decided. Delivered targets leave the queue and tell their attempts; failed ones get the
     /// policy's verdict, which schedules or buries the queued ones and is reported to the
     /// attempts.
+    ///
+    /// An empty `waiting` (the `direct` batch's) means that every target is queued and no
+    /// attempt waits for it: no list to build for the common round.
     fn settle(
         &mut self,
         (batch, waiting): (Vec<Target>, Vec<Waiting>),
@@ -858,7 +928,7 @@ impl Worker {
                     micros = took.as_micros() as u64,
                     "batch purged"
                 );
-                for (target, waiting) in batch.into_iter().zip(waiting) {
+                for (target, waiting) in Waiting::each(batch, waiting) {
                     self.delivered(target, waiting);
                 }
                 return;
@@ -875,7 +945,7 @@ impl Worker {
         // The queued targets to retry, and the wait of the most-tried one.
         let mut retry: Vec<Target> = Vec::new();
         let mut retry_in: Option<(u32, std::time::Duration)> = None;
-        for (target, waiting) in batch.into_iter().zip(waiting) {
+        for (target, waiting) in Waiting::each(batch, waiting) {
             if !error.failed().contains(&target) {
                 self.delivered(target, waiting);
                 continue;
@@ -1010,14 +1080,12 @@ impl Worker {
     /// once the tag is delivered. A lookup that fails leaves the tags unchecked (logged); the
     /// purge itself does its own lookup and is not affected.
     #[cfg(feature = "verify")]
-    async fn look_up_tag_urls(&mut self, batches: &[(Vec<Target>, Vec<Waiting>)]) {
+    async fn look_up_tag_urls<'a>(&mut self, targets: impl Iterator<Item = &'a Target>) {
         self.tag_urls.clear();
         let (Some(index), Some(checks)) = (&self.tag_index, &self.checks) else {
             return;
         };
-        let (tags, verified): (Vec<crate::target::Tag>, Vec<bool>) = batches
-            .iter()
-            .flat_map(|(batch, _)| batch)
+        let (tags, verified): (Vec<crate::target::Tag>, Vec<bool>) = targets
             .filter_map(|t| match t {
                 Target::Tag(tag) => Some((tag.clone(), checks.verifier.checks_tag()?)),
                 _ => None,

@@ -57,19 +57,24 @@ impl Queue {
         let watched = crate::watch::is_watched() && targets.len() <= crate::watch::MAX_WATCHED;
         self.count_unrouted(&targets);
         // One backend taking everything gets the targets themselves; several share one copy.
-        let (mut own, all): (Option<Vec<Target>>, Arc<[Target]>) =
+        // (No shared copy at all in the first case: even an empty `Arc<[_]>` is an allocation
+        // per save.)
+        let (mut own, all): (Option<Vec<Target>>, Option<Arc<[Target]>>) =
             if self.workers.len() == 1 && self.router.is_open() {
-                (Some(targets), Arc::from([]))
+                (Some(targets), None)
             } else {
-                (None, targets.into())
+                (None, Some(targets.into()))
             };
         let mut everything: Option<Arc<[Target]>> = None;
         for (index, w) in self.workers.iter().enumerate() {
             let mut batch = if let Some(targets) = own.take() {
                 Batch::Owned(targets)
-            } else if self.router.is_open() {
+            } else if let Some(all) = all.as_ref().filter(|_| self.router.is_open()) {
                 Batch::Shared(all.clone())
             } else {
+                // `all` is there whenever `own` is not (one worker takes `own`, and it is
+                // the only one).
+                let all = all.as_deref().unwrap_or_default();
                 let mine: Vec<Target> = all
                     .iter()
                     .filter(|t| self.router.serves(index, t))

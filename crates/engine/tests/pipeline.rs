@@ -34,7 +34,74 @@ async fn batches_respect_the_backends_size_and_duplicates_are_dropped() {
     assert_eq!(stats.purged + stats.deduplicated, 14, "{stats:?}");
 }
 
+/// The URLs of each batch the backend was sent, in order.
+fn batches(memory: &MemoryBackend) -> Vec<Vec<String>> {
+    memory
+        .records()
+        .iter()
+        .map(|r| {
+            r.targets
+                .iter()
+                .filter_map(|t| t.as_url().map(|u| u.as_str().to_owned()))
+                .collect()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn purges_queued_in_one_round_go_out_as_one_batch_without_duplicates() {
+    let memory = MemoryBackend::new();
+    let purger = Purger::builder()
+        .backend("m", memory.clone())
+        .build()
+        .unwrap();
+    // Both are queued before the worker runs (this test's runtime has one thread and
+    // neither call waits for the worker): its next round takes both.
+    purger.purge(urls(&["/a", "/b"])).await;
+    purger.purge(urls(&["/b", "/c"])).await;
+    purger.flush().await;
+    assert_eq!(batches(&memory), [["/a", "/b", "/c"]]);
+    let stats = &purger.stats()[0];
+    assert_eq!((stats.purged, stats.deduplicated, stats.batches), (3, 1, 1));
+
+    // Alone in its round, a purge goes out as it came.
+    purger.purge(urls(&["/d", "/e"])).await;
+    purger.flush().await;
+    assert_eq!(batches(&memory)[1], ["/d", "/e"]);
+    assert_eq!(purger.stats()[0].queued, 0);
+}
+
+#[tokio::test]
+async fn a_purge_naming_a_target_twice_sends_it_once() {
+    let memory = MemoryBackend::new();
+    let purger = Purger::builder()
+        .backend("m", memory.clone())
+        .build()
+        .unwrap();
+    purger.purge(urls(&["/a", "/b", "/a"])).await;
+    purger.flush().await;
+    assert_eq!(batches(&memory), [["/a", "/b"]]);
+    let stats = &purger.stats()[0];
+    assert_eq!((stats.purged, stats.deduplicated, stats.queued), (2, 1, 0));
+}
+
 struct UrlOnly(MemoryBackend);
+
+#[tokio::test]
+async fn a_single_backend_skips_the_targets_it_cannot_purge_and_sends_the_rest() {
+    let inner = MemoryBackend::new();
+    let purger = Purger::builder()
+        .backend("url-only", UrlOnly(inner.clone()))
+        .build()
+        .unwrap();
+    purger
+        .purge([Target::url("/a").unwrap(), Target::tag("post:1").unwrap()])
+        .await;
+    purger.flush().await;
+    assert_eq!(batches(&inner), [["/a"]]);
+    let stats = &purger.stats()[0];
+    assert_eq!((stats.purged, stats.unsupported, stats.queued), (1, 1, 0));
+}
 
 #[cache_purge_hooks_engine::async_trait]
 impl Backend for UrlOnly {
