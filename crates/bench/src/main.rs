@@ -545,7 +545,7 @@ async fn run(args: &Args) -> Result<bool> {
         }
         if needs_xkey {
             progress!("starting varnishd with the xkey VCL");
-            let varnish = Varnish::start_xkey(origin)
+            let varnish = Varnish::start_xkey_with_storage(origin, tags_bench::storage(&config))
                 .await
                 .context("starting varnishd with xkey (cache-purge-hooks-testing)")?;
             let t = tags_bench::run(&config, origin, &varnish).await?;

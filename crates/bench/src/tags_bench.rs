@@ -282,7 +282,24 @@ pub(crate) async fn run(config: &Config, origin: &Origin, varnish: &Varnish) -> 
          with the URL rate directly; neighbours carry `<tag>-keep`, which an exact purge leaves"
             .to_owned(),
     );
+    let nuked = varnish
+        .stat("MAIN.n_lru_nuked")
+        .context("reading MAIN.n_lru_nuked")?;
+    table.check(
+        nuked == 0,
+        true,
+        format!(
+            "no object was evicted for lack of space (n_lru_nuked = {nuked}): a MISS means purged"
+        ),
+    );
     Ok(table)
+}
+
+/// Megabytes of cache storage for the xkey varnishd of [`run`]: four methods cache their
+/// pages and neighbours, at 2 KiB an object (as 1b's), and never less than the harness's 32.
+pub(crate) fn storage(config: &Config) -> usize {
+    let objects = 4 * (config.urls + config.check);
+    objects.div_ceil(512).max(32)
 }
 
 fn check_stats(table: &mut Table, label: &str, stats: &cache_purge_hooks::BackendStats, n: usize) {

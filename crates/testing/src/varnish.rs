@@ -173,6 +173,23 @@ impl Varnish {
         Varnish::start_with_vcl(origin, HARNESS_XKEY_VCL).await
     }
 
+    /// Like [`Varnish::start_xkey`] with `megabytes` of cache storage instead of 32 (see
+    /// [`Varnish::start_with_storage`]), for runs that cache more than about 50,000 tagged
+    /// pages.
+    pub async fn start_xkey_with_storage(origin: &Origin, megabytes: usize) -> Result<Varnish> {
+        if xkey_vmod().is_none() {
+            return Err(HarnessError::MissingFile {
+                what: "the xkey vmod of varnish-modules".to_owned(),
+                path: PathBuf::from("/usr/lib/<arch>/varnish/vmods/libvmod_xkey.so"),
+            });
+        }
+        let origin_port = origin.port();
+        off_thread("cph-varnish-start", move || {
+            Varnish::start_sized(origin_port, HARNESS_XKEY_VCL, megabytes)
+        })
+        .await
+    }
+
     /// [`Varnish::start`] for synchronous code: blocks the calling thread until varnishd is
     /// ready.
     pub fn start_blocking(origin: &Origin) -> Result<Varnish> {
