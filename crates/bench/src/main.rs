@@ -553,7 +553,7 @@ async fn run(args: &Args) -> Result<bool> {
             tables.push(t);
             varnish.stop().context("stopping varnishd (xkey)")?;
             progress!("starting nginx for the tag index");
-            let nginx = Nginx::start(origin, NginxConfig::default())
+            let nginx = Nginx::start(origin, tags_bench::nginx_config(&config))
                 .await
                 .context("starting nginx (cache-purge-hooks-testing)")?;
             let t = tags_bench::run_nginx(&config, origin, &nginx).await?;

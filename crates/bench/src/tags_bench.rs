@@ -8,7 +8,7 @@
 //! - ours, `tags = "ban"`: a `Purger` with the `VarnishBackend` in `cli` mode; a batch of
 //!   tags is one whole-token alternation ban on `obj.http.xkey`;
 //! - ours, `tags = "xkey"`: `mode = "http"`, `PURGE /` requests with the tags in
-//!   `xkey-purge` values, pipelined on one connection (`pipeline` deep);
+//!   `xkey-purge` values, over `concurrency` connections, pipelined (`pipeline` deep);
 //! - FOSHttpCache's way (its Varnish proxy client with xkey): the tags joined by spaces in
 //!   `xkey-purge` headers of at most 4,096 bytes, one `PURGE` each, in sequence over one
 //!   keep-alive connection;
@@ -27,7 +27,7 @@ use cache_purge_hooks::settings::{
 };
 use cache_purge_hooks::tag_index::{MemoryTagIndex, RedisTagIndex};
 use cache_purge_hooks::{PurgeUrl, Tag, TagIndex, Target};
-use cache_purge_hooks_testing::{Nginx, Origin, Redis, Varnish};
+use cache_purge_hooks_testing::{Nginx, NginxConfig, Origin, Redis, Varnish};
 
 use crate::cpu::CpuClock;
 use crate::report::{Row, Table, grouped};
@@ -169,7 +169,7 @@ pub(crate) async fn run(config: &Config, origin: &Origin, varnish: &Varnish) -> 
             .context("varnishd's HTTP address")?,
     ];
     settings.tags = VarnishTags::Xkey;
-    let pipeline = settings.pipeline;
+    let (connections, pipeline) = (settings.concurrency, settings.pipeline);
     let backend = VarnishBackend::new(&settings).context("VarnishBackend::new (xkey)")?;
     let clock = CpuClock::start(Some(varnish.pid()));
     let (seconds, stats) = crate::through_purger_targets(backend, tag_targets(&xkey.tags)?).await?;
@@ -178,7 +178,7 @@ pub(crate) async fn run(config: &Config, origin: &Origin, varnish: &Varnish) -> 
         Row::measured(
             "ours-tag-xkey",
             format!(
-                "Purger + VarnishBackend `http`, tags = \"xkey\" (tags batched in xkey-purge values of ≤ 4,096 bytes, one connection, pipeline {pipeline})"
+                "Purger + VarnishBackend `http`, tags = \"xkey\" (tags batched in xkey-purge values of ≤ 4,096 bytes, {connections} connections, pipeline {pipeline})"
             ),
             n as u64,
             seconds,
@@ -293,6 +293,16 @@ pub(crate) async fn run(config: &Config, origin: &Origin, varnish: &Varnish) -> 
         ),
     );
     Ok(table)
+}
+
+/// The nginx of [`run_nginx`]: three sets cache their pages and neighbours, and its keys
+/// zone holds them all (at 4,000 keys a megabyte, half what nginx documents; never less than
+/// the harness's 16), so that nothing is evicted and a MISS still proves a purge.
+pub(crate) fn nginx_config(config: &Config) -> NginxConfig {
+    NginxConfig {
+        keys_zone_megabytes: (3 * (config.urls + config.check)).div_ceil(4_000).max(16),
+        ..NginxConfig::default()
+    }
 }
 
 /// Megabytes of cache storage for the xkey varnishd of [`run`]: four methods cache their

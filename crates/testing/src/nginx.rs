@@ -122,6 +122,11 @@ pub struct NginxConfig {
     /// the cache key with `$uri` replaced by `$1` (the path captured after the prefix), which
     /// is right whenever the cache key uses `$uri`. Set it when the cache key does not.
     pub purge_key: Option<String>,
+    /// The size of the `keys_zone` in megabytes, default 16. nginx keeps about 8,000 keys a
+    /// megabyte and, when the zone is full, evicts the least recently used entries, so that a
+    /// MISS no longer proves a purge: give a run that caches more than about 100,000 pages
+    /// more.
+    pub keys_zone_megabytes: usize,
 }
 
 impl Default for NginxConfig {
@@ -131,6 +136,7 @@ impl Default for NginxConfig {
             cache_key: "$uri$is_args$args".to_owned(),
             levels: "1:2".to_owned(),
             purge_key: None,
+            keys_zone_megabytes: SHIPPED_KEYS_ZONE_MEGABYTES,
         }
     }
 }
@@ -182,6 +188,12 @@ impl NginxConfig {
                 ),
             ));
         }
+        if self.keys_zone_megabytes == 0 {
+            return Err(HarnessError::invalid(
+                "keys zone",
+                "0 megabytes: expected at least 1 (nginx keeps about 8,000 keys a megabyte)",
+            ));
+        }
         Ok(())
     }
 
@@ -208,6 +220,11 @@ impl NginxConfig {
             ],
         )?;
         site = replace_once(&site, SHIPPED_LEVELS, &format!("levels={} ", self.levels))?;
+        site = replace_once(
+            &site,
+            SHIPPED_KEYS_ZONE,
+            &format!("keys_zone={CACHE_ZONE}:{}m ", self.keys_zone_megabytes),
+        )?;
         site = replace_once(
             &site,
             SHIPPED_CACHE_KEY,
@@ -257,6 +274,8 @@ struct RenderedConfig {
 // The lines of the shipped cache-purge.conf that an `NginxConfig` changes. Each must occur
 // exactly once (checked by the unit tests and, without panicking, at every start).
 const SHIPPED_LEVELS: &str = "levels=1:2 ";
+const SHIPPED_KEYS_ZONE: &str = "keys_zone=cache_purge:16m ";
+const SHIPPED_KEYS_ZONE_MEGABYTES: usize = 16;
 const SHIPPED_CACHE_KEY: &str = "proxy_cache_key \"$uri$is_args$args\";";
 const SHIPPED_PURGE_LOCATION: &str = "location ~ ^/purge(/.*)$ {";
 const SHIPPED_PURGE_KEY: &str = "proxy_cache_purge cache_purge \"$1$is_args$args\";";
@@ -861,6 +880,7 @@ mod tests {
             cache_key: "$host$uri$is_args$args".to_owned(),
             levels: "2".to_owned(),
             purge_key: None,
+            keys_zone_megabytes: 64,
         };
         let site = render(&config).site;
         let default = render(&NginxConfig::default()).site;
@@ -876,7 +896,7 @@ mod tests {
                 (
                     "proxy_cache_path /srv/cph/cache levels=1:2 keys_zone=cache_purge:16m \
                      inactive=60m use_temp_path=off;",
-                    "proxy_cache_path /srv/cph/cache levels=2 keys_zone=cache_purge:16m \
+                    "proxy_cache_path /srv/cph/cache levels=2 keys_zone=cache_purge:64m \
                      inactive=60m use_temp_path=off;"
                 ),
                 (

@@ -183,6 +183,7 @@ async fn nginx_custom_prefix_key_and_host() -> TestResult {
         cache_key: "$host$uri$is_args$args".to_owned(),
         levels: "2".to_owned(),
         purge_key: None,
+        ..NginxConfig::default()
     };
     let nginx = Nginx::start(&origin, config).await?;
     assert!(!nginx.get_with_host("one.test", "/p?x=1").await?.is_hit());
