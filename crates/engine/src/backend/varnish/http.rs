@@ -187,7 +187,7 @@ impl HttpTransport {
                                 }
                                 self.request(server, &self.purge_method, base, "/", headers)
                             });
-                        (targets.clone(), request)
+                        (targets.as_slice(), request)
                     })
                     .collect()
             },
@@ -232,7 +232,7 @@ impl HttpTransport {
                         let headers = self.host_header(url);
                         let request =
                             self.request(server, purge, base, url.path_and_query(), headers);
-                        Some((vec![target.clone()], request))
+                        Some((std::slice::from_ref(target), request))
                     })
                     .collect()
             },
@@ -425,11 +425,12 @@ impl HttpTransport {
     /// request purges, and the request), all servers at once, over up to `connections`
     /// connections per server and `pipeline` requests on each (see
     /// [`CacheClient::send_all`]). A response `accepted` says is success; any other, or no
-    /// response, fails the request's targets on that server.
-    async fn send_per_server(
+    /// response, fails the request's targets on that server. The jobs borrow their targets:
+    /// they are copied only into the error of a request that failed.
+    async fn send_per_server<'t>(
         &self,
         connections: usize,
-        jobs: impl Fn(&str, &ServerUrl) -> Vec<(Vec<Target>, Result<Request, PurgeError>)>,
+        jobs: impl Fn(&str, &ServerUrl) -> Vec<(&'t [Target], Result<Request, PurgeError>)>,
         accepted: impl Fn(&str, &[Target], &Response) -> bool,
     ) -> Vec<PurgeError> {
         let accepted = &accepted;
@@ -443,7 +444,7 @@ impl HttpTransport {
                         requests.push(request);
                         purged.push(targets);
                     }
-                    Err(error) => failures.push(error.only(targets)),
+                    Err(error) => failures.push(error.only(targets.to_vec())),
                 }
             }
             async move {
@@ -451,10 +452,10 @@ impl HttpTransport {
                 for (targets, result) in purged.into_iter().zip(results) {
                     let error = match result {
                         Err(e) => cache_client::transport_error(server, e),
-                        Ok(r) if accepted(server, &targets, &r) => continue,
+                        Ok(r) if accepted(server, targets, &r) => continue,
                         Ok(r) => cache_client::response_error(server, &r),
                     };
-                    failures.push(error.only(targets));
+                    failures.push(error.only(targets.to_vec()));
                 }
                 failures
             }
