@@ -699,6 +699,22 @@ pub(crate) async fn through_purger_targets<B: cache_purge_hooks::backend::Backen
     Ok((seconds, stats))
 }
 
+/// Checks that `varnish` evicted no object for lack of space (`MAIN.n_lru_nuked` is 0), so
+/// that a MISS after a purge proves the purge; returns the count, for a note.
+pub(crate) fn check_not_evicted(table: &mut Table, varnish: &Varnish) -> Result<u64> {
+    let nuked = varnish
+        .stat("MAIN.n_lru_nuked")
+        .context("reading MAIN.n_lru_nuked")?;
+    table.check(
+        nuked == 0,
+        true,
+        format!(
+            "no object was evicted for lack of space (n_lru_nuked = {nuked}): a MISS means purged"
+        ),
+    );
+    Ok(nuked)
+}
+
 /// Checks after a method ran: every URL of `set` is a MISS, fetched from the origin a second
 /// time (the first was the warming GET), and every neighbour still a HIT. `strict_neighbours = false` for a method known to purge
 /// neighbours too (the seed's unanchored regex): reported, not failed.

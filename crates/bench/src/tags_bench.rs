@@ -282,16 +282,7 @@ pub(crate) async fn run(config: &Config, origin: &Origin, varnish: &Varnish) -> 
          with the URL rate directly; neighbours carry `<tag>-keep`, which an exact purge leaves"
             .to_owned(),
     );
-    let nuked = varnish
-        .stat("MAIN.n_lru_nuked")
-        .context("reading MAIN.n_lru_nuked")?;
-    table.check(
-        nuked == 0,
-        true,
-        format!(
-            "no object was evicted for lack of space (n_lru_nuked = {nuked}): a MISS means purged"
-        ),
-    );
+    crate::check_not_evicted(&mut table, varnish)?;
     Ok(table)
 }
 

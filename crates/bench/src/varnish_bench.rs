@@ -199,9 +199,7 @@ pub(crate) async fn run(config: &Config, origin: &Origin, varnish: &Varnish) -> 
     .await;
 
     let total = ban_count()?;
-    let nuked = varnish
-        .stat("MAIN.n_lru_nuked")
-        .context("reading MAIN.n_lru_nuked")?;
+    let nuked = crate::check_not_evicted(&mut table, varnish)?;
     let objects = varnish
         .stat("MAIN.n_object")
         .context("reading MAIN.n_object")?;
@@ -225,12 +223,5 @@ pub(crate) async fn run(config: &Config, origin: &Origin, varnish: &Varnish) -> 
         grouped(objects),
         grouped(nuked)
     ));
-    table.check(
-        nuked == 0,
-        true,
-        format!(
-            "no object was evicted for lack of space (n_lru_nuked = {nuked}): a MISS means purged"
-        ),
-    );
     Ok(table)
 }

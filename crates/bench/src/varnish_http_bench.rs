@@ -444,16 +444,7 @@ pub(crate) async fn run(config: &Config, origin: &Origin, varnish: &Varnish) -> 
         "each method's figure is the sum of {TURNS} turns; the methods took turns in an order \
          rotating from turn to turn; varnishd of its own (no bans on its list)"
     ));
-    let nuked = varnish
-        .stat("MAIN.n_lru_nuked")
-        .context("reading MAIN.n_lru_nuked")?;
-    table.check(
-        nuked == 0,
-        true,
-        format!(
-            "no object was evicted for lack of space (n_lru_nuked = {nuked}): a MISS means purged"
-        ),
-    );
+    crate::check_not_evicted(&mut table, varnish)?;
     for m in methods {
         if let Way::Purger(p) = m.way {
             p.shutdown(Duration::from_secs(10))
